@@ -1,0 +1,355 @@
+//! The per-customer aggregate: what the engine remembers about one customer, and how events change it.
+//!
+//! Shopify delivers at least once and in any order, so every fact is applied as a join on a per-order record:
+//! flags only ever get set, an order's total is taken from its create event whenever that arrives, and refunds are
+//! keyed by refund id. Applying the same set of facts in any order, with any duplicates, gives the same state.
+//! The state is kept small (one 32-byte record per order, rare data boxed behind a pointer) because millions of
+//! customers live in memory at once.
+
+use crate::money::Money;
+use crate::time::Timestamp;
+
+const CREATED: u8 = 1;
+const CANCELLED: u8 = 2;
+/// Test orders and voided payments never count, but the record stays so a later duplicate is recognised.
+const EXCLUDED: u8 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub order_id: u64,
+    total: i64,
+    refunded: i64,
+    placed_at: u32,
+    flags: u8,
+}
+
+impl OrderRecord {
+    fn new(order_id: u64) -> Self {
+        OrderRecord {
+            order_id,
+            total: 0,
+            refunded: 0,
+            placed_at: 0,
+            flags: 0,
+        }
+    }
+
+    /// Created, not cancelled, not a test or voided order.
+    pub fn counts(&self) -> bool {
+        self.flags & (CREATED | CANCELLED | EXCLUDED) == CREATED
+    }
+
+    /// Net contribution; a refund larger than the order (shipping refunds, adjustments) floors at zero rather
+    /// than eating into the customer's other orders.
+    pub fn net(&self) -> Money {
+        Money::from_minor(self.total.saturating_sub(self.refunded).max(0))
+    }
+
+    pub fn placed_at(&self) -> Timestamp {
+        Timestamp::from_compact(self.placed_at)
+    }
+}
+
+/// A fact about a customer, already normalised from its Kafka event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    OrderPlaced {
+        order_id: u64,
+        total: Money,
+        placed_at: Timestamp,
+        /// Test order or voided payment.
+        excluded: bool,
+        /// Created already cancelled.
+        cancelled: bool,
+    },
+    OrderCancelled {
+        order_id: u64,
+    },
+    Refunded {
+        order_id: u64,
+        refund_id: u64,
+        amount: Money,
+    },
+    /// Points earned (positive) or redeemed (negative), keyed by a hash of the event id.
+    Points {
+        event_key: u64,
+        delta: i64,
+        at: Timestamp,
+    },
+    CustomerCreated {
+        at: Timestamp,
+    },
+}
+
+/// Data most customers never have, kept out of line so the common case costs one pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Extra {
+    refund_ids: Vec<u64>,
+    points_event_keys: Vec<u64>,
+    points: i64,
+}
+
+/// What the orders add up to, as scoring sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub orders: u32,
+    pub net: Money,
+    pub first_order: Option<Timestamp>,
+    pub last_order: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerAggregate {
+    /// Sorted by order id.
+    orders: Box<[OrderRecord]>,
+    extra: Option<Box<Extra>>,
+    first_seen: u32,
+    last_engaged: u32,
+}
+
+impl CustomerAggregate {
+    /// Applies a fact; `false` when it changed nothing (a duplicate or replay).
+    pub fn apply(&mut self, fact: &Fact) -> bool {
+        match *fact {
+            Fact::OrderPlaced {
+                order_id,
+                total,
+                placed_at,
+                excluded,
+                cancelled,
+            } => self.with_order(order_id, |o| {
+                if o.flags & CREATED != 0 {
+                    return false;
+                }
+                o.total = total.minor();
+                o.placed_at = placed_at.to_compact();
+                o.flags |= CREATED
+                    | if excluded { EXCLUDED } else { 0 }
+                    | if cancelled { CANCELLED } else { 0 };
+                true
+            }),
+            Fact::OrderCancelled { order_id } => self.with_order(order_id, |o| {
+                let fresh = o.flags & CANCELLED == 0;
+                o.flags |= CANCELLED;
+                fresh
+            }),
+            Fact::Refunded {
+                order_id,
+                refund_id,
+                amount,
+            } => {
+                if !insert_sorted(&mut self.extra_mut().refund_ids, refund_id) {
+                    return false;
+                }
+                self.with_order(order_id, |o| {
+                    o.refunded = o.refunded.saturating_add(amount.minor().max(0));
+                    true
+                })
+            }
+            Fact::Points {
+                event_key,
+                delta,
+                at,
+            } => {
+                let extra = self.extra_mut();
+                if !insert_sorted(&mut extra.points_event_keys, event_key) {
+                    return false;
+                }
+                extra.points = extra.points.saturating_add(delta);
+                self.last_engaged = self.last_engaged.max(at.to_compact());
+                true
+            }
+            Fact::CustomerCreated { at } => {
+                let at = at.to_compact();
+                if self.first_seen != 0 && self.first_seen <= at {
+                    return false;
+                }
+                self.first_seen = at;
+                true
+            }
+        }
+    }
+
+    fn with_order(&mut self, order_id: u64, change: impl FnOnce(&mut OrderRecord) -> bool) -> bool {
+        let index = match self.orders.binary_search_by_key(&order_id, |o| o.order_id) {
+            Ok(i) => i,
+            Err(i) => {
+                // A boxed slice grows by one on each new order: customers have few orders, and the exact fit
+                // saves the spare capacity a Vec would keep for every customer.
+                let mut orders = std::mem::take(&mut self.orders).into_vec();
+                orders.insert(i, OrderRecord::new(order_id));
+                self.orders = orders.into_boxed_slice();
+                i
+            }
+        };
+        change(&mut self.orders[index])
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    pub fn orders(&self) -> &[OrderRecord] {
+        &self.orders
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for order in self.orders.iter().filter(|o| o.counts()) {
+            let at = order.placed_at();
+            totals.orders += 1;
+            totals.net = totals.net.saturating_add(order.net());
+            totals.first_order = Some(totals.first_order.map_or(at, |f| f.min(at)));
+            totals.last_order = Some(totals.last_order.map_or(at, |l| l.max(at)));
+        }
+        totals
+    }
+
+    pub fn points(&self) -> i64 {
+        self.extra.as_ref().map_or(0, |e| e.points)
+    }
+
+    /// Latest engagement: an order or a points event, whichever is later.
+    pub fn last_engaged(&self) -> Option<Timestamp> {
+        let last_order = self
+            .totals()
+            .last_order
+            .map(Timestamp::to_compact)
+            .unwrap_or(0);
+        let compact = self.last_engaged.max(last_order);
+        (compact != 0).then(|| Timestamp::from_compact(compact))
+    }
+
+    pub fn first_seen(&self) -> Option<Timestamp> {
+        (self.first_seen != 0).then(|| Timestamp::from_compact(self.first_seen))
+    }
+
+    /// Heap bytes owned by this aggregate, for the memory figures.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.orders)
+            + self.extra.as_ref().map_or(0, |e| {
+                std::mem::size_of::<Extra>()
+                    + 8 * (e.refund_ids.capacity() + e.points_event_keys.capacity())
+            })
+    }
+}
+
+fn insert_sorted(keys: &mut Vec<u64>, key: u64) -> bool {
+    match keys.binary_search(&key) {
+        Ok(_) => false,
+        Err(i) => {
+            keys.insert(i, key);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY0: Timestamp = Timestamp(1_700_000_000);
+
+    fn placed(order_id: u64, cents: i64) -> Fact {
+        Fact::OrderPlaced {
+            order_id,
+            total: Money::from_minor(cents),
+            placed_at: DAY0,
+            excluded: false,
+            cancelled: false,
+        }
+    }
+
+    fn net(a: &CustomerAggregate) -> (u32, i64) {
+        let t = a.totals();
+        (t.orders, t.net.minor())
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let mut a = CustomerAggregate::default();
+        assert!(a.apply(&placed(1, 5_000)));
+        assert!(!a.apply(&placed(1, 5_000)));
+        assert_eq!(net(&a), (1, 5_000));
+    }
+
+    #[test]
+    fn cancel_before_create_still_cancels() {
+        let mut a = CustomerAggregate::default();
+        assert!(a.apply(&Fact::OrderCancelled { order_id: 7 }));
+        assert!(a.apply(&placed(7, 9_000)));
+        assert_eq!(net(&a), (0, 0));
+    }
+
+    #[test]
+    fn refunds_lower_net_once_and_floor_at_zero() {
+        let mut a = CustomerAggregate::default();
+        let refund = Fact::Refunded {
+            order_id: 1,
+            refund_id: 10,
+            amount: Money::from_minor(1_500),
+        };
+        assert!(a.apply(&refund));
+        assert!(a.apply(&placed(1, 5_000)));
+        assert!(!a.apply(&refund));
+        assert_eq!(net(&a), (1, 3_500));
+        a.apply(&Fact::Refunded {
+            order_id: 1,
+            refund_id: 11,
+            amount: Money::from_minor(99_999),
+        });
+        a.apply(&placed(2, 2_000));
+        assert_eq!(net(&a), (2, 2_000));
+    }
+
+    #[test]
+    fn refunds_on_cancelled_orders_contribute_nothing() {
+        let mut a = CustomerAggregate::default();
+        a.apply(&placed(1, 5_000));
+        a.apply(&Fact::OrderCancelled { order_id: 1 });
+        a.apply(&Fact::Refunded {
+            order_id: 1,
+            refund_id: 3,
+            amount: Money::from_minor(5_000),
+        });
+        assert_eq!(net(&a), (0, 0));
+    }
+
+    #[test]
+    fn excluded_orders_do_not_count() {
+        let mut a = CustomerAggregate::default();
+        a.apply(&Fact::OrderPlaced {
+            order_id: 1,
+            total: Money::from_minor(100),
+            placed_at: DAY0,
+            excluded: true,
+            cancelled: false,
+        });
+        assert_eq!(net(&a), (0, 0));
+    }
+
+    #[test]
+    fn points_are_idempotent_per_event() {
+        let mut a = CustomerAggregate::default();
+        let earn = Fact::Points {
+            event_key: 1,
+            delta: 100,
+            at: DAY0,
+        };
+        assert!(a.apply(&earn));
+        assert!(!a.apply(&earn));
+        a.apply(&Fact::Points {
+            event_key: 2,
+            delta: -30,
+            at: DAY0.plus_days(1),
+        });
+        assert_eq!(a.points(), 70);
+        assert_eq!(a.last_engaged(), Some(DAY0.plus_days(1)));
+    }
+
+    #[test]
+    fn stays_compact() {
+        assert!(std::mem::size_of::<CustomerAggregate>() <= 32);
+        assert_eq!(std::mem::size_of::<OrderRecord>(), 32);
+    }
+}
