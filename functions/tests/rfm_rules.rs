@@ -228,7 +228,9 @@ fn churn_risk_is_monotone_and_bounded() {
 #[test]
 fn decay_weights_old_orders_down() {
     let c = RfmConfig {
-        recency_decay: Some(functions::config::RecencyDecay { half_life_days: 30.0 }),
+        recency_decay: Some(functions::config::RecencyDecay {
+            half_life_days: 30.0,
+        }),
         ..RfmConfig::default()
     };
     let mut a = CustomerAggregate::default();

@@ -1,0 +1,138 @@
+//! Process configuration from the environment (DESIGN.md §8). Parsed once at start-up into typed settings, so a
+//! bad value stops the process with a message naming the variable instead of failing later on a request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use streams::Topics;
+
+use crate::pii::KeyRing;
+use crate::shopify::hmac::WebhookSecrets;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub kafka_brokers: String,
+    pub topics: Topics,
+    pub redis_url: String,
+    pub database_url: Option<String>,
+    pub shopify_api_key: String,
+    pub webhook_secrets: WebhookSecrets,
+    pub keys: KeyRing,
+    pub webhook_max_body_bytes: usize,
+    pub kafka_delivery_timeout: Duration,
+    pub dedupe_ttl: Duration,
+    pub redis_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Reads settings through `lookup` (the process environment in `main`, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let secret =
+            get("SHOPIFY_API_SECRET").ok_or_else(|| err("SHOPIFY_API_SECRET", "is required"))?;
+        let keys = match get("ENCRYPTION_KEYS") {
+            Some(spec) => {
+                KeyRing::parse(&spec).map_err(|e| err("ENCRYPTION_KEYS", e.to_string()))?
+            }
+            None => KeyRing::empty(),
+        };
+        let prefix = get("KAFKA_TOPIC_PREFIX").unwrap_or_default();
+        Ok(Settings {
+            http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
+            kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            topics: Topics::with_prefix(&prefix).overridden(get),
+            redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+            database_url: get("DATABASE_URL"),
+            shopify_api_key: get("SHOPIFY_API_KEY").unwrap_or_else(|| "loyalnest-dev".to_owned()),
+            webhook_secrets: WebhookSecrets::new(
+                secret.into_bytes(),
+                get("SHOPIFY_API_SECRET_PREVIOUS").map(String::into_bytes),
+            ),
+            keys,
+            webhook_max_body_bytes: parse_or(&get, "WEBHOOK_MAX_BODY_BYTES", "2097152")?,
+            kafka_delivery_timeout: Duration::from_millis(parse_or(
+                &get,
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+                "3000",
+            )?),
+            dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
+            redis_timeout: Duration::from_millis(parse_or(&get, "REDIS_TIMEOUT_MS", "250")?),
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Settings::from_lookup(|var| std::env::var(var).ok())
+    }
+}
+
+fn parse_or<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = get(var).unwrap_or_else(|| default.to_owned());
+    raw.trim()
+        .parse()
+        .map_err(|e| err(var, format!("{raw:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn requires_the_app_secret() {
+        assert_eq!(settings(&[]).unwrap_err().var, "SHOPIFY_API_SECRET");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = settings(&[
+            ("SHOPIFY_API_SECRET", "s"),
+            ("KAFKA_TOPIC_PREFIX", "t."),
+            ("HTTP_ADDR", "0.0.0.0:9"),
+        ])
+        .unwrap();
+        assert_eq!(s.http_addr.port(), 9);
+        assert_eq!(s.topics.orders_create, "t.orders.create");
+        assert_eq!(s.webhook_max_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let e = settings(&[
+            ("SHOPIFY_API_SECRET", "s"),
+            ("WEBHOOK_MAX_BODY_BYTES", "lots"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "WEBHOOK_MAX_BODY_BYTES");
+    }
+}

@@ -1,0 +1,11 @@
+//! The `loyalnest-rfm` service: configuration, HTTP routes, Shopify adapters, and the wiring that turns them into a
+//! running process. The binary in `main.rs` is a thin CLI over this library so tests can start the same app
+//! in-process.
+
+pub mod configuration;
+pub mod dedupe;
+pub mod pii;
+pub mod routes;
+pub mod shopify;
+pub mod startup;
+pub mod telemetry;

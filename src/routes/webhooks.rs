@@ -1,0 +1,251 @@
+//! `POST /webhooks/shopify`: verify, deduplicate, normalise, produce, and only then answer 200.
+//!
+//! The order matters. The signature is checked before anything is parsed, so unsigned input costs only a hash.
+//! The 200 is sent after Kafka acknowledged the event, so a 200 always means "durable"; anything else makes
+//! Shopify retry. The dedupe key is written after the acknowledgement, so a crash in between can only cause a
+//! duplicate record, which the consumer absorbs, never a lost one.
+
+use std::time::Instant;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::json;
+use streams::sink::{EventSink, Outgoing};
+use streams::{MerchantId, Topics};
+
+use crate::dedupe::DedupeStore;
+use crate::pii::KeyRing;
+use crate::shopify::hmac::WebhookSecrets;
+use crate::shopify::normalize::{normalize, Envelope, Normalized, WebhookTopic};
+use crate::telemetry::events::{DedupeUnavailable, ProduceFailed, WebhookHandled};
+
+/// What the webhook route needs, shared by all workers.
+pub struct IngressState {
+    pub secrets: WebhookSecrets,
+    pub sink: EventSink,
+    pub dedupe: Option<DedupeStore>,
+    pub topics: Topics,
+    pub keys: KeyRing,
+    pub max_body_bytes: usize,
+}
+
+/// A finished answer: status, a machine-readable outcome for metrics, and the JSON body.
+struct Answer {
+    status: StatusCode,
+    outcome: &'static str,
+    body: serde_json::Value,
+}
+
+impl Answer {
+    fn ok(outcome: &'static str, body: serde_json::Value) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            outcome,
+            body,
+        }
+    }
+
+    fn error(status: StatusCode, outcome: &'static str, message: impl Into<String>) -> Self {
+        Answer {
+            status,
+            outcome,
+            body: json!({ "error": outcome, "message": message.into() }),
+        }
+    }
+}
+
+/// Shopify's headers, case-insensitive by HTTP, with or without the `X-` prefix (newer event delivery drops it).
+fn shopify_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    [format!("x-shopify-{name}"), format!("shopify-{name}")]
+        .iter()
+        .find_map(|n| headers.get(n.as_str()))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<IngressState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let topic_header = shopify_header(req.headers(), "topic")
+        .unwrap_or("")
+        .to_owned();
+    let answer = handle(&req, payload, &state).await;
+    WebhookHandled {
+        topic: &topic_header,
+        outcome: answer.outcome,
+        status: answer.status.as_u16(),
+        elapsed: started.elapsed(),
+    }
+    .emit();
+    HttpResponse::build(answer.status).json(answer.body)
+}
+
+async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) -> Answer {
+    let body = match read_body(req, payload, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let headers = req.headers();
+    let signature = shopify_header(headers, "hmac-sha256").unwrap_or("");
+    if !state.secrets.verify(&body, signature) {
+        return Answer::error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "HMAC signature missing or wrong",
+        );
+    }
+    let Some(raw_topic) = shopify_header(headers, "topic") else {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "missing_topic",
+            "X-Shopify-Topic header is required",
+        );
+    };
+    let Some(topic) = WebhookTopic::parse(raw_topic) else {
+        // Signed by Shopify but not one we subscribe to: acknowledge so Shopify stops retrying, produce nothing.
+        tracing::info!(topic = raw_topic, "ignoring webhook topic we do not handle");
+        return Answer::ok(
+            "unknown_topic",
+            json!({ "status": "ignored", "reason": "unknown_topic" }),
+        );
+    };
+    let merchant = match shopify_header(headers, "shop-domain").map(MerchantId::parse) {
+        Some(Ok(m)) => m,
+        _ => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                "bad_shop_domain",
+                "X-Shopify-Shop-Domain is missing or invalid",
+            )
+        }
+    };
+    let webhook_id = match shopify_header(headers, "webhook-id").filter(|id| id.len() <= 128) {
+        Some(id) => id.to_owned(),
+        None => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                "missing_webhook_id",
+                "X-Shopify-Webhook-Id is required",
+            )
+        }
+    };
+    if let Some(dedupe) = &state.dedupe {
+        match dedupe.already_processed(&merchant, &webhook_id).await {
+            Ok(true) => return Answer::ok("duplicate", json!({ "status": "duplicate" })),
+            Ok(false) => {}
+            Err(e) => DedupeUnavailable {
+                operation: "check",
+                error: &e,
+            }
+            .emit(),
+        }
+    }
+    let env = Envelope {
+        event_id: &webhook_id,
+        merchant_id: &merchant,
+        keys: &state.keys,
+    };
+    let answer = match normalize(topic, &body, &env) {
+        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Ok(Normalized::Ignored(reason)) => {
+            Answer::ok(reason, json!({ "status": "ignored", "reason": reason }))
+        }
+        Ok(Normalized::Event(event)) => {
+            match produce(state, &event, &merchant, &webhook_id, topic).await {
+                Ok(()) => Answer::ok(
+                    "accepted",
+                    json!({ "status": "accepted", "event_id": webhook_id }),
+                ),
+                Err(answer) => return answer,
+            }
+        }
+    };
+    if let Some(dedupe) = &state.dedupe {
+        if let Err(e) = dedupe.mark_processed(&merchant, &webhook_id).await {
+            DedupeUnavailable {
+                operation: "record",
+                error: &e,
+            }
+            .emit();
+        }
+    }
+    answer
+}
+
+async fn produce(
+    state: &IngressState,
+    event: &streams::InputEvent,
+    merchant: &MerchantId,
+    webhook_id: &str,
+    topic: WebhookTopic,
+) -> Result<(), Answer> {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let payload = event.encode();
+    let record = Outgoing {
+        topic: event.kind().topic(&state.topics),
+        key: merchant.as_str(),
+        payload: &payload,
+        headers: &[
+            ("webhook_id", webhook_id),
+            ("shopify_topic", topic.as_str()),
+            ("trace_id", &trace_id),
+        ],
+    };
+    match state.sink.send(record).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            ProduceFailed {
+                topic: topic.as_str(),
+                error: &e,
+            }
+            .emit();
+            Err(Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                "the event could not be stored; retry later",
+            ))
+        }
+    }
+}
+
+/// Reads the body up to `limit` bytes. A declared length over the limit is refused before reading anything; a
+/// chunked body is refused as soon as it crosses the limit, so an oversized body is never buffered whole.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, Answer> {
+    let too_large = || {
+        Answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Answer::error(StatusCode::BAD_REQUEST, "unreadable_body", e.to_string())
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

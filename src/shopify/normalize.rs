@@ -1,0 +1,385 @@
+//! From Shopify's webhook payloads to our compact events (DESIGN.md §3).
+//!
+//! Only the fields the engine needs are decoded; everything else in a 6 KB order is skipped by serde without being
+//! allocated. Money is validated here, at the edge, so a garbage amount is the sender's 400 and never a poison
+//! record downstream. Personal fields are sealed (see `pii`) or dropped, never copied in clear.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use functions::money::{currency_exponent, Money};
+use serde::Deserialize;
+use streams::events::{
+    CustomerCreated, CustomerDataRequest, CustomerRedact, OrderCancelled, OrderCreated,
+    RefundCreated, ShopRedact,
+};
+use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
+
+use crate::pii::{KeyRing, Pii};
+
+/// The webhook topics we act on, from `X-Shopify-Topic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookTopic {
+    OrdersCreate,
+    OrdersCancelled,
+    RefundsCreate,
+    CustomersCreate,
+    CustomersRedact,
+    CustomersDataRequest,
+    ShopRedact,
+}
+
+impl WebhookTopic {
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw.trim() {
+            "orders/create" => WebhookTopic::OrdersCreate,
+            "orders/cancelled" => WebhookTopic::OrdersCancelled,
+            "refunds/create" => WebhookTopic::RefundsCreate,
+            "customers/create" => WebhookTopic::CustomersCreate,
+            "customers/redact" => WebhookTopic::CustomersRedact,
+            "customers/data_request" => WebhookTopic::CustomersDataRequest,
+            "shop/redact" => WebhookTopic::ShopRedact,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookTopic::OrdersCreate => "orders/create",
+            WebhookTopic::OrdersCancelled => "orders/cancelled",
+            WebhookTopic::RefundsCreate => "refunds/create",
+            WebhookTopic::CustomersCreate => "customers/create",
+            WebhookTopic::CustomersRedact => "customers/redact",
+            WebhookTopic::CustomersDataRequest => "customers/data_request",
+            WebhookTopic::ShopRedact => "shop/redact",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("body is not valid JSON for {topic}: {source}")]
+    Json {
+        topic: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid amount in {field}: {message}")]
+    Money {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// What a webhook becomes: an event to produce, or a reason nothing is produced.
+#[derive(Debug)]
+pub enum Normalized {
+    Event(Box<InputEvent>),
+    /// A valid webhook that carries nothing to score (a guest checkout).
+    Ignored(&'static str),
+}
+
+#[derive(Deserialize)]
+struct CustomerRef {
+    id: u64,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    created_at: Option<DateTime<FixedOffset>>,
+    locale: Option<String>,
+}
+
+impl CustomerRef {
+    fn pii(&self) -> Pii {
+        Pii {
+            email: self.email.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            phone: self.phone.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ShopMoney {
+    amount: String,
+    currency_code: String,
+}
+
+#[derive(Deserialize)]
+struct MoneySet {
+    shop_money: ShopMoney,
+}
+
+#[derive(Deserialize)]
+struct Order {
+    id: u64,
+    customer: Option<CustomerRef>,
+    total_price: Option<String>,
+    total_price_set: Option<MoneySet>,
+    currency: Option<String>,
+    financial_status: Option<String>,
+    cancelled_at: Option<DateTime<FixedOffset>>,
+    #[serde(default)]
+    test: bool,
+    created_at: DateTime<FixedOffset>,
+    updated_at: Option<DateTime<FixedOffset>>,
+    customer_locale: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Transaction {
+    amount: String,
+    kind: String,
+    status: String,
+    currency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefundLineItem {
+    subtotal_set: Option<MoneySet>,
+    total_tax_set: Option<MoneySet>,
+}
+
+#[derive(Deserialize)]
+struct RefundShippingLine {
+    subtotal_amount_set: Option<MoneySet>,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    id: u64,
+    order_id: u64,
+    created_at: DateTime<FixedOffset>,
+    #[serde(default)]
+    refund_line_items: Vec<RefundLineItem>,
+    #[serde(default)]
+    refund_shipping_lines: Vec<RefundShippingLine>,
+    #[serde(default)]
+    transactions: Vec<Transaction>,
+}
+
+#[derive(Deserialize)]
+struct GdprCustomer {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct GdprCustomerPayload {
+    customer: GdprCustomer,
+    #[serde(default)]
+    orders_to_redact: Vec<u64>,
+    data_request: Option<DataRequestRef>,
+}
+
+#[derive(Deserialize)]
+struct DataRequestRef {
+    id: u64,
+}
+
+/// Context shared by every event a webhook produces.
+pub struct Envelope<'a> {
+    pub event_id: &'a str,
+    pub merchant_id: &'a MerchantId,
+    pub keys: &'a KeyRing,
+}
+
+fn parse<'de, T: Deserialize<'de>>(
+    topic: WebhookTopic,
+    body: &'de [u8],
+) -> Result<T, NormalizeError> {
+    serde_json::from_slice(body).map_err(|source| NormalizeError::Json {
+        topic: topic.as_str(),
+        source,
+    })
+}
+
+fn utc(t: DateTime<FixedOffset>) -> DateTime<Utc> {
+    t.with_timezone(&Utc)
+}
+
+pub fn normalize(
+    topic: WebhookTopic,
+    body: &[u8],
+    env: &Envelope<'_>,
+) -> Result<Normalized, NormalizeError> {
+    let event = match topic {
+        WebhookTopic::OrdersCreate => return order_created(parse(topic, body)?, env),
+        WebhookTopic::OrdersCancelled => {
+            let order: Order = parse(topic, body)?;
+            let Some(customer) = order.customer else {
+                return Ok(Normalized::Ignored("guest_order"));
+            };
+            InputEvent::OrderCancelled(OrderCancelled {
+                event_id: env.event_id.to_owned(),
+                schema_version: SCHEMA_VERSION,
+                merchant_id: env.merchant_id.clone(),
+                customer_id: customer.id,
+                order_id: order.id,
+                cancelled_at: utc(order
+                    .cancelled_at
+                    .or(order.updated_at)
+                    .unwrap_or(order.created_at)),
+            })
+        }
+        WebhookTopic::RefundsCreate => refund_created(parse(topic, body)?, env)?,
+        WebhookTopic::CustomersCreate => {
+            let customer: CustomerRef = parse(topic, body)?;
+            InputEvent::CustomerCreated(CustomerCreated {
+                event_id: env.event_id.to_owned(),
+                schema_version: SCHEMA_VERSION,
+                merchant_id: env.merchant_id.clone(),
+                customer_id: customer.id,
+                created_at: customer.created_at.map_or_else(Utc::now, utc),
+                locale: customer.locale.clone(),
+                pii: env.keys.seal(&customer.pii()),
+            })
+        }
+        WebhookTopic::CustomersRedact | WebhookTopic::CustomersDataRequest => {
+            gdpr_customer(topic, body, env)?
+        }
+        WebhookTopic::ShopRedact => InputEvent::ShopRedact(ShopRedact {
+            event_id: env.event_id.to_owned(),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: env.merchant_id.clone(),
+        }),
+    };
+    Ok(Normalized::Event(Box::new(event)))
+}
+
+fn order_created(order: Order, env: &Envelope<'_>) -> Result<Normalized, NormalizeError> {
+    let Some(customer) = &order.customer else {
+        return Ok(Normalized::Ignored("guest_order"));
+    };
+    // The shop-currency amount: presentment currencies differ per buyer, thresholds are in the shop's currency.
+    let (amount, currency) = match (&order.total_price_set, &order.total_price) {
+        (Some(set), _) => (
+            set.shop_money.amount.clone(),
+            set.shop_money.currency_code.clone(),
+        ),
+        (None, Some(total)) => (
+            total.clone(),
+            order.currency.clone().unwrap_or_else(|| "USD".to_owned()),
+        ),
+        (None, None) => {
+            return Err(NormalizeError::Money {
+                field: "total_price",
+                message: "missing".to_owned(),
+            })
+        }
+    };
+    let exponent = currency_exponent(&currency);
+    let total = Money::parse(&amount, exponent).map_err(|e| NormalizeError::Money {
+        field: "total_price",
+        message: e.to_string(),
+    })?;
+    Ok(Normalized::Event(Box::new(InputEvent::OrderCreated(
+        OrderCreated {
+            event_id: env.event_id.to_owned(),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: env.merchant_id.clone(),
+            customer_id: customer.id,
+            order_id: order.id,
+            total_price: total.to_decimal_string(exponent),
+            currency,
+            created_at: utc(order.created_at),
+            financial_status: order
+                .financial_status
+                .clone()
+                .unwrap_or_else(|| "pending".to_owned()),
+            test: order.test,
+            cancelled: order.cancelled_at.is_some(),
+            locale: order.customer_locale.clone(),
+            pii: env.keys.seal(&customer.pii()),
+        },
+    ))))
+}
+
+fn refund_created(refund: Refund, env: &Envelope<'_>) -> Result<InputEvent, NormalizeError> {
+    let (amount, exponent) = refund_amount(&refund)?;
+    Ok(InputEvent::RefundCreated(RefundCreated {
+        event_id: env.event_id.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: env.merchant_id.clone(),
+        customer_id: None,
+        order_id: refund.order_id,
+        refund_id: refund.id,
+        amount: amount.to_decimal_string(exponent),
+        created_at: utc(refund.created_at),
+    }))
+}
+
+/// The refunded amount in the shop's currency. Refund transactions are in the buyer's (presentment) currency, so
+/// the shop-money sets of the refunded line items, their tax and refunded shipping are summed instead. A refund of
+/// an amount only (no lines) has nothing but transactions; then successful refund transactions are summed, which
+/// is exact when the buyer paid in the shop currency (documented limitation otherwise).
+fn refund_amount(refund: &Refund) -> Result<(Money, u8), NormalizeError> {
+    let mut shop_sets = refund
+        .refund_line_items
+        .iter()
+        .flat_map(|l| [l.subtotal_set.as_ref(), l.total_tax_set.as_ref()])
+        .chain(
+            refund
+                .refund_shipping_lines
+                .iter()
+                .map(|s| s.subtotal_amount_set.as_ref()),
+        )
+        .flatten()
+        .map(|set| {
+            (
+                &set.shop_money.amount,
+                Some(set.shop_money.currency_code.as_str()),
+            )
+        });
+    let mut transactions = refund
+        .transactions
+        .iter()
+        .filter(|t| t.kind == "refund" && t.status == "success")
+        .map(|t| (&t.amount, t.currency.as_deref()));
+    let sum = |items: &mut dyn Iterator<Item = (&String, Option<&str>)>| -> Result<(Money, u8, bool), NormalizeError> {
+        let (mut total, mut exponent, mut any) = (Money::ZERO, 2, false);
+        for (amount, currency) in items {
+            exponent = currency.map_or(2, currency_exponent);
+            let value = Money::parse(amount, exponent).map_err(|e| NormalizeError::Money {
+                field: "refund amount",
+                message: e.to_string(),
+            })?;
+            total = total.saturating_add(value);
+            any = true;
+        }
+        Ok((total, exponent, any))
+    };
+    match sum(&mut shop_sets)? {
+        (total, exponent, true) => Ok((total, exponent)),
+        _ => sum(&mut transactions).map(|(total, exponent, _)| (total, exponent)),
+    }
+}
+
+fn gdpr_customer(
+    topic: WebhookTopic,
+    body: &[u8],
+    env: &Envelope<'_>,
+) -> Result<InputEvent, NormalizeError> {
+    let payload: GdprCustomerPayload = parse(topic, body)?;
+    let (event_id, schema_version, merchant_id) = (
+        env.event_id.to_owned(),
+        SCHEMA_VERSION,
+        env.merchant_id.clone(),
+    );
+    Ok(if topic == WebhookTopic::CustomersRedact {
+        InputEvent::CustomerRedact(CustomerRedact {
+            event_id,
+            schema_version,
+            merchant_id,
+            customer_id: payload.customer.id,
+            orders_to_redact: payload.orders_to_redact,
+        })
+    } else {
+        InputEvent::CustomerDataRequest(CustomerDataRequest {
+            event_id,
+            schema_version,
+            merchant_id,
+            customer_id: payload.customer.id,
+            data_request_id: payload.data_request.map(|d| d.id),
+        })
+    })
+}

@@ -1,0 +1,75 @@
+//! Wiring: builds the HTTP server from settings. `Application::build` binds (port 0 works, for tests) and
+//! `run_until_stopped` serves until the server is stopped or the process receives a signal.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use streams::SinkConfig;
+
+use crate::configuration::Settings;
+use crate::dedupe::DedupeConfig;
+use crate::routes::{health, webhooks};
+use crate::telemetry;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub fn build(settings: &Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.http_addr)?;
+        let port = listener.local_addr()?.port();
+        let sink = SinkConfig {
+            delivery_timeout: settings.kafka_delivery_timeout,
+            ..SinkConfig::new(settings.kafka_brokers.clone())
+        }
+        .build()?;
+        let dedupe = DedupeConfig {
+            redis_url: settings.redis_url.clone(),
+            ttl: settings.dedupe_ttl,
+            timeout: settings.redis_timeout,
+        }
+        .build()?;
+        let ingress = web::Data::new(webhooks::IngressState {
+            secrets: settings.webhook_secrets.clone(),
+            sink,
+            dedupe: Some(dedupe),
+            topics: settings.topics.clone(),
+            keys: settings.keys.clone(),
+            max_body_bytes: settings.webhook_max_body_bytes,
+        });
+        if settings.keys.is_empty() {
+            tracing::warn!(
+                "ENCRYPTION_KEYS is not set: customer email and names are dropped at the ingress"
+            );
+        }
+        let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(ingress.clone())
+                .app_data(prometheus.clone())
+                .route("/webhooks/shopify", web::post().to(webhooks::receive))
+                .route("/health", web::get().to(health::health))
+                .route("/ready", web::get().to(health::ready))
+                .route("/metrics", web::get().to(health::metrics))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

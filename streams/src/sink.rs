@@ -1,0 +1,223 @@
+//! The Kafka producer every component writes through: idempotent, `acks=all`, keyed by merchant, and bounded in
+//! time so a caller (the webhook ingress) can answer Shopify within its 5 s budget whether or not Kafka is up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+/// Settings for [`EventSink`]; `build()` turns them into a connected producer.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub brokers: String,
+    /// How long a record may wait for the broker's acknowledgement before the send fails. Shopify gives us 5 s in
+    /// total, so the ingress default leaves room for the rest of the request.
+    pub delivery_timeout: Duration,
+    /// Time librdkafka waits to fill a batch. A few milliseconds buys much larger batches under load.
+    pub linger: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …), applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl SinkConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        SinkConfig {
+            brokers: brokers.into(),
+            delivery_timeout: Duration::from_millis(3_000),
+            linger: Duration::from_millis(2),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // The same partitioner as the Java client, so other LoyalNest producers put a merchant on the same
+            // partition we do.
+            .set("partitioner", "murmur2_random")
+            .set("compression.type", "lz4")
+            .set("linger.ms", self.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set(
+                "request.timeout.ms",
+                self.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set("socket.keepalive.enable", "true");
+        for (key, value) in &self.extra {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub fn build(&self) -> Result<EventSink, ProduceError> {
+        Ok(EventSink {
+            producer: Arc::new(RwLock::new(self.create_producer()?)),
+            config: self.clone(),
+            health: Arc::new(Health {
+                epoch: Instant::now(),
+                last_delivery_ms: AtomicU64::new(0),
+                last_replaced_ms: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn create_producer(&self) -> Result<FutureProducer, ProduceError> {
+        self.client_config().create().map_err(ProduceError::Client)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("could not create the Kafka producer: {0}")]
+    Client(#[source] KafkaError),
+    #[error("Kafka did not acknowledge the record: {0}")]
+    NotDelivered(#[source] KafkaError),
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One record to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: &'a [u8],
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// A producer that replaces itself when it is stuck. An idempotent producer can wedge when the broker loses its
+/// producer state (a broker restored from nothing, a topic deleted and recreated): it keeps retrying sequence
+/// numbers the broker no longer knows, and every later webhook would be refused. A fresh producer asks for a new
+/// producer id. Replacing is only done after a fatal error, or when nothing at all was delivered for two delivery
+/// timeouts, so a healthy producer with one slow record is left alone.
+#[derive(Clone)]
+pub struct EventSink {
+    producer: Arc<RwLock<FutureProducer>>,
+    config: SinkConfig,
+    health: Arc<Health>,
+}
+
+/// Milliseconds since `epoch` of the last delivery and of the last replacement.
+struct Health {
+    epoch: Instant,
+    last_delivery_ms: AtomicU64,
+    last_replaced_ms: AtomicU64,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+impl EventSink {
+    /// Sends one record and waits for the broker's acknowledgement (all in-sync replicas).
+    pub async fn send(&self, record: Outgoing<'_>) -> Result<Delivered, ProduceError> {
+        let headers = record
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        let future = FutureRecord::to(record.topic)
+            .key(record.key)
+            .payload(record.payload)
+            .headers(headers);
+        let producer = self.producer();
+        // A full local queue waits at most the delivery timeout as well, so the total stays bounded.
+        match producer
+            .send(future, Timeout::After(self.config.delivery_timeout))
+            .await
+        {
+            Ok(d) => {
+                self.health
+                    .last_delivery_ms
+                    .store(self.health.now_ms(), Ordering::Relaxed);
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
+            Err((e, _)) => {
+                tracing::debug!(error = %e, topic = record.topic, "record not delivered");
+                self.replace_if_stuck(&producer);
+                Err(ProduceError::NotDelivered(e))
+            }
+        }
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace_if_stuck(&self, failed: &FutureProducer) {
+        let fatal = failed.client().fatal_error();
+        let now = self.health.now_ms();
+        let quiet_for = now.saturating_sub(self.health.last_delivery_ms.load(Ordering::Relaxed));
+        let since_replaced =
+            now.saturating_sub(self.health.last_replaced_ms.load(Ordering::Relaxed));
+        let window = 2 * self.config.delivery_timeout.as_millis() as u64;
+        if fatal.is_none() && (quiet_for < window || since_replaced < window) {
+            return;
+        }
+        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if self
+            .health
+            .now_ms()
+            .saturating_sub(self.health.last_replaced_ms.load(Ordering::Relaxed))
+            < window
+            && fatal.is_none()
+        {
+            return; // another request replaced it while we waited for the lock
+        }
+        match self.config.create_producer() {
+            Ok(fresh) => {
+                tracing::warn!(fatal = ?fatal, quiet_ms = quiet_for, "Kafka producer stuck; replaced it");
+                metrics::counter!("kafka_producer_replaced_total").increment(1);
+                *slot = fresh;
+                self.health
+                    .last_replaced_ms
+                    .store(self.health.now_ms(), Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "could not replace the stuck Kafka producer"),
+        }
+    }
+
+    /// Waits for queued records; part of an orderly shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        self.producer()
+            .flush(Timeout::After(timeout))
+            .map_err(ProduceError::NotDelivered)
+    }
+
+    /// Whether the producer currently knows at least one broker, for readiness probes.
+    pub fn broker_reachable(&self, timeout: Duration) -> bool {
+        self.producer()
+            .client()
+            .fetch_metadata(None, Timeout::After(timeout))
+            .map(|m| !m.brokers().is_empty())
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,262 @@
+//! `spawn_app()` and friends: a fresh app per test on port 0, with its own topic prefix and shop domain so tests
+//! sharing one broker and one Redis never see each other's data.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loyalnest_rfm::configuration::Settings;
+use loyalnest_rfm::shopify::hmac::sign;
+use loyalnest_rfm::startup::Application;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use streams::Topics;
+
+pub const SECRET: &str = "test-secret";
+pub const PREVIOUS_SECRET: &str = "old-test-secret";
+pub const ENCRYPTION_KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+pub struct TestApp {
+    pub address: String,
+    pub shop: String,
+    pub topics: Topics,
+    pub brokers: String,
+    pub client: reqwest::Client,
+}
+
+/// A record read back from the broker.
+#[derive(Debug)]
+pub struct Record {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub raw: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/shopify")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&brokers(), &[]).await
+}
+
+/// Starts the app against `brokers`, with extra environment overrides.
+pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestApp {
+    // Logs only when asked (`RUST_LOG=debug cargo test`), through the harness so they stay per test.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(filter)
+            .try_init();
+    }
+    let prefix = unique("t");
+    let prefix = format!("{prefix}.");
+    let mut env: HashMap<String, String> = [
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("KAFKA_BROKERS", brokers),
+        ("KAFKA_TOPIC_PREFIX", prefix.as_str()),
+        ("SHOPIFY_API_SECRET", SECRET),
+        ("SHOPIFY_API_SECRET_PREVIOUS", PREVIOUS_SECRET),
+        ("ENCRYPTION_KEYS", ENCRYPTION_KEYS),
+        ("WEBHOOK_MAX_BODY_BYTES", "1048576"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        env.insert("REDIS_URL".into(), url);
+    }
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
+    create_topics(brokers, &settings.topics).await;
+    let app = Application::build(&settings).expect("app starts");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        shop: format!("{}.myshopify.com", unique("shop-")),
+        topics: settings.topics,
+        brokers: brokers.to_owned(),
+        client: reqwest::Client::new(),
+    }
+}
+
+pub async fn create_topics(brokers: &str, topics: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .all()
+        .into_iter()
+        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        if let Err((topic, code)) = r {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "creating {topic}"
+            );
+        }
+    }
+}
+
+/// A signed webhook request, the way Shopify sends it.
+pub struct Webhook<'a> {
+    pub topic: &'a str,
+    pub body: Vec<u8>,
+    pub id: String,
+    pub secret: &'a str,
+    /// `X-Shopify-*` when true, the prefix-less `Shopify-*` style otherwise.
+    pub x_prefix: bool,
+}
+
+impl<'a> Webhook<'a> {
+    pub fn new(topic: &'a str, body: Vec<u8>) -> Self {
+        Webhook {
+            topic,
+            body,
+            id: unique("wh-"),
+            secret: SECRET,
+            x_prefix: true,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, w: &Webhook<'_>) -> reqwest::Response {
+        let p = if w.x_prefix { "X-Shopify-" } else { "Shopify-" };
+        self.client
+            .post(format!("{}/webhooks/shopify", self.address))
+            .header("Content-Type", "application/json")
+            .header(format!("{p}Topic"), w.topic)
+            .header(
+                format!("{p}Hmac-Sha256"),
+                sign(w.secret.as_bytes(), &w.body),
+            )
+            .header(format!("{p}Shop-Domain"), &self.shop)
+            .header(format!("{p}Webhook-Id"), &w.id)
+            .header(format!("{p}API-Version"), "2025-01")
+            .body(w.body.clone())
+            .send()
+            .await
+            .expect("request reaches the app")
+    }
+
+    /// Sends one more webhook (`topic`, `body`, a fresh id) as a marker and returns every record on `kafka_topic`
+    /// before it. The marker lands on the same partition after the requests under test, so reading up to it shows
+    /// everything those requests produced, without waiting on a clock.
+    pub async fn records_before_marker(
+        &self,
+        topic: &str,
+        body: Vec<u8>,
+        kafka_topic: &str,
+    ) -> Vec<Record> {
+        let marker = Webhook::new(topic, body);
+        assert_eq!(self.post(&marker).await.status(), 200, "marker accepted");
+        let id = marker.id.clone();
+        let mut records = read_records(
+            &self.brokers,
+            kafka_topic,
+            move |r| r.value["event_id"] == id.as_str(),
+            Duration::from_secs(20),
+        )
+        .await;
+        let last = records.pop().expect("marker record");
+        assert_eq!(last.value["event_id"], marker.id.as_str(), "marker arrived");
+        records
+    }
+}
+
+/// Reads `topic` partition 0 from the beginning until `done` matches a record; panics after `timeout`.
+pub async fn read_records(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&Record) -> bool + Send + 'static,
+    timeout: Duration,
+) -> Vec<Record> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", unique("reader-"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + timeout;
+        let mut records = Vec::new();
+        while Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let record = to_record(&message.expect("record"));
+            let finished = done(&record);
+            records.push(record);
+            if finished {
+                return records;
+            }
+        }
+        panic!(
+            "{topic}: expected record not seen within {timeout:?}; read {} records",
+            records.len()
+        );
+    })
+    .await
+    .expect("reader thread")
+}
+
+fn to_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    let raw = message.payload().unwrap_or_default().to_vec();
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+        value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+        raw,
+        headers,
+    }
+}

@@ -1,0 +1,209 @@
+//! Bad input and a broker outage: clear errors, nothing lost, nothing produced that should not be.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{create_topics, fixture, read_records, spawn_app, spawn_app_with, Webhook};
+
+#[tokio::test]
+async fn oversized_bodies_are_413_and_a_one_mebibyte_order_is_accepted() {
+    let app = spawn_app().await; // limit: 1 MiB
+    let response = app
+        .post(&Webhook::new("orders/create", vec![b' '; 1024 * 1024 + 1]))
+        .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "payload_too_large"
+    );
+
+    // A large but legal order (notes and line items can be big) is accepted whole.
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&fixture("orders_create.json")).unwrap();
+    order["note"] = "x".repeat(1_000_000).into();
+    let body = serde_json::to_vec(&order).unwrap();
+    assert!(body.len() > 1_000_000 && body.len() <= 1024 * 1024);
+    assert_eq!(
+        app.post(&Webhook::new("orders/create", body))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_cut_off_at_the_limit() {
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = "POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+                X-Shopify-Topic: orders/create\r\nContent-Type: application/json\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    // Send up to 4 MiB; the server must answer 413 once it has seen more than 1 MiB and may close early.
+    for _ in 0..64 {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status_line = String::from_utf8_lossy(&response[..n]);
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+}
+
+#[tokio::test]
+async fn malformed_json_and_bad_money_are_400_with_a_json_error() {
+    let app = spawn_app().await;
+    let broken = app
+        .post(&Webhook::new("orders/create", b"{\"id\": 1, ".to_vec()))
+        .await;
+    assert_eq!(broken.status(), 400);
+    let body: serde_json::Value = broken.json().await.unwrap();
+    assert_eq!(body["error"], "malformed");
+    assert!(body["message"].as_str().unwrap().contains("orders/create"));
+
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&fixture("orders_create.json")).unwrap();
+    order["total_price_set"]["shop_money"]["amount"] = "NaN".into();
+    let bad_money = app
+        .post(&Webhook::new(
+            "orders/create",
+            serde_json::to_vec(&order).unwrap(),
+        ))
+        .await;
+    assert_eq!(bad_money.status(), 400);
+    assert!(bad_money.text().await.unwrap().contains("total_price"));
+
+    let records = app
+        .records_before_marker(
+            "orders/create",
+            fixture("orders_create.json"),
+            &app.topics.orders_create,
+        )
+        .await;
+    assert!(records.is_empty(), "{records:?}");
+}
+
+/// A private Tansu broker on its own port, so stopping it does not disturb other tests.
+struct PrivateBroker {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    fn start(port: u16) -> PrivateBroker {
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed (TANSU_BIN or PATH); .ci/run installs it");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateBroker {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn broker_down_is_503_within_shopifys_budget_and_the_retry_lands_once() {
+    let mut broker = PrivateBroker::start(free_port());
+    let brokers = format!("127.0.0.1:{}", broker.port);
+    let app = spawn_app_with(&brokers, &[("KAFKA_DELIVERY_TIMEOUT_MS", "1500")]).await;
+    let webhook = Webhook::new("orders/create", fixture("orders_create.json"));
+    assert_eq!(
+        app.post(&Webhook::new(
+            "orders/create",
+            fixture("orders_create.json")
+        ))
+        .await
+        .status(),
+        200
+    );
+
+    broker.stop();
+    let started = Instant::now();
+    let response = app.post(&webhook).await;
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "kafka_unavailable"
+    );
+
+    // Shopify retries the same delivery once the broker is back; it must land exactly once.
+    let broker = PrivateBroker::start(broker.port);
+    create_topics(&brokers, &app.topics).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = app.post(&webhook).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while the producer reconnects");
+        assert!(Instant::now() < deadline, "retry never succeeded");
+    }
+    let id = webhook.id.clone();
+    let records = read_records(
+        &brokers,
+        &app.topics.orders_create,
+        move |r| r.value["event_id"] == id.as_str(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let copies = records
+        .iter()
+        .filter(|r| r.value["event_id"] == webhook.id.as_str())
+        .count();
+    assert_eq!(copies, 1);
+    drop(broker);
+}
