@@ -13,6 +13,7 @@ use crate::shopify::hmac::WebhookSecrets;
 pub struct Settings {
     pub http_addr: SocketAddr,
     pub kafka_brokers: String,
+    pub kafka_group_id: String,
     pub topics: Topics,
     pub redis_url: String,
     pub database_url: Option<String>,
@@ -55,6 +56,7 @@ impl Settings {
         Ok(Settings {
             http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
             kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            kafka_group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "loyalnest-rfm".to_owned()),
             topics: Topics::with_prefix(&prefix).overridden(get),
             redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
             database_url: get("DATABASE_URL"),

@@ -5,7 +5,9 @@
 pub mod configuration;
 pub mod dedupe;
 pub mod pii;
+pub mod processor;
 pub mod routes;
 pub mod shopify;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

@@ -2,8 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use actors::SystemClock;
 use loyalnest_rfm::configuration::Settings;
-use loyalnest_rfm::startup::Application;
+use loyalnest_rfm::startup::{self, Application};
+use loyalnest_rfm::store::Store;
 use loyalnest_rfm::telemetry;
 
 #[derive(Parser)]
@@ -22,18 +26,20 @@ enum Command {
     /// Run the service, configured by environment variables (see README).
     Serve {
         /// Which parts to run in this process.
-        #[arg(long, value_enum, default_value_t = Role::Ingress)]
+        #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
     },
+    /// Apply the Postgres migrations in `migrations/` to `DATABASE_URL`.
+    Migrate,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Role {
     /// The webhook ingress only.
     Ingress,
-    /// The stream processor (not built yet).
+    /// The stream processor (consumer group member).
     Processor,
-    /// Ingress and processor in one process (the processor is not built yet).
+    /// Ingress and processor in one process.
     All,
 }
 
@@ -43,16 +49,38 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { role } => serve(role).await,
+        Command::Migrate => migrate().await,
     }
 }
 
+async fn migrate() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL is required for migrate")?;
+    let store = Store::connect_lazy(&url)?;
+    store.migrate().await.context("applying migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
 async fn serve(role: Role) -> anyhow::Result<()> {
-    if role != Role::Ingress {
-        anyhow::bail!(
-            "only --role ingress is available in this version; the processor is not built yet"
-        );
-    }
     let settings = Settings::from_env().context("reading configuration from the environment")?;
+    let processor = match role {
+        Role::Ingress => None,
+        Role::Processor | Role::All => {
+            Some(startup::build_processor(&settings, Arc::new(SystemClock)).await?)
+        }
+    };
+    let processor_task = processor.map(|p| {
+        tracing::info!(group = %settings.kafka_group_id, "processor consuming");
+        actix_web::rt::spawn(p.run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        }))
+    });
+    if role == Role::Processor {
+        if let Some(task) = processor_task {
+            task.await?.context("processor failed")?;
+        }
+        return Ok(());
+    }
     let app = Application::build(&settings).context("starting the HTTP server")?;
     tracing::info!(port = app.port(), brokers = %settings.kafka_brokers, "ingress listening");
     app.run_until_stopped().await.context("HTTP server failed")

@@ -73,3 +73,41 @@ impl Application {
         self.server.await
     }
 }
+
+/// Builds the stream processor from settings: Postgres (when `DATABASE_URL` is set, migrated first), the output
+/// producer, and the consumer group member.
+pub async fn build_processor(
+    settings: &Settings,
+    clock: std::sync::Arc<dyn actors::Clock>,
+) -> anyhow::Result<crate::processor::Processor> {
+    use crate::processor::{publish::Publisher, ProcessorConfig};
+    let store = match &settings.database_url {
+        Some(url) => {
+            let store = crate::store::Store::connect_lazy(url)?;
+            store.migrate().await?;
+            Some(store)
+        }
+        None => {
+            tracing::warn!(
+                "DATABASE_URL is not set: deltas and history are not written to Postgres"
+            );
+            None
+        }
+    };
+    let sink = SinkConfig {
+        linger: std::time::Duration::from_millis(5),
+        ..SinkConfig::new(settings.kafka_brokers.clone())
+    }
+    .build()?;
+    let publisher = Publisher {
+        sink,
+        topics: settings.topics.clone(),
+        store: store.clone(),
+    };
+    ProcessorConfig::new(
+        &settings.kafka_brokers,
+        &settings.kafka_group_id,
+        settings.topics.clone(),
+    )
+    .build(publisher, store, clock)
+}

@@ -1,1 +1,17 @@
-//! Actors.
+//! The stateful core of the engine, as actix actors: one actor per assigned Kafka partition owns the merchants on
+//! it, each merchant keeps its customers' compact state, and a timer wheel per partition fires recency boundaries.
+//!
+//! Merchants are state machines inside their partition's actor rather than actors of their own: a partition is
+//! consumed in order by one actor anyway, so a mailbox and a message hop per merchant would add cost and no
+//! concurrency. Per-customer actors exist only while a customer has something that needs one (an open widget
+//! socket); see DESIGN.md §2 and docs/DECISIONS.md.
+
+pub mod clock;
+pub mod merchant;
+pub mod partition;
+pub mod timers;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use partition::{
+    ApplyBatch, Change, Configs, Inspect, Outcome, PartitionActor, PartitionCore, Reconfigure, Tick,
+};

@@ -62,7 +62,7 @@ impl Money {
         let mut minor: i64 = 0;
         let padded = kept
             .bytes()
-            .chain(std::iter::repeat(b'0').take(exponent - kept.len()));
+            .chain(std::iter::repeat_n(b'0', exponent - kept.len()));
         for b in whole.bytes().chain(padded) {
             minor = minor
                 .checked_mul(10)

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod ids;
+pub mod outputs;
 pub mod sink;
 pub mod topics;
 

@@ -60,14 +60,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Starts the app against `brokers`, with extra environment overrides.
-pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestApp {
-    // Logs only when asked (`RUST_LOG=debug cargo test`), through the harness so they stay per test.
+/// Logs only when asked (`RUST_LOG=debug cargo test`), through the harness so they stay per test.
+pub fn init_test_logs() {
     if let Ok(filter) = std::env::var("RUST_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(filter)
             .try_init();
     }
+}
+
+pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestApp {
+    init_test_logs();
     let prefix = unique("t");
     let prefix = format!("{prefix}.");
     let mut env: HashMap<String, String> = [
@@ -258,5 +262,54 @@ fn to_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
         raw,
         headers,
+    }
+}
+
+/// A fresh, migrated database for one test, as zero2prod does: nothing a test writes is seen by another.
+pub async fn fresh_database() -> String {
+    use sqlx::Executor;
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = unique("t_");
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("postgres reachable (DATABASE_URL)");
+    admin
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create database");
+    let url = match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("DATABASE_URL has no database name"),
+    };
+    let store = loyalnest_rfm::store::Store::connect_lazy(&url).expect("pool");
+    store.migrate().await.expect("migrations apply");
+    url
+}
+
+/// The number of records on partition 0 of `topic` (its high watermark).
+pub async fn record_count(brokers: &str, topic: &str) -> i64 {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("consumer");
+        consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    })
+    .await
+    .expect("watermark thread")
+}
+
+/// Polls `check` until it returns true, failing after `timeout`. For waiting on another process's progress
+/// (a counter, a row) — the condition is what the test waits for, not a guessed duration.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

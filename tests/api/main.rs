@@ -2,5 +2,6 @@
 //! One test binary, as in zero2prod: the app starts in-process on port 0 with fresh topics per test.
 
 mod helpers;
+mod processor;
 mod webhooks;
 mod webhooks_faults;

@@ -1,0 +1,257 @@
+//! One merchant's live state: every customer's compact aggregate, the order → customer index that refunds need,
+//! and the segment counts the dashboard reads. Synchronous and deterministic given `now`; the actor around it
+//! (see `partition`) owns the I/O.
+
+use std::collections::HashMap;
+
+use functions::money::{currency_exponent, Money};
+use functions::{CustomerState, Fact, RfmConfig, Timestamp, Transition, Update};
+use streams::events::{InputEvent, RefundCreated};
+use streams::{event_key, MerchantId};
+
+/// What the engine must publish after applying events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A customer's published evaluation changed.
+    Changed {
+        customer_id: u64,
+        transition: Transition,
+    },
+    /// A customer was erased (GDPR); downstream stores must forget it.
+    Redacted { customer_id: u64 },
+    /// The whole merchant was erased.
+    ShopRedacted,
+    /// A data request was received; the export is produced downstream.
+    DataRequested { customer_id: u64 },
+}
+
+pub struct MerchantState {
+    pub id: MerchantId,
+    pub config: RfmConfig,
+    customers: HashMap<u64, CustomerState>,
+    /// Refund payloads name the order only.
+    order_customers: HashMap<u64, u64>,
+    /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
+    orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
+    segment_counts: Vec<u64>,
+    /// Decimals of the shop currency, learned from orders; refund events carry amounts without a currency.
+    exponent: u8,
+    /// Customers updated since the last `take_touched`, so the partition can schedule their next boundary.
+    touched: Vec<u64>,
+}
+
+impl MerchantState {
+    pub fn new(id: MerchantId, config: RfmConfig) -> Self {
+        let segments = config.segments.len();
+        MerchantState {
+            id,
+            config,
+            customers: HashMap::new(),
+            order_customers: HashMap::new(),
+            orphan_refunds: HashMap::new(),
+            segment_counts: vec![0; segments],
+            exponent: 2,
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn customer(&self, customer_id: u64) -> Option<&CustomerState> {
+        self.customers.get(&customer_id)
+    }
+
+    pub fn customers(&self) -> impl Iterator<Item = (&u64, &CustomerState)> {
+        self.customers.iter()
+    }
+
+    pub fn segment_counts(&self) -> &[u64] {
+        &self.segment_counts
+    }
+
+    /// Applies one event at `now`, pushing what must be published onto `effects`.
+    pub fn apply(&mut self, event: &InputEvent, now: Timestamp, effects: &mut Vec<Effect>) {
+        match event {
+            InputEvent::OrderCreated(e) => {
+                let exponent = currency_exponent(&e.currency);
+                self.exponent = exponent;
+                // The ingress validated the amount; a record from another producer with garbage counts as zero
+                // rather than poisoning the customer.
+                let total = Money::parse(&e.total_price, exponent).unwrap_or(Money::ZERO);
+                self.order_customers.insert(e.order_id, e.customer_id);
+                let fact = Fact::OrderPlaced {
+                    order_id: e.order_id,
+                    total,
+                    placed_at: Timestamp(e.created_at.timestamp()),
+                    excluded: e.test || e.financial_status == "voided",
+                    cancelled: e.cancelled,
+                };
+                self.update(e.customer_id, &fact, now, effects);
+                for (refund_id, amount) in
+                    self.orphan_refunds.remove(&e.order_id).unwrap_or_default()
+                {
+                    let fact = Fact::Refunded {
+                        order_id: e.order_id,
+                        refund_id,
+                        amount,
+                    };
+                    self.update(e.customer_id, &fact, now, effects);
+                }
+            }
+            InputEvent::OrderCancelled(e) => {
+                self.order_customers.insert(e.order_id, e.customer_id);
+                self.update(
+                    e.customer_id,
+                    &Fact::OrderCancelled {
+                        order_id: e.order_id,
+                    },
+                    now,
+                    effects,
+                );
+            }
+            InputEvent::RefundCreated(e) => self.refund(e, now, effects),
+            InputEvent::CustomerCreated(e) => {
+                let fact = Fact::CustomerCreated {
+                    at: Timestamp(e.created_at.timestamp()),
+                };
+                self.update(e.customer_id, &fact, now, effects);
+            }
+            InputEvent::PointsEarned(e) | InputEvent::PointsRedeemed(e) => {
+                let sign = if matches!(event, InputEvent::PointsRedeemed(_)) {
+                    -1
+                } else {
+                    1
+                };
+                let fact = Fact::Points {
+                    event_key: event_key(&e.event_id),
+                    delta: sign * e.points.abs(),
+                    at: Timestamp(e.created_at.timestamp()),
+                };
+                self.update(e.customer_id, &fact, now, effects);
+            }
+            InputEvent::CustomerRedact(e) => {
+                self.forget(e.customer_id);
+                effects.push(Effect::Redacted {
+                    customer_id: e.customer_id,
+                });
+            }
+            InputEvent::CustomerDataRequest(e) => effects.push(Effect::DataRequested {
+                customer_id: e.customer_id,
+            }),
+            InputEvent::ShopRedact(_) => {
+                self.customers.clear();
+                self.order_customers.clear();
+                self.orphan_refunds.clear();
+                self.segment_counts.iter_mut().for_each(|c| *c = 0);
+                effects.push(Effect::ShopRedacted);
+            }
+        }
+    }
+
+    fn refund(&mut self, e: &RefundCreated, now: Timestamp, effects: &mut Vec<Effect>) {
+        let amount = Money::parse(&e.amount, self.exponent).unwrap_or(Money::ZERO);
+        match e
+            .customer_id
+            .or_else(|| self.order_customers.get(&e.order_id).copied())
+        {
+            Some(customer_id) => {
+                let fact = Fact::Refunded {
+                    order_id: e.order_id,
+                    refund_id: e.refund_id,
+                    amount,
+                };
+                self.update(customer_id, &fact, now, effects);
+            }
+            None => {
+                let pending = self.orphan_refunds.entry(e.order_id).or_default();
+                if !pending.iter().any(|(id, _)| *id == e.refund_id) {
+                    pending.push((e.refund_id, amount));
+                }
+            }
+        }
+    }
+
+    fn update(&mut self, customer_id: u64, fact: &Fact, now: Timestamp, effects: &mut Vec<Effect>) {
+        let config = &self.config;
+        let state = self.customers.entry(customer_id).or_insert_with(|| {
+            let fresh = CustomerState::new(config);
+            self.segment_counts[usize::from(fresh.published.segment)] += 1;
+            fresh
+        });
+        match state.apply(fact, config, now) {
+            Update::Duplicate => {}
+            Update::Unchanged => self.touched.push(customer_id),
+            Update::Changed(transition) => {
+                self.touched.push(customer_id);
+                self.count_move(&transition);
+                effects.push(Effect::Changed {
+                    customer_id,
+                    transition,
+                });
+            }
+        }
+    }
+
+    pub fn take_touched(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// When this customer's evaluation can next change without an event.
+    pub fn next_change(&self, customer_id: u64, now: Timestamp) -> Option<Timestamp> {
+        let state = self.customers.get(&customer_id)?;
+        functions::next_change(&state.aggregate, &self.config, now)
+    }
+
+    /// Live customers in memory.
+    pub fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+
+    /// Re-evaluates one customer at `now` (a recency boundary passed).
+    pub fn rescore(&mut self, customer_id: u64, now: Timestamp, effects: &mut Vec<Effect>) {
+        let Some(state) = self.customers.get_mut(&customer_id) else {
+            return;
+        };
+        if let Some(transition) = state.rescore(&self.config, now) {
+            self.count_move(&transition);
+            effects.push(Effect::Changed {
+                customer_id,
+                transition,
+            });
+        }
+    }
+
+    /// Replaces the configuration and re-scores every customer at once.
+    pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
+        self.segment_counts = vec![0; config.segments.len()];
+        self.config = config;
+        for (customer_id, state) in &mut self.customers {
+            if let Some(transition) = state.rescore(&self.config, now) {
+                effects.push(Effect::Changed {
+                    customer_id: *customer_id,
+                    transition,
+                });
+            }
+            self.segment_counts[usize::from(state.published.segment)] += 1;
+        }
+        self.touched.extend(self.customers.keys());
+    }
+
+    fn count_move(&mut self, t: &Transition) {
+        if t.from.segment != t.to.segment {
+            let from = usize::from(t.from.segment);
+            self.segment_counts[from] = self.segment_counts[from].saturating_sub(1);
+            self.segment_counts[usize::from(t.to.segment)] += 1;
+        }
+    }
+
+    fn forget(&mut self, customer_id: u64) {
+        if let Some(state) = self.customers.remove(&customer_id) {
+            let seg = usize::from(state.published.segment);
+            self.segment_counts[seg] = self.segment_counts[seg].saturating_sub(1);
+        }
+        self.order_customers.retain(|_, c| *c != customer_id);
+    }
+}

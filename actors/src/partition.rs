@@ -1,0 +1,314 @@
+//! The partition actor: owns every merchant whose key hashes to one Kafka partition (across all co-partitioned
+//! input topics), applies batches of events in offset order, fires recency timers, and returns what must be
+//! published. It performs no I/O itself: the caller publishes the changes and only then stores the offsets the
+//! batch covered, which is what makes consumption at-least-once with idempotent effects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use dashmap::DashMap;
+use functions::{churn_risk, LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
+use streams::{InputEvent, MerchantId};
+
+use crate::merchant::{Effect, MerchantState};
+use crate::timers::TimerWheel;
+
+/// A published change, resolved to names so publishers need no configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub merchant: MerchantId,
+    pub customer_id: u64,
+    pub version: u32,
+    pub from_segment: String,
+    pub to_segment: String,
+    pub rfm: Rfm,
+    pub score_tenths: u8,
+    pub stage: LifecycleStage,
+    pub orders: u32,
+    pub net_spend: Money,
+    pub last_order: Option<Timestamp>,
+    /// Set when the customer entered a segment whose key is `at_risk`.
+    pub churn_risk: Option<f64>,
+    pub occurred_at: Timestamp,
+    /// The event that caused the change, or `timer:<instant>` for a recency boundary.
+    pub trace_id: String,
+    pub locale: Option<String>,
+}
+
+impl Change {
+    pub fn segment_changed(&self) -> bool {
+        self.from_segment != self.to_segment
+    }
+}
+
+/// Everything a batch or a tick asks the caller to publish.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    /// GDPR erasures: merchant, customer (`None`: the whole shop), and the request's event id.
+    pub redactions: Vec<(MerchantId, Option<u64>, String)>,
+    pub data_requests: Vec<(MerchantId, u64, String)>,
+}
+
+/// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).
+pub type Configs = Arc<DashMap<MerchantId, RfmConfig>>;
+
+pub struct PartitionCore {
+    pub partition: i32,
+    slots: HashMap<MerchantId, u32>,
+    merchants: Vec<MerchantState>,
+    timers: TimerWheel,
+}
+
+impl PartitionCore {
+    pub fn new(partition: i32) -> Self {
+        PartitionCore {
+            partition,
+            slots: HashMap::new(),
+            merchants: Vec::new(),
+            timers: TimerWheel::default(),
+        }
+    }
+
+    fn slot(&mut self, merchant: &MerchantId, configs: &Configs) -> u32 {
+        if let Some(slot) = self.slots.get(merchant) {
+            return *slot;
+        }
+        let config = configs.get(merchant).map(|c| c.clone()).unwrap_or_default();
+        let slot = self.merchants.len() as u32;
+        self.merchants
+            .push(MerchantState::new(merchant.clone(), config));
+        self.slots.insert(merchant.clone(), slot);
+        slot
+    }
+
+    pub fn merchant(&self, merchant: &MerchantId) -> Option<&MerchantState> {
+        self.slots
+            .get(merchant)
+            .map(|s| &self.merchants[*s as usize])
+    }
+
+    pub fn merchants(&self) -> impl Iterator<Item = &MerchantState> {
+        self.merchants.iter()
+    }
+
+    pub fn timers(&self) -> &TimerWheel {
+        &self.timers
+    }
+
+    /// Applies events in order at `now`.
+    pub fn apply(&mut self, events: &[InputEvent], now: Timestamp, configs: &Configs) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut effects = Vec::new();
+        for event in events {
+            let slot = self.slot(event.merchant_id(), configs);
+            effects.clear();
+            self.merchants[slot as usize].apply(event, now, &mut effects);
+            let locale = match event {
+                InputEvent::OrderCreated(e) => e.locale.clone(),
+                InputEvent::CustomerCreated(e) => e.locale.clone(),
+                _ => None,
+            };
+            self.collect(slot, &effects, now, event.event_id(), locale, &mut outcome);
+            self.schedule_touched(slot, now);
+        }
+        outcome
+    }
+
+    /// Fires every recency boundary due at `now`.
+    pub fn tick(&mut self, now: Timestamp) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut effects = Vec::new();
+        let trace = format!("timer:{}", now.unix());
+        for (slot, customer_id) in self.timers.pop_due(now) {
+            effects.clear();
+            let merchant = &mut self.merchants[slot as usize];
+            merchant.rescore(customer_id, now, &mut effects);
+            if let Some(next) = merchant.next_change(customer_id, now) {
+                self.timers.schedule(next, slot, customer_id);
+            }
+            self.collect(slot, &effects, now, &trace, None, &mut outcome);
+        }
+        outcome
+    }
+
+    /// A new configuration for one merchant: re-score all of its customers now.
+    pub fn reconfigure(
+        &mut self,
+        merchant: &MerchantId,
+        config: RfmConfig,
+        now: Timestamp,
+    ) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some(slot) = self.slots.get(merchant).copied() else {
+            return outcome;
+        };
+        let mut effects = Vec::new();
+        self.merchants[slot as usize].reconfigure(config, now, &mut effects);
+        self.collect(
+            slot,
+            &effects,
+            now,
+            &format!("config:{}", now.unix()),
+            None,
+            &mut outcome,
+        );
+        self.schedule_touched(slot, now);
+        outcome
+    }
+
+    fn schedule_touched(&mut self, slot: u32, now: Timestamp) {
+        let merchant = &mut self.merchants[slot as usize];
+        for customer_id in merchant.take_touched() {
+            if let Some(next) = merchant.next_change(customer_id, now) {
+                self.timers.schedule(next, slot, customer_id);
+            }
+        }
+    }
+
+    fn collect(
+        &self,
+        slot: u32,
+        effects: &[Effect],
+        now: Timestamp,
+        trace_id: &str,
+        locale: Option<String>,
+        outcome: &mut Outcome,
+    ) {
+        let merchant = &self.merchants[slot as usize];
+        for effect in effects {
+            match effect {
+                Effect::Changed {
+                    customer_id,
+                    transition,
+                } => {
+                    let key = |i: u8| merchant.config.segments[usize::from(i)].key.clone();
+                    let totals = merchant
+                        .customer(*customer_id)
+                        .map(|c| c.aggregate.totals())
+                        .unwrap_or_default();
+                    let to_segment = key(transition.to.segment);
+                    let entered_at_risk = to_segment == "at_risk" && transition.segment_changed();
+                    outcome.changes.push(Change {
+                        merchant: merchant.id.clone(),
+                        customer_id: *customer_id,
+                        version: transition.version,
+                        from_segment: key(transition.from.segment),
+                        to_segment,
+                        rfm: transition.to.rfm,
+                        score_tenths: transition.to.rfm.score_tenths(&merchant.config),
+                        stage: transition.to.stage,
+                        orders: totals.orders,
+                        net_spend: totals.net,
+                        last_order: totals.last_order,
+                        churn_risk: entered_at_risk
+                            .then(|| churn_risk(&totals, &merchant.config, now).score),
+                        occurred_at: now,
+                        trace_id: trace_id.to_owned(),
+                        locale: locale.clone(),
+                    });
+                }
+                Effect::Redacted { customer_id } => outcome.redactions.push((
+                    merchant.id.clone(),
+                    Some(*customer_id),
+                    trace_id.to_owned(),
+                )),
+                Effect::ShopRedacted => {
+                    outcome
+                        .redactions
+                        .push((merchant.id.clone(), None, trace_id.to_owned()))
+                }
+                Effect::DataRequested { customer_id } => outcome.data_requests.push((
+                    merchant.id.clone(),
+                    *customer_id,
+                    trace_id.to_owned(),
+                )),
+            }
+        }
+    }
+}
+
+/// The actix actor around [`PartitionCore`]. Its mailbox is small and callers `send` (never `do_send`) and await,
+/// so a slow downstream slows the consumer instead of growing a queue.
+pub struct PartitionActor {
+    core: PartitionCore,
+    configs: Configs,
+}
+
+impl PartitionActor {
+    pub fn new(partition: i32, configs: Configs) -> Self {
+        PartitionActor {
+            core: PartitionCore::new(partition),
+            configs,
+        }
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Outcome")]
+pub struct ApplyBatch {
+    pub events: Vec<InputEvent>,
+    pub now: Timestamp,
+}
+
+#[derive(Message)]
+#[rtype(result = "Outcome")]
+pub struct Tick {
+    pub now: Timestamp,
+}
+
+#[derive(Message)]
+#[rtype(result = "Outcome")]
+pub struct Reconfigure {
+    pub merchant: MerchantId,
+    pub config: RfmConfig,
+    pub now: Timestamp,
+}
+
+/// Reads from the partition's live state without copying it out: the closure runs inside the actor.
+#[derive(Message)]
+#[rtype(result = "R")]
+pub struct Inspect<R: 'static, F: FnOnce(&PartitionCore) -> R + Send + 'static>(pub F);
+
+impl Handler<ApplyBatch> for PartitionActor {
+    type Result = MessageResult<ApplyBatch>;
+
+    fn handle(&mut self, msg: ApplyBatch, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.apply(&msg.events, msg.now, &self.configs))
+    }
+}
+
+impl Handler<Tick> for PartitionActor {
+    type Result = MessageResult<Tick>;
+
+    fn handle(&mut self, msg: Tick, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.tick(msg.now))
+    }
+}
+
+impl Handler<Reconfigure> for PartitionActor {
+    type Result = MessageResult<Reconfigure>;
+
+    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.reconfigure(&msg.merchant, msg.config, msg.now))
+    }
+}
+
+impl<R: 'static, F: FnOnce(&PartitionCore) -> R + Send + 'static> Handler<Inspect<R, F>>
+    for PartitionActor
+{
+    type Result = MessageResult<Inspect<R, F>>;
+
+    fn handle(&mut self, msg: Inspect<R, F>, _: &mut Self::Context) -> Self::Result {
+        MessageResult((msg.0)(&self.core))
+    }
+}

@@ -1,0 +1,247 @@
+//! The stream processor: a Kafka consumer group feeding partition actors, publishing what changed, and storing
+//! offsets only after that (DESIGN.md §6).
+//!
+//! One loop owns the consumer. It collects a short batch (a few milliseconds or a few thousand records), hands each
+//! partition's share to that partition's actor and awaits the outcome (the actor's mailbox is small, so this is
+//! where backpressure starts), publishes the outcome, then stores the offsets the batch covered. Between batches it
+//! ticks every partition so recency boundaries fire on time. Records that cannot be decoded go to `rfm.dlq`, and the
+//! partition goes on.
+
+mod consumer;
+pub mod publish;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+use actors::{ApplyBatch, Clock, Configs, Outcome, PartitionActor, Tick};
+use streams::{InputEvent, MerchantId, Topics};
+
+pub use consumer::{ConsumerSettings, Polled};
+use publish::{PublishError, Publisher};
+
+use crate::store::Store;
+
+/// The partition actors this instance owns, shared with the read API.
+pub type Registry = Arc<dashmap::DashMap<i32, Addr<PartitionActor>>>;
+
+/// Counters the tests and the benchmark read to know how far the processor got.
+#[derive(Debug, Default)]
+pub struct ProcessorStats {
+    pub events: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    /// The clock value of the last completed tick, published included.
+    pub last_tick: AtomicI64,
+}
+
+/// Settings for [`Processor`]; `build()` creates the consumer and the actor threads.
+pub struct ProcessorConfig {
+    pub consumer: ConsumerSettings,
+    pub topics: Topics,
+    pub batch_max: usize,
+    pub batch_linger: Duration,
+    pub tick_every: Duration,
+}
+
+impl ProcessorConfig {
+    pub fn new(brokers: &str, group_id: &str, topics: Topics) -> Self {
+        ProcessorConfig {
+            consumer: ConsumerSettings {
+                brokers: brokers.to_owned(),
+                group_id: group_id.to_owned(),
+            },
+            topics,
+            batch_max: 5_000,
+            batch_linger: Duration::from_millis(5),
+            tick_every: Duration::from_millis(250),
+        }
+    }
+
+    pub fn build(
+        self,
+        publisher: Publisher,
+        store: Option<Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Processor> {
+        let consumer = consumer::Source::new(&self.consumer, &self.topics)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Processor {
+            source: consumer,
+            publisher,
+            store,
+            clock,
+            configs: Configs::default(),
+            partitions: Registry::default(),
+            arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
+            stats: Arc::new(ProcessorStats::default()),
+            batch_max: self.batch_max,
+            batch_linger: self.batch_linger,
+            tick_every: self.tick_every,
+        })
+    }
+}
+
+pub struct Processor {
+    source: consumer::Source,
+    publisher: Publisher,
+    store: Option<Store>,
+    clock: Arc<dyn Clock>,
+    configs: Configs,
+    partitions: Registry,
+    arbiters: Vec<Arbiter>,
+    stats: Arc<ProcessorStats>,
+    batch_max: usize,
+    batch_linger: Duration,
+    tick_every: Duration,
+}
+
+impl Processor {
+    pub fn stats(&self) -> Arc<ProcessorStats> {
+        self.stats.clone()
+    }
+
+    /// The actor of each partition this instance currently owns, for the read API.
+    pub fn registry(&self) -> Registry {
+        self.partitions.clone()
+    }
+
+    /// Runs until `shutdown` resolves; returns an error only for failures that need a restart.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), PublishError> {
+        let mut ticker = tokio::time::interval(self.tick_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let first = tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => {
+                    self.tick().await?;
+                    continue;
+                }
+                first = self.source.next() => first,
+            };
+            let mut batch: Vec<Polled> = first.into_iter().collect();
+            self.source
+                .fill(&mut batch, self.batch_max, self.batch_linger)
+                .await;
+            for partition in self.source.take_revoked() {
+                // Its state now belongs to whoever was assigned the partition; drop ours.
+                self.partitions.remove(&partition);
+            }
+            self.process(batch).await?;
+        }
+        tracing::info!("processor stopping");
+        self.source.commit_stored();
+        Ok(())
+    }
+
+    async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
+        let mut by_partition: HashMap<i32, Vec<Polled>> = HashMap::new();
+        for polled in batch {
+            by_partition
+                .entry(polled.partition)
+                .or_default()
+                .push(polled);
+        }
+        for (partition, records) in by_partition {
+            let mut events = Vec::with_capacity(records.len());
+            let mut offsets: HashMap<String, i64> = HashMap::new();
+            for record in records {
+                let next = offsets.entry(record.topic.clone()).or_insert(record.offset);
+                *next = (*next).max(record.offset);
+                match record.event {
+                    Ok(event) => events.push(event),
+                    Err(poison) => {
+                        let topics = &self.publisher.topics;
+                        consumer::dead_letter(
+                            &self.publisher.sink,
+                            topics,
+                            &record.topic,
+                            partition,
+                            record.offset,
+                            &poison,
+                        )
+                        .await?;
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.load_configs(&events).await;
+            let count = events.len() as u64;
+            let outcome = self.apply(partition, events).await;
+            self.publisher.publish(&outcome).await?;
+            self.source.store_offsets(partition, &offsets);
+            self.stats.events.fetch_add(count, Ordering::Relaxed);
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn apply(&mut self, partition: i32, events: Vec<InputEvent>) -> Outcome {
+        let now = self.clock.now();
+        let addr = self.partition(partition);
+        match addr.send(ApplyBatch { events, now }).await {
+            Ok(outcome) => outcome,
+            // The actor only stops with its arbiter, i.e. at shutdown.
+            Err(e) => {
+                tracing::error!(partition, error = %e, "partition actor unavailable");
+                Outcome::default()
+            }
+        }
+    }
+
+    fn partition(&mut self, partition: i32) -> Addr<PartitionActor> {
+        let configs = self.configs.clone();
+        let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| {
+                PartitionActor::start_in_arbiter(&arbiter, move |_| {
+                    PartitionActor::new(partition, configs)
+                })
+            })
+            .value()
+            .clone()
+    }
+
+    /// Loads configurations of merchants seen for the first time; defaults when there is no database or no row.
+    async fn load_configs(&self, events: &[InputEvent]) {
+        let mut unknown: Vec<&MerchantId> = events.iter().map(InputEvent::merchant_id).collect();
+        unknown.sort();
+        unknown.dedup();
+        for merchant in unknown
+            .into_iter()
+            .filter(|m| !self.configs.contains_key(*m))
+        {
+            let config = match &self.store {
+                Some(store) => match store.load_config(merchant).await {
+                    Ok(config) => config.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!(merchant = %merchant, error = %e, "using default RFM configuration");
+                        Default::default()
+                    }
+                },
+                None => Default::default(),
+            };
+            self.configs.insert(merchant.clone(), config);
+        }
+    }
+
+    async fn tick(&mut self) -> Result<(), PublishError> {
+        let now = self.clock.now();
+        let actors: Vec<Addr<PartitionActor>> =
+            self.partitions.iter().map(|e| e.value().clone()).collect();
+        for addr in actors {
+            if let Ok(outcome) = addr.send(Tick { now }).await {
+                self.publisher.publish(&outcome).await?;
+            }
+        }
+        self.stats.last_tick.store(now.unix(), Ordering::SeqCst);
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The Postgres adapter: migrations, merchant configuration, and the processor's idempotent writes.
+//!
+//! Every row the processor writes is keyed by the customer's state version, and written with
+//! `ON CONFLICT DO NOTHING` (or a version-guarded upsert), so replaying a batch after a crash or a rebalance
+//! changes nothing that is already there.
+
+use std::time::Duration;
+
+use actors::Change;
+use functions::{FieldError, RfmConfig};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use streams::MerchantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored configuration for {merchant} is invalid: {errors:?}")]
+    InvalidConfig {
+        merchant: String,
+        errors: Vec<FieldError>,
+    },
+}
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily: the pool opens connections on first use, so the process starts while Postgres is down.
+    pub fn connect_lazy(url: &str) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(url)?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The merchant's saved configuration, or `None` for a merchant that never saved one (defaults apply).
+    pub async fn load_config(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Option<RfmConfig>, StoreError> {
+        let row: Option<(serde_json::Value,)> =
+            sqlx::query_as("SELECT rfm_thresholds FROM program_settings WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(json,)| {
+            RfmConfig::from_json(&json).map_err(|errors| StoreError::InvalidConfig {
+                merchant: merchant.to_string(),
+                errors,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn save_config(
+        &self,
+        merchant: &MerchantId,
+        config: &RfmConfig,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_value(config).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO merchants (merchant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(merchant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO program_settings (merchant_id, rfm_thresholds, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (merchant_id) DO UPDATE SET rfm_thresholds = EXCLUDED.rfm_thresholds, updated_at = now()",
+        )
+        .bind(merchant.as_str())
+        .bind(json)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a batch of changes: score history for every change, a delta row for every segment move, and the
+    /// customer's current row (only if this version is newer than the stored one). One transaction per batch.
+    pub async fn write_changes(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let rows = Columns::from(changes);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rfm_score_history
+               (merchant_id, customer_id, version, recency, frequency, monetary, score, segment, lifecycle_stage, occurred_at)
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::int2[], $5::int2[], $6::int2[],
+                                  $7::numeric[], $8::text[], $9::text[], $10::timestamptz[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&rows.merchant)
+        .bind(&rows.customer)
+        .bind(&rows.version)
+        .bind(&rows.r)
+        .bind(&rows.f)
+        .bind(&rows.m)
+        .bind(&rows.score)
+        .bind(&rows.to_segment)
+        .bind(&rows.stage)
+        .bind(&rows.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO rfm_segment_deltas (merchant_id, customer_id, version, from_segment, to_segment, occurred_at, trace_id)
+             SELECT m, c, v, f, t, a, tr FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::text[], $5::text[],
+                                                    $6::timestamptz[], $7::text[], $8::bool[]) AS x(m, c, v, f, t, a, tr, moved)
+             WHERE moved
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&rows.merchant)
+        .bind(&rows.customer)
+        .bind(&rows.version)
+        .bind(&rows.from_segment)
+        .bind(&rows.to_segment)
+        .bind(&rows.at)
+        .bind(&rows.trace)
+        .bind(&rows.moved)
+        .execute(&mut *tx)
+        .await?;
+        upsert_customers(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// GDPR: forgets one customer (or, with `None`, the whole merchant) and records the request.
+    pub async fn redact(
+        &self,
+        merchant: &MerchantId,
+        customer: Option<u64>,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = customer.map(|c| c as i64);
+        for table in [
+            "customers",
+            "rfm_segment_deltas",
+            "rfm_score_history",
+            "nudges",
+        ] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE merchant_id = $1 AND ($2::int8 IS NULL OR customer_id = $2)"
+            ))
+            .bind(merchant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let kind = if customer.is_some() {
+            "customers_redact"
+        } else {
+            "shop_redact"
+        };
+        record_request(&mut tx, merchant, event_id, kind, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_data_request(
+        &self,
+        merchant: &MerchantId,
+        customer: u64,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        record_request(
+            &mut tx,
+            merchant,
+            event_id,
+            "customers_data_request",
+            Some(customer as i64),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_request(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    merchant: &MerchantId,
+    event_id: &str,
+    kind: &str,
+    customer: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO gdpr_requests (merchant_id, event_id, kind, customer_id, completed_at)
+         VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+    )
+    .bind(merchant.as_str())
+    .bind(event_id)
+    .bind(kind)
+    .bind(customer)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_customers(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &Columns,
+) -> Result<(), StoreError> {
+    // A batch can hold several versions of one customer; DISTINCT ON keeps the newest so the upsert touches each
+    // row once.
+    sqlx::query(
+        "INSERT INTO customers (merchant_id, customer_id, version, recency, frequency, monetary, score, segment,
+                                lifecycle_stage, orders, net_spend, last_order_at, updated_at)
+         SELECT DISTINCT ON (m, c) m, c, v, r, f, mo, s, seg, st, o, n, l, now()
+         FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::int2[], $5::int2[], $6::int2[], $7::numeric[],
+                     $8::text[], $9::text[], $10::int4[], $11::numeric[], $12::timestamptz[])
+              AS x(m, c, v, r, f, mo, s, seg, st, o, n, l)
+         ORDER BY m, c, v DESC
+         ON CONFLICT (merchant_id, customer_id) DO UPDATE SET
+           version = EXCLUDED.version, recency = EXCLUDED.recency, frequency = EXCLUDED.frequency,
+           monetary = EXCLUDED.monetary, score = EXCLUDED.score, segment = EXCLUDED.segment,
+           lifecycle_stage = EXCLUDED.lifecycle_stage, orders = EXCLUDED.orders, net_spend = EXCLUDED.net_spend,
+           last_order_at = EXCLUDED.last_order_at, updated_at = now()
+         WHERE customers.version < EXCLUDED.version",
+    )
+    .bind(&rows.merchant)
+    .bind(&rows.customer)
+    .bind(&rows.version)
+    .bind(&rows.r)
+    .bind(&rows.f)
+    .bind(&rows.m)
+    .bind(&rows.score)
+    .bind(&rows.to_segment)
+    .bind(&rows.stage)
+    .bind(&rows.orders)
+    .bind(&rows.net)
+    .bind(&rows.last_order)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Changes transposed into columns for `UNNEST`, so a batch is one statement per table.
+#[derive(Default)]
+struct Columns {
+    merchant: Vec<String>,
+    customer: Vec<i64>,
+    version: Vec<i32>,
+    r: Vec<i16>,
+    f: Vec<i16>,
+    m: Vec<i16>,
+    score: Vec<String>,
+    from_segment: Vec<String>,
+    to_segment: Vec<String>,
+    stage: Vec<String>,
+    orders: Vec<i32>,
+    net: Vec<String>,
+    last_order: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    at: Vec<chrono::DateTime<chrono::Utc>>,
+    trace: Vec<String>,
+    moved: Vec<bool>,
+}
+
+impl From<&[Change]> for Columns {
+    fn from(changes: &[Change]) -> Self {
+        let mut c = Columns::default();
+        let time = |t: functions::Timestamp| {
+            chrono::DateTime::from_timestamp(t.unix(), 0).unwrap_or_default()
+        };
+        for ch in changes {
+            c.merchant.push(ch.merchant.to_string());
+            c.customer.push(ch.customer_id as i64);
+            c.version.push(ch.version as i32);
+            c.r.push(i16::from(ch.rfm.recency));
+            c.f.push(i16::from(ch.rfm.frequency));
+            c.m.push(i16::from(ch.rfm.monetary));
+            c.score
+                .push(format!("{}.{}", ch.score_tenths / 10, ch.score_tenths % 10));
+            c.from_segment.push(ch.from_segment.clone());
+            c.to_segment.push(ch.to_segment.clone());
+            c.stage.push(ch.stage.as_str().to_owned());
+            c.orders.push(ch.orders as i32);
+            c.net.push(ch.net_spend.to_string());
+            c.last_order.push(ch.last_order.map(time));
+            c.at.push(time(ch.occurred_at));
+            c.trace.push(ch.trace_id.clone());
+            c.moved.push(ch.segment_changed());
+        }
+        c
+    }
+}
