@@ -63,6 +63,17 @@ async fn migrate() -> anyhow::Result<()> {
 
 async fn serve(role: Role) -> anyhow::Result<()> {
     let settings = Settings::from_env().context("reading configuration from the environment")?;
+    if settings.kafka_create_topics {
+        let (partitions, replicas) = (settings.kafka_partitions, settings.kafka_replication);
+        streams::admin::ensure_topics(
+            &settings.kafka_brokers,
+            &settings.topics,
+            partitions,
+            replicas,
+        )
+        .await
+        .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
+    }
     let processor = match role {
         Role::Ingress => None,
         Role::Processor | Role::All => {

@@ -1,6 +1,7 @@
 //! The vocabulary and plumbing between services: event schemas, topic names, identifiers, and the Kafka producer
 //! and consumer settings every process shares.
 
+pub mod admin;
 pub mod events;
 pub mod ids;
 pub mod outputs;

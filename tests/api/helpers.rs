@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use loyalnest_rfm::configuration::Settings;
 use loyalnest_rfm::shopify::hmac::sign;
 use loyalnest_rfm::startup::Application;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -107,31 +105,9 @@ pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestAp
 }
 
 pub async fn create_topics(brokers: &str, topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic> = topics
-        .all()
-        .into_iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    streams::admin::ensure_topics(brokers, topics, 1, 1)
         .await
         .expect("create topics");
-    for r in results {
-        if let Err((topic, code)) = r {
-            assert_eq!(
-                code,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "creating {topic}"
-            );
-        }
-    }
 }
 
 /// A signed webhook request, the way Shopify sends it.
