@@ -2,10 +2,12 @@
 //! running process. The binary in `main.rs` is a thin CLI over this library so tests can start the same app
 //! in-process.
 
+pub mod bench;
 pub mod configuration;
 pub mod dedupe;
 pub mod pii;
 pub mod processor;
+pub mod replay;
 pub mod routes;
 pub mod shopify;
 pub mod startup;

@@ -31,6 +31,15 @@ enum Command {
     },
     /// Apply the Postgres migrations in `migrations/` to `DATABASE_URL`.
     Migrate,
+    /// Re-inject the records of the dead-letter topic into the topics they came from, then exit.
+    ReplayDlq {
+        /// Consumer group that remembers what was already replayed.
+        #[arg(long, default_value = "loyalnest-rfm-dlq-replay")]
+        group: String,
+    },
+    /// The pipeline benchmark: a synthetic stream through the broker at `KAFKA_BROKERS` into an in-process
+    /// processor; prints one JSON report.
+    Bench(loyalnest_rfm::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,6 +59,32 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { role } => serve(role).await,
         Command::Migrate => migrate().await,
+        Command::ReplayDlq { group } => {
+            let settings = Settings::from_env()?;
+            let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
+            let idle = std::time::Duration::from_secs(3);
+            let report = loyalnest_rfm::replay::replay_dlq(
+                &settings.kafka_brokers,
+                &group,
+                &settings.topics,
+                &sink,
+                idle,
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let settings = Settings::from_lookup(|k| match k {
+                "SHOPIFY_API_SECRET" => {
+                    Some(std::env::var(k).unwrap_or_else(|_| "bench".to_owned()))
+                }
+                _ => std::env::var(k).ok(),
+            })?;
+            let report = loyalnest_rfm::bench::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
 }
 

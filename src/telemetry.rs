@@ -8,12 +8,14 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// JSON logs when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG` (default `info`).
+/// Logs to stderr: JSON when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Logs go to stderr so commands that print a result (`bench`) keep stdout clean.
+        .with_writer(std::io::stderr);
     let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()
     } else {

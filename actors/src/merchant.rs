@@ -209,6 +209,20 @@ impl MerchantState {
         self.customers.is_empty()
     }
 
+    /// Bytes held for this merchant's customers: hash-table slots (entry plus one control byte, at the table's
+    /// capacity, not just its length), each aggregate's heap, and the order index.
+    pub fn state_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, CustomerState)>() + 1;
+        let index_slot = std::mem::size_of::<(u64, u64)>() + 1;
+        self.customers.capacity() * slot
+            + self
+                .customers
+                .values()
+                .map(|c| c.aggregate.heap_bytes())
+                .sum::<usize>()
+            + self.order_customers.capacity() * index_slot
+    }
+
     /// Re-evaluates one customer at `now` (a recency boundary passed).
     pub fn rescore(&mut self, customer_id: u64, now: Timestamp, effects: &mut Vec<Effect>) {
         let Some(state) = self.customers.get_mut(&customer_id) else {
@@ -253,5 +267,115 @@ impl MerchantState {
             self.segment_counts[seg] = self.segment_counts[seg].saturating_sub(1);
         }
         self.order_customers.retain(|_, c| *c != customer_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+    use streams::events::{OrderCreated, RefundCreated};
+    use streams::SCHEMA_VERSION;
+
+    use super::*;
+
+    const T0: i64 = 1_780_000_000;
+
+    fn merchant() -> MerchantState {
+        MerchantState::new(
+            MerchantId::parse("m.myshopify.com").unwrap(),
+            RfmConfig::default(),
+        )
+    }
+
+    fn order(customer_id: u64, order_id: u64, price: &str) -> InputEvent {
+        InputEvent::OrderCreated(OrderCreated {
+            event_id: format!("o{order_id}"),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+            customer_id,
+            order_id,
+            total_price: price.into(),
+            currency: "USD".into(),
+            created_at: DateTime::from_timestamp(T0, 0).unwrap(),
+            financial_status: "paid".into(),
+            test: false,
+            cancelled: false,
+            locale: None,
+            pii: None,
+        })
+    }
+
+    fn refund(order_id: u64, refund_id: u64, amount: &str) -> InputEvent {
+        InputEvent::RefundCreated(RefundCreated {
+            event_id: format!("r{refund_id}"),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+            customer_id: None,
+            order_id,
+            refund_id,
+            amount: amount.into(),
+            created_at: DateTime::from_timestamp(T0, 0).unwrap(),
+        })
+    }
+
+    fn net(m: &MerchantState, customer: u64) -> i64 {
+        m.customer(customer).unwrap().aggregate.totals().net.minor()
+    }
+
+    #[test]
+    fn a_refund_before_its_order_waits_for_it() {
+        let mut m = merchant();
+        let mut effects = Vec::new();
+        m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
+        assert!(
+            effects.is_empty() && m.is_empty(),
+            "nothing to attribute yet"
+        );
+        m.apply(&order(7, 9, "100.00"), Timestamp(T0), &mut effects);
+        assert_eq!(net(&m, 7), 8_000);
+        m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
+        assert_eq!(net(&m, 7), 8_000, "the redelivered refund counts once");
+    }
+
+    #[test]
+    fn segment_counts_follow_moves_and_redactions() {
+        let mut m = merchant();
+        let mut effects = Vec::new();
+        m.apply(&order(1, 1, "60.00"), Timestamp(T0), &mut effects);
+        m.apply(&order(2, 2, "10.00"), Timestamp(T0), &mut effects);
+        let new = m
+            .config
+            .segments
+            .iter()
+            .position(|s| s.key == "new")
+            .unwrap();
+        assert_eq!(m.segment_counts()[new], 2);
+        assert_eq!(m.segment_counts().iter().sum::<u64>(), 2);
+        let redact = InputEvent::CustomerRedact(streams::events::CustomerRedact {
+            event_id: "g1".into(),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: m.id.clone(),
+            customer_id: 1,
+            orders_to_redact: vec![1],
+        });
+        m.apply(&redact, Timestamp(T0), &mut effects);
+        assert_eq!(m.segment_counts()[new], 1);
+        assert!(m.customer(1).is_none());
+        assert_eq!(effects.last(), Some(&Effect::Redacted { customer_id: 1 }));
+    }
+
+    #[test]
+    fn reconfiguring_rescores_everyone_at_once() {
+        let mut m = merchant();
+        let mut effects = Vec::new();
+        m.apply(&order(1, 1, "150.00"), Timestamp(T0), &mut effects);
+        effects.clear();
+        let small = RfmConfig::from_aov(functions::SizePreset::Small.aov());
+        m.reconfigure(small, Timestamp(T0), &mut effects);
+        assert_eq!(effects.len(), 1, "$150 is M3 at a $100 AOV and M5 at $20");
+        let Effect::Changed { transition, .. } = &effects[0] else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(transition.to.rfm.monetary, 5);
     }
 }

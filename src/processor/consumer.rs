@@ -37,6 +37,8 @@ pub struct Polled {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka timestamp (producer create time), for event → publish latency.
+    pub timestamp_ms: Option<i64>,
     pub event: Result<InputEvent, Poison>,
 }
 
@@ -154,6 +156,7 @@ impl Source {
         Polled {
             partition: message.partition(),
             offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
             topic,
             event,
         }

@@ -10,9 +10,9 @@
 mod consumer;
 pub mod publish;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
@@ -35,6 +35,39 @@ pub struct ProcessorStats {
     pub batches: AtomicU64,
     /// The clock value of the last completed tick, published included.
     pub last_tick: AtomicI64,
+    /// Event → published latencies in microseconds, kept only when `sample_latency` is on (the benchmark).
+    pub sample_latency: AtomicBool,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl ProcessorStats {
+    fn record_latencies(&self, timestamps_ms: &[i64]) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let sampling = self.sample_latency.load(Ordering::Relaxed);
+        let mut samples = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner());
+        for ts in timestamps_ms {
+            let seconds = (now_ms - ts).max(0) as f64 / 1e3;
+            metrics::histogram!("processor_event_to_publish_seconds").record(seconds);
+            if sampling && samples.len() < 20_000_000 {
+                samples.push((seconds * 1e6) as u32);
+            }
+        }
+    }
+
+    /// p50 and p99 of the sampled latencies, in milliseconds.
+    pub fn latency_percentiles(&self) -> (f64, f64) {
+        let mut samples = self
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if samples.is_empty() {
+            return (0.0, 0.0);
+        }
+        samples.sort_unstable();
+        let at = |q: f64| f64::from(samples[((samples.len() - 1) as f64 * q) as usize]) / 1e3;
+        (at(0.5), at(0.99))
+    }
 }
 
 /// Settings for [`Processor`]; `build()` creates the consumer and the actor threads.
@@ -77,12 +110,26 @@ impl ProcessorConfig {
             partitions: Registry::default(),
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             stats: Arc::new(ProcessorStats::default()),
+            in_flight: VecDeque::new(),
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             tick_every: self.tick_every,
         })
     }
 }
+
+/// A batch being published: its offsets become storable when `done` completes.
+struct InFlight {
+    done: tokio::task::JoinHandle<()>,
+    partition: i32,
+    offsets: HashMap<String, i64>,
+    timestamps: Vec<i64>,
+    events: u64,
+}
+
+/// How many batches may be publishing at once before the consumer waits: enough to overlap broker round trips,
+/// few enough that a stalled Postgres or broker stops consumption quickly (backpressure, nothing dropped).
+const MAX_IN_FLIGHT: usize = 8;
 
 pub struct Processor {
     source: consumer::Source,
@@ -93,6 +140,8 @@ pub struct Processor {
     partitions: Registry,
     arbiters: Vec<Arbiter>,
     stats: Arc<ProcessorStats>,
+    /// Batches whose effects are being published, oldest first; their offsets are stored in this order.
+    in_flight: VecDeque<InFlight>,
     batch_max: usize,
     batch_linger: Duration,
     tick_every: Duration,
@@ -120,6 +169,7 @@ impl Processor {
             let first = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {
+                    self.settle(0).await;
                     self.tick().await?;
                     continue;
                 }
@@ -136,6 +186,7 @@ impl Processor {
             self.process(batch).await?;
         }
         tracing::info!("processor stopping");
+        self.settle(0).await;
         self.source.commit_stored();
         Ok(())
     }
@@ -151,6 +202,7 @@ impl Processor {
         for (partition, records) in by_partition {
             let mut events = Vec::with_capacity(records.len());
             let mut offsets: HashMap<String, i64> = HashMap::new();
+            let timestamps: Vec<i64> = records.iter().filter_map(|r| r.timestamp_ms).collect();
             for record in records {
                 let next = offsets.entry(record.topic.clone()).or_insert(record.offset);
                 *next = (*next).max(record.offset);
@@ -174,12 +226,38 @@ impl Processor {
             self.load_configs(&events).await;
             let count = events.len() as u64;
             let outcome = self.apply(partition, events).await;
-            self.publisher.publish(&outcome).await?;
-            self.source.store_offsets(partition, &offsets);
-            self.stats.events.fetch_add(count, Ordering::Relaxed);
+            let done = tokio::task::spawn_local(self.publisher.start(outcome));
+            self.in_flight.push_back(InFlight {
+                done,
+                partition,
+                offsets,
+                timestamps,
+                events: count,
+            });
+            self.settle(MAX_IN_FLIGHT).await;
         }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Stores the offsets of every finished batch at the front of the queue, waiting while more than `keep` are
+    /// in flight.
+    async fn settle(&mut self, keep: usize) {
+        while let Some(front) = self.in_flight.front() {
+            if front.done.is_finished() || self.in_flight.len() > keep {
+                let Some(batch) = self.in_flight.pop_front() else {
+                    break;
+                };
+                if let Err(e) = batch.done.await {
+                    tracing::error!(error = %e, "publishing task failed");
+                }
+                self.source.store_offsets(batch.partition, &batch.offsets);
+                self.stats.record_latencies(&batch.timestamps);
+                self.stats.events.fetch_add(batch.events, Ordering::SeqCst);
+            } else {
+                break;
+            }
+        }
     }
 
     async fn apply(&mut self, partition: i32, events: Vec<InputEvent>) -> Outcome {
@@ -238,7 +316,7 @@ impl Processor {
             self.partitions.iter().map(|e| e.value().clone()).collect();
         for addr in actors {
             if let Ok(outcome) = addr.send(Tick { now }).await {
-                self.publisher.publish(&outcome).await?;
+                self.publisher.start(outcome).await;
             }
         }
         self.stats.last_tick.store(now.unix(), Ordering::SeqCst);

@@ -15,6 +15,7 @@ use streams::{ProduceError, Topics, SCHEMA_VERSION};
 
 use crate::store::{Store, StoreError};
 
+#[derive(Clone)]
 pub struct Publisher {
     pub sink: EventSink,
     pub topics: Topics,
@@ -128,42 +129,75 @@ impl Publisher {
             .map(drop)
     }
 
-    /// Publishes one outcome; returns only when every record is acknowledged and every row is written.
-    pub async fn publish(&self, outcome: &Outcome) -> Result<(), PublishError> {
-        let mut pending: Vec<Record> = outcome
+    /// Enqueues the outcome's Kafka records now, in order, and returns a future that completes once every record
+    /// is acknowledged and every row written. Starting several outcomes before awaiting them pipelines batches
+    /// while keeping each partition's records in the order they were produced.
+    pub fn start(&self, outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
+        let records: Vec<Record> = outcome
             .changes
             .iter()
             .flat_map(|c| self.records(c))
             .collect();
+        let deliveries: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let headers = [("trace_id", r.trace_id.as_str())];
+                let record = Outgoing {
+                    topic: &r.topic,
+                    key: &r.key,
+                    payload: &r.payload,
+                    headers: &headers,
+                };
+                self.sink.enqueue(record).ok()
+            })
+            .collect();
+        let this = self.clone();
+        async move {
+            let mut failed = Vec::new();
+            for (record, delivery) in records.into_iter().zip(deliveries) {
+                let delivered = match delivery {
+                    Some(d) => matches!(d.await, Ok(Ok(_))),
+                    None => false,
+                };
+                if !delivered {
+                    failed.push(record);
+                }
+            }
+            this.resend(failed).await;
+            this.write_rows(&outcome).await;
+            metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
+        }
+    }
+
+    /// Resends records until acknowledged. An output that landed but whose acknowledgement was lost becomes a
+    /// duplicate with the same event id and version, which consumers discard.
+    async fn resend(&self, mut pending: Vec<Record>) {
         let mut delay = Duration::from_millis(50);
-        // Resend only what failed: an output that landed but whose acknowledgement was lost becomes a duplicate
-        // with the same event id and version, which consumers discard.
         while !pending.is_empty() {
             let results = join_all(pending.iter().map(|r| self.send(r))).await;
-            let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-            if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "output not acknowledged; retrying");
                 metrics::counter!("processor_output_retries_total").increment(1);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            let mut keep = failed.into_iter();
-            pending.retain(|_| keep.next().unwrap_or(false));
+            let mut failed = results.iter().map(Result::is_err);
+            pending.retain(|_| failed.next().unwrap_or(false));
         }
-        if let Some(store) = &self.store {
-            retry("write changes", || store.write_changes(&outcome.changes)).await;
-            for (merchant, customer, event_id) in &outcome.redactions {
-                retry("redact", || store.redact(merchant, *customer, event_id)).await;
-            }
-            for (merchant, customer, event_id) in &outcome.data_requests {
-                retry("data request", || {
-                    store.record_data_request(merchant, *customer, event_id)
-                })
-                .await;
-            }
+    }
+
+    async fn write_rows(&self, outcome: &Outcome) {
+        let Some(store) = &self.store else { return };
+        retry("write changes", || store.write_changes(&outcome.changes)).await;
+        for (merchant, customer, event_id) in &outcome.redactions {
+            retry("redact", || store.redact(merchant, *customer, event_id)).await;
         }
-        metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
-        Ok(())
+        for (merchant, customer, event_id) in &outcome.data_requests {
+            retry("data request", || {
+                store.record_data_request(merchant, *customer, event_id)
+            })
+            .await;
+        }
     }
 }
 

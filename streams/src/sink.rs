@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 /// Settings for [`EventSink`]; `build()` turns them into a connected producer.
@@ -129,19 +129,7 @@ impl Health {
 impl EventSink {
     /// Sends one record and waits for the broker's acknowledgement (all in-sync replicas).
     pub async fn send(&self, record: Outgoing<'_>) -> Result<Delivered, ProduceError> {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (key, value)| {
-                h.insert(Header {
-                    key,
-                    value: Some(*value),
-                })
-            });
-        let future = FutureRecord::to(record.topic)
-            .key(record.key)
-            .payload(record.payload)
-            .headers(headers);
+        let future = future_record(&record);
         let producer = self.producer();
         // A full local queue waits at most the delivery timeout as well, so the total stays bounded.
         match producer
@@ -163,6 +151,15 @@ impl EventSink {
                 Err(ProduceError::NotDelivered(e))
             }
         }
+    }
+
+    /// Hands a record to the producer's queue without waiting, keeping the order of calls; the returned future
+    /// resolves with the broker's acknowledgement. Fails at once when the local queue is full.
+    pub fn enqueue(&self, record: Outgoing<'_>) -> Result<DeliveryFuture, ProduceError> {
+        let future = future_record(&record);
+        self.producer()
+            .send_result(future)
+            .map_err(|(e, _)| ProduceError::NotDelivered(e))
     }
 
     fn producer(&self) -> FutureProducer {
@@ -220,4 +217,20 @@ impl EventSink {
             .map(|m| !m.brokers().is_empty())
             .unwrap_or(false)
     }
+}
+
+fn future_record<'a>(record: &Outgoing<'a>) -> FutureRecord<'a, str, [u8]> {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        });
+    FutureRecord::to(record.topic)
+        .key(record.key)
+        .payload(record.payload)
+        .headers(headers)
 }

@@ -1,0 +1,216 @@
+//! `loyalnest-rfm bench`: the pipeline benchmark. Produces a synthetic order stream to a Kafka-protocol broker
+//! while an in-process processor consumes it, and reports sustained events/s, event → publish latency and resident
+//! memory per customer. Every run uses fresh topics (a random prefix) and a fresh consumer group.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::{Inspect, PartitionCore, SystemClock};
+use chrono::Utc;
+use rdkafka::producer::FutureRecord;
+use serde::Serialize;
+use streams::events::OrderCreated;
+use streams::{InputEvent, MerchantId, Topics, SCHEMA_VERSION};
+
+use crate::configuration::Settings;
+use crate::processor::{ProcessorStats, Registry};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Distinct customers in the stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub customers: u64,
+    /// Events to produce (orders).
+    #[arg(long, default_value_t = 3_000_000)]
+    pub events: u64,
+    /// Merchants the customers are spread over.
+    #[arg(long, default_value_t = 200)]
+    pub merchants: u64,
+    /// Partitions of each input topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Produce at this many events/s (0: as fast as the broker takes them). Latency figures are meaningful only
+    /// below the processor's capacity; throughput is measured at 0.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub events: u64,
+    pub customers_resident: u64,
+    pub produce_seconds: f64,
+    pub process_seconds: f64,
+    pub events_per_second: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub rss_bytes_per_customer: f64,
+    pub state_bytes_per_customer: f64,
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn synthetic(i: u64, args: &BenchArgs, merchants: &[MerchantId]) -> InputEvent {
+    let customer = i.wrapping_mul(2_654_435_761) % args.customers;
+    let merchant = &merchants[(customer % args.merchants) as usize];
+    let cents = 1_000 + (i % 97) * 311;
+    InputEvent::OrderCreated(OrderCreated {
+        event_id: format!("bench-{i}"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: merchant.clone(),
+        customer_id: customer,
+        order_id: i,
+        total_price: format!("{}.{:02}", cents / 100, cents % 100),
+        currency: "USD".into(),
+        created_at: Utc::now() - chrono::Duration::days((i % 40) as i64),
+        financial_status: "paid".into(),
+        test: false,
+        cancelled: false,
+        locale: None,
+        pii: None,
+    })
+}
+
+/// Runs the benchmark against the broker in `settings`; Postgres is used only when `DATABASE_URL` is set.
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut settings = settings.clone();
+    settings.topics = Topics::with_prefix(&prefix);
+    settings.kafka_group_id = format!("{prefix}group");
+    streams::admin::ensure_topics(
+        &settings.kafka_brokers,
+        &settings.topics,
+        args.partitions,
+        1,
+    )
+    .await?;
+    let rss_before = rss_bytes();
+
+    let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
+    let (stats, registry) = (processor.stats(), processor.registry());
+    stats.sample_latency.store(true, Ordering::SeqCst);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = actix_web::rt::spawn(processor.run(async {
+        let _ = stopped.await;
+    }));
+
+    let merchants: Vec<MerchantId> = (0..args.merchants)
+        .map(|m| MerchantId::parse(&format!("bench-{m}.myshopify.com")))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    produce(&settings, args, &merchants).await?;
+    let produce_seconds = started.elapsed().as_secs_f64();
+    wait_for(&stats, args.events, Duration::from_secs(600)).await?;
+    let process_seconds = started.elapsed().as_secs_f64();
+
+    let (customers, state_bytes) = state_size(&registry).await;
+    let rss_after = rss_bytes();
+    let (p50, p99) = stats.latency_percentiles();
+    let _ = stop.send(());
+    let _ = task.await;
+    Ok(BenchReport {
+        events: args.events,
+        customers_resident: customers,
+        produce_seconds,
+        process_seconds,
+        events_per_second: args.events as f64 / process_seconds,
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        rss_bytes_per_customer: rss_after.saturating_sub(rss_before) as f64
+            / customers.max(1) as f64,
+        state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
+    })
+}
+
+/// Produces the stream as fast as the broker takes it, a bounded window of deliveries in flight.
+async fn produce(
+    settings: &Settings,
+    args: &BenchArgs,
+    merchants: &[MerchantId],
+) -> anyhow::Result<()> {
+    let producer: rdkafka::producer::FutureProducer = streams::SinkConfig {
+        linger: Duration::from_millis(10),
+        delivery_timeout: Duration::from_secs(60),
+        ..streams::SinkConfig::new(settings.kafka_brokers.clone())
+    }
+    .client_config()
+    .set("batch.size", "1000000")
+    .create()?;
+    let topic = settings.topics.orders_create.clone();
+    let mut in_flight = Vec::with_capacity(50_000);
+    let started = Instant::now();
+    for i in 0..args.events {
+        if args.rate > 0 && i % 100 == 0 {
+            // Pace in steps of 100 events so the schedule stays exact without a timer per record.
+            let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let event = synthetic(i, args, merchants);
+        let payload = event.encode();
+        let key = event.merchant_id().as_str().to_owned();
+        loop {
+            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&payload)) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                // Local queue full: wait for what is in flight, then try again.
+                Err((_, _)) => drain(&mut in_flight).await?,
+            }
+        }
+        if in_flight.len() >= 50_000 {
+            drain(&mut in_flight).await?;
+        }
+    }
+    drain(&mut in_flight).await
+}
+
+async fn drain(in_flight: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
+    for delivery in in_flight.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => anyhow::bail!("benchmark record not delivered: {e}"),
+            Err(_) => anyhow::bail!("producer dropped a delivery"),
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for(stats: &ProcessorStats, events: u64, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    while stats.events.load(Ordering::SeqCst) < events {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "processor did not catch up within {limit:?}"
+        );
+        ticker.tick().await;
+    }
+    Ok(())
+}
+
+/// Customers resident and the bytes their state occupies (entries, table overhead and heap).
+async fn state_size(registry: &Registry) -> (u64, u64) {
+    let actors: Vec<_> = registry.iter().map(|e| e.value().clone()).collect();
+    let mut totals = (0, 0);
+    for addr in actors {
+        let measure = |core: &PartitionCore| {
+            core.merchants().fold((0u64, 0u64), |(n, bytes), m| {
+                (n + m.len() as u64, bytes + m.state_bytes() as u64)
+            })
+        };
+        if let Ok((n, bytes)) = addr.send(Inspect(measure)).await {
+            totals = (totals.0 + n, totals.1 + bytes);
+        }
+    }
+    totals
+}

@@ -1,0 +1,103 @@
+//! `loyalnest-rfm replay-dlq`: re-injects dead-lettered records into the topic they came from, after the cause was
+//! fixed (a deploy that understands a new schema version, a corrected producer).
+//!
+//! It reads `rfm.dlq` as its own consumer group, so each dead-lettered record is replayed once however often the
+//! command runs, produces each record back with its original key, commits, and stops at the end the topic had when
+//! it started. A record that still cannot be processed is dead-lettered again by the processor.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use streams::outputs::dlq_headers;
+use streams::sink::{EventSink, Outgoing};
+use streams::Topics;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub replayed: u64,
+    /// Records without an original-topic header; left in place and counted.
+    pub skipped: u64,
+}
+
+/// Replays until the dead-letter topic has nothing new for `idle`.
+pub async fn replay_dlq(
+    brokers: &str,
+    group_id: &str,
+    topics: &Topics,
+    sink: &EventSink,
+    idle: Duration,
+) -> anyhow::Result<ReplayReport> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topics.dlq.as_str()])?;
+    // Replay only what was dead-lettered before we started: a record that fails again lands behind this mark
+    // and must not be replayed in a loop.
+    let mut ends = end_offsets(&consumer, &topics.dlq)?;
+    let mut report = ReplayReport::default();
+    while !ends.is_empty() {
+        let Ok(polled) = tokio::time::timeout(idle, consumer.recv()).await else {
+            break;
+        };
+        let message = polled?;
+        let partition = message.partition();
+        match ends.get(&partition) {
+            Some(end) if message.offset() < *end => {}
+            _ => {
+                ends.remove(&partition);
+                continue;
+            }
+        }
+        if message.offset() + 1 >= ends[&partition] {
+            ends.remove(&partition);
+        }
+        let header = |name: &str| {
+            message.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| x.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        match header(dlq_headers::TOPIC) {
+            None => report.skipped += 1,
+            Some(topic) => {
+                let key = message
+                    .key()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                sink.send(Outgoing {
+                    topic: &topic,
+                    key: &key,
+                    payload: message.payload().unwrap_or_default(),
+                    headers: &[("replayed_from", topics.dlq.as_str())],
+                })
+                .await?;
+                report.replayed += 1;
+            }
+        }
+        // Committed after the record is back on its topic: a crash replays at most this one record twice.
+        consumer.commit_message(&message, CommitMode::Sync)?;
+    }
+    Ok(report)
+}
+
+/// The high watermark of every partition of `topic` that has records.
+fn end_offsets(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut ends = HashMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        if high > low {
+            ends.insert(partition.id(), high);
+        }
+    }
+    Ok(ends)
+}
