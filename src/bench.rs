@@ -95,22 +95,44 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     .await?;
     let rss_before = rss_bytes();
 
+    let merchants: Vec<MerchantId> = (0..args.merchants)
+        .map(|m| MerchantId::parse(&format!("bench-{m}.myshopify.com")))
+        .collect::<Result<_, _>>()?;
+    // Throughput: the whole stream is on the broker first and the processor catches up from it, so the figure is
+    // the processor's, not the producer's. Latency (`--rate`): the producer runs paced, on its own thread, while the
+    // processor consumes.
+    let producer = {
+        let (settings, args, merchants) = (settings.clone(), args.clone(), merchants.clone());
+        move || -> anyhow::Result<f64> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let started = Instant::now();
+            runtime.block_on(produce(&settings, &args, &merchants))?;
+            Ok(started.elapsed().as_secs_f64())
+        }
+    };
+    let mut producer = Some(producer);
+    let mut produce_seconds = 0.0;
+    if let Some(producer) = producer.take_if(|_| args.rate == 0) {
+        produce_seconds = tokio::task::spawn_blocking(producer).await??;
+    }
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
     let (stats, registry) = (processor.stats(), processor.registry());
-    stats.sample_latency.store(true, Ordering::SeqCst);
+    stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = actix_web::rt::spawn(processor.run(async {
         let _ = stopped.await;
     }));
-
-    let merchants: Vec<MerchantId> = (0..args.merchants)
-        .map(|m| MerchantId::parse(&format!("bench-{m}.myshopify.com")))
-        .collect::<Result<_, _>>()?;
     let started = Instant::now();
-    produce(&settings, args, &merchants).await?;
-    let produce_seconds = started.elapsed().as_secs_f64();
+    let paced = producer.take().map(std::thread::spawn);
     wait_for(&stats, args.events, Duration::from_secs(600)).await?;
     let process_seconds = started.elapsed().as_secs_f64();
+    if let Some(thread) = paced {
+        produce_seconds = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    }
 
     let (customers, state_bytes) = state_size(&registry).await;
     let rss_after = rss_bytes();

@@ -13,5 +13,6 @@ pub mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use partition::{
-    ApplyBatch, Change, Configs, Inspect, Outcome, PartitionActor, PartitionCore, Reconfigure, Tick,
+    ApplyBatch, Change, Configs, Inspect, Outcome, PartitionActor, PartitionCore, RawRecord,
+    Reconfigure, Rejected, Tick,
 };

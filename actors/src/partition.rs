@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use dashmap::DashMap;
 use functions::{churn_risk, LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
-use streams::{InputEvent, MerchantId};
+use streams::{InputEvent, InputKind, MerchantId};
 
 use crate::merchant::{Effect, MerchantState};
 use crate::timers::TimerWheel;
@@ -49,6 +49,27 @@ pub struct Outcome {
     /// GDPR erasures: merchant, customer (`None`: the whole shop), and the request's event id.
     pub redactions: Vec<(MerchantId, Option<u64>, String)>,
     pub data_requests: Vec<(MerchantId, u64, String)>,
+    /// Records that could not be decoded, for the dead-letter topic.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A record as it came off Kafka. Decoding happens in the partition actor, so it runs on the actor threads in
+/// parallel instead of on the consumer loop.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// `None` when the topic is not an input topic.
+    pub kind: Option<InputKind>,
+    pub topic: String,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A record that failed to decode, and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub record: RawRecord,
+    pub reason: String,
 }
 
 /// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).
@@ -256,7 +277,7 @@ impl Actor for PartitionActor {
 #[derive(Message)]
 #[rtype(result = "Outcome")]
 pub struct ApplyBatch {
-    pub events: Vec<InputEvent>,
+    pub records: Vec<RawRecord>,
     pub now: Timestamp,
 }
 
@@ -283,7 +304,21 @@ impl Handler<ApplyBatch> for PartitionActor {
     type Result = MessageResult<ApplyBatch>;
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.core.apply(&msg.events, msg.now, &self.configs))
+        let mut events = Vec::with_capacity(msg.records.len());
+        let mut rejected = Vec::new();
+        for record in msg.records {
+            let decoded = match record.kind {
+                Some(kind) => InputEvent::decode(kind, &record.payload).map_err(|e| e.to_string()),
+                None => Err(format!("not an input topic: {}", record.topic)),
+            };
+            match decoded {
+                Ok(event) => events.push(event),
+                Err(reason) => rejected.push(Rejected { record, reason }),
+            }
+        }
+        let mut outcome = self.core.apply(&events, msg.now, &self.configs);
+        outcome.rejected = rejected;
+        MessageResult(outcome)
     }
 }
 

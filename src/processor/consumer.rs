@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actors::{RawRecord, Rejected};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
@@ -16,7 +17,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use streams::outputs::dlq_headers;
 use streams::sink::{EventSink, Outgoing};
-use streams::{InputEvent, InputKind, ProduceError, Topics};
+use streams::{InputKind, ProduceError, Topics};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -24,22 +25,12 @@ pub struct ConsumerSettings {
     pub group_id: String,
 }
 
-/// A record that could not be decoded, kept whole for the dead-letter topic.
-#[derive(Debug)]
-pub struct Poison {
-    pub reason: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-}
-
 #[derive(Debug)]
 pub struct Polled {
-    pub topic: String,
     pub partition: i32,
-    pub offset: i64,
     /// The record's Kafka timestamp (producer create time), for event → publish latency.
     pub timestamp_ms: Option<i64>,
-    pub event: Result<InputEvent, Poison>,
+    pub raw: RawRecord,
 }
 
 /// Receives rebalance callbacks on the consumer's thread and leaves notes for the processing loop.
@@ -143,22 +134,16 @@ impl Source {
 
     fn decode(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Polled {
         let topic = message.topic().to_owned();
-        let payload = message.payload().unwrap_or_default();
-        let event = match InputKind::of_topic(&self.topics, &topic) {
-            None => Err(format!("not an input topic: {topic}")),
-            Some(kind) => InputEvent::decode(kind, payload).map_err(|e| e.to_string()),
-        }
-        .map_err(|reason| Poison {
-            reason,
-            key: message.key().map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
-        });
         Polled {
             partition: message.partition(),
-            offset: message.offset(),
             timestamp_ms: message.timestamp().to_millis(),
-            topic,
-            event,
+            raw: RawRecord {
+                kind: InputKind::of_topic(&self.topics, &topic),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                topic,
+            },
         }
     }
 
@@ -194,15 +179,15 @@ impl Source {
 pub async fn dead_letter(
     sink: &EventSink,
     topics: &Topics,
-    topic: &str,
     partition: i32,
-    offset: i64,
-    poison: &Poison,
+    rejected: &Rejected,
 ) -> Result<(), ProduceError> {
-    let (partition, offset) = (partition.to_string(), offset.to_string());
-    tracing::warn!(topic, partition, offset, reason = %poison.reason, "record sent to the dead-letter topic");
+    let record = &rejected.record;
+    let topic = record.topic.as_str();
+    let (partition, offset) = (partition.to_string(), record.offset.to_string());
+    tracing::warn!(topic, partition, offset, reason = %rejected.reason, "record sent to the dead-letter topic");
     metrics::counter!("processor_dead_lettered_total").increment(1);
-    let key = poison
+    let key = record
         .key
         .as_deref()
         .map(String::from_utf8_lossy)
@@ -210,9 +195,9 @@ pub async fn dead_letter(
     sink.send(Outgoing {
         topic: &topics.dlq,
         key: &key,
-        payload: &poison.payload,
+        payload: &record.payload,
         headers: &[
-            (dlq_headers::REASON, poison.reason.as_str()),
+            (dlq_headers::REASON, rejected.reason.as_str()),
             // Decoding is deterministic: a record that fails once fails every time, so it is not retried.
             (dlq_headers::ATTEMPTS, "1"),
             (dlq_headers::TOPIC, topic),

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
-use actors::{ApplyBatch, Clock, Configs, Outcome, PartitionActor, Tick};
-use streams::{InputEvent, MerchantId, Topics};
+use actors::{ApplyBatch, Clock, Configs, Outcome, PartitionActor, RawRecord, Tick};
+use streams::{MerchantId, Topics};
 
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
@@ -200,32 +200,30 @@ impl Processor {
                 .push(polled);
         }
         for (partition, records) in by_partition {
-            let mut events = Vec::with_capacity(records.len());
             let mut offsets: HashMap<String, i64> = HashMap::new();
-            let timestamps: Vec<i64> = records.iter().filter_map(|r| r.timestamp_ms).collect();
+            let mut timestamps = Vec::with_capacity(records.len());
+            let mut raw = Vec::with_capacity(records.len());
             for record in records {
-                let next = offsets.entry(record.topic.clone()).or_insert(record.offset);
-                *next = (*next).max(record.offset);
-                match record.event {
-                    Ok(event) => events.push(event),
-                    Err(poison) => {
-                        let topics = &self.publisher.topics;
-                        consumer::dead_letter(
-                            &self.publisher.sink,
-                            topics,
-                            &record.topic,
-                            partition,
-                            record.offset,
-                            &poison,
-                        )
-                        .await?;
-                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                let next = offsets
+                    .entry(record.raw.topic.clone())
+                    .or_insert(record.raw.offset);
+                *next = (*next).max(record.raw.offset);
+                timestamps.extend(record.timestamp_ms);
+                raw.push(record.raw);
             }
-            self.load_configs(&events).await;
-            let count = events.len() as u64;
-            let outcome = self.apply(partition, events).await;
+            self.load_configs(&raw).await;
+            let count = raw.len() as u64;
+            let outcome = self.apply(partition, raw).await;
+            for rejected in &outcome.rejected {
+                consumer::dead_letter(
+                    &self.publisher.sink,
+                    &self.publisher.topics,
+                    partition,
+                    rejected,
+                )
+                .await?;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
             let done = tokio::task::spawn_local(self.publisher.start(outcome));
             self.in_flight.push_back(InFlight {
                 done,
@@ -260,10 +258,10 @@ impl Processor {
         }
     }
 
-    async fn apply(&mut self, partition: i32, events: Vec<InputEvent>) -> Outcome {
+    async fn apply(&mut self, partition: i32, records: Vec<RawRecord>) -> Outcome {
         let now = self.clock.now();
         let addr = self.partition(partition);
-        match addr.send(ApplyBatch { events, now }).await {
+        match addr.send(ApplyBatch { records, now }).await {
             Ok(outcome) => outcome,
             // The actor only stops with its arbiter, i.e. at shutdown.
             Err(e) => {
@@ -287,15 +285,19 @@ impl Processor {
             .clone()
     }
 
-    /// Loads configurations of merchants seen for the first time; defaults when there is no database or no row.
-    async fn load_configs(&self, events: &[InputEvent]) {
-        let mut unknown: Vec<&MerchantId> = events.iter().map(InputEvent::merchant_id).collect();
-        unknown.sort();
-        unknown.dedup();
-        for merchant in unknown
+    /// Loads configurations of merchants seen for the first time (the record key is the merchant); defaults when
+    /// there is no database or no row.
+    async fn load_configs(&self, records: &[RawRecord]) {
+        let mut keys: Vec<&[u8]> = records.iter().filter_map(|r| r.key.as_deref()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let merchants: Vec<MerchantId> = keys
             .into_iter()
-            .filter(|m| !self.configs.contains_key(*m))
-        {
+            .filter_map(|k| std::str::from_utf8(k).ok())
+            .filter_map(|k| MerchantId::parse(k).ok())
+            .filter(|m| !self.configs.contains_key(m))
+            .collect();
+        for merchant in &merchants {
             let config = match &self.store {
                 Some(store) => match store.load_config(merchant).await {
                     Ok(config) => config.unwrap_or_default(),
