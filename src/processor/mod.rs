@@ -211,6 +211,10 @@ impl Processor {
                 timestamps.extend(record.timestamp_ms);
                 raw.push(record.raw);
             }
+            if let Some(oldest) = timestamps.iter().min() {
+                let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
+                tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
+            }
             self.load_configs(&raw).await;
             let count = raw.len() as u64;
             let outcome = self.apply(partition, raw).await;

@@ -152,6 +152,13 @@ impl TestApp {
             .expect("request reaches the app")
     }
 
+    /// Every `orders.create` record before a fresh marker order: what the requests under test produced there.
+    pub async fn orders_before_marker(&self) -> Vec<Record> {
+        let topic = self.topics.orders_create.clone();
+        self.records_before_marker("orders/create", fixture("orders_create.json"), &topic)
+            .await
+    }
+
     /// Sends one more webhook (`topic`, `body`, a fresh id) as a marker and returns every record on `kafka_topic`
     /// before it. The marker lands on the same partition after the requests under test, so reading up to it shows
     /// everything those requests produced, without waiting on a clock.

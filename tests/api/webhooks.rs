@@ -160,13 +160,7 @@ async fn headers_without_the_x_prefix_and_the_previous_secret_are_accepted() {
     webhook.x_prefix = false;
     webhook.secret = PREVIOUS_SECRET;
     assert_eq!(app.post(&webhook).await.status(), 200);
-    let records = app
-        .records_before_marker(
-            "orders/create",
-            fixture("orders_create.json"),
-            &app.topics.orders_create,
-        )
-        .await;
+    let records = app.orders_before_marker().await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value["event_id"], webhook.id.as_str());
 }
@@ -180,13 +174,7 @@ async fn wrong_signature_is_401_and_produces_nothing() {
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_signature");
-    let records = app
-        .records_before_marker(
-            "orders/create",
-            fixture("orders_create.json"),
-            &app.topics.orders_create,
-        )
-        .await;
+    let records = app.orders_before_marker().await;
     assert!(records.is_empty(), "forged webhook produced {records:?}");
 }
 
@@ -201,13 +189,7 @@ async fn the_same_webhook_twice_gives_one_record() {
         second.json::<serde_json::Value>().await.unwrap()["status"],
         "duplicate"
     );
-    let records = app
-        .records_before_marker(
-            "orders/create",
-            fixture("orders_create.json"),
-            &app.topics.orders_create,
-        )
-        .await;
+    let records = app.orders_before_marker().await;
     assert_eq!(records.len(), 1, "{records:?}");
 }
 
@@ -233,13 +215,7 @@ async fn guest_orders_and_unknown_topics_are_acknowledged_without_records() {
         unknown.json::<serde_json::Value>().await.unwrap()["reason"],
         "unknown_topic"
     );
-    let records = app
-        .records_before_marker(
-            "orders/create",
-            fixture("orders_create.json"),
-            &app.topics.orders_create,
-        )
-        .await;
+    let records = app.orders_before_marker().await;
     assert!(records.is_empty(), "{records:?}");
 }
 

@@ -83,13 +83,7 @@ async fn malformed_json_and_bad_money_are_400_with_a_json_error() {
     assert_eq!(bad_money.status(), 400);
     assert!(bad_money.text().await.unwrap().contains("total_price"));
 
-    let records = app
-        .records_before_marker(
-            "orders/create",
-            fixture("orders_create.json"),
-            &app.topics.orders_create,
-        )
-        .await;
+    let records = app.orders_before_marker().await;
     assert!(records.is_empty(), "{records:?}");
 }
 
