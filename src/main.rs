@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actors::SystemClock;
 use loyalnest_rfm::configuration::Settings;
+use loyalnest_rfm::mock_broker;
 use loyalnest_rfm::startup::{self, Application};
 use loyalnest_rfm::store::Store;
 use loyalnest_rfm::telemetry;
@@ -97,7 +98,18 @@ async fn migrate() -> anyhow::Result<()> {
 }
 
 async fn serve(role: Role) -> anyhow::Result<()> {
-    let settings = Settings::from_env().context("reading configuration from the environment")?;
+    let mut settings =
+        Settings::from_env().context("reading configuration from the environment")?;
+    // Kept alive until `serve` returns: the mock broker stops when dropped.
+    let _mock = if mock_broker::is_mock(&settings.kafka_brokers) {
+        let broker = mock_broker::MockBroker::start(&settings.topics, settings.kafka_partitions)?;
+        settings.kafka_brokers = broker.bootstrap_servers();
+        tracing::warn!(brokers = %settings.kafka_brokers, "using the in-process mock Kafka cluster: nothing is durable");
+        settings.kafka_create_topics = false;
+        Some(broker)
+    } else {
+        None
+    };
     if settings.kafka_create_topics {
         let (partitions, replicas) = (settings.kafka_partitions, settings.kafka_replication);
         streams::admin::ensure_topics(
