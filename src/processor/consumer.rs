@@ -97,6 +97,8 @@ impl Source {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // Range assigns partition p of every topic to the same member when the topics have equal partition
+            // counts, which keeps a merchant's co-partitioned topics in one partition actor.
             .set("partition.assignment.strategy", "range")
             .set("fetch.wait.max.ms", "10")
             .set("queued.max.messages.kbytes", "65536")

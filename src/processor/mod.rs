@@ -169,7 +169,7 @@ impl Processor {
             let first = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {
-                    self.settle(0).await;
+                    self.settle(0).await?;
                     self.tick().await?;
                     continue;
                 }
@@ -186,7 +186,7 @@ impl Processor {
             self.process(batch).await?;
         }
         tracing::info!("processor stopping");
-        self.settle(0).await;
+        self.settle(0).await?;
         self.source.commit_stored();
         Ok(())
     }
@@ -236,7 +236,7 @@ impl Processor {
                 timestamps,
                 events: count,
             });
-            self.settle(MAX_IN_FLIGHT).await;
+            self.settle(MAX_IN_FLIGHT).await?;
         }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -244,15 +244,18 @@ impl Processor {
 
     /// Stores the offsets of every finished batch at the front of the queue, waiting while more than `keep` are
     /// in flight.
-    async fn settle(&mut self, keep: usize) {
+    async fn settle(&mut self, keep: usize) -> Result<(), PublishError> {
         while let Some(front) = self.in_flight.front() {
             if front.done.is_finished() || self.in_flight.len() > keep {
                 let Some(batch) = self.in_flight.pop_front() else {
                     break;
                 };
-                if let Err(e) = batch.done.await {
-                    tracing::error!(error = %e, "publishing task failed");
-                }
+                // Storing this batch's offsets without its effects would lose them; stop instead, and let the
+                // restart replay from the last stored offsets.
+                batch
+                    .done
+                    .await
+                    .map_err(|e| PublishError::Task(e.to_string()))?;
                 self.source.store_offsets(batch.partition, &batch.offsets);
                 self.stats.record_latencies(&batch.timestamps);
                 self.stats.events.fetch_add(batch.events, Ordering::SeqCst);
@@ -260,6 +263,7 @@ impl Processor {
                 break;
             }
         }
+        Ok(())
     }
 
     async fn apply(&mut self, partition: i32, records: Vec<RawRecord>) -> Outcome {

@@ -226,4 +226,6 @@ where
 pub enum PublishError {
     #[error(transparent)]
     Kafka(#[from] ProduceError),
+    #[error("publishing task failed: {0}")]
+    Task(String),
 }
