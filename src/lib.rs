@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod configuration;
 pub mod dedupe;
+pub mod demo;
 pub mod mock_broker;
 pub mod pii;
 pub mod processor;

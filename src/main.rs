@@ -30,6 +30,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
     },
+    /// Everything embedded: mock Kafka cluster, processor, ingress and a synthetic store posting signed webhooks.
+    Demo(loyalnest_rfm::demo::DemoArgs),
     /// Apply the Postgres migrations in `migrations/` to `DATABASE_URL`.
     Migrate,
     /// Re-inject the records of the dead-letter topic into the topics they came from, then exit.
@@ -60,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { role } => serve(role).await,
         Command::Migrate => migrate().await,
+        Command::Demo(args) => {
+            loyalnest_rfm::demo::run(loyalnest_rfm::demo::settings()?, &args).await
+        }
         Command::ReplayDlq { group } => {
             let settings = Settings::from_env()?;
             let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;

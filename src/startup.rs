@@ -31,12 +31,15 @@ impl Application {
             redis_url: settings.redis_url.clone(),
             ttl: settings.dedupe_ttl,
             timeout: settings.redis_timeout,
-        }
-        .build()?;
+        };
+        let dedupe = settings
+            .dedupe_enabled
+            .then(|| dedupe.build())
+            .transpose()?;
         let ingress = web::Data::new(webhooks::IngressState {
             secrets: settings.webhook_secrets.clone(),
             sink,
-            dedupe: Some(dedupe),
+            dedupe,
             topics: settings.topics.clone(),
             keys: settings.keys.clone(),
             max_body_bytes: settings.webhook_max_body_bytes,

@@ -1,0 +1,158 @@
+//! `loyalnest-rfm demo`: the whole engine in one process with nothing to install. librdkafka's mock cluster is the
+//! broker, Redis is used only when `REDIS_URL` is set and Postgres only when `DATABASE_URL` is set, and a synthetic
+//! store posts signed Shopify webhooks through the real ingress at a gentle rate. Every few seconds it prints how
+//! many events were processed and each demo shop's live segment sizes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Inspect, PartitionCore, SystemClock};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::configuration::Settings;
+use crate::mock_broker::MockBroker;
+use crate::processor::Registry;
+use crate::shopify::hmac::sign;
+use crate::startup::{build_processor, Application};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Webhooks per second from the synthetic store.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u32,
+    /// Customers per demo shop.
+    #[arg(long, default_value_t = 200)]
+    pub customers: u64,
+    /// Demo shops.
+    #[arg(long, default_value_t = 3)]
+    pub shops: u64,
+    /// Stop by itself after this many seconds (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub seconds: u64,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 2)]
+    pub every: u64,
+}
+
+/// Settings for the demo: the environment where set, demo defaults elsewhere.
+pub fn settings() -> anyhow::Result<Settings> {
+    let mut settings = Settings::from_lookup(|k| match k {
+        "SHOPIFY_API_SECRET" => Some(std::env::var(k).unwrap_or_else(|_| "demo-secret".to_owned())),
+        "KAFKA_BROKERS" => Some("mock".to_owned()),
+        _ => std::env::var(k).ok(),
+    })?;
+    settings.dedupe_enabled = std::env::var("REDIS_URL").is_ok();
+    settings.kafka_create_topics = false;
+    Ok(settings)
+}
+
+pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> {
+    // Leaked on purpose: the broker must outlive every client in the process, including tasks still running
+    // while the process exits; it goes away with the process.
+    let broker: &'static MockBroker = Box::leak(Box::new(MockBroker::start(&settings.topics, 4)?));
+    settings.kafka_brokers = broker.bootstrap_servers();
+    let processor = build_processor(&settings, Arc::new(SystemClock)).await?;
+    let (stats, registry) = (processor.stats(), processor.registry());
+    actix_web::rt::spawn(processor.run(std::future::pending()));
+    let app = Application::build(&settings)?;
+    let base = format!("http://{}:{}", settings.http_addr.ip(), app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    println!("LoyalNest RFM demo: ingress {base}/webhooks/shopify, metrics {base}/metrics");
+    println!(
+        "Dashboard and read API: not built yet (issue 6). Status every {}s:",
+        args.every
+    );
+    actix_web::rt::spawn(store(
+        base,
+        settings.webhook_secrets.current().to_vec(),
+        args.clone(),
+    ));
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.every.max(1)));
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = ticker.tick() => {}
+        }
+        let counts = segment_counts(&registry).await;
+        println!(
+            "events={} segments={}",
+            stats.events.load(Ordering::SeqCst),
+            json!(counts)
+        );
+        if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Live segment sizes per shop, read from the partition actors.
+async fn segment_counts(registry: &Registry) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let actors: Vec<_> = registry.iter().map(|e| e.value().clone()).collect();
+    let mut all = BTreeMap::new();
+    for addr in actors {
+        let read = |core: &PartitionCore| {
+            core.merchants()
+                .map(|m| {
+                    let counts = m.config.segments.iter().zip(m.segment_counts());
+                    let named = counts
+                        .map(|(rule, n)| (rule.key.clone(), *n))
+                        .filter(|(_, n)| *n > 0);
+                    (m.id.to_string(), named.collect::<BTreeMap<_, _>>())
+                })
+                .collect::<Vec<_>>()
+        };
+        if let Ok(shops) = addr.send(Inspect(read)).await {
+            all.extend(shops);
+        }
+    }
+    all
+}
+
+/// The synthetic store: signed `orders/create` webhooks for random customers, a refund now and then, posted
+/// through the real ingress exactly as Shopify would.
+async fn store(base: String, secret: Vec<u8>, args: DemoArgs) {
+    let client = reqwest::Client::new();
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    let mut seed: u64 = 0x1057_4e57;
+    // Webhook ids unique per run, so a Redis that remembers an earlier demo does not drop these as duplicates.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    for n in 1u64.. {
+        ticker.tick().await;
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let shop = format!(
+            "demo-{}.myshopify.com",
+            (seed >> 20) % args.shops.max(1) + 1
+        );
+        let customer = 1_000 + (seed >> 33) % args.customers.max(1);
+        let cents = 1_500 + (seed >> 40) % 30_000;
+        let (topic, body) = if n % 10 == 0 {
+            let refund = json!({"id": n, "order_id": n - 1, "created_at": Utc::now().to_rfc3339(),
+                "transactions": [{"amount": "10.00", "kind": "refund", "status": "success", "currency": "USD"}]});
+            ("refunds/create", refund)
+        } else {
+            let order = json!({"id": n, "customer": {"id": customer}, "created_at": Utc::now().to_rfc3339(),
+                "total_price": format!("{}.{:02}", cents / 100, cents % 100), "currency": "USD",
+                "financial_status": "paid", "test": false});
+            ("orders/create", order)
+        };
+        let body = body.to_string();
+        let request = client
+            .post(format!("{base}/webhooks/shopify"))
+            .header("X-Shopify-Topic", topic)
+            .header("X-Shopify-Hmac-Sha256", sign(&secret, body.as_bytes()))
+            .header("X-Shopify-Shop-Domain", shop)
+            .header("X-Shopify-Webhook-Id", format!("demo-{run}-{n}"))
+            .body(body);
+        if let Err(e) = request.send().await {
+            tracing::warn!(error = %e, "synthetic store could not post a webhook");
+        }
+    }
+}
