@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod merchant;
+pub mod outputs;
 pub mod partition;
 pub mod timers;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use dashmap::DashMap;
 use functions::{churn_risk, LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
-use streams::{InputEvent, InputKind, MerchantId};
+use streams::{InputEvent, InputKind, MerchantId, Topics};
 
 use crate::merchant::{Effect, MerchantState};
 use crate::timers::TimerWheel;
@@ -51,6 +51,8 @@ pub struct Outcome {
     pub data_requests: Vec<(MerchantId, u64, String)>,
     /// Records that could not be decoded, for the dead-letter topic.
     pub rejected: Vec<Rejected>,
+    /// The Kafka records of `changes`, encoded by the actor.
+    pub records: Vec<crate::outputs::Record>,
 }
 
 /// A record as it came off Kafka. Decoding happens in the partition actor, so it runs on the actor threads in
@@ -255,14 +257,26 @@ impl PartitionCore {
 pub struct PartitionActor {
     core: PartitionCore,
     configs: Configs,
+    topics: Topics,
 }
 
 impl PartitionActor {
-    pub fn new(partition: i32, configs: Configs) -> Self {
+    pub fn new(partition: i32, configs: Configs, topics: Topics) -> Self {
         PartitionActor {
             core: PartitionCore::new(partition),
             configs,
+            topics,
         }
+    }
+
+    /// Encodes the outcome's output records here, on the actor's thread, rather than on the consumer loop.
+    fn encoded(&self, mut outcome: Outcome) -> Outcome {
+        outcome.records = outcome
+            .changes
+            .iter()
+            .flat_map(|c| crate::outputs::records(&self.topics, c))
+            .collect();
+        outcome
     }
 }
 
@@ -318,7 +332,7 @@ impl Handler<ApplyBatch> for PartitionActor {
         }
         let mut outcome = self.core.apply(&events, msg.now, &self.configs);
         outcome.rejected = rejected;
-        MessageResult(outcome)
+        MessageResult(self.encoded(outcome))
     }
 }
 
@@ -326,7 +340,8 @@ impl Handler<Tick> for PartitionActor {
     type Result = MessageResult<Tick>;
 
     fn handle(&mut self, msg: Tick, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.core.tick(msg.now))
+        let outcome = self.core.tick(msg.now);
+        MessageResult(self.encoded(outcome))
     }
 }
 
@@ -334,7 +349,8 @@ impl Handler<Reconfigure> for PartitionActor {
     type Result = MessageResult<Reconfigure>;
 
     fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.core.reconfigure(&msg.merchant, msg.config, msg.now))
+        let outcome = self.core.reconfigure(&msg.merchant, msg.config, msg.now);
+        MessageResult(self.encoded(outcome))
     }
 }
 

@@ -280,13 +280,13 @@ impl Processor {
     }
 
     fn partition(&mut self, partition: i32) -> Addr<PartitionActor> {
-        let configs = self.configs.clone();
+        let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
         let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
         self.partitions
             .entry(partition)
             .or_insert_with(|| {
                 PartitionActor::start_in_arbiter(&arbiter, move |_| {
-                    PartitionActor::new(partition, configs)
+                    PartitionActor::new(partition, configs, topics)
                 })
             })
             .value()

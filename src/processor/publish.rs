@@ -4,14 +4,11 @@
 
 use std::time::Duration;
 
-use actors::{Change, Outcome};
-use chrono::{DateTime, Utc};
+use actors::outputs::Record;
+use actors::Outcome;
 use futures_util::future::join_all;
-use streams::outputs::{
-    output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
-};
 use streams::sink::{EventSink, Outgoing};
-use streams::{ProduceError, Topics, SCHEMA_VERSION};
+use streams::{ProduceError, Topics};
 
 use crate::store::{Store, StoreError};
 
@@ -22,100 +19,7 @@ pub struct Publisher {
     pub store: Option<Store>,
 }
 
-/// One encoded record, owned so many can be in flight at once.
-struct Record {
-    topic: String,
-    key: String,
-    payload: Vec<u8>,
-    trace_id: String,
-}
-
-fn time(t: functions::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.unix(), 0).unwrap_or_default()
-}
-
-fn encode<T: serde::Serialize>(topic: &str, change: &Change, value: &T) -> Record {
-    Record {
-        topic: topic.to_owned(),
-        key: change.merchant.to_string(),
-        // Plain structs of strings and numbers always serialise.
-        payload: serde_json::to_vec(value).unwrap_or_default(),
-        trace_id: change.trace_id.clone(),
-    }
-}
-
 impl Publisher {
-    fn records(&self, change: &Change) -> Vec<Record> {
-        let (merchant, customer_id, version) =
-            (&change.merchant, change.customer_id, change.version);
-        let mut records = vec![encode(
-            &self.topics.rfm_updated,
-            change,
-            &RfmUpdated {
-                event_id: output_event_id("rfm.updated", merchant, customer_id, version),
-                schema_version: SCHEMA_VERSION,
-                merchant_id: merchant.clone(),
-                customer_id,
-                version,
-                segment: SegmentMove {
-                    from: change.from_segment.clone(),
-                    to: change.to_segment.clone(),
-                },
-                score: ScoreOut {
-                    recency: change.rfm.recency,
-                    frequency: change.rfm.frequency,
-                    monetary: change.rfm.monetary,
-                    score: f64::from(change.score_tenths) / 10.0,
-                },
-                lifecycle_stage: change.stage.as_str().to_owned(),
-                occurred_at: time(change.occurred_at),
-                trace_id: change.trace_id.clone(),
-            },
-        )];
-        if let Some(risk) = change.churn_risk {
-            records.push(encode(
-                &self.topics.churn_risk_detected,
-                change,
-                &ChurnRiskDetected {
-                    event_id: output_event_id(
-                        "churn_risk.detected",
-                        merchant,
-                        customer_id,
-                        version,
-                    ),
-                    schema_version: SCHEMA_VERSION,
-                    merchant_id: merchant.clone(),
-                    customer_id,
-                    version,
-                    risk_score: (risk * 1000.0).round() / 1000.0,
-                    occurred_at: time(change.occurred_at),
-                    trace_id: change.trace_id.clone(),
-                },
-            ));
-        }
-        if change.segment_changed() {
-            let nudge_id = output_event_id("nudge", merchant, customer_id, version);
-            records.push(encode(
-                &self.topics.rfm_task,
-                change,
-                &RfmTask {
-                    event_id: nudge_id.clone(),
-                    schema_version: SCHEMA_VERSION,
-                    merchant_id: merchant.clone(),
-                    customer_id,
-                    version,
-                    task_type: "nudge".to_owned(),
-                    nudge_id,
-                    segment: change.to_segment.clone(),
-                    variant: "A".to_owned(),
-                    locale: change.locale.clone(),
-                    trace_id: change.trace_id.clone(),
-                },
-            ));
-        }
-        records
-    }
-
     async fn send(&self, r: &Record) -> Result<(), ProduceError> {
         let headers = [("trace_id", r.trace_id.as_str())];
         self.sink
@@ -132,12 +36,8 @@ impl Publisher {
     /// Enqueues the outcome's Kafka records now, in order, and returns a future that completes once every record
     /// is acknowledged and every row written. Starting several outcomes before awaiting them pipelines batches
     /// while keeping each partition's records in the order they were produced.
-    pub fn start(&self, outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
-        let records: Vec<Record> = outcome
-            .changes
-            .iter()
-            .flat_map(|c| self.records(c))
-            .collect();
+    pub fn start(&self, mut outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
+        let records = std::mem::take(&mut outcome.records);
         let deliveries: Vec<_> = records
             .iter()
             .map(|r| {
