@@ -3,7 +3,7 @@
 //! Shopify delivers at least once and in any order, so every fact is applied as a join on a per-order record:
 //! flags only ever get set, an order's total is taken from its create event whenever that arrives, and refunds are
 //! keyed by refund id. Applying the same set of facts in any order, with any duplicates, gives the same state.
-//! The state is kept small (one 32-byte record per order, rare data boxed behind a pointer) because millions of
+//! The state is kept small (one 24-byte record per order, rare data boxed behind a pointer) because millions of
 //! customers live in memory at once.
 
 use crate::money::Money;
@@ -17,8 +17,9 @@ const EXCLUDED: u8 = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderRecord {
     pub order_id: u64,
-    total: i64,
-    refunded: i64,
+    /// The order's total minus its refunds. Refunds that arrive before the order are subtracted from zero and the
+    /// total is added when the order arrives, so one field serves both orders of arrival (24 bytes per order, not 32).
+    balance: i64,
     placed_at: u32,
     flags: u8,
 }
@@ -27,8 +28,7 @@ impl OrderRecord {
     fn new(order_id: u64) -> Self {
         OrderRecord {
             order_id,
-            total: 0,
-            refunded: 0,
+            balance: 0,
             placed_at: 0,
             flags: 0,
         }
@@ -42,7 +42,7 @@ impl OrderRecord {
     /// Net contribution; a refund larger than the order (shipping refunds, adjustments) floors at zero rather
     /// than eating into the customer's other orders.
     pub fn net(&self) -> Money {
-        Money::from_minor(self.total.saturating_sub(self.refunded).max(0))
+        Money::from_minor(self.balance.max(0))
     }
 
     pub fn placed_at(&self) -> Timestamp {
@@ -121,7 +121,7 @@ impl CustomerAggregate {
                 if o.flags & CREATED != 0 {
                     return false;
                 }
-                o.total = total.minor();
+                o.balance = o.balance.saturating_add(total.minor());
                 o.placed_at = placed_at.to_compact();
                 o.flags |= CREATED
                     | if excluded { EXCLUDED } else { 0 }
@@ -142,7 +142,7 @@ impl CustomerAggregate {
                     return false;
                 }
                 self.with_order(order_id, |o| {
-                    o.refunded = o.refunded.saturating_add(amount.minor().max(0));
+                    o.balance = o.balance.saturating_sub(amount.minor().max(0));
                     true
                 })
             }
@@ -350,6 +350,6 @@ mod tests {
     #[test]
     fn stays_compact() {
         assert!(std::mem::size_of::<CustomerAggregate>() <= 32);
-        assert_eq!(std::mem::size_of::<OrderRecord>(), 32);
+        assert_eq!(std::mem::size_of::<OrderRecord>(), 24);
     }
 }
