@@ -270,7 +270,7 @@ pub async fn fresh_database() -> String {
     url
 }
 
-/// The number of records on partition 0 of `topic` (its high watermark).
+/// The number of records on `topic`, over all its partitions (the sum of their high watermarks).
 pub async fn record_count(brokers: &str, topic: &str) -> i64 {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -278,10 +278,25 @@ pub async fn record_count(brokers: &str, topic: &str) -> i64 {
             .set("bootstrap.servers", &brokers)
             .create()
             .expect("consumer");
-        consumer
-            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
-            .expect("watermarks")
-            .1
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .expect("metadata");
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.id())
+            .collect();
+        partitions
+            .into_iter()
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, timeout)
+                    .expect("watermarks")
+                    .1
+            })
+            .sum()
     })
     .await
     .expect("watermark thread")

@@ -17,9 +17,7 @@ use streams::events::{OrderCancelled, OrderCreated, PointsChanged, PointsSource,
 use streams::sink::{EventSink, Outgoing};
 use streams::{InputEvent, MerchantId, SinkConfig, Topics, SCHEMA_VERSION};
 
-use crate::helpers::{
-    brokers, create_topics, eventually, fresh_database, read_records, record_count, unique,
-};
+use crate::helpers::{brokers, eventually, fresh_database, read_records, record_count, unique};
 
 const T0: i64 = 1_780_000_000;
 const DAY: i64 = 86_400;
@@ -34,7 +32,8 @@ struct Harness {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start_processor() -> Harness {
+/// A processor on fresh topics with `partitions` partitions each, a fresh group and a fresh database.
+async fn start_processor(partitions: i32) -> Harness {
     crate::helpers::init_test_logs();
     let prefix = format!("{}.", unique("p"));
     let db_url = fresh_database().await;
@@ -46,7 +45,9 @@ async fn start_processor() -> Harness {
         ("DATABASE_URL", db_url.clone()),
     ]);
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
-    create_topics(&settings.kafka_brokers, &settings.topics).await;
+    streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, partitions, 1)
+        .await
+        .unwrap();
     let clock = ManualClock::new(Timestamp(T0));
     let processor = build_processor(&settings, Arc::new(clock.clone()))
         .await
@@ -359,13 +360,20 @@ fn initial() -> Scores {
 
 #[actix_web::test]
 async fn scripted_stream_matches_the_oracle_replays_change_nothing_and_time_moves_recency() {
-    let h = start_processor().await;
-    let merchants: Vec<MerchantId> = (0..3)
-        .map(|_| MerchantId::parse(&format!("{}.myshopify.com", unique("m-"))).unwrap())
+    // Three partitions: a merchant's orders, cancels and refunds must meet in one partition actor.
+    let h = start_processor(3).await;
+    // Fixed names (topics and database are fresh per test): the partitioner spreads them deterministically.
+    let merchants: Vec<MerchantId> = ["oracle-a", "oracle-b", "oracle-c", "oracle-d"]
+        .iter()
+        .map(|m| MerchantId::parse(&format!("{m}.myshopify.com")).unwrap())
         .collect();
     let (events, truth) = script(&merchants);
     h.produce(&events).await;
     h.wait_processed(events.len() as u64).await;
+    assert!(
+        h.registry.len() >= 2,
+        "the merchants should span several partitions"
+    );
 
     // Every customer's live aggregates and published scores equal the oracle. Postgres holds the evaluation as of
     // the customer's last change; customers whose events net to nothing never changed and have no row.
@@ -447,7 +455,7 @@ async fn scripted_stream_matches_the_oracle_replays_change_nothing_and_time_move
 
 #[actix_web::test]
 async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
-    let h = start_processor().await;
+    let h = start_processor(1).await;
     let merchant = MerchantId::parse(&format!("{}.myshopify.com", unique("m-"))).unwrap();
     h.produce_raw(&h.topics.orders_create, merchant.as_str(), b"{not json")
         .await;
