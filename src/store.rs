@@ -292,12 +292,50 @@ impl From<&[Change]> for Columns {
             c.to_segment.push(ch.to_segment.clone());
             c.stage.push(ch.stage.as_str().to_owned());
             c.orders.push(ch.orders as i32);
-            c.net.push(ch.net_spend.to_string());
+            c.net
+                .push(ch.net_spend.to_decimal_string(ch.currency_exponent));
             c.last_order.push(ch.last_order.map(time));
             c.at.push(time(ch.occurred_at));
             c.trace.push(ch.trace_id.clone());
             c.moved.push(ch.segment_changed());
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use functions::{LifecycleStage, Money, Rfm, Timestamp};
+    use streams::MerchantId;
+
+    use super::*;
+
+    fn change(net_minor: i64, exponent: u8) -> Change {
+        Change {
+            merchant: MerchantId::parse("tokyo.myshopify.com").unwrap(),
+            customer_id: 1,
+            version: 3,
+            from_segment: "new".into(),
+            to_segment: "loyal".into(),
+            rfm: Rfm::new(5, 3, 4),
+            score_tenths: 41,
+            stage: LifecycleStage::RepeatBuyer,
+            orders: 4,
+            net_spend: Money::from_minor(net_minor),
+            currency_exponent: exponent,
+            last_order: None,
+            churn_risk: None,
+            occurred_at: Timestamp(1_780_000_000),
+            trace_id: "t".into(),
+            locale: None,
+        }
+    }
+
+    #[test]
+    fn rows_render_money_in_the_shop_currency_and_the_score_with_one_decimal() {
+        let columns = Columns::from(&[change(150_000, 0), change(12_345, 2), change(1_234, 3)][..]);
+        assert_eq!(columns.net, ["150000", "123.45", "1.234"]);
+        assert_eq!(columns.score[0], "4.1");
+        assert_eq!(columns.moved, [true, true, true]);
     }
 }

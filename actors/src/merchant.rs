@@ -190,6 +190,11 @@ impl MerchantState {
         }
     }
 
+    /// Decimals of the shop's currency, as learned from its orders (2 until an order says otherwise).
+    pub fn currency_exponent(&self) -> u8 {
+        self.exponent
+    }
+
     pub fn take_touched(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.touched)
     }

@@ -27,6 +27,8 @@ pub struct Change {
     pub stage: LifecycleStage,
     pub orders: u32,
     pub net_spend: Money,
+    /// Decimals of the shop currency, for rendering `net_spend`.
+    pub currency_exponent: u8,
     pub last_order: Option<Timestamp>,
     /// Set when the customer entered a segment whose key is `at_risk`.
     pub churn_risk: Option<f64>,
@@ -224,6 +226,7 @@ impl PartitionCore {
                         stage: transition.to.stage,
                         orders: totals.orders,
                         net_spend: totals.net,
+                        currency_exponent: merchant.currency_exponent(),
                         last_order: totals.last_order,
                         churn_risk: entered_at_risk
                             .then(|| churn_risk(&totals, &merchant.config, now).score),
