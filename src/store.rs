@@ -100,25 +100,17 @@ impl Store {
         }
         let rows = Columns::from(changes);
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let history = sqlx::query(
             "INSERT INTO rfm_score_history
                (merchant_id, customer_id, version, recency, frequency, monetary, score, segment, lifecycle_stage, occurred_at)
              SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::int2[], $5::int2[], $6::int2[],
                                   $7::numeric[], $8::text[], $9::text[], $10::timestamptz[])
              ON CONFLICT DO NOTHING",
-        )
-        .bind(&rows.merchant)
-        .bind(&rows.customer)
-        .bind(&rows.version)
-        .bind(&rows.r)
-        .bind(&rows.f)
-        .bind(&rows.m)
-        .bind(&rows.score)
-        .bind(&rows.to_segment)
-        .bind(&rows.stage)
-        .bind(&rows.at)
-        .execute(&mut *tx)
-        .await?;
+        );
+        bind_evaluations(history, &rows)
+            .bind(&rows.at)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO rfm_segment_deltas (merchant_id, customer_id, version, from_segment, to_segment, occurred_at, trace_id)
              SELECT m, c, v, f, t, a, tr FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::text[], $5::text[],
@@ -220,7 +212,7 @@ async fn upsert_customers(
 ) -> Result<(), StoreError> {
     // A batch can hold several versions of one customer; DISTINCT ON keeps the newest so the upsert touches each
     // row once.
-    sqlx::query(
+    let upsert = sqlx::query(
         "INSERT INTO customers (merchant_id, customer_id, version, recency, frequency, monetary, score, segment,
                                 lifecycle_stage, orders, net_spend, last_order_at, updated_at)
          SELECT DISTINCT ON (m, c) m, c, v, r, f, mo, s, seg, st, o, n, l, now()
@@ -234,22 +226,31 @@ async fn upsert_customers(
            lifecycle_stage = EXCLUDED.lifecycle_stage, orders = EXCLUDED.orders, net_spend = EXCLUDED.net_spend,
            last_order_at = EXCLUDED.last_order_at, updated_at = now()
          WHERE customers.version < EXCLUDED.version",
-    )
-    .bind(&rows.merchant)
-    .bind(&rows.customer)
-    .bind(&rows.version)
-    .bind(&rows.r)
-    .bind(&rows.f)
-    .bind(&rows.m)
-    .bind(&rows.score)
-    .bind(&rows.to_segment)
-    .bind(&rows.stage)
-    .bind(&rows.orders)
-    .bind(&rows.net)
-    .bind(&rows.last_order)
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_evaluations(upsert, rows)
+        .bind(&rows.orders)
+        .bind(&rows.net)
+        .bind(&rows.last_order)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the columns both the history and the customers statement start with ($1–$9): who, which version, and the
+/// evaluation.
+fn bind_evaluations<'q>(query: PgQuery<'q>, rows: &'q Columns) -> PgQuery<'q> {
+    query
+        .bind(&rows.merchant)
+        .bind(&rows.customer)
+        .bind(&rows.version)
+        .bind(&rows.r)
+        .bind(&rows.f)
+        .bind(&rows.m)
+        .bind(&rows.score)
+        .bind(&rows.to_segment)
+        .bind(&rows.stage)
 }
 
 /// Changes transposed into columns for `UNNEST`, so a batch is one statement per table.
