@@ -180,13 +180,7 @@ impl EventSink {
             return;
         }
         let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
-        if self
-            .health
-            .now_ms()
-            .saturating_sub(self.health.last_replaced_ms.load(Ordering::Relaxed))
-            < window
-            && fatal.is_none()
-        {
+        if slot.client().native_ptr() != failed.client().native_ptr() {
             return; // another request replaced it while we waited for the lock
         }
         match self.config.create_producer() {
