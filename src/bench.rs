@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::{Inspect, PartitionCore, SystemClock};
+use actors::{PartitionCore, SystemClock};
 use chrono::Utc;
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use streams::events::OrderCreated;
 use streams::{InputEvent, MerchantId, Topics, SCHEMA_VERSION};
 
 use crate::configuration::Settings;
-use crate::processor::{ProcessorStats, Registry};
+use crate::processor::{inspect_all, ProcessorStats, Registry};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -222,17 +222,13 @@ async fn wait_for(stats: &ProcessorStats, events: u64, limit: Duration) -> anyho
 
 /// Customers resident and the bytes their state occupies (entries, table overhead and heap).
 async fn state_size(registry: &Registry) -> (u64, u64) {
-    let actors: Vec<_> = registry.iter().map(|e| e.value().clone()).collect();
-    let mut totals = (0, 0);
-    for addr in actors {
-        let measure = |core: &PartitionCore| {
-            core.merchants().fold((0u64, 0u64), |(n, bytes), m| {
-                (n + m.len() as u64, bytes + m.state_bytes() as u64)
-            })
-        };
-        if let Ok((n, bytes)) = addr.send(Inspect(measure)).await {
-            totals = (totals.0 + n, totals.1 + bytes);
-        }
-    }
-    totals
+    let measure = |core: &PartitionCore| {
+        core.merchants().fold((0u64, 0u64), |(n, bytes), m| {
+            (n + m.len() as u64, bytes + m.state_bytes() as u64)
+        })
+    };
+    inspect_all(registry, measure)
+        .await
+        .into_iter()
+        .fold((0, 0), |(n, bytes), (pn, pb)| (n + pn, bytes + pb))
 }

@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Inspect, PartitionCore, SystemClock};
+use actors::{PartitionCore, SystemClock};
 use chrono::Utc;
 use serde_json::json;
 
 use crate::configuration::Settings;
 use crate::mock_broker::MockBroker;
-use crate::processor::Registry;
+use crate::processor::{inspect_all, Registry};
 use crate::shopify::hmac::sign;
 use crate::startup::{build_processor, Application};
 
@@ -92,25 +92,22 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
 
 /// Live segment sizes per shop, read from the partition actors.
 async fn segment_counts(registry: &Registry) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let actors: Vec<_> = registry.iter().map(|e| e.value().clone()).collect();
-    let mut all = BTreeMap::new();
-    for addr in actors {
-        let read = |core: &PartitionCore| {
-            core.merchants()
-                .map(|m| {
-                    let counts = m.config.segments.iter().zip(m.segment_counts());
-                    let named = counts
-                        .map(|(rule, n)| (rule.key.clone(), *n))
-                        .filter(|(_, n)| *n > 0);
-                    (m.id.to_string(), named.collect::<BTreeMap<_, _>>())
-                })
-                .collect::<Vec<_>>()
-        };
-        if let Ok(shops) = addr.send(Inspect(read)).await {
-            all.extend(shops);
-        }
-    }
-    all
+    let read = |core: &PartitionCore| {
+        core.merchants()
+            .map(|m| {
+                let counts = m.config.segments.iter().zip(m.segment_counts());
+                let named = counts
+                    .map(|(rule, n)| (rule.key.clone(), *n))
+                    .filter(|(_, n)| *n > 0);
+                (m.id.to_string(), named.collect::<BTreeMap<_, _>>())
+            })
+            .collect::<Vec<_>>()
+    };
+    inspect_all(registry, read)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The synthetic store: signed `orders/create` webhooks for random customers, a refund now and then, posted

@@ -105,12 +105,12 @@ pub async fn build_processor(
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),
-        store: store.clone(),
+        store,
     };
     ProcessorConfig::new(
         &settings.kafka_brokers,
         &settings.kafka_group_id,
         settings.topics.clone(),
     )
-    .build(publisher, store, clock)
+    .build(publisher, clock)
 }

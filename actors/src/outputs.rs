@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use streams::outputs::{
     output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
 };
+use streams::sink::Outgoing;
 use streams::{Topics, SCHEMA_VERSION};
 
 use crate::partition::Change;
@@ -29,6 +30,23 @@ fn encode<T: serde::Serialize>(topic: &str, change: &Change, value: &T) -> Recor
         // Plain structs of strings and numbers always serialise.
         payload: serde_json::to_vec(value).unwrap_or_default(),
         trace_id: change.trace_id.clone(),
+    }
+}
+
+impl Record {
+    /// The record as the producer takes it; `headers` is built by the caller because it borrows from `self`.
+    pub fn outgoing<'a>(&'a self, headers: &'a [(&'a str, &'a str)]) -> Outgoing<'a> {
+        Outgoing {
+            topic: &self.topic,
+            key: &self.key,
+            payload: &self.payload,
+            headers,
+        }
+    }
+
+    /// The headers every output record carries.
+    pub fn headers(&self) -> [(&str, &str); 1] {
+        [("trace_id", self.trace_id.as_str())]
     }
 }
 

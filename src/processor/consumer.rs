@@ -1,5 +1,6 @@
-//! The Kafka side of the processor: a consumer-group member that decodes records into events, hands out short
-//! batches, stores offsets when told to, and sends undecodable records to the dead-letter topic.
+//! The Kafka side of the processor: a consumer-group member that copies records out with their input kind, hands
+//! out short batches, stores offsets when told to, and sends records the actors could not decode to the
+//! dead-letter topic.
 //!
 //! Offsets are stored explicitly (`enable.auto.offset.store=false`) and only for records whose effects are
 //! published. On assignment every partition starts from the beginning of its topics: the state a partition needs is

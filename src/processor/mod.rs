@@ -1,11 +1,12 @@
 //! The stream processor: a Kafka consumer group feeding partition actors, publishing what changed, and storing
 //! offsets only after that (DESIGN.md §6).
 //!
-//! One loop owns the consumer. It collects a short batch (a few milliseconds or a few thousand records), hands each
-//! partition's share to that partition's actor and awaits the outcome (the actor's mailbox is small, so this is
-//! where backpressure starts), publishes the outcome, then stores the offsets the batch covered. Between batches it
-//! ticks every partition so recency boundaries fire on time. Records that cannot be decoded go to `rfm.dlq`, and the
-//! partition goes on.
+//! One loop owns the consumer. It collects a short batch (a few milliseconds or a few thousand records) and hands
+//! each partition's share to that partition's actor, which decodes, applies and encodes the outputs (its mailbox is
+//! small, so this is where backpressure starts). The outcome's records are enqueued in order and published in the
+//! background; up to `MAX_IN_FLIGHT` batches may be publishing, and their offsets are stored strictly in batch order
+//! once each completes. Between batches the loop ticks every partition so recency boundaries fire on time. Records
+//! that cannot be decoded go to `rfm.dlq`, and the partition goes on.
 
 mod consumer;
 pub mod publish;
@@ -16,23 +17,39 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
-use actors::{ApplyBatch, Clock, Configs, Outcome, PartitionActor, RawRecord, Tick};
+use actors::{
+    ApplyBatch, Clock, Configs, Inspect, Outcome, PartitionActor, PartitionCore, RawRecord, Tick,
+};
 use streams::{MerchantId, Topics};
 
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
 
-use crate::store::Store;
-
 /// The partition actors this instance owns, shared with the read API.
 pub type Registry = Arc<dashmap::DashMap<i32, Addr<PartitionActor>>>;
+
+/// Runs `read` inside every partition actor this instance owns and returns what each gave back. Actors that
+/// stopped meanwhile (their partition was revoked) are skipped.
+pub async fn inspect_all<R, F>(registry: &Registry, read: F) -> Vec<R>
+where
+    R: Send + 'static,
+    F: Fn(&PartitionCore) -> R + Clone + Send + 'static,
+{
+    let actors: Vec<Addr<PartitionActor>> = registry.iter().map(|e| e.value().clone()).collect();
+    let mut out = Vec::with_capacity(actors.len());
+    for addr in actors {
+        if let Ok(value) = addr.send(Inspect(read.clone())).await {
+            out.push(value);
+        }
+    }
+    out
+}
 
 /// Counters the tests and the benchmark read to know how far the processor got.
 #[derive(Debug, Default)]
 pub struct ProcessorStats {
     pub events: AtomicU64,
     pub dead_lettered: AtomicU64,
-    pub batches: AtomicU64,
     /// The clock value of the last completed tick, published included.
     pub last_tick: AtomicI64,
     /// Event → published latencies in microseconds, kept only when `sample_latency` is on (the benchmark).
@@ -93,18 +110,12 @@ impl ProcessorConfig {
         }
     }
 
-    pub fn build(
-        self,
-        publisher: Publisher,
-        store: Option<Store>,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Processor> {
+    pub fn build(self, publisher: Publisher, clock: Arc<dyn Clock>) -> anyhow::Result<Processor> {
         let consumer = consumer::Source::new(&self.consumer, &self.topics)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Processor {
             source: consumer,
             publisher,
-            store,
             clock,
             configs: Configs::default(),
             partitions: Registry::default(),
@@ -134,7 +145,6 @@ const MAX_IN_FLIGHT: usize = 8;
 pub struct Processor {
     source: consumer::Source,
     publisher: Publisher,
-    store: Option<Store>,
     clock: Arc<dyn Clock>,
     configs: Configs,
     partitions: Registry,
@@ -170,7 +180,7 @@ impl Processor {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {
                     self.settle(0).await?;
-                    self.tick().await?;
+                    self.tick().await;
                     continue;
                 }
                 first = self.source.next() => first,
@@ -204,10 +214,13 @@ impl Processor {
             let mut timestamps = Vec::with_capacity(records.len());
             let mut raw = Vec::with_capacity(records.len());
             for record in records {
-                let next = offsets
-                    .entry(record.raw.topic.clone())
-                    .or_insert(record.raw.offset);
-                *next = (*next).max(record.raw.offset);
+                // Look up before inserting: cloning the topic name for every record is wasted on the hot path.
+                match offsets.get_mut(&record.raw.topic) {
+                    Some(last) => *last = (*last).max(record.raw.offset),
+                    None => {
+                        offsets.insert(record.raw.topic.clone(), record.raw.offset);
+                    }
+                }
                 timestamps.extend(record.timestamp_ms);
                 raw.push(record.raw);
             }
@@ -238,7 +251,6 @@ impl Processor {
             });
             self.settle(MAX_IN_FLIGHT).await?;
         }
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -306,7 +318,7 @@ impl Processor {
             .filter(|m| !self.configs.contains_key(m))
             .collect();
         for merchant in &merchants {
-            let config = match &self.store {
+            let config = match &self.publisher.store {
                 Some(store) => match store.load_config(merchant).await {
                     Ok(config) => config.unwrap_or_default(),
                     Err(e) => {
@@ -320,7 +332,7 @@ impl Processor {
         }
     }
 
-    async fn tick(&mut self) -> Result<(), PublishError> {
+    async fn tick(&mut self) {
         let now = self.clock.now();
         let actors: Vec<Addr<PartitionActor>> =
             self.partitions.iter().map(|e| e.value().clone()).collect();
@@ -330,6 +342,5 @@ impl Processor {
             }
         }
         self.stats.last_tick.store(now.unix(), Ordering::SeqCst);
-        Ok(())
     }
 }

@@ -1,13 +1,14 @@
 //! Publishing what a batch changed: Kafka outputs and Postgres rows, both idempotent by customer version.
-//! The caller stores the batch's offsets only after `publish` returned, so a crash in between replays the batch
-//! and the replay finds its records and rows already there (Postgres) or carrying the same ids (Kafka).
+//! The caller stores the batch's offsets only after the future from `start` completed, so a crash in between
+//! replays the batch and the replay finds its rows already there (Postgres) or its records carrying the same ids
+//! (Kafka).
 
 use std::time::Duration;
 
 use actors::outputs::Record;
 use actors::Outcome;
 use futures_util::future::join_all;
-use streams::sink::{EventSink, Outgoing};
+use streams::sink::EventSink;
 use streams::{ProduceError, Topics};
 
 use crate::store::{Store, StoreError};
@@ -21,16 +22,7 @@ pub struct Publisher {
 
 impl Publisher {
     async fn send(&self, r: &Record) -> Result<(), ProduceError> {
-        let headers = [("trace_id", r.trace_id.as_str())];
-        self.sink
-            .send(Outgoing {
-                topic: &r.topic,
-                key: &r.key,
-                payload: &r.payload,
-                headers: &headers,
-            })
-            .await
-            .map(drop)
+        self.sink.send(r.outgoing(&r.headers())).await.map(drop)
     }
 
     /// Enqueues the outcome's Kafka records now, in order, and returns a future that completes once every record
@@ -40,16 +32,7 @@ impl Publisher {
         let records = std::mem::take(&mut outcome.records);
         let deliveries: Vec<_> = records
             .iter()
-            .map(|r| {
-                let headers = [("trace_id", r.trace_id.as_str())];
-                let record = Outgoing {
-                    topic: &r.topic,
-                    key: &r.key,
-                    payload: &r.payload,
-                    headers: &headers,
-                };
-                self.sink.enqueue(record).ok()
-            })
+            .map(|r| self.sink.enqueue(r.outgoing(&r.headers())).ok())
             .collect();
         let this = self.clone();
         async move {

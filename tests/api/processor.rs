@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Inspect, ManualClock};
+use actors::ManualClock;
 use chrono::{DateTime, Utc};
 use functions::Timestamp;
 use loyalnest_rfm::configuration::Settings;
-use loyalnest_rfm::processor::{ProcessorStats, Registry};
+use loyalnest_rfm::processor::{inspect_all, ProcessorStats, Registry};
 use loyalnest_rfm::startup::build_processor;
 use sqlx::PgPool;
 use streams::events::{OrderCancelled, OrderCreated, PointsChanged, PointsSource, RefundCreated};
@@ -110,28 +110,24 @@ impl Harness {
 
     /// Orders and net spend per customer, read from the live actor state.
     async fn live_totals(&self) -> HashMap<(String, i64), (i64, i64)> {
-        let mut all = HashMap::new();
-        let actors: Vec<_> = self.registry.iter().map(|e| e.value().clone()).collect();
-        for addr in actors {
-            let part = addr
-                .send(Inspect(|core: &actors::PartitionCore| {
-                    let mut out = Vec::new();
-                    for m in core.merchants() {
-                        for (id, c) in m.customers() {
-                            let t = c.aggregate.totals();
-                            out.push((
-                                (m.id.to_string(), *id as i64),
-                                (i64::from(t.orders), t.net.minor()),
-                            ));
-                        }
-                    }
-                    out
-                }))
-                .await
-                .unwrap();
-            all.extend(part);
-        }
-        all
+        let read = |core: &actors::PartitionCore| {
+            let mut out = Vec::new();
+            for m in core.merchants() {
+                for (id, c) in m.customers() {
+                    let t = c.aggregate.totals();
+                    out.push((
+                        (m.id.to_string(), *id as i64),
+                        (i64::from(t.orders), t.net.minor()),
+                    ));
+                }
+            }
+            out
+        };
+        inspect_all(&self.registry, read)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn history_rows(&self) -> HashMap<(String, i64), i64> {
