@@ -20,8 +20,9 @@ pub struct Settings {
     pub kafka_replication: i32,
     pub topics: Topics,
     pub redis_url: String,
-    /// Webhook dedupe in Redis; the embedded demo turns it off when no Redis is configured.
-    pub dedupe_enabled: bool,
+    /// Redis is used (webhook dedupe, dashboard fan-out); the embedded demo turns it off when `REDIS_URL` is not
+    /// set.
+    pub redis_enabled: bool,
     pub database_url: Option<String>,
     pub shopify_api_key: String,
     pub webhook_secrets: WebhookSecrets,
@@ -68,7 +69,7 @@ impl Settings {
             kafka_replication: parse_or(&get, "KAFKA_REPLICATION", "1")?,
             topics: Topics::with_prefix(&prefix).overridden(get),
             redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
-            dedupe_enabled: true,
+            redis_enabled: true,
             database_url: get("DATABASE_URL"),
             shopify_api_key: get("SHOPIFY_API_KEY").unwrap_or_else(|| "loyalnest-dev".to_owned()),
             webhook_secrets: WebhookSecrets::new(

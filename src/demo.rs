@@ -11,12 +11,15 @@ use std::time::Duration;
 use actors::{PartitionCore, SystemClock};
 use chrono::Utc;
 use serde_json::json;
+use streams::MerchantId;
 
+use crate::auth::mint;
 use crate::configuration::Settings;
 use crate::mock_broker::MockBroker;
 use crate::processor::{inspect_all, Registry};
+use crate::routes::dashboard::Assets;
 use crate::shopify::hmac::sign;
-use crate::startup::{build_processor, Application};
+use crate::startup::Engine;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -44,7 +47,7 @@ pub fn settings() -> anyhow::Result<Settings> {
         "KAFKA_BROKERS" => Some("mock".to_owned()),
         _ => std::env::var(k).ok(),
     })?;
-    settings.dedupe_enabled = std::env::var("REDIS_URL").is_ok();
+    settings.redis_enabled = std::env::var("REDIS_URL").is_ok();
     settings.kafka_create_topics = false;
     Ok(settings)
 }
@@ -54,17 +57,25 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     // while the process exits; it goes away with the process.
     let broker: &'static MockBroker = Box::leak(Box::new(MockBroker::start(&settings.topics, 4)?));
     settings.kafka_brokers = broker.bootstrap_servers();
-    let processor = build_processor(&settings, Arc::new(SystemClock)).await?;
-    let (stats, registry) = (processor.stats(), processor.registry());
-    actix_web::rt::spawn(processor.run(std::future::pending()));
-    let app = Application::build(&settings)?;
-    let base = format!("http://{}:{}", settings.http_addr.ip(), app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    println!("LoyalNest RFM demo: ingress {base}/webhooks/shopify, metrics {base}/metrics");
-    println!(
-        "Dashboard and read API: not built yet (issue 6). Status every {}s:",
-        args.every
+    let engine = Engine::start(&settings, Arc::new(SystemClock), std::future::pending()).await?;
+    let (stats, registry) = (engine.stats.clone(), engine.registry.clone());
+    let base = format!("http://{}:{}", settings.http_addr.ip(), engine.port);
+    let shop = MerchantId::parse("demo-1.myshopify.com")?;
+    let now = Utc::now().timestamp();
+    let token = mint(
+        &shop,
+        &settings.shopify_api_key,
+        settings.webhook_secrets.current(),
+        now,
+        86_400,
     );
+    println!("LoyalNest RFM demo: ingress {base}/webhooks/shopify, metrics {base}/metrics");
+    println!("Dashboard for {shop}: {base}/dashboard#token={token}");
+    println!("Read API: curl -H 'Authorization: Bearer {token}' {base}/api/v1/rfm/segments");
+    if !Assets::default().has_chart_js() {
+        println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
+    }
+    println!("Status every {}s:", args.every);
     actix_web::rt::spawn(store(
         base,
         settings.webhook_secrets.current().to_vec(),

@@ -2,13 +2,16 @@
 //! running process. The binary in `main.rs` is a thin CLI over this library so tests can start the same app
 //! in-process.
 
+pub mod auth;
 pub mod bench;
 pub mod configuration;
 pub mod dedupe;
 pub mod demo;
+pub mod live;
 pub mod mock_broker;
 pub mod pii;
 pub mod processor;
+pub mod read_model;
 pub mod replay;
 pub mod routes;
 pub mod shopify;

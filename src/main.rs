@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actors::SystemClock;
 use loyalnest_rfm::configuration::Settings;
 use loyalnest_rfm::mock_broker;
-use loyalnest_rfm::startup::{self, Application};
+use loyalnest_rfm::startup::{self, Application, Engine};
 use loyalnest_rfm::store::Store;
 use loyalnest_rfm::telemetry;
 
@@ -39,6 +39,16 @@ enum Command {
         /// Consumer group that remembers what was already replayed.
         #[arg(long, default_value = "loyalnest-rfm-dlq-replay")]
         group: String,
+    },
+    /// Print a development session token for a shop (HS256 with `SHOPIFY_API_SECRET`, audience
+    /// `SHOPIFY_API_KEY`), for the read API, the dashboard socket and k6.
+    Token {
+        /// The shop, as `name.myshopify.com`.
+        #[arg(long)]
+        shop: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
     },
     /// The pipeline benchmark: a synthetic stream through the broker at `KAFKA_BROKERS` into an in-process
     /// processor; prints one JSON report.
@@ -78,6 +88,17 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Token { shop, ttl } => {
+            let settings = loyalnest_rfm::demo::settings()?;
+            let shop = streams::MerchantId::parse(&shop)?;
+            let now = chrono::Utc::now().timestamp();
+            let secret = settings.webhook_secrets.current();
+            println!(
+                "{}",
+                loyalnest_rfm::auth::mint(&shop, &settings.shopify_api_key, secret, now, ttl)
+            );
             Ok(())
         }
         Command::Bench(args) => {
@@ -126,23 +147,25 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         .await
         .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
     }
-    let processor = match role {
-        Role::Ingress => None,
-        Role::Processor | Role::All => {
-            Some(startup::build_processor(&settings, Arc::new(SystemClock)).await?)
-        }
-    };
-    let processor_task = processor.map(|p| {
-        tracing::info!(group = %settings.kafka_group_id, "processor consuming");
-        actix_web::rt::spawn(p.run(async {
+    if role == Role::All {
+        let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
-        }))
-    });
-    if role == Role::Processor {
-        if let Some(task) = processor_task {
-            task.await?.context("processor failed")?;
-        }
+        };
+        let engine = Engine::start(&settings, Arc::new(SystemClock), shutdown).await?;
+        tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
+        engine.processor.await?.context("processor failed")?;
+        engine.server.stop(true).await;
         return Ok(());
+    }
+    if role == Role::Processor {
+        let processor = startup::build_processor(&settings, Arc::new(SystemClock)).await?;
+        tracing::info!(group = %settings.kafka_group_id, "processor consuming");
+        return processor
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("processor failed");
     }
     let app = Application::build(&settings).context("starting the HTTP server")?;
     tracing::info!(port = app.port(), brokers = %settings.kafka_brokers, "ingress listening");

@@ -1,5 +1,10 @@
-//! Wiring: builds the HTTP server from settings. `Application::build` binds (port 0 works, for tests) and
-//! `run_until_stopped` serves until the server is stopped or the process receives a signal.
+//! Wiring: builds the HTTP server and the stream processor from settings and connects them.
+//!
+//! `Application::build` binds (port 0 works, for tests) and serves the webhook ingress, the read API, the
+//! dashboard and its socket. `build_processor` creates the consumer group member. `Engine::start` runs both in one
+//! process, with the processor's live feed wired to the dashboards (through Redis when it is enabled, so
+//! dashboards on other instances see these merchants too); `serve --role all`, the demo and the end-to-end tests
+//! use it.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,10 +13,24 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use streams::SinkConfig;
 
+use crate::auth::Verifier;
 use crate::configuration::Settings;
 use crate::dedupe::DedupeConfig;
-use crate::routes::{health, webhooks};
+use crate::live::fanout::subscribe_forever;
+use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
+use crate::processor::{ProcessorStats, Registry};
+use crate::read_model::ReadModel;
+use crate::routes::{api, dashboard, health, stream, webhooks};
+use crate::store::Store;
 use crate::telemetry;
+
+/// What the HTTP side shares with a processor in the same process, if there is one.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The processor's partition actors, for reads of merchants this instance owns.
+    pub registry: Option<Registry>,
+    pub channels: Arc<Channels>,
+}
 
 pub struct Application {
     port: u16,
@@ -19,42 +38,65 @@ pub struct Application {
 }
 
 impl Application {
+    /// The HTTP side alone (`--role ingress`): reads come from Postgres, frames from Redis.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
+        let shared = Shared::default();
+        if settings.redis_enabled {
+            let client = redis::Client::open(settings.redis_url.as_str())?;
+            tokio::spawn(subscribe_forever(client, shared.channels.clone()));
+        }
+        Application::build_with(settings, shared)
+    }
+
+    pub fn build_with(settings: &Settings, shared: Shared) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.http_addr)?;
         let port = listener.local_addr()?.port();
-        let sink = SinkConfig {
-            delivery_timeout: settings.kafka_delivery_timeout,
-            ..SinkConfig::new(settings.kafka_brokers.clone())
-        }
-        .build()?;
-        let dedupe = DedupeConfig {
-            redis_url: settings.redis_url.clone(),
-            ttl: settings.dedupe_ttl,
-            timeout: settings.redis_timeout,
-        };
-        let dedupe = settings
-            .dedupe_enabled
-            .then(|| dedupe.build())
+        let ingress = web::Data::new(ingress_state(settings)?);
+        let store = settings
+            .database_url
+            .as_deref()
+            .map(Store::connect_lazy)
             .transpose()?;
-        let ingress = web::Data::new(webhooks::IngressState {
-            secrets: settings.webhook_secrets.clone(),
-            sink,
-            dedupe,
-            topics: settings.topics.clone(),
-            keys: settings.keys.clone(),
-            max_body_bytes: settings.webhook_max_body_bytes,
+        let reads = web::Data::new(api::ReadState {
+            verifier: Verifier {
+                api_key: settings.shopify_api_key.clone(),
+                secrets: settings.webhook_secrets.clone(),
+            },
+            model: ReadModel {
+                registry: shared.registry,
+                store,
+            },
+            channels: shared.channels,
+            redis: settings
+                .redis_enabled
+                .then(|| redis::Client::open(settings.redis_url.as_str()))
+                .transpose()?,
+            redis_timeout: settings.redis_timeout,
         });
-        if settings.keys.is_empty() {
-            tracing::warn!(
-                "ENCRYPTION_KEYS is not set: customer email and names are dropped at the ingress"
-            );
-        }
+        let assets = web::Data::new(dashboard::Assets::default());
         let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(ingress.clone())
+                .app_data(reads.clone())
+                .app_data(assets.clone())
                 .app_data(prometheus.clone())
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
+                .route("/api/v1/rfm/segments", web::get().to(api::segments))
+                .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))
+                .route(
+                    "/api/v1/rfm/customers/{id}/history",
+                    web::get().to(api::history),
+                )
+                .route("/api/v1/rfm/churn-risk", web::get().to(api::churn_risk))
+                .route("/api/v1/rfm/stream", web::get().to(stream::stream))
+                .route("/dashboard", web::get().to(dashboard::page))
+                .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
+                .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
+                .route(
+                    "/dashboard/vendor/chart.umd.js",
+                    web::get().to(dashboard::chart_js),
+                )
                 .route("/health", web::get().to(health::health))
                 .route("/ready", web::get().to(health::ready))
                 .route("/metrics", web::get().to(health::metrics))
@@ -77,6 +119,33 @@ impl Application {
     }
 }
 
+fn ingress_state(settings: &Settings) -> anyhow::Result<webhooks::IngressState> {
+    let sink = SinkConfig {
+        delivery_timeout: settings.kafka_delivery_timeout,
+        ..SinkConfig::new(settings.kafka_brokers.clone())
+    }
+    .build()?;
+    let dedupe = DedupeConfig {
+        redis_url: settings.redis_url.clone(),
+        ttl: settings.dedupe_ttl,
+        timeout: settings.redis_timeout,
+    };
+    let dedupe = settings.redis_enabled.then(|| dedupe.build()).transpose()?;
+    if settings.keys.is_empty() {
+        tracing::warn!(
+            "ENCRYPTION_KEYS is not set: customer email and names are dropped at the ingress"
+        );
+    }
+    Ok(webhooks::IngressState {
+        secrets: settings.webhook_secrets.clone(),
+        sink,
+        dedupe,
+        topics: settings.topics.clone(),
+        keys: settings.keys.clone(),
+        max_body_bytes: settings.webhook_max_body_bytes,
+    })
+}
+
 /// Builds the stream processor from settings: Postgres (when `DATABASE_URL` is set, migrated first), the output
 /// producer, and the consumer group member.
 pub async fn build_processor(
@@ -86,7 +155,7 @@ pub async fn build_processor(
     use crate::processor::{publish::Publisher, ProcessorConfig};
     let store = match &settings.database_url {
         Some(url) => {
-            let store = crate::store::Store::connect_lazy(url)?;
+            let store = Store::connect_lazy(url)?;
             store.migrate().await?;
             Some(store)
         }
@@ -113,4 +182,56 @@ pub async fn build_processor(
         settings.topics.clone(),
     )
     .build(publisher, clock)
+}
+
+/// Ingress, processor and dashboards in one process.
+pub struct Engine {
+    pub port: u16,
+    pub stats: Arc<ProcessorStats>,
+    pub registry: Registry,
+    pub server: ServerHandle,
+    /// Resolves when the processor stops; an error means it needs a restart.
+    pub processor: tokio::task::JoinHandle<Result<(), crate::processor::publish::PublishError>>,
+}
+
+impl Engine {
+    /// Starts everything; the processor runs until `shutdown` resolves. Call from within an actix system.
+    pub async fn start(
+        settings: &Settings,
+        clock: Arc<dyn actors::Clock>,
+        shutdown: impl std::future::Future<Output = ()> + 'static,
+    ) -> anyhow::Result<Engine> {
+        let mut processor = build_processor(settings, clock).await?;
+        let channels = Arc::new(Channels::default());
+        let sink = if settings.redis_enabled {
+            let client = redis::Client::open(settings.redis_url.as_str())?;
+            tokio::spawn(subscribe_forever(client, channels.clone()));
+            FrameSink::redis(
+                &settings.redis_url,
+                channels.clone(),
+                settings.redis_timeout,
+            )?
+        } else {
+            FrameSink::local(channels.clone())
+        };
+        let feed = LiveFeed::new(sink, LiveConfig::default());
+        processor.attach_live(feed.clone());
+        tokio::spawn(feed.run(std::future::pending()));
+        let (stats, registry) = (processor.stats(), processor.registry());
+        let shared = Shared {
+            registry: Some(registry.clone()),
+            channels,
+        };
+        let app = Application::build_with(settings, shared)?;
+        let (port, server) = (app.port(), app.handle());
+        actix_web::rt::spawn(app.run_until_stopped());
+        let processor = actix_web::rt::spawn(processor.run(shutdown));
+        Ok(Engine {
+            port,
+            stats,
+            registry,
+            server,
+            processor,
+        })
+    }
 }

@@ -329,6 +329,7 @@ mod tests {
             occurred_at: Timestamp(1_780_000_000),
             trace_id: "t".into(),
             locale: None,
+            event_ms: None,
         }
     }
 

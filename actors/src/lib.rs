@@ -14,6 +14,6 @@ pub mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use partition::{
-    ApplyBatch, Change, Configs, Inspect, Outcome, PartitionActor, PartitionCore, RawRecord,
-    Reconfigure, Rejected, Tick,
+    ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
+    RawRecord, Reconfigure, Rejected, Tick,
 };

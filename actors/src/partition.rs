@@ -36,6 +36,8 @@ pub struct Change {
     /// The event that caused the change, or `timer:<instant>` for a recency boundary.
     pub trace_id: String,
     pub locale: Option<String>,
+    /// Broker timestamp (ms) of the record that caused the change, so the dashboard can measure accepted → shown.
+    pub event_ms: Option<i64>,
 }
 
 impl Change {
@@ -55,6 +57,17 @@ pub struct Outcome {
     pub rejected: Vec<Rejected>,
     /// The Kafka records of `changes`, encoded by the actor.
     pub records: Vec<crate::outputs::Record>,
+    /// Live segment counts of every merchant this batch or tick touched, for the dashboards.
+    pub live: Vec<LiveCounts>,
+}
+
+/// One merchant's segment sizes after a batch, in rule order, and how many of the batch's events were its.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveCounts {
+    pub merchant: MerchantId,
+    /// (segment key, English display name, customers).
+    pub segments: Vec<(String, String, u64)>,
+    pub events: u64,
 }
 
 /// A record as it came off Kafka. Decoding happens in the partition actor, so it runs on the actor threads in
@@ -67,6 +80,8 @@ pub struct RawRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// The broker's timestamp, in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A record that failed to decode, and why.
@@ -126,8 +141,14 @@ impl PartitionCore {
     pub fn apply(&mut self, events: &[InputEvent], now: Timestamp, configs: &Configs) -> Outcome {
         let mut outcome = Outcome::default();
         let mut effects = Vec::new();
+        let mut touched: Vec<(u32, u64)> = Vec::new();
         for event in events {
             let slot = self.slot(event.merchant_id(), configs);
+            // Batches are mostly runs of one merchant's events, so checking the last entry avoids a map.
+            match touched.iter_mut().rev().find(|(s, _)| *s == slot) {
+                Some((_, n)) => *n += 1,
+                None => touched.push((slot, 1)),
+            }
             effects.clear();
             self.merchants[slot as usize].apply(event, now, &mut effects);
             let locale = match event {
@@ -138,7 +159,27 @@ impl PartitionCore {
             self.collect(slot, &effects, now, event.event_id(), locale, &mut outcome);
             self.schedule_touched(slot, now);
         }
+        outcome.live = touched
+            .into_iter()
+            .map(|(slot, events)| self.live_counts(slot, events))
+            .collect();
         outcome
+    }
+
+    fn live_counts(&self, slot: u32, events: u64) -> LiveCounts {
+        let merchant = &self.merchants[slot as usize];
+        let segments = merchant
+            .config
+            .segments
+            .iter()
+            .zip(merchant.segment_counts());
+        LiveCounts {
+            merchant: merchant.id.clone(),
+            segments: segments
+                .map(|(rule, n)| (rule.key.clone(), rule.display_name("en").to_owned(), *n))
+                .collect(),
+            events,
+        }
     }
 
     /// Fires every recency boundary due at `now`.
@@ -146,7 +187,11 @@ impl PartitionCore {
         let mut outcome = Outcome::default();
         let mut effects = Vec::new();
         let trace = format!("timer:{}", now.unix());
+        let mut touched: Vec<u32> = Vec::new();
         for (slot, customer_id) in self.timers.pop_due(now) {
+            if !touched.contains(&slot) {
+                touched.push(slot);
+            }
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
             merchant.rescore(customer_id, now, &mut effects);
@@ -155,6 +200,10 @@ impl PartitionCore {
             }
             self.collect(slot, &effects, now, &trace, None, &mut outcome);
         }
+        outcome.live = touched
+            .into_iter()
+            .map(|slot| self.live_counts(slot, 0))
+            .collect();
         outcome
     }
 
@@ -180,6 +229,7 @@ impl PartitionCore {
             &mut outcome,
         );
         self.schedule_touched(slot, now);
+        outcome.live.push(self.live_counts(slot, 0));
         outcome
     }
 
@@ -233,6 +283,7 @@ impl PartitionCore {
                         occurred_at: now,
                         trace_id: trace_id.to_owned(),
                         locale: locale.clone(),
+                        event_ms: None,
                     });
                 }
                 Effect::Redacted { customer_id } => outcome.redactions.push((
@@ -322,20 +373,38 @@ impl Handler<ApplyBatch> for PartitionActor {
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Self::Context) -> Self::Result {
         let mut events = Vec::with_capacity(msg.records.len());
+        let mut timestamps = Vec::with_capacity(msg.records.len());
         let mut rejected = Vec::new();
         for record in msg.records {
+            let timestamp = record.timestamp_ms;
             let decoded = match record.kind {
                 Some(kind) => InputEvent::decode(kind, &record.payload).map_err(|e| e.to_string()),
                 None => Err(format!("not an input topic: {}", record.topic)),
             };
             match decoded {
-                Ok(event) => events.push(event),
+                Ok(event) => {
+                    events.push(event);
+                    timestamps.push(timestamp);
+                }
                 Err(reason) => rejected.push(Rejected { record, reason }),
             }
         }
         let mut outcome = self.core.apply(&events, msg.now, &self.configs);
+        stamp_event_times(&mut outcome.changes, &events, &timestamps);
         outcome.rejected = rejected;
         MessageResult(self.encoded(outcome))
+    }
+}
+
+/// Changes come out in event order and carry their event's id, so one forward walk pairs each with its record's
+/// timestamp without a lookup table on the hot path.
+fn stamp_event_times(changes: &mut [Change], events: &[InputEvent], timestamps: &[Option<i64>]) {
+    let mut at = 0;
+    for change in changes {
+        while at < events.len() && events[at].event_id() != change.trace_id {
+            at += 1;
+        }
+        change.event_ms = timestamps.get(at).copied().flatten();
     }
 }
 

@@ -29,8 +29,6 @@ pub struct ConsumerSettings {
 #[derive(Debug)]
 pub struct Polled {
     pub partition: i32,
-    /// The record's Kafka timestamp (producer create time), for event → publish latency.
-    pub timestamp_ms: Option<i64>,
     pub raw: RawRecord,
 }
 
@@ -139,8 +137,8 @@ impl Source {
         let topic = message.topic().to_owned();
         Polled {
             partition: message.partition(),
-            timestamp_ms: message.timestamp().to_millis(),
             raw: RawRecord {
+                timestamp_ms: message.timestamp().to_millis(),
                 kind: InputKind::of_topic(&self.topics, &topic),
                 offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),

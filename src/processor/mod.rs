@@ -122,6 +122,7 @@ impl ProcessorConfig {
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             stats: Arc::new(ProcessorStats::default()),
             in_flight: VecDeque::new(),
+            live: None,
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             tick_every: self.tick_every,
@@ -152,6 +153,9 @@ pub struct Processor {
     stats: Arc<ProcessorStats>,
     /// Batches whose effects are being published, oldest first; their offsets are stored in this order.
     in_flight: VecDeque<InFlight>,
+    /// Dashboards' feed; sees each outcome before it is published, since showing a change early is harmless
+    /// (a replay after a crash reproduces the same state).
+    live: Option<Arc<crate::live::LiveFeed>>,
     batch_max: usize,
     batch_linger: Duration,
     tick_every: Duration,
@@ -160,6 +164,10 @@ pub struct Processor {
 impl Processor {
     pub fn stats(&self) -> Arc<ProcessorStats> {
         self.stats.clone()
+    }
+
+    pub fn attach_live(&mut self, feed: Arc<crate::live::LiveFeed>) {
+        self.live = Some(feed);
     }
 
     /// The actor of each partition this instance currently owns, for the read API.
@@ -221,7 +229,7 @@ impl Processor {
                         offsets.insert(record.raw.topic.clone(), record.raw.offset);
                     }
                 }
-                timestamps.extend(record.timestamp_ms);
+                timestamps.extend(record.raw.timestamp_ms);
                 raw.push(record.raw);
             }
             if let Some(oldest) = timestamps.iter().min() {
@@ -240,6 +248,9 @@ impl Processor {
                 )
                 .await?;
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(live) = &self.live {
+                live.observe(&outcome);
             }
             let done = tokio::task::spawn_local(self.publisher.start(outcome));
             self.in_flight.push_back(InFlight {
@@ -338,6 +349,9 @@ impl Processor {
             self.partitions.iter().map(|e| e.value().clone()).collect();
         for addr in actors {
             if let Ok(outcome) = addr.send(Tick { now }).await {
+                if let Some(live) = &self.live {
+                    live.observe(&outcome);
+                }
                 self.publisher.start(outcome).await;
             }
         }

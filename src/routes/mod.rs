@@ -1,4 +1,7 @@
 //! HTTP routes, one file per area.
 
+pub mod api;
+pub mod dashboard;
 pub mod health;
+pub mod stream;
 pub mod webhooks;

@@ -35,13 +35,17 @@ impl WebhookSecrets {
         &self.current
     }
 
+    /// The current secret, then the previous one during a rotation.
+    pub fn all(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.current.as_slice()).chain(self.previous.as_deref())
+    }
+
     /// True when `signature_b64` is a valid signature of `body` under the current or the previous secret.
     pub fn verify(&self, body: &[u8], signature_b64: &str) -> bool {
         let Ok(signature) = STANDARD.decode(signature_b64.trim()) else {
             return false;
         };
-        std::iter::once(&self.current)
-            .chain(self.previous.as_ref())
+        self.all()
             .any(|secret| mac(secret, body).verify_slice(&signature).is_ok())
     }
 }

@@ -1,0 +1,113 @@
+//! Live dashboards: from the processor's outcomes to frames on merchants' sockets (DESIGN.md §5, §6).
+//!
+//! The processor hands every batch's outcome to a [`LiveFeed`], which folds it into one [`Board`] per merchant.
+//! A flusher renders a dirty board at most every `min_interval` (100 ms: ten frames a second), leading-edge, so
+//! a quiet merchant's first change goes out within a flush tick instead of waiting out a window. Frames go to the
+//! [`fanout`]: through Redis pub/sub when configured, so a dashboard on any instance sees every merchant, or
+//! straight to this process's sockets otherwise (the embedded demo).
+
+mod board;
+pub mod fanout;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actors::Outcome;
+use streams::MerchantId;
+
+pub use board::{Board, Delta, Frame, Move, SegmentSize};
+pub use fanout::{Channels, FrameSink, LiveFrame};
+
+/// Settings for the flusher.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Shortest time between two frames of one merchant.
+    pub min_interval: Duration,
+    /// How often dirty boards are looked at; bounds the delay a frame can add.
+    pub flush_every: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            min_interval: Duration::from_millis(100),
+            flush_every: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The processor side: boards per merchant, fed by outcomes, flushed to a [`FrameSink`].
+pub struct LiveFeed {
+    boards: Mutex<HashMap<MerchantId, Board>>,
+    sink: FrameSink,
+    config: LiveConfig,
+}
+
+impl LiveFeed {
+    pub fn new(sink: FrameSink, config: LiveConfig) -> Arc<LiveFeed> {
+        Arc::new(LiveFeed {
+            boards: Mutex::new(HashMap::new()),
+            sink,
+            config,
+        })
+    }
+
+    /// Folds a batch's or a tick's outcome into the boards. Cheap: no I/O, one lock.
+    pub fn observe(&self, outcome: &Outcome) {
+        if outcome.live.is_empty() && outcome.changes.is_empty() && outcome.redactions.is_empty() {
+            return;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
+        for live in &outcome.live {
+            boards
+                .entry(live.merchant.clone())
+                .or_default()
+                .counts(live, now_ms);
+        }
+        for change in &outcome.changes {
+            boards
+                .entry(change.merchant.clone())
+                .or_default()
+                .change(change, now_ms);
+        }
+        for (merchant, customer, _) in &outcome.redactions {
+            // A shop that is gone has nothing to show; a redacted customer is already out of the counts.
+            if customer.is_none() {
+                boards.remove(merchant);
+            }
+        }
+    }
+
+    /// Renders the frames that are due now.
+    fn due(&self, now_ms: i64) -> Vec<(MerchantId, LiveFrame)> {
+        let min_ms = self.config.min_interval.as_millis() as i64;
+        let mut boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
+        boards
+            .iter_mut()
+            .filter(|(_, b)| b.dirty && now_ms - b.last_frame_ms >= min_ms)
+            .map(|(merchant, board)| {
+                let frame = board.frame(merchant.as_str(), now_ms);
+                (merchant.clone(), LiveFrame::render(&frame))
+            })
+            .collect()
+    }
+
+    /// Flushes due frames until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.config.flush_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            let due = self.due(chrono::Utc::now().timestamp_millis());
+            if !due.is_empty() {
+                self.sink.publish(due).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The merchant read API (`/api/v1/rfm/...`): segment sizes, one customer and its history, the churn-risk list.
+//!
+//! Every handler takes an [`AuthedShop`], which only a verified session token produces, and scopes every read by
+//! it; there is no path parameter naming a shop, so a token for shop A has no way to ask about shop B.
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use functions::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+use streams::MerchantId;
+
+use crate::auth::{AuthError, Verifier};
+use crate::live::Channels;
+use crate::read_model::ReadModel;
+use crate::store::StoreError;
+
+/// Everything the read API and the dashboard socket need.
+pub struct ReadState {
+    pub verifier: Verifier,
+    pub model: ReadModel,
+    pub channels: Arc<Channels>,
+    /// For the latest frame of a merchant this instance has not seen yet (fan-out through Redis).
+    pub redis: Option<redis::Client>,
+    pub redis_timeout: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the database could not answer")]
+    Store(#[from] StoreError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Store(e) = self {
+            tracing::warn!(error = %e, "read API query failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Auth(_)) {
+            response.insert_header(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+        }
+        response.json(json!({ "error": self.to_string() }))
+    }
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The shop a verified session token names. Extracting it is the authentication.
+pub struct AuthedShop(pub MerchantId);
+
+impl FromRequest for AuthedShop {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<ReadState>>() else {
+            return ready(Err(ApiError::Unavailable("read API not configured".into())));
+        };
+        let verified = state.verifier.verify_request(req.headers(), now_unix());
+        ready(verified.map(|a| AuthedShop(a.merchant)).map_err(|e| {
+            metrics::counter!("api_auth_failures_total", "reason" => auth_reason(&e)).increment(1);
+            ApiError::Auth(e)
+        }))
+    }
+}
+
+fn auth_reason(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::Missing => "missing",
+        AuthError::Expired | AuthError::NotYetValid => "lifetime",
+        AuthError::Signature | AuthError::Algorithm => "signature",
+        _ => "claims",
+    }
+}
+
+fn parse_customer(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("customer id must be a number, got {raw:?}")))
+}
+
+pub async fn segments(
+    shop: AuthedShop,
+    state: web::Data<ReadState>,
+) -> Result<HttpResponse, ApiError> {
+    let (source, counts) = state.model.segments(&shop.0).await?;
+    let total: u64 = counts.iter().map(|c| c.count).sum();
+    let segments: Vec<_> = counts
+        .iter()
+        .map(|c| {
+            let share = if total == 0 {
+                0.0
+            } else {
+                c.count as f64 / total as f64
+            };
+            json!({ "key": c.key, "name": c.name, "count": c.count, "share": share })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "merchant": shop.0, "source": source, "customers": total, "segments": segments,
+    })))
+}
+
+pub async fn customer(
+    shop: AuthedShop,
+    path: web::Path<String>,
+    state: web::Data<ReadState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_customer(&path)?;
+    let now = Timestamp::from_unix(now_unix());
+    match state.model.customer(&shop.0, id, now).await? {
+        Some((source, view)) => {
+            let mut body = serde_json::to_value(view).unwrap_or_default();
+            body["source"] = json!(source);
+            Ok(HttpResponse::Ok().json(body))
+        }
+        None => Err(ApiError::NotFound(format!("customer {id} not found"))),
+    }
+}
+
+pub async fn history(
+    shop: AuthedShop,
+    path: web::Path<String>,
+    state: web::Data<ReadState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_customer(&path)?;
+    let Some(entries) = state.model.history(&shop.0, id).await? else {
+        return Err(ApiError::Unavailable(
+            "history is kept in Postgres, and DATABASE_URL is not set".into(),
+        ));
+    };
+    if entries.is_empty() {
+        let now = Timestamp::from_unix(now_unix());
+        if state.model.customer(&shop.0, id, now).await?.is_none() {
+            return Err(ApiError::NotFound(format!("customer {id} not found")));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "customer_id": id, "history": entries })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<usize>,
+    pub per_page: Option<usize>,
+}
+
+pub const MAX_PER_PAGE: usize = 200;
+
+pub async fn churn_risk(
+    shop: AuthedShop,
+    query: web::Query<PageQuery>,
+    state: web::Data<ReadState>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page.unwrap_or(1);
+    let per_page = query.per_page.unwrap_or(50);
+    if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "page starts at 1 and per_page is 1 to {MAX_PER_PAGE}"
+        )));
+    }
+    let offset = (page - 1).saturating_mul(per_page);
+    let now = Timestamp::from_unix(now_unix());
+    let (source, result) = state
+        .model
+        .churn_risk(&shop.0, offset, per_page, now)
+        .await?;
+    let next_page =
+        (offset as u64 + (result.customers.len() as u64) < result.total).then_some(page + 1);
+    Ok(HttpResponse::Ok().json(json!({
+        "merchant": shop.0, "source": source, "page": page, "per_page": per_page,
+        "total": result.total, "next_page": next_page, "customers": result.customers,
+    })))
+}

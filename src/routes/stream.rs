@@ -1,0 +1,188 @@
+//! `GET /api/v1/rfm/stream`: the merchant dashboard's WebSocket.
+//!
+//! The token is checked before the upgrade (401 otherwise), from `Authorization: Bearer` or, for browsers, the
+//! `Sec-WebSocket-Protocol: bearer, <token>` pair, which the handshake answers with `bearer`. The socket then gets
+//! the merchant's current frame and every newer one, but never a backlog: it waits on the merchant's latest-frame
+//! slot, so a client that reads slowly skips to the newest state. Pings go out every `PING_EVERY`; a client silent
+//! for `IDLE_TIMEOUT` is closed, and so is one that cannot take a frame within `SEND_TIMEOUT`.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use streams::MerchantId;
+
+use super::api::{now_unix, ApiError, ReadState};
+use crate::auth::WS_PROTOCOL;
+use crate::live::fanout::{last_frame, Slot};
+use crate::live::{Board, LiveFrame};
+
+const PING_EVERY: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Dashboards send nothing but pongs and closes; anything large is not a dashboard.
+const MAX_CLIENT_FRAME: usize = 4 * 1024;
+
+pub async fn stream(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ReadState>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state
+        .verifier
+        .verify_request(req.headers(), now_unix())
+        .map_err(ApiError::Auth)?;
+    let (mut response, session, messages) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    if auth.via_protocol {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(WS_PROTOCOL),
+        );
+    }
+    let slot = state.channels.subscribe(&auth.merchant);
+    let first = first_frame(&state, &auth.merchant, &slot).await;
+    tracing::debug!(merchant = %auth.merchant, "dashboard socket opened");
+    actix_web::rt::spawn(serve(
+        session,
+        messages.max_frame_size(MAX_CLIENT_FRAME),
+        slot,
+        first,
+    ));
+    Ok(response)
+}
+
+/// The frame a new socket starts with: the latest this instance has, else the latest Redis has, else one built
+/// from the live segment sizes (or zeros) so the page never waits for the next change to draw.
+async fn first_frame(state: &ReadState, merchant: &MerchantId, slot: &Slot) -> LiveFrame {
+    if let Some(frame) = slot.borrow().clone() {
+        return frame;
+    }
+    if let Some(client) = &state.redis {
+        if let Some(frame) = last_frame(client, merchant, state.redis_timeout).await {
+            return frame;
+        }
+    }
+    let counts = match state.model.segments(merchant).await {
+        Ok((_, counts)) => counts,
+        Err(e) => {
+            tracing::warn!(merchant = %merchant, error = %e, "no segment sizes for a new dashboard");
+            Vec::new()
+        }
+    };
+    let live = actors::LiveCounts {
+        merchant: merchant.clone(),
+        segments: counts
+            .into_iter()
+            .map(|c| (c.key, c.name, c.count))
+            .collect(),
+        events: 0,
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut board = Board::default();
+    board.counts(&live, now_ms);
+    let mut frame = board.frame(merchant.as_str(), now_ms);
+    // Not part of the publisher's sequence: the next published frame must not look like a gap.
+    frame.seq = 0;
+    LiveFrame::render(&frame)
+}
+
+enum Step {
+    Continue,
+    Close(Option<CloseReason>),
+}
+
+async fn serve(
+    mut session: Session,
+    mut messages: MessageStream,
+    mut slot: Slot,
+    first: LiveFrame,
+) {
+    metrics::gauge!("dashboard_sockets_open").increment(1.0);
+    let mut last_seq = first.seq;
+    let mut step = send(&mut session, &first).await;
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    while let Step::Continue = step {
+        step = tokio::select! {
+            changed = slot.changed() => match changed {
+                Ok(()) => {
+                    let frame = slot.borrow_and_update().clone();
+                    match frame {
+                        Some(frame) if frame.seq != last_seq => {
+                            let skipped = frame.seq.saturating_sub(last_seq + 1);
+                            if last_seq > 0 && skipped > 0 {
+                                metrics::counter!("dashboard_frames_skipped_total").increment(skipped);
+                            }
+                            last_seq = frame.seq;
+                            send(&mut session, &frame).await
+                        }
+                        _ => Step::Continue,
+                    }
+                }
+                Err(_) => Step::Close(None),
+            },
+            message = messages.recv() => {
+                last_heard = Instant::now();
+                handle(&mut session, message).await
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    Step::Close(Some(CloseReason { code: CloseCode::Away, description: Some("idle".into()) }))
+                } else if session.ping(b"").await.is_err() {
+                    Step::Close(None)
+                } else {
+                    Step::Continue
+                }
+            }
+        };
+    }
+    if let Step::Close(reason) = step {
+        let _ = session.close(reason).await;
+    }
+    metrics::gauge!("dashboard_sockets_open").decrement(1.0);
+}
+
+async fn send(session: &mut Session, frame: &LiveFrame) -> Step {
+    match tokio::time::timeout(SEND_TIMEOUT, session.text(&*frame.json)).await {
+        Ok(Ok(())) => {
+            metrics::counter!("dashboard_frames_sent_total").increment(1);
+            Step::Continue
+        }
+        Ok(Err(_)) => Step::Close(None),
+        Err(_) => {
+            metrics::counter!("dashboard_sockets_too_slow_total").increment(1);
+            Step::Close(Some(CloseReason {
+                code: CloseCode::Policy,
+                description: Some("too slow".into()),
+            }))
+        }
+    }
+}
+
+async fn handle(
+    session: &mut Session,
+    message: Option<Result<Message, actix_ws::ProtocolError>>,
+) -> Step {
+    match message {
+        Some(Ok(Message::Ping(bytes))) => match session.pong(&bytes).await {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::Close(None),
+        },
+        Some(Ok(Message::Pong(_) | Message::Text(_) | Message::Binary(_) | Message::Nop)) => {
+            Step::Continue
+        }
+        Some(Ok(Message::Continuation(_))) => Step::Continue,
+        Some(Ok(Message::Close(reason))) => Step::Close(reason),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "dashboard socket protocol error");
+            Step::Close(Some(CloseReason {
+                code: CloseCode::Protocol,
+                description: None,
+            }))
+        }
+        None => Step::Close(None),
+    }
+}

@@ -1,0 +1,208 @@
+//! The read API and the dashboard socket, end to end: signed webhooks in, REST answers and live frames out,
+//! and no shop ever sees another's data.
+
+use std::time::Duration;
+
+use loyalnest_rfm::auth::mint;
+use loyalnest_rfm::startup::Application;
+use serde_json::Value;
+
+use crate::helpers::{eventually, SECRET};
+use crate::live::{
+    count, frames_until, open_socket, post_order, shop, spawn_engine, test_settings, token, API_KEY,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn get(app: &crate::live::LiveApp, path: &str, token: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn a_dashboard_sees_its_customer_move_into_champions_and_nothing_of_other_shops() {
+    let app = spawn_engine().await;
+    let (a, b) = (shop(), shop());
+    let (mut socket, protocol) = open_socket(&app.address, &token(&a))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        protocol.as_deref(),
+        Some("bearer"),
+        "the browser sub-protocol is answered"
+    );
+    let first = frames_until(&mut socket, WAIT, |_| true).await.remove(0);
+    assert_eq!(first.merchant, a.as_str());
+    assert_eq!(count(&first, "champions"), 0);
+
+    // Six $50 orders: R5 (today), F4 (6 orders), M4 ($300 against a $100 AOV) → Champions.
+    for order in 1..=6 {
+        post_order(&app.address, &b, 100 + order, 8, "50.00", 0).await;
+        post_order(&app.address, &a, order, 7, "50.00", 0).await;
+    }
+    let frames = frames_until(&mut socket, WAIT, |f| count(f, "champions") == 1).await;
+    let last = frames.last().unwrap();
+    assert!(
+        frames.iter().all(|f| f.merchant == a.as_str()),
+        "only shop A's frames"
+    );
+    assert!(last
+        .moves
+        .iter()
+        .any(|m| m.customer_id == 7 && m.to == "champions"));
+    assert!(
+        frames
+            .iter()
+            .flat_map(|f| &f.moves)
+            .all(|m| m.customer_id == 7),
+        "shop B's customer never shows up"
+    );
+    assert_eq!(last.customers, 1);
+    assert!(
+        last.deltas.iter().all(|d| d.event_ms.is_some()),
+        "deltas carry event times"
+    );
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq || w[0].seq == 0),
+        "frames arrive in order"
+    );
+    let (status, segments) = get(&app, "/api/v1/rfm/segments", &token(&a)).await;
+    assert_eq!(status, 200);
+    assert_eq!(segments["merchant"], a.as_str());
+    assert_eq!(segments["customers"], 1);
+}
+
+#[actix_web::test]
+async fn rest_reads_are_scoped_to_the_token_shop_and_bad_tokens_are_refused() {
+    let app = spawn_engine().await;
+    let (a, b) = (shop(), shop());
+    // Three lapsed one-order customers of A (70 days: R2 F1 M1 → At-Risk) and one fresh customer of B.
+    for (customer, total) in [(1, "10.00"), (2, "45.00"), (3, "30.00")] {
+        post_order(&app.address, &a, customer, customer, total, 70).await;
+    }
+    post_order(&app.address, &b, 99, 99, "20.00", 0).await;
+    let (ta, tb) = (token(&a), token(&b));
+    eventually("shop A's three at-risk customers", WAIT, async || {
+        let (_, body) = get(&app, "/api/v1/rfm/segments", &ta).await;
+        body["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["key"] == "at_risk" && s["count"] == 3)
+    })
+    .await;
+    eventually("shop B's customer", WAIT, async || {
+        get(&app, "/api/v1/rfm/customers/99", &tb).await.0 == 200
+    })
+    .await;
+
+    let (status, body) = get(&app, "/api/v1/rfm/customers/99", &ta).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("customer 99 not found"))
+    );
+    let (status, body) = get(&app, "/api/v1/rfm/customers/2", &ta).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["segment"].as_str(), body["net_spend"].as_str()),
+        (Some("at_risk"), Some("45.00"))
+    );
+    let (status, body) = get(&app, "/api/v1/rfm/customers/abc", &ta).await;
+    assert_eq!((status, body["error"].is_string()), (400, true));
+
+    let (_, page1) = get(&app, "/api/v1/rfm/churn-risk?per_page=2", &ta).await;
+    let ids = |page: &Value| -> Vec<u64> {
+        page["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["customer_id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        (
+            ids(&page1),
+            page1["total"].as_u64(),
+            page1["next_page"].as_u64()
+        ),
+        (vec![2, 3], Some(3), Some(2))
+    );
+    let (_, page2) = get(&app, "/api/v1/rfm/churn-risk?per_page=2&page=2", &ta).await;
+    assert_eq!((ids(&page2), page2["next_page"].is_null()), (vec![1], true));
+    let (_, b_risk) = get(&app, "/api/v1/rfm/churn-risk", &tb).await;
+    assert_eq!(b_risk["total"], 0, "B sees none of A's at-risk customers");
+
+    eventually("customer 2's history row", WAIT, async || {
+        let (_, body) = get(&app, "/api/v1/rfm/customers/2/history", &ta).await;
+        body["history"].as_array().is_some_and(|h| !h.is_empty())
+    })
+    .await;
+    let (_, history) = get(&app, "/api/v1/rfm/customers/2/history", &ta).await;
+    assert_eq!(history["history"][0]["segment"], "at_risk");
+    assert_eq!(
+        get(&app, "/api/v1/rfm/customers/99/history", &ta).await.0,
+        404
+    );
+
+    let now = chrono::Utc::now().timestamp();
+    let expired = mint(&a, API_KEY, SECRET.as_bytes(), now - 600, 60);
+    let forged = mint(&a, API_KEY, b"not-the-secret", now, 60);
+    let other_app = mint(&a, "another-app", SECRET.as_bytes(), now, 60);
+    for bad in [
+        expired.as_str(),
+        forged.as_str(),
+        other_app.as_str(),
+        "garbage",
+    ] {
+        let (status, body) = get(&app, "/api/v1/rfm/segments", bad).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(
+            open_socket(&app.address, bad).await.err(),
+            Some(401),
+            "socket refused too"
+        );
+    }
+    let anonymous = app
+        .client
+        .get(format!("{}/api/v1/rfm/segments", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// Two instances sharing Redis: the dashboard is on an ingress-only instance that owns no partition, and still
+/// gets the owner's frames.
+#[actix_web::test]
+async fn frames_reach_a_dashboard_on_another_instance() {
+    assert!(
+        std::env::var("REDIS_URL").is_ok(),
+        "this test needs REDIS_URL (the fan-out goes through Redis)"
+    );
+    let owner = spawn_engine().await;
+    let mut settings = test_settings(&[]);
+    settings.topics = owner.settings.topics.clone();
+    let other = Application::build(&settings).expect("second instance");
+    let other_address = format!("http://127.0.0.1:{}", other.port());
+    actix_web::rt::spawn(other.run_until_stopped());
+
+    let a = shop();
+    let (mut socket, _) = open_socket(&other_address, &token(&a))
+        .await
+        .expect("handshake");
+    frames_until(&mut socket, WAIT, |_| true).await;
+    post_order(&owner.address, &a, 1, 5, "20.00", 0).await;
+    let frames = frames_until(&mut socket, WAIT, |f| f.customers == 1).await;
+    let last = frames.last().unwrap();
+    assert_eq!(last.merchant, a.as_str());
+    assert_eq!(last.deltas[0].customer_id, 5);
+}
