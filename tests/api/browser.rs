@@ -16,7 +16,8 @@ async fn the_dashboard_chart_shows_a_customer_moving_into_champions() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let web = root.join("web");
     assert!(
-        web.join("node_modules/playwright-core").is_dir() && web.join("node_modules/chart.js").is_dir(),
+        web.join("node_modules/playwright-core").is_dir()
+            && web.join("node_modules/chart.js").is_dir(),
         "run `npm ci --prefix web` first (Chart.js and playwright-core)"
     );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -32,7 +33,10 @@ async fn the_dashboard_chart_shows_a_customer_moving_into_champions() {
     let mut browser = Command::new("node")
         .arg(web.join("tests/dashboard.e2e.mjs"))
         .current_dir(&web)
-        .env("DASHBOARD_URL", format!("{}/dashboard#token={}", app.address, token(&a)))
+        .env(
+            "DASHBOARD_URL",
+            format!("{}/dashboard#token={}", app.address, token(&a)),
+        )
         .env("SCREENSHOT", &screenshot)
         .env("CHROMIUM", &chromium)
         .stdout(Stdio::piped())
@@ -44,7 +48,11 @@ async fn the_dashboard_chart_shows_a_customer_moving_into_champions() {
         .await
         .expect("page live within a minute")
         .unwrap();
-    assert_eq!(ready.as_deref(), Some("ready"), "the page connected and drew a frame");
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "the page connected and drew a frame"
+    );
 
     for order in 1..=6 {
         post_order(&app.address, &a, order, 42, "50.00", 0).await;
@@ -60,12 +68,30 @@ async fn the_dashboard_chart_shows_a_customer_moving_into_champions() {
     assert_eq!(seen["champions"], 1, "{seen}");
     assert_eq!(seen["table"], "1");
     assert_eq!(seen["shop"], a.as_str());
-    assert!(seen["moves"][0].as_str().unwrap().contains("Customer 42"), "{seen}");
-    assert!(seen["moves"][0].as_str().unwrap().ends_with("→ Champions"), "{seen}");
-    assert_eq!(seen["overflow"], false, "readable on a phone: no sideways scrolling");
-    assert_eq!(seen["focused"], "pause", "the first Tab reaches the controls");
+    assert!(
+        seen["moves"][0].as_str().unwrap().contains("Customer 42"),
+        "{seen}"
+    );
+    assert!(
+        seen["moves"][0].as_str().unwrap().ends_with("→ Champions"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["overflow"], false,
+        "readable on a phone: no sideways scrolling"
+    );
+    assert_eq!(
+        seen["focused"], "pause",
+        "the first Tab reaches the controls"
+    );
     assert_eq!(seen["pressed"], "true", "Enter toggles the focused button");
-    assert_eq!(seen["tokenInAddressBar"], false, "the token leaves the address bar");
+    assert_eq!(
+        seen["tokenInAddressBar"], false,
+        "the token leaves the address bar"
+    );
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
-    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot kept");
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "screenshot kept"
+    );
 }
