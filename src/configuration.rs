@@ -31,6 +31,8 @@ pub struct Settings {
     pub kafka_delivery_timeout: Duration,
     pub dedupe_ttl: Duration,
     pub redis_timeout: Duration,
+    /// Shortest time between two dashboard frames of one merchant (coalescing window).
+    pub live_frame_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,11 @@ impl Settings {
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
             redis_timeout: Duration::from_millis(parse_or(&get, "REDIS_TIMEOUT_MS", "250")?),
+            live_frame_interval: Duration::from_millis(parse_or(
+                &get,
+                "LIVE_FRAME_INTERVAL_MS",
+                "100",
+            )?),
         })
     }
 

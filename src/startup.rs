@@ -214,7 +214,11 @@ impl Engine {
         } else {
             FrameSink::local(channels.clone())
         };
-        let feed = LiveFeed::new(sink, LiveConfig::default());
+        let live = LiveConfig {
+            min_interval: settings.live_frame_interval,
+            ..LiveConfig::default()
+        };
+        let feed = LiveFeed::new(sink, live);
         processor.attach_live(feed.clone());
         tokio::spawn(feed.run(std::future::pending()));
         let (stats, registry) = (processor.stats(), processor.registry());
