@@ -206,3 +206,31 @@ async fn frames_reach_a_dashboard_on_another_instance() {
     assert_eq!(last.merchant, a.as_str());
     assert_eq!(last.deltas[0].customer_id, 5);
 }
+
+/// `loyalnest-rfm token` mints what the read API accepts, for the shop it names only.
+#[actix_web::test]
+async fn the_token_command_mints_a_working_session_token() {
+    let app = spawn_engine().await;
+    let a = shop();
+    post_order(&app.address, &a, 1, 1, "20.00", 0).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
+        .args(["token", "--shop", a.as_str(), "--ttl", "120"])
+        .env("SHOPIFY_API_SECRET", SECRET)
+        .env("SHOPIFY_API_KEY", API_KEY)
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success());
+    let minted = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    eventually("shop A's customer", WAIT, async || {
+        get(&app, "/api/v1/rfm/customers/1", &minted).await.0 == 200
+    })
+    .await;
+    let (_, segments) = get(&app, "/api/v1/rfm/segments", &minted).await;
+    assert_eq!(segments["merchant"], a.as_str());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
+        .args(["token", "--shop", "not a shop"])
+        .env("SHOPIFY_API_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "an invalid shop is refused");
+}
