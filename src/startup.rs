@@ -21,6 +21,7 @@ use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::processor::{ProcessorStats, Registry};
 use crate::read_model::ReadModel;
 use crate::routes::{api, dashboard, health, stream, webhooks};
+use crate::score_cache::ScoreCache;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -171,10 +172,15 @@ pub async fn build_processor(
         ..SinkConfig::new(settings.kafka_brokers.clone())
     }
     .build()?;
+    let cache = settings
+        .redis_enabled
+        .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
+        .transpose()?;
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),
         store,
+        cache,
     };
     ProcessorConfig::new(
         &settings.kafka_brokers,

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use streams::MerchantId;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::watch;
 
 use super::Frame;
+use crate::redis_link::RedisLink;
 
 /// The Redis pub/sub channel frames travel on.
 pub const CHANNEL: &str = "rfm:dashboard";
@@ -89,9 +89,7 @@ pub struct FrameSink {
 
 #[derive(Clone)]
 struct RedisFanout {
-    client: redis::Client,
-    connection: Arc<OnceCell<ConnectionManager>>,
-    timeout: Duration,
+    link: RedisLink,
 }
 
 impl FrameSink {
@@ -112,9 +110,7 @@ impl FrameSink {
         Ok(FrameSink {
             local: channels,
             redis: Some(RedisFanout {
-                client: redis::Client::open(url)?,
-                connection: Arc::new(OnceCell::new()),
-                timeout,
+                link: RedisLink::new(url, timeout)?,
             }),
         })
     }
@@ -137,12 +133,6 @@ impl FrameSink {
 
 impl RedisFanout {
     async fn publish(&self, frames: &[(MerchantId, LiveFrame)]) -> Result<(), String> {
-        let connect = || ConnectionManager::new(self.client.clone());
-        let mut conn = tokio::time::timeout(self.timeout, self.connection.get_or_try_init(connect))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?
-            .clone();
         let mut pipe = redis::pipe();
         for (merchant, frame) in frames {
             let message = format!("{merchant}\n{}", frame.json);
@@ -154,10 +144,7 @@ impl RedisFanout {
             )
             .ignore();
         }
-        tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| "publish timed out".to_owned())?
-            .map_err(|e| e.to_string())
+        self.link.run(&pipe).await
     }
 }
 

@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use streams::sink::EventSink;
 use streams::{ProduceError, Topics};
 
+use crate::score_cache::ScoreCache;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct Publisher {
     pub sink: EventSink,
     pub topics: Topics,
     pub store: Option<Store>,
+    /// `rfm:customer:*` for other services; written last, best effort.
+    pub cache: Option<ScoreCache>,
 }
 
 impl Publisher {
@@ -48,6 +51,9 @@ impl Publisher {
             }
             this.resend(failed).await;
             this.write_rows(&outcome).await;
+            if let Some(cache) = &this.cache {
+                cache.apply(&outcome.changes, &outcome.redactions).await;
+            }
             metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
         }
     }

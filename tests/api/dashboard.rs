@@ -79,6 +79,26 @@ async fn a_dashboard_sees_its_customer_move_into_champions_and_nothing_of_other_
     assert_eq!(status, 200);
     assert_eq!(segments["merchant"], a.as_str());
     assert_eq!(segments["customers"], 1);
+
+    // Other services read the score cache, written once the outputs are published.
+    let redis = redis::Client::open(std::env::var("REDIS_URL").expect("REDIS_URL")).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = loyalnest_rfm::score_cache::key(&a, 7);
+    eventually("the score cache entry", WAIT, async || {
+        let cached: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        cached.is_some_and(|v| serde_json::from_str::<Value>(&v).unwrap()["segment"] == "champions")
+    })
+    .await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 86_000 && ttl <= 86_400, "24 h TTL, got {ttl}");
 }
 
 #[actix_web::test]
