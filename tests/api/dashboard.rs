@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use loyalnest_rfm::auth::mint;
 use loyalnest_rfm::startup::Application;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{eventually, SECRET};
 use crate::live::{
@@ -41,6 +43,20 @@ async fn a_dashboard_sees_its_customer_move_into_champions_and_nothing_of_other_
     let first = frames_until(&mut socket, WAIT, |_| true).await.remove(0);
     assert_eq!(first.merchant, a.as_str());
     assert_eq!(count(&first, "champions"), 0);
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pong,
+        Message::Pong(b"are you there".to_vec().into()),
+        "pings are answered"
+    );
 
     // Six $50 orders: R5 (today), F4 (6 orders), M4 ($300 against a $100 AOV) → Champions.
     for order in 1..=6 {
