@@ -301,7 +301,9 @@ fn zero_counts(config: &RfmConfig) -> Vec<SegmentCount> {
 
 const CUSTOMER_COLUMNS: &str =
     "SELECT customer_id, version, segment, recency, frequency, monetary, score::float8,
-    lifecycle_stage, orders, net_spend::text, last_order_at FROM customers";
+    lifecycle_stage, orders,
+    CASE WHEN net_spend = trunc(net_spend, 2) THEN round(net_spend, 2)::text ELSE net_spend::text END,
+    last_order_at FROM customers";
 
 fn customer_row(r: &sqlx::postgres::PgRow) -> Result<CustomerView, sqlx::Error> {
     let small =

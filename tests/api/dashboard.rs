@@ -270,3 +270,44 @@ async fn the_token_command_mints_a_working_session_token() {
         .unwrap();
     assert!(!bad.status.success(), "an invalid shop is refused");
 }
+
+/// An instance that does not own the merchant's partition (here: ingress only) answers from Postgres.
+#[actix_web::test]
+async fn an_instance_without_the_partition_reads_from_postgres() {
+    let owner = spawn_engine().await;
+    let reader = Application::build(&owner.settings).expect("second instance");
+    let reader = crate::live::LiveApp::at(format!("http://127.0.0.1:{}", reader.port()), reader);
+    let a = shop();
+    for (customer, total, days) in [(1, "10.00", 70), (2, "45.00", 70), (3, "20.00", 0)] {
+        post_order(&owner.address, &a, customer, customer, total, days).await;
+    }
+    let ta = token(&a);
+    eventually("three customers in Postgres", WAIT, async || {
+        let (_, body) = get(&reader, "/api/v1/rfm/segments", &ta).await;
+        body["customers"] == 3
+    })
+    .await;
+    let (_, segments) = get(&reader, "/api/v1/rfm/segments", &ta).await;
+    assert_eq!(segments["source"], "database");
+    let (status, customer) = get(&reader, "/api/v1/rfm/customers/2", &ta).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (customer["source"].as_str(), customer["segment"].as_str()),
+        (Some("database"), Some("at_risk"))
+    );
+    assert_eq!(
+        customer["net_spend"], "45.00",
+        "the same rendering as the live answer"
+    );
+    let (_, risk) = get(&reader, "/api/v1/rfm/churn-risk", &ta).await;
+    let ids: Vec<u64> = risk["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["customer_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!((ids, risk["total"].as_u64()), (vec![2, 1], Some(2)));
+    assert_eq!(get(&reader, "/api/v1/rfm/customers/99", &ta).await.0, 404);
+    let (_, history) = get(&reader, "/api/v1/rfm/customers/3/history", &ta).await;
+    assert_eq!(history["history"][0]["version"], 1);
+}

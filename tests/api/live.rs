@@ -26,7 +26,24 @@ pub struct LiveApp {
     pub address: String,
     pub settings: Settings,
     pub client: reqwest::Client,
-    _engine: Engine,
+    /// Held only to keep the app alive for the test: a whole engine, or a second HTTP-only instance.
+    _engine: Option<Engine>,
+    _server: Option<actix_web::dev::ServerHandle>,
+}
+
+impl LiveApp {
+    /// Wraps a started HTTP-only instance (its server runs on the current actix system).
+    pub fn at(address: String, app: loyalnest_rfm::startup::Application) -> LiveApp {
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        LiveApp {
+            address,
+            settings: test_settings(&[]),
+            client: reqwest::Client::new(),
+            _engine: None,
+            _server: Some(handle),
+        }
+    }
 }
 
 pub fn test_settings(extra: &[(&str, String)]) -> Settings {
@@ -62,7 +79,8 @@ pub async fn spawn_engine() -> LiveApp {
         address: format!("http://127.0.0.1:{}", engine.port),
         settings,
         client: reqwest::Client::new(),
-        _engine: engine,
+        _engine: Some(engine),
+        _server: None,
     }
 }
 
