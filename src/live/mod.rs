@@ -19,6 +19,8 @@ use streams::MerchantId;
 pub use board::{Board, Delta, Frame, Move, SegmentSize};
 pub use fanout::{Channels, FrameSink, LiveFrame};
 
+const IDLE_BOARD_MS: i64 = 15 * 60 * 1000;
+
 /// Settings for the flusher.
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -80,10 +82,13 @@ impl LiveFeed {
         }
     }
 
-    /// Renders the frames that are due now.
+    /// Renders the frames that are due now, and forgets boards idle for `IDLE_BOARD_MS`: a board holds about 3 KB
+    /// of recent moves, which adds up over a hundred thousand quiet shops. A forgotten shop's next batch starts a
+    /// fresh board with its full counts.
     fn due(&self, now_ms: i64) -> Vec<(MerchantId, LiveFrame)> {
         let min_ms = self.config.min_interval.as_millis() as i64;
         let mut boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
+        boards.retain(|_, b| b.dirty || now_ms - b.last_frame_ms < IDLE_BOARD_MS);
         boards
             .iter_mut()
             .filter(|(_, b)| b.dirty && now_ms - b.last_frame_ms >= min_ms)
@@ -109,5 +114,60 @@ impl LiveFeed {
                 self.sink.publish(due).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::LiveCounts;
+
+    fn outcome(merchant: &MerchantId, events: u64) -> Outcome {
+        Outcome {
+            live: vec![LiveCounts {
+                merchant: merchant.clone(),
+                segments: vec![("other".into(), "Other".into(), 1)],
+                events,
+            }],
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn frames_are_throttled_per_merchant_and_idle_boards_are_forgotten() {
+        let feed = LiveFeed::new(
+            FrameSink::local(Arc::new(Channels::default())),
+            LiveConfig::default(),
+        );
+        let (a, b) = (
+            MerchantId::parse("a.myshopify.com").unwrap(),
+            MerchantId::parse("b.myshopify.com").unwrap(),
+        );
+        let t = chrono::Utc::now().timestamp_millis();
+        feed.observe(&outcome(&a, 1));
+        assert_eq!(
+            feed.due(t).len(),
+            1,
+            "a quiet merchant's first change goes out at once"
+        );
+        feed.observe(&outcome(&a, 1));
+        feed.observe(&outcome(&b, 1));
+        let due: Vec<MerchantId> = feed.due(t + 50).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(
+            due,
+            vec![b.clone()],
+            "a's second frame waits out its window; b is not held back"
+        );
+        assert_eq!(
+            feed.due(t + 100).len(),
+            1,
+            "a's frame once 100 ms have passed"
+        );
+        assert!(feed.due(t + 200).is_empty(), "nothing new, nothing sent");
+        feed.due(t + IDLE_BOARD_MS + 1_000);
+        assert!(
+            feed.boards.lock().unwrap().is_empty(),
+            "idle boards are dropped"
+        );
     }
 }
