@@ -10,6 +10,8 @@ pub mod clock;
 pub mod merchant;
 pub mod outputs;
 pub mod partition;
+pub mod restore;
+pub mod snapshot;
 pub mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -17,3 +19,5 @@ pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Rejected, Tick,
 };
+pub use restore::{FinishRestore, PublishedVersion};
+pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};

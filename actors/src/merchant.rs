@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use functions::money::{currency_exponent, Money};
-use functions::{CustomerState, Fact, RfmConfig, Timestamp, Transition, Update};
+use functions::{CustomerState, Evaluation, Fact, RfmConfig, Timestamp, Transition, Update};
 use streams::events::{InputEvent, RefundCreated};
 use streams::{event_key, MerchantId};
 
@@ -28,14 +28,14 @@ pub enum Effect {
 pub struct MerchantState {
     pub id: MerchantId,
     pub config: RfmConfig,
-    customers: HashMap<u64, CustomerState>,
+    pub(crate) customers: HashMap<u64, CustomerState>,
     /// Refund payloads name the order only.
-    order_customers: HashMap<u64, u64>,
+    pub(crate) order_customers: HashMap<u64, u64>,
     /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
-    orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
-    segment_counts: Vec<u64>,
+    pub(crate) orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
+    pub(crate) segment_counts: Vec<u64>,
     /// Decimals of the shop currency, learned from orders; refund events carry amounts without a currency.
-    exponent: u8,
+    pub(crate) exponent: u8,
     /// Customers updated since the last `take_touched`, so the partition can schedule their next boundary.
     touched: Vec<u64>,
 }
@@ -256,6 +256,19 @@ impl MerchantState {
             self.segment_counts[usize::from(state.published.segment)] += 1;
         }
         self.touched.extend(self.customers.keys());
+    }
+
+    /// Sets what a customer last published (a restore learned it from the output topic or undoes a quiet
+    /// replay), moving the segment counts with it. Unknown customers are ignored.
+    pub(crate) fn set_published(&mut self, customer_id: u64, version: u32, published: Evaluation) {
+        let Some(state) = self.customers.get_mut(&customer_id) else {
+            return;
+        };
+        let from = usize::from(state.published.segment);
+        self.segment_counts[from] = self.segment_counts[from].saturating_sub(1);
+        self.segment_counts[usize::from(published.segment)] += 1;
+        state.version = version;
+        state.published = published;
     }
 
     fn count_move(&mut self, t: &Transition) {

@@ -96,9 +96,11 @@ pub type Configs = Arc<DashMap<MerchantId, RfmConfig>>;
 
 pub struct PartitionCore {
     pub partition: i32,
-    slots: HashMap<MerchantId, u32>,
-    merchants: Vec<MerchantState>,
-    timers: TimerWheel,
+    pub(crate) slots: HashMap<MerchantId, u32>,
+    pub(crate) merchants: Vec<MerchantState>,
+    pub(crate) timers: TimerWheel,
+    /// Set during a restore's quiet replay (see `restore`).
+    pub(crate) quiet: Option<crate::restore::QuietBefore>,
 }
 
 impl PartitionCore {
@@ -108,10 +110,11 @@ impl PartitionCore {
             slots: HashMap::new(),
             merchants: Vec::new(),
             timers: TimerWheel::default(),
+            quiet: None,
         }
     }
 
-    fn slot(&mut self, merchant: &MerchantId, configs: &Configs) -> u32 {
+    pub(crate) fn slot(&mut self, merchant: &MerchantId, configs: &Configs) -> u32 {
         if let Some(slot) = self.slots.get(merchant) {
             return *slot;
         }
@@ -166,7 +169,7 @@ impl PartitionCore {
         outcome
     }
 
-    fn live_counts(&self, slot: u32, events: u64) -> LiveCounts {
+    pub(crate) fn live_counts(&self, slot: u32, events: u64) -> LiveCounts {
         let merchant = &self.merchants[slot as usize];
         let segments = merchant
             .config
@@ -219,6 +222,8 @@ impl PartitionCore {
             return outcome;
         };
         let mut effects = Vec::new();
+        // Transitions name their "from" segment by its index in the table being replaced.
+        let old_keys: Vec<String> = segment_keys(&self.merchants[slot as usize].config);
         self.merchants[slot as usize].reconfigure(config, now, &mut effects);
         self.collect(
             slot,
@@ -228,12 +233,19 @@ impl PartitionCore {
             None,
             &mut outcome,
         );
+        let froms = effects.iter().filter_map(|e| match e {
+            Effect::Changed { transition, .. } => Some(usize::from(transition.from.segment)),
+            _ => None,
+        });
+        for (change, from) in outcome.changes.iter_mut().zip(froms) {
+            change.from_segment = old_keys.get(from).cloned().unwrap_or_default();
+        }
         self.schedule_touched(slot, now);
         outcome.live.push(self.live_counts(slot, 0));
         outcome
     }
 
-    fn schedule_touched(&mut self, slot: u32, now: Timestamp) {
+    pub(crate) fn schedule_touched(&mut self, slot: u32, now: Timestamp) {
         let merchant = &mut self.merchants[slot as usize];
         for customer_id in merchant.take_touched() {
             if let Some(next) = merchant.next_change(customer_id, now) {
@@ -242,7 +254,7 @@ impl PartitionCore {
         }
     }
 
-    fn collect(
+    pub(crate) fn collect(
         &self,
         slot: u32,
         effects: &[Effect],
@@ -258,7 +270,12 @@ impl PartitionCore {
                     customer_id,
                     transition,
                 } => {
-                    let key = |i: u8| merchant.config.segments[usize::from(i)].key.clone();
+                    // `get`: after a reconfiguration the "from" index may be outside the new table; the caller
+                    // renames it from the old one.
+                    let key = |i: u8| {
+                        let rule = merchant.config.segments.get(usize::from(i));
+                        rule.map_or_else(String::new, |r| r.key.clone())
+                    };
                     let totals = merchant
                         .customer(*customer_id)
                         .map(|c| c.aggregate.totals())
@@ -306,10 +323,14 @@ impl PartitionCore {
     }
 }
 
+fn segment_keys(config: &RfmConfig) -> Vec<String> {
+    config.segments.iter().map(|s| s.key.clone()).collect()
+}
+
 /// The actix actor around [`PartitionCore`]. Its mailbox is small and callers `send` (never `do_send`) and await,
 /// so a slow downstream slows the consumer instead of growing a queue.
 pub struct PartitionActor {
-    core: PartitionCore,
+    pub(crate) core: PartitionCore,
     configs: Configs,
     topics: Topics,
 }
@@ -323,8 +344,17 @@ impl PartitionActor {
         }
     }
 
+    /// An actor around restored state (a decoded snapshot).
+    pub fn with_core(core: PartitionCore, configs: Configs, topics: Topics) -> Self {
+        PartitionActor {
+            core,
+            configs,
+            topics,
+        }
+    }
+
     /// Encodes the outcome's output records here, on the actor's thread, rather than on the consumer loop.
-    fn encoded(&self, mut outcome: Outcome) -> Outcome {
+    pub(crate) fn encoded(&self, mut outcome: Outcome) -> Outcome {
         outcome.records = outcome
             .changes
             .iter()
@@ -347,6 +377,8 @@ impl Actor for PartitionActor {
 pub struct ApplyBatch {
     pub records: Vec<RawRecord>,
     pub now: Timestamp,
+    /// Restoring: apply without publishing changes (`PartitionCore::apply_quietly`).
+    pub quiet: bool,
 }
 
 #[derive(Message)]
@@ -389,7 +421,11 @@ impl Handler<ApplyBatch> for PartitionActor {
                 Err(reason) => rejected.push(Rejected { record, reason }),
             }
         }
-        let mut outcome = self.core.apply(&events, msg.now, &self.configs);
+        let mut outcome = if msg.quiet {
+            self.core.apply_quietly(&events, msg.now, &self.configs)
+        } else {
+            self.core.apply(&events, msg.now, &self.configs)
+        };
         stamp_event_times(&mut outcome.changes, &events, &timestamps);
         outcome.rejected = rejected;
         MessageResult(self.encoded(outcome))

@@ -48,6 +48,22 @@ impl OrderRecord {
     pub fn placed_at(&self) -> Timestamp {
         Timestamp::from_compact(self.placed_at)
     }
+
+    /// The stored fields, for codecs that persist state (snapshots): order id, balance in minor units (total
+    /// minus refunds, negative while only refunds have arrived), placed-at in compact seconds, flag bits.
+    pub fn parts(&self) -> (u64, i64, u32, u8) {
+        (self.order_id, self.balance, self.placed_at, self.flags)
+    }
+
+    /// The inverse of [`OrderRecord::parts`]; `None` for flag bits this build does not know.
+    pub fn from_parts(order_id: u64, balance: i64, placed_at: u32, flags: u8) -> Option<Self> {
+        (flags & !(CREATED | CANCELLED | EXCLUDED) == 0).then_some(OrderRecord {
+            order_id,
+            balance,
+            placed_at,
+            flags,
+        })
+    }
 }
 
 /// A fact about a customer, already normalised from its Kafka event.
@@ -96,6 +112,21 @@ pub struct Totals {
     pub net: Money,
     pub first_order: Option<Timestamp>,
     pub last_order: Option<Timestamp>,
+}
+
+/// An aggregate's stored fields exactly as kept, for codecs that persist state (snapshots). Times are compact
+/// seconds since 2000-01-01, 0 meaning never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggregateParts<'a> {
+    /// Strictly ascending by order id.
+    pub orders: &'a [OrderRecord],
+    /// Strictly ascending.
+    pub refund_ids: &'a [u64],
+    /// Strictly ascending.
+    pub points_event_keys: &'a [u64],
+    pub points: i64,
+    pub first_seen: u32,
+    pub last_engaged: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -234,6 +265,53 @@ impl CustomerAggregate {
     }
 }
 
+/// Persistence support, kept apart from the update path.
+impl CustomerAggregate {
+    pub fn parts(&self) -> AggregateParts<'_> {
+        let extra = self.extra.as_deref();
+        AggregateParts {
+            orders: &self.orders,
+            refund_ids: extra.map_or(&[], |e| &e.refund_ids),
+            points_event_keys: extra.map_or(&[], |e| &e.points_event_keys),
+            points: self.points(),
+            first_seen: self.first_seen,
+            last_engaged: self.last_engaged,
+        }
+    }
+
+    /// Rebuilds an aggregate from [`CustomerAggregate::parts`], with exactly sized allocations. `None` when the
+    /// parts are not strictly ascending, since every lookup and idempotency check binary-searches them.
+    pub fn from_parts(parts: AggregateParts<'_>) -> Option<Self> {
+        if !strictly_ascending(parts.orders.iter().map(|o| o.order_id))
+            || !strictly_ascending(parts.refund_ids.iter().copied())
+            || !strictly_ascending(parts.points_event_keys.iter().copied())
+        {
+            return None;
+        }
+        // Extra exists exactly when a refund or points fact was applied, which always leaves a key behind.
+        let has_extra = !parts.refund_ids.is_empty()
+            || !parts.points_event_keys.is_empty()
+            || parts.points != 0;
+        Some(CustomerAggregate {
+            orders: parts.orders.into(),
+            extra: has_extra.then(|| {
+                Box::new(Extra {
+                    refund_ids: parts.refund_ids.to_vec(),
+                    points_event_keys: parts.points_event_keys.to_vec(),
+                    points: parts.points,
+                })
+            }),
+            first_seen: parts.first_seen,
+            last_engaged: parts.last_engaged,
+        })
+    }
+}
+
+fn strictly_ascending(mut keys: impl Iterator<Item = u64>) -> bool {
+    let mut prev = None;
+    keys.all(|k| prev.replace(k).is_none_or(|p| p < k))
+}
+
 fn insert_sorted(keys: &mut Vec<u64>, key: u64) -> bool {
     match keys.binary_search(&key) {
         Ok(_) => false,
@@ -345,6 +423,33 @@ mod tests {
         });
         assert_eq!(a.points(), 70);
         assert_eq!(a.last_engaged(), Some(DAY0.plus_days(1)));
+    }
+
+    #[test]
+    fn parts_round_trip_and_reject_unsorted_keys() {
+        let mut a = CustomerAggregate::default();
+        a.apply(&placed(5, 5_000));
+        a.apply(&placed(2, 1_000));
+        a.apply(&Fact::Refunded {
+            order_id: 9,
+            refund_id: 4,
+            amount: Money::from_minor(300),
+        });
+        a.apply(&Fact::Points {
+            event_key: 8,
+            delta: 40,
+            at: DAY0,
+        });
+        assert_eq!(CustomerAggregate::from_parts(a.parts()), Some(a.clone()));
+        let plain = CustomerAggregate::default();
+        assert_eq!(CustomerAggregate::from_parts(plain.parts()), Some(plain));
+        let reversed: Vec<OrderRecord> = a.orders().iter().rev().copied().collect();
+        let parts = AggregateParts {
+            orders: &reversed,
+            ..a.parts()
+        };
+        assert_eq!(CustomerAggregate::from_parts(parts), None);
+        assert_eq!(OrderRecord::from_parts(1, 0, 0, 8), None);
     }
 
     #[test]

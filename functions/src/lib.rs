@@ -13,7 +13,7 @@ pub mod score;
 pub mod segment;
 pub mod time;
 
-pub use aggregate::{CustomerAggregate, Fact, Totals};
+pub use aggregate::{AggregateParts, CustomerAggregate, Fact, OrderRecord, Totals};
 pub use config::{FieldError, RfmConfig, SizePreset};
 pub use customer::{evaluate, CustomerState, Evaluation, Transition, Update};
 pub use lifecycle::{churn_risk, ChurnRisk, LifecycleStage};

@@ -28,6 +28,13 @@ impl LifecycleStage {
         }
     }
 
+    /// The inverse of [`LifecycleStage::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        (0..5)
+            .filter_map(Self::from_u8)
+            .find(|stage| stage.as_str() == text)
+    }
+
     pub fn from_u8(value: u8) -> Option<Self> {
         [
             LifecycleStage::NewLead,

@@ -1,0 +1,474 @@
+//! A compact, versioned binary snapshot of one partition's state and the Kafka offsets it covers, so that a
+//! restarted or newly assigned processor loads it, seeks and replays only what came after, instead of whole topics
+//! (DESIGN.md §6, docs/RECOVERY.md). Pure code: the caller moves the bytes to and from Redis.
+//!
+//! What can be derived is not stored. Merchant configurations come from [`Configs`] as in `PartitionCore::slot`
+//! (Postgres owns them; a fingerprint per merchant rejects a snapshot taken under another configuration, whose
+//! segment ids would mean other segments); segment counts come from the published evaluations; timers from each
+//! customer's next boundary; and the order → customer index mostly from one bit on each order record. Decoding
+//! treats the bytes as untrusted: a length and a checksum frame them, every count is checked against the bytes left
+//! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
+//! input is an error, never a panic.
+//!
+//! Layout, version 1. Integers are LEB128 varints unless marked, signed ones zigzag; ascending ids are written as
+//! the first id then the gaps to the next, which the decoder requires to be at least one.
+//! ```text
+//! "LNRS" | format version u16 LE | total length u64 LE | partition i32 LE
+//! offsets:    count, then per topic: name length, name UTF-8, next offset (signed)
+//! merchants:  count, then per merchant: id length, id, config fingerprint u64 LE, currency exponent u8
+//! per merchant, in that order:
+//!   customers by ascending id: id gap, version, (r-1)·25+(f-1)·5+(m-1) u8, segment u8, stage | 8 if extra u8,
+//!     first seen, last engaged (compact seconds), order count, per order by ascending id:
+//!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8 (| 0x80 when the
+//!     index maps the order to this customer);
+//!     with extra: refund ids (count, gaps), points event keys (count, u64 LE each), points (signed)
+//!   other index entries: count, then per entry by ascending order id: order id gap, customer id
+//!   orphan refunds: count, then per order by ascending id: order id gap, count, per refund: id, amount (signed)
+//! checksum u64 LE of every byte before it
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use functions::{
+    evaluate, next_change, AggregateParts, CustomerAggregate, CustomerState, Evaluation,
+    LifecycleStage, Money, OrderRecord, Rfm, RfmConfig, Timestamp,
+};
+use streams::MerchantId;
+
+use crate::merchant::MerchantState;
+use crate::partition::{Configs, PartitionCore};
+
+use wire::{checksum, put_len, put_signed, put_str, put_varint, Gaps, Reader, FORMAT_VERSION};
+
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+const EXTRA: u8 = 8;
+const INDEXED: u8 = 0x80;
+/// Highest currency exponent this build produces (`functions::money::currency_exponent`).
+const MAX_EXPONENT: u8 = 3;
+
+/// The Kafka position a snapshot covers: for each input topic of the partition, the next offset to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotOffsets(pub BTreeMap<String, i64>);
+
+/// Why a snapshot was refused. Any of these means: do not trust it, replay from Kafka instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the snapshot is truncated")]
+    Truncated,
+    #[error("not a partition snapshot (bad magic)")]
+    BadMagic,
+    #[error("snapshot format version {0} is not one this build reads ({FORMAT_VERSION})")]
+    UnknownVersion(u16),
+    #[error("the snapshot is of partition {found}, not {expected}")]
+    WrongPartition { expected: i32, found: i32 },
+    #[error("the snapshot's checksum does not match its contents")]
+    ChecksumMismatch,
+    #[error("the snapshot was taken under another configuration of {0}")]
+    ConfigChanged(MerchantId),
+    #[error("the snapshot is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+use SnapshotError::Corrupt;
+
+/// What a snapshot covers, read without decoding its customers: enough to load the merchants' configurations into
+/// [`Configs`] and to compare the offsets with the topics' watermarks before calling `decode_snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub partition: i32,
+    pub offsets: SnapshotOffsets,
+    pub merchants: Vec<MerchantId>,
+}
+
+impl SnapshotSummary {
+    pub fn read(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let front = Front::read(bytes)?;
+        Ok(SnapshotSummary {
+            partition: front.partition,
+            offsets: front.offsets,
+            merchants: front.merchants.into_iter().map(|m| m.id).collect(),
+        })
+    }
+}
+
+impl PartitionCore {
+    /// The partition's state and `offsets` as one self-checking byte string. Deterministic: the same state gives
+    /// the same bytes whatever the hash maps' iteration order.
+    pub fn encode_snapshot(&self, offsets: &SnapshotOffsets) -> Vec<u8> {
+        let customers: usize = self.merchants.iter().map(MerchantState::len).sum();
+        let mut out = wire::begin(64 + 48 * customers);
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        put_len(&mut out, offsets.0.len());
+        for (topic, offset) in &offsets.0 {
+            put_str(&mut out, topic);
+            put_signed(&mut out, *offset);
+        }
+        put_len(&mut out, self.merchants.len());
+        for merchant in &self.merchants {
+            put_str(&mut out, merchant.id.as_str());
+            out.extend_from_slice(&config_fingerprint(&merchant.config).to_le_bytes());
+            out.push(merchant.exponent);
+        }
+        for merchant in &self.merchants {
+            write_merchant(&mut out, merchant);
+        }
+        wire::seal(&mut out);
+        out
+    }
+
+    /// Rebuilds a partition from [`PartitionCore::encode_snapshot`]'s bytes. Configurations are taken from
+    /// `configs` or the default, as for a merchant seen the first time; every customer gets a timer for its next
+    /// boundary after `now`, or at `now` when a boundary passed while nobody owned the partition, so the first
+    /// tick publishes the move the live run would have published.
+    pub fn decode_snapshot(
+        partition: i32,
+        bytes: &[u8],
+        configs: &Configs,
+        now: Timestamp,
+    ) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+        let Front {
+            partition: found,
+            offsets,
+            merchants,
+            mut rest,
+        } = Front::read(bytes)?;
+        if found != partition {
+            return Err(SnapshotError::WrongPartition {
+                expected: partition,
+                found,
+            });
+        }
+        let mut core = PartitionCore::new(partition);
+        let mut scratch = Scratch::default();
+        for entry in merchants {
+            let config = configs
+                .get(&entry.id)
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            if config_fingerprint(&config) != entry.fingerprint {
+                return Err(SnapshotError::ConfigChanged(entry.id));
+            }
+            let mut merchant = MerchantState::new(entry.id.clone(), config);
+            merchant.exponent = entry.exponent;
+            read_merchant(&mut rest, &mut merchant, &mut scratch)?;
+            core.slots.insert(entry.id, core.merchants.len() as u32);
+            core.merchants.push(merchant);
+        }
+        if !rest.0.is_empty() {
+            return Err(Corrupt("bytes after the last merchant"));
+        }
+        schedule_all(&mut core, now);
+        Ok((core, offsets))
+    }
+}
+
+fn schedule_all(core: &mut PartitionCore, now: Timestamp) {
+    for (slot, merchant) in core.merchants.iter().enumerate() {
+        for (customer_id, state) in &merchant.customers {
+            let due = if evaluate(&state.aggregate, &merchant.config, now) != state.published {
+                Some(now)
+            } else {
+                next_change(&state.aggregate, &merchant.config, now)
+            };
+            if let Some(at) = due {
+                core.timers.schedule(at, slot as u32, *customer_id);
+            }
+        }
+    }
+}
+
+/// A snapshot's identity of a configuration: any change to it, thresholds included, may move customers.
+fn config_fingerprint(config: &RfmConfig) -> u64 {
+    checksum(&serde_json::to_vec(config).unwrap_or_default())
+}
+
+fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
+    let mut customers: Vec<(u64, &CustomerState)> =
+        merchant.customers.iter().map(|(id, c)| (*id, c)).collect();
+    customers.sort_unstable_by_key(|(id, _)| *id);
+    put_len(out, customers.len());
+    let mut ids = Gaps::default();
+    let mut implied = 0;
+    for (id, state) in customers {
+        ids.put(out, id);
+        implied += write_customer(out, id, state, &merchant.order_customers);
+    }
+    // The live code indexes an order only after creating its record for that customer, so this list stays empty
+    // unless that changes; it keeps the snapshot exact regardless.
+    let mut others: Vec<(u64, u64)> = Vec::new();
+    if implied != merchant.order_customers.len() {
+        others = merchant
+            .order_customers
+            .iter()
+            .filter(|(order, customer)| !has_order(merchant, **customer, **order))
+            .map(|(order, customer)| (*order, *customer))
+            .collect();
+        others.sort_unstable();
+    }
+    put_len(out, others.len());
+    let mut orders = Gaps::default();
+    for (order, customer) in others {
+        orders.put(out, order);
+        put_varint(out, customer);
+    }
+    write_orphans(out, &merchant.orphan_refunds);
+}
+
+fn has_order(merchant: &MerchantState, customer: u64, order: u64) -> bool {
+    merchant.customers.get(&customer).is_some_and(|c| {
+        let orders = c.aggregate.orders();
+        orders.binary_search_by_key(&order, |o| o.order_id).is_ok()
+    })
+}
+
+/// Returns how many of the customer's orders the index maps to it (flagged instead of listed).
+fn write_customer(
+    out: &mut Vec<u8>,
+    id: u64,
+    state: &CustomerState,
+    index: &HashMap<u64, u64>,
+) -> usize {
+    put_varint(out, u64::from(state.version));
+    let Evaluation {
+        rfm,
+        segment,
+        stage,
+    } = state.published;
+    let digit = |score: u8| score.clamp(1, 5) - 1;
+    out.push(digit(rfm.recency) * 25 + digit(rfm.frequency) * 5 + digit(rfm.monetary));
+    out.push(segment);
+    let parts = state.aggregate.parts();
+    let extra =
+        !parts.refund_ids.is_empty() || !parts.points_event_keys.is_empty() || parts.points != 0;
+    out.push(stage as u8 | if extra { EXTRA } else { 0 });
+    put_varint(out, u64::from(parts.first_seen));
+    put_varint(out, u64::from(parts.last_engaged));
+    put_len(out, parts.orders.len());
+    let (mut ids, mut implied, mut placed) = (Gaps::default(), 0, 0);
+    for order in parts.orders {
+        let (order_id, balance, placed_at, flags) = order.parts();
+        let indexed = index.get(&order_id) == Some(&id);
+        implied += usize::from(indexed);
+        ids.put(out, order_id);
+        put_signed(out, balance);
+        // Order ids rise roughly with time, so the step from the previous order is short.
+        put_signed(out, i64::from(placed_at) - i64::from(placed));
+        placed = placed_at;
+        out.push(flags | if indexed { INDEXED } else { 0 });
+    }
+    if extra {
+        put_len(out, parts.refund_ids.len());
+        let mut refunds = Gaps::default();
+        parts.refund_ids.iter().for_each(|r| refunds.put(out, *r));
+        put_len(out, parts.points_event_keys.len());
+        // Event keys are hashes: gaps between them would be as long as the keys, and fixed width is shorter.
+        parts
+            .points_event_keys
+            .iter()
+            .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
+        put_signed(out, parts.points);
+    }
+    implied
+}
+
+fn write_orphans(out: &mut Vec<u8>, orphans: &HashMap<u64, Vec<(u64, Money)>>) {
+    let mut orders: Vec<(&u64, &Vec<(u64, Money)>)> = orphans.iter().collect();
+    orders.sort_unstable_by_key(|(order, _)| **order);
+    put_len(out, orders.len());
+    let mut ids = Gaps::default();
+    for (order, refunds) in orders {
+        ids.put(out, *order);
+        put_len(out, refunds.len());
+        for (refund_id, amount) in refunds {
+            put_varint(out, *refund_id);
+            put_signed(out, amount.minor());
+        }
+    }
+}
+
+/// Reusable buffers, so decoding a million customers does not allocate three temporaries each.
+#[derive(Default)]
+struct Scratch {
+    orders: Vec<OrderRecord>,
+    refund_ids: Vec<u64>,
+    points_event_keys: Vec<u64>,
+}
+
+fn read_merchant(
+    r: &mut Reader<'_>,
+    merchant: &mut MerchantState,
+    scratch: &mut Scratch,
+) -> Result<(), SnapshotError> {
+    let count = r.count(8)?;
+    merchant.customers.reserve(count);
+    let mut ids = Gaps::default();
+    for _ in 0..count {
+        let id = ids.get(r)?;
+        let state = read_customer(r, id, merchant, scratch)?;
+        merchant.segment_counts[usize::from(state.published.segment)] += 1;
+        merchant.customers.insert(id, state);
+    }
+    let mut orders = Gaps::default();
+    for _ in 0..r.count(2)? {
+        let order = orders.get(r)?;
+        let customer = r.varint()?;
+        if merchant.order_customers.insert(order, customer).is_some() {
+            return Err(Corrupt("an order is indexed twice"));
+        }
+    }
+    let mut orders = Gaps::default();
+    for _ in 0..r.count(2)? {
+        let order = orders.get(r)?;
+        let n = r.count(2)?;
+        let mut refunds = Vec::with_capacity(n);
+        for _ in 0..n {
+            refunds.push((r.varint()?, Money::from_minor(r.signed()?)));
+        }
+        merchant.orphan_refunds.insert(order, refunds);
+    }
+    Ok(())
+}
+
+/// Reads one customer; its flagged orders go into the merchant's order index. Segment ids are checked against the
+/// merchant's table because segment counts and published changes index it.
+fn read_customer(
+    r: &mut Reader<'_>,
+    id: u64,
+    merchant: &mut MerchantState,
+    s: &mut Scratch,
+) -> Result<CustomerState, SnapshotError> {
+    let version = r.u32()?;
+    let (published, extra) = read_evaluation(r, &merchant.config)?;
+    let (first_seen, last_engaged) = (r.u32()?, r.u32()?);
+    s.orders.clear();
+    let (mut ids, mut placed) = (Gaps::default(), 0u32);
+    for _ in 0..r.count(4)? {
+        let order_id = ids.get(r)?;
+        let balance = r.signed()?;
+        let step = r.signed()?;
+        let placed_at = i64::from(placed)
+            .checked_add(step)
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or(Corrupt("order time out of range"))?;
+        placed = placed_at;
+        let flags = r.u8()?;
+        let record = OrderRecord::from_parts(order_id, balance, placed_at, flags & !INDEXED)
+            .ok_or(Corrupt("unknown order flags"))?;
+        if flags & INDEXED != 0 && merchant.order_customers.insert(order_id, id).is_some() {
+            return Err(Corrupt("an order is indexed twice"));
+        }
+        s.orders.push(record);
+    }
+    s.refund_ids.clear();
+    s.points_event_keys.clear();
+    let points = if extra { read_extra(r, s)? } else { 0 };
+    let aggregate = CustomerAggregate::from_parts(AggregateParts {
+        orders: &s.orders,
+        refund_ids: &s.refund_ids,
+        points_event_keys: &s.points_event_keys,
+        points,
+        first_seen,
+        last_engaged,
+    })
+    .ok_or(Corrupt("aggregate keys out of order"))?;
+    Ok(CustomerState {
+        aggregate,
+        version,
+        published,
+    })
+}
+
+/// The published evaluation, and whether the customer has refunds or points.
+fn read_evaluation(
+    r: &mut Reader<'_>,
+    config: &RfmConfig,
+) -> Result<(Evaluation, bool), SnapshotError> {
+    let rfm = r.u8()?;
+    if rfm >= 125 {
+        return Err(Corrupt("score out of range"));
+    }
+    let segment = r.u8()?;
+    if usize::from(segment) >= config.segments.len() {
+        return Err(Corrupt("segment outside the merchant's table"));
+    }
+    let tag = r.u8()?;
+    let stage = LifecycleStage::from_u8(tag & 7)
+        .filter(|_| tag & !(EXTRA | 7) == 0)
+        .ok_or(Corrupt("unknown lifecycle stage"))?;
+    let evaluation = Evaluation {
+        rfm: Rfm::new(rfm / 25 + 1, rfm / 5 % 5 + 1, rfm % 5 + 1),
+        segment,
+        stage,
+    };
+    Ok((evaluation, tag & EXTRA != 0))
+}
+
+/// Refund ids and points keys into the (cleared) scratch buffers; returns the points balance.
+fn read_extra(r: &mut Reader<'_>, s: &mut Scratch) -> Result<i64, SnapshotError> {
+    let mut ids = Gaps::default();
+    for _ in 0..r.count(1)? {
+        s.refund_ids.push(ids.get(r)?);
+    }
+    for _ in 0..r.count(8)? {
+        s.points_event_keys.push(u64::from_le_bytes(r.array()?));
+    }
+    r.signed()
+}
+
+struct MerchantEntry {
+    id: MerchantId,
+    fingerprint: u64,
+    exponent: u8,
+}
+
+/// Everything before the merchants' customers, and a reader positioned after it.
+struct Front<'a> {
+    partition: i32,
+    offsets: SnapshotOffsets,
+    merchants: Vec<MerchantEntry>,
+    rest: Reader<'a>,
+}
+
+impl<'a> Front<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, SnapshotError> {
+        let mut r = Reader(wire::open(bytes)?);
+        let partition = i32::from_le_bytes(r.array()?);
+        let mut offsets = BTreeMap::new();
+        for _ in 0..r.count(2)? {
+            let topic = r.str()?.to_owned();
+            if offsets.insert(topic, r.signed()?).is_some() {
+                return Err(Corrupt("a topic is listed twice"));
+            }
+        }
+        let count = r.count(10)?;
+        let mut merchants = Vec::with_capacity(count);
+        let mut seen = HashSet::with_capacity(count);
+        for _ in 0..count {
+            let raw = r.str()?;
+            let id = MerchantId::parse(raw)
+                .ok()
+                .filter(|id| id.as_str() == raw && seen.insert(raw))
+                .ok_or(Corrupt("invalid or repeated merchant id"))?;
+            let fingerprint = u64::from_le_bytes(r.array()?);
+            let exponent = r.u8()?;
+            if exponent > MAX_EXPONENT {
+                return Err(Corrupt("currency exponent out of range"));
+            }
+            merchants.push(MerchantEntry {
+                id,
+                fingerprint,
+                exponent,
+            });
+        }
+        Ok(Front {
+            partition,
+            offsets: SnapshotOffsets(offsets),
+            merchants,
+            rest: r,
+        })
+    }
+}
