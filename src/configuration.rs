@@ -14,6 +14,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub kafka_brokers: String,
     pub kafka_group_id: String,
+    /// Consumer-group session timeout: how soon partitions of a crashed instance move.
+    pub kafka_session_timeout: Duration,
     /// Create missing topics at start-up, with this many partitions and replicas.
     pub kafka_create_topics: bool,
     pub kafka_partitions: i32,
@@ -33,6 +35,8 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Shortest time between two dashboard frames of one merchant (coalescing window).
     pub live_frame_interval: Duration,
+    /// How often each partition's state is snapshotted (and its offsets committed).
+    pub snapshot_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,11 @@ impl Settings {
             http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
             kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
             kafka_group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "loyalnest-rfm".to_owned()),
+            kafka_session_timeout: Duration::from_millis(parse_or(
+                &get,
+                "KAFKA_SESSION_TIMEOUT_MS",
+                "45000",
+            )?),
             kafka_create_topics: parse_or(&get, "KAFKA_CREATE_TOPICS", "true")?,
             kafka_partitions: parse_or(&get, "KAFKA_PARTITIONS", "12")?,
             kafka_replication: parse_or(&get, "KAFKA_REPLICATION", "1")?,
@@ -91,6 +100,11 @@ impl Settings {
                 &get,
                 "LIVE_FRAME_INTERVAL_MS",
                 "100",
+            )?),
+            snapshot_interval: Duration::from_millis(parse_or(
+                &get,
+                "SNAPSHOT_INTERVAL_MS",
+                "5000",
             )?),
         })
     }

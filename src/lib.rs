@@ -17,6 +17,7 @@ pub mod replay;
 pub mod routes;
 pub mod score_cache;
 pub mod shopify;
+pub mod snapshots;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -123,6 +123,25 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM (what orchestrators send): the processor then snapshots its partitions and commits before
+/// exiting, so the next owner replays nothing.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
 async fn serve(role: Role) -> anyhow::Result<()> {
     let mut settings =
         Settings::from_env().context("reading configuration from the environment")?;
@@ -148,10 +167,7 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
     }
     if role == Role::All {
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        let engine = Engine::start(&settings, Arc::new(SystemClock), shutdown).await?;
+        let engine = Engine::start(&settings, Arc::new(SystemClock), shutdown_signal()).await?;
         tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
         engine.processor.await?.context("processor failed")?;
         engine.server.stop(true).await;
@@ -161,9 +177,7 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         let processor = startup::build_processor(&settings, Arc::new(SystemClock)).await?;
         tracing::info!(group = %settings.kafka_group_id, "processor consuming");
         return processor
-            .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .run(shutdown_signal())
             .await
             .context("processor failed");
     }

@@ -27,15 +27,30 @@ impl RedisLink {
     /// Runs `pipe` (whose replies are ignored), connecting first if needed; errors and timeouts come back as text
     /// for the caller's log line.
     pub async fn run(&self, pipe: &redis::Pipeline) -> Result<(), String> {
-        let connect = || ConnectionManager::new(self.client.clone());
-        let mut conn = tokio::time::timeout(self.timeout, self.connection.get_or_try_init(connect))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?
-            .clone();
+        let mut conn = self.connection().await?;
         tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn))
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())
+    }
+
+    /// Runs one command and returns its reply, with the same bounds as [`RedisLink::run`].
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        let mut conn = self.connection().await?;
+        tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let connect = || ConnectionManager::new(self.client.clone());
+        Ok(
+            tokio::time::timeout(self.timeout, self.connection.get_or_try_init(connect))
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
+                .map_err(|e| e.to_string())?
+                .clone(),
+        )
     }
 }

@@ -153,7 +153,8 @@ pub async fn build_processor(
     settings: &Settings,
     clock: std::sync::Arc<dyn actors::Clock>,
 ) -> anyhow::Result<crate::processor::Processor> {
-    use crate::processor::{publish::Publisher, ProcessorConfig};
+    use crate::processor::{publish::Publisher, ProcessorConfig, SnapshotSettings};
+    use crate::snapshots::SnapshotStore;
     let store = match &settings.database_url {
         Some(url) => {
             let store = Store::connect_lazy(url)?;
@@ -182,11 +183,26 @@ pub async fn build_processor(
         store,
         cache,
     };
-    ProcessorConfig::new(
-        &settings.kafka_brokers,
-        &settings.kafka_group_id,
-        settings.topics.clone(),
-    )
+    // Without Redis, snapshots stay in memory: they serve a partition that comes back to this process, and
+    // offsets are never committed, so a restart replays from the start.
+    let store = if settings.redis_enabled {
+        let timeout = std::time::Duration::from_secs(10);
+        SnapshotStore::redis(&settings.redis_url, &settings.kafka_group_id, timeout)?
+    } else {
+        SnapshotStore::memory()
+    };
+    ProcessorConfig {
+        snapshots: Some(SnapshotSettings {
+            store,
+            every: settings.snapshot_interval,
+        }),
+        ..ProcessorConfig::new(
+            &settings.kafka_brokers,
+            &settings.kafka_group_id,
+            settings.topics.clone(),
+        )
+    }
+    .with_session_timeout(settings.kafka_session_timeout)
     .build(publisher, clock)
 }
 

@@ -2,9 +2,9 @@
 //! out short batches, stores offsets when told to, and sends records the actors could not decode to the
 //! dead-letter topic.
 //!
-//! Offsets are stored explicitly (`enable.auto.offset.store=false`) and only for records whose effects are
-//! published. On assignment every partition starts from the beginning of its topics: the state a partition needs is
-//! rebuilt by replaying it, until snapshots carry the offsets they cover (issue 5 of the project).
+//! Offsets are stored explicitly (`enable.auto.offset.store=false`), and only for what a durable snapshot covers
+//! (see `recovery`). On assignment a partition starts from its committed offsets; the processor skips what its
+//! snapshot already holds and seeks back when the snapshot is older than the committed position.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use actors::{RawRecord, Rejected};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -24,6 +25,8 @@ use streams::{InputKind, ProduceError, Topics};
 pub struct ConsumerSettings {
     pub brokers: String,
     pub group_id: String,
+    /// How long the group waits for a silent member (a killed process) before moving its partitions.
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -36,6 +39,7 @@ pub struct Polled {
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<i32>>,
+    assigned: Mutex<Vec<i32>>,
 }
 
 impl ClientContext for Rebalances {}
@@ -49,19 +53,15 @@ impl ConsumerContext for Rebalances {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut assignment = tpl.clone();
-                for element in tpl.elements() {
-                    // Replay from the start: the partition's state is rebuilt from its history.
-                    let _ = assignment.set_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        Offset::Beginning,
-                    );
-                }
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-                if let Err(e) = consumer.assign(&assignment) {
+                let mut assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                assigned.sort_unstable();
+                assigned.dedup();
+                tracing::info!(partitions = ?assigned, "partitions assigned");
+                let rewound = rewound_assignment(consumer, tpl);
+                if let Err(e) = consumer.assign(&rewound) {
                     tracing::error!(error = %e, "could not take the assignment");
                 }
+                lock(&self.assigned).extend(assigned);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -72,10 +72,7 @@ impl ConsumerContext for Rebalances {
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "could not release the assignment");
                 }
-                self.revoked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(revoked);
+                lock(&self.revoked).extend(revoked);
             }
             other => tracing::error!(error = ?other, "rebalance failed"),
         }
@@ -96,6 +93,10 @@ impl Source {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
             // Range assigns partition p of every topic to the same member when the topics have equal partition
             // counts, which keeps a merchant's co-partitioned topics in one partition actor.
             .set("partition.assignment.strategy", "range")
@@ -159,14 +160,38 @@ impl Source {
     }
 
     pub fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
+        std::mem::take(&mut *lock(&self.consumer.context().revoked))
+    }
+
+    pub fn take_assigned(&self) -> Vec<i32> {
+        std::mem::take(&mut *lock(&self.consumer.context().assigned))
+    }
+
+    /// Low and high watermarks of one topic partition. Blocks for a broker round trip.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> KafkaResult<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+    }
+
+    /// Moves the fetch position of one topic partition; records fetched before are discarded by librdkafka.
+    pub fn seek(&self, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
+        self.consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
         )
+    }
+
+    /// How many partitions `topic` has. Blocks for a broker round trip.
+    pub fn partition_count(&self, topic: &str) -> KafkaResult<usize> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()))
     }
 
     pub fn commit_stored(&self) {
@@ -174,6 +199,43 @@ impl Source {
             tracing::debug!(error = %e, "nothing committed at shutdown");
         }
     }
+}
+
+/// Fetching must start at or before the first offset of the batch holding the position: Tansu 0.6 answers a fetch
+/// from inside a batch with the batches after it, silently skipping the rest of that one. The processor drops
+/// records below the restored position anyway, so starting earlier costs a little reading and loses nothing.
+pub const REWIND: i64 = 10_000;
+
+/// The assignment starting `REWIND` records before each committed offset (from the start without one).
+fn rewound_assignment(
+    consumer: &BaseConsumer<Rebalances>,
+    tpl: &TopicPartitionList,
+) -> TopicPartitionList {
+    let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+        Ok(committed) => committed,
+        Err(e) => {
+            tracing::warn!(error = %e, "committed offsets unknown; starting from the beginning");
+            TopicPartitionList::new()
+        }
+    };
+    let mut rewound = TopicPartitionList::new();
+    for element in tpl.elements() {
+        let start = match committed
+            .find_partition(element.topic(), element.partition())
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => Offset::Offset((o - REWIND).max(0)),
+            _ => Offset::Beginning,
+        };
+        if let Err(e) = rewound.add_partition_offset(element.topic(), element.partition(), start) {
+            tracing::error!(error = %e, "could not build the assignment");
+        }
+    }
+    rewound
+}
+
+fn lock<T>(notes: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    notes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Sends an undecodable record to `rfm.dlq` with headers saying where it came from and why.

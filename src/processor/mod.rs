@@ -10,13 +10,15 @@
 
 mod consumer;
 pub mod publish;
+mod readback;
+mod recovery;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Addr, Arbiter};
 use actors::{
     ApplyBatch, Clock, Configs, Inspect, Outcome, PartitionActor, PartitionCore, RawRecord, Tick,
 };
@@ -24,6 +26,8 @@ use streams::{MerchantId, Topics};
 
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
+use recovery::Position;
+pub use recovery::SnapshotSettings;
 
 /// The partition actors this instance owns, shared with the read API.
 pub type Registry = Arc<dashmap::DashMap<i32, Addr<PartitionActor>>>;
@@ -43,6 +47,15 @@ where
         }
     }
     out
+}
+
+/// Runs `read` inside one partition actor; `None` if it stopped.
+async fn inspect_one<R, F>(addr: &Addr<PartitionActor>, read: F) -> Option<R>
+where
+    R: Send + 'static,
+    F: FnOnce(&PartitionCore) -> R + Send + 'static,
+{
+    addr.send(Inspect(read)).await.ok()
 }
 
 /// Counters the tests and the benchmark read to know how far the processor got.
@@ -94,6 +107,8 @@ pub struct ProcessorConfig {
     pub batch_max: usize,
     pub batch_linger: Duration,
     pub tick_every: Duration,
+    /// Where and how often partition state is snapshotted; `None` replays every assigned partition from the start.
+    pub snapshots: Option<SnapshotSettings>,
 }
 
 impl ProcessorConfig {
@@ -102,12 +117,19 @@ impl ProcessorConfig {
             consumer: ConsumerSettings {
                 brokers: brokers.to_owned(),
                 group_id: group_id.to_owned(),
+                session_timeout: Duration::from_secs(45),
             },
             topics,
             batch_max: 5_000,
             batch_linger: Duration::from_millis(5),
             tick_every: Duration::from_millis(250),
+            snapshots: None,
         }
+    }
+
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer.session_timeout = timeout;
+        self
     }
 
     pub fn build(self, publisher: Publisher, clock: Arc<dyn Clock>) -> anyhow::Result<Processor> {
@@ -123,6 +145,10 @@ impl ProcessorConfig {
             stats: Arc::new(ProcessorStats::default()),
             in_flight: VecDeque::new(),
             live: None,
+            positions: HashMap::new(),
+            brokers: self.consumer.brokers.clone(),
+            snapshots: self.snapshots,
+            last_snapshot: Instant::now(),
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             tick_every: self.tick_every,
@@ -130,13 +156,21 @@ impl ProcessorConfig {
     }
 }
 
-/// A batch being published: its offsets become storable when `done` completes.
+/// A batch being published. Its offsets are covered by the next snapshot taken after `done` completes.
 struct InFlight {
     done: tokio::task::JoinHandle<()>,
-    partition: i32,
-    offsets: HashMap<String, i64>,
     timestamps: Vec<i64>,
     events: u64,
+}
+
+impl InFlight {
+    fn without_events(done: tokio::task::JoinHandle<()>) -> Self {
+        InFlight {
+            done,
+            timestamps: Vec::new(),
+            events: 0,
+        }
+    }
 }
 
 /// How many batches may be publishing at once before the consumer waits: enough to overlap broker round trips,
@@ -156,6 +190,11 @@ pub struct Processor {
     /// Dashboards' feed; sees each outcome before it is published, since showing a change early is harmless
     /// (a replay after a crash reproduces the same state).
     live: Option<Arc<crate::live::LiveFeed>>,
+    /// Where each owned partition stands (see `recovery`).
+    positions: HashMap<i32, Position>,
+    brokers: String,
+    snapshots: Option<SnapshotSettings>,
+    last_snapshot: Instant,
     batch_max: usize,
     batch_linger: Duration,
     tick_every: Duration,
@@ -188,6 +227,8 @@ impl Processor {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {
                     self.settle(0).await?;
+                    self.take_assignments().await;
+                    self.snapshot_if_due(false).await?;
                     self.tick().await;
                     continue;
                 }
@@ -197,16 +238,40 @@ impl Processor {
             self.source
                 .fill(&mut batch, self.batch_max, self.batch_linger)
                 .await;
-            for partition in self.source.take_revoked() {
-                // Its state now belongs to whoever was assigned the partition; drop ours.
-                self.partitions.remove(&partition);
-            }
+            self.take_assignments().await;
             self.process(batch).await?;
         }
         tracing::info!("processor stopping");
         self.settle(0).await?;
+        self.snapshot_if_due(true).await?;
         self.source.commit_stored();
         Ok(())
+    }
+
+    /// Drops revoked partitions (their state now belongs to the new owner) and restores newly assigned ones, so a
+    /// partition without new records still gets its state and timers.
+    async fn take_assignments(&mut self) {
+        for partition in self.source.take_revoked() {
+            self.partitions.remove(&partition);
+            self.positions.remove(&partition);
+        }
+        for partition in self.source.take_assigned() {
+            if !self.positions.contains_key(&partition) {
+                self.restore(partition).await;
+            }
+        }
+        // A restore whose remaining records were all skipped, or whose read-back failed, ends here.
+        let restoring: Vec<i32> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.restoring())
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in restoring {
+            self.finish_if_caught_up(partition).await;
+        }
+        let restoring = self.positions.values().filter(|p| p.restoring()).count();
+        metrics::gauge!("processor_partitions_restoring").set(restoring as f64);
     }
 
     async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
@@ -218,27 +283,25 @@ impl Processor {
                 .push(polled);
         }
         for (partition, records) in by_partition {
-            let mut offsets: HashMap<String, i64> = HashMap::new();
-            let mut timestamps = Vec::with_capacity(records.len());
-            let mut raw = Vec::with_capacity(records.len());
-            for record in records {
-                // Look up before inserting: cloning the topic name for every record is wasted on the hot path.
-                match offsets.get_mut(&record.raw.topic) {
-                    Some(last) => *last = (*last).max(record.raw.offset),
-                    None => {
-                        offsets.insert(record.raw.topic.clone(), record.raw.offset);
-                    }
-                }
-                timestamps.extend(record.raw.timestamp_ms);
-                raw.push(record.raw);
+            if !self.positions.contains_key(&partition) && !self.restore(partition).await {
+                continue;
             }
+            let raw = self.admit(partition, records.into_iter().map(|p| p.raw).collect());
+            if raw.is_empty() {
+                continue;
+            }
+            let timestamps: Vec<i64> = raw.iter().filter_map(|r| r.timestamp_ms).collect();
             if let Some(oldest) = timestamps.iter().min() {
                 let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
                 tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
             }
             self.load_configs(&raw).await;
             let count = raw.len() as u64;
-            let outcome = self.apply(partition, raw).await;
+            let quiet = self
+                .positions
+                .get(&partition)
+                .is_some_and(Position::restoring);
+            let outcome = self.apply(partition, raw, quiet).await;
             for rejected in &outcome.rejected {
                 consumer::dead_letter(
                     &self.publisher.sink,
@@ -255,31 +318,30 @@ impl Processor {
             let done = tokio::task::spawn_local(self.publisher.start(outcome));
             self.in_flight.push_back(InFlight {
                 done,
-                partition,
-                offsets,
                 timestamps,
                 events: count,
             });
             self.settle(MAX_IN_FLIGHT).await?;
+            if quiet {
+                self.finish_if_caught_up(partition).await;
+            }
         }
         Ok(())
     }
 
-    /// Stores the offsets of every finished batch at the front of the queue, waiting while more than `keep` are
-    /// in flight.
+    /// Retires every finished batch at the front of the queue, waiting while more than `keep` are in flight.
     async fn settle(&mut self, keep: usize) -> Result<(), PublishError> {
         while let Some(front) = self.in_flight.front() {
             if front.done.is_finished() || self.in_flight.len() > keep {
                 let Some(batch) = self.in_flight.pop_front() else {
                     break;
                 };
-                // Storing this batch's offsets without its effects would lose them; stop instead, and let the
-                // restart replay from the last stored offsets.
+                // A snapshot after a batch whose effects are not out would lose them; stop instead, and let the
+                // restart replay from the last snapshot.
                 batch
                     .done
                     .await
                     .map_err(|e| PublishError::Task(e.to_string()))?;
-                self.source.store_offsets(batch.partition, &batch.offsets);
                 self.stats.record_latencies(&batch.timestamps);
                 self.stats.events.fetch_add(batch.events, Ordering::SeqCst);
             } else {
@@ -289,10 +351,17 @@ impl Processor {
         Ok(())
     }
 
-    async fn apply(&mut self, partition: i32, records: Vec<RawRecord>) -> Outcome {
+    async fn apply(&mut self, partition: i32, records: Vec<RawRecord>, quiet: bool) -> Outcome {
         let now = self.clock.now();
-        let addr = self.partition(partition);
-        match addr.send(ApplyBatch { records, now }).await {
+        let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
+            return Outcome::default();
+        };
+        let batch = ApplyBatch {
+            records,
+            now,
+            quiet,
+        };
+        match addr.send(batch).await {
             Ok(outcome) => outcome,
             // The actor only stops with its arbiter, i.e. at shutdown.
             Err(e) => {
@@ -300,20 +369,6 @@ impl Processor {
                 Outcome::default()
             }
         }
-    }
-
-    fn partition(&mut self, partition: i32) -> Addr<PartitionActor> {
-        let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
-        let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
-        self.partitions
-            .entry(partition)
-            .or_insert_with(|| {
-                PartitionActor::start_in_arbiter(&arbiter, move |_| {
-                    PartitionActor::new(partition, configs, topics)
-                })
-            })
-            .value()
-            .clone()
     }
 
     /// Loads configurations of merchants seen for the first time (the record key is the merchant); defaults when
@@ -326,9 +381,12 @@ impl Processor {
             .into_iter()
             .filter_map(|k| std::str::from_utf8(k).ok())
             .filter_map(|k| MerchantId::parse(k).ok())
-            .filter(|m| !self.configs.contains_key(m))
             .collect();
-        for merchant in &merchants {
+        self.load_configs_of(merchants).await;
+    }
+
+    async fn load_configs_of(&self, merchants: Vec<MerchantId>) {
+        for merchant in merchants.iter().filter(|m| !self.configs.contains_key(*m)) {
             let config = match &self.publisher.store {
                 Some(store) => match store.load_config(merchant).await {
                     Ok(config) => config.unwrap_or_default(),
@@ -345,8 +403,13 @@ impl Processor {
 
     async fn tick(&mut self) {
         let now = self.clock.now();
-        let actors: Vec<Addr<PartitionActor>> =
-            self.partitions.iter().map(|e| e.value().clone()).collect();
+        // Restoring partitions fire their boundaries in the restore's reconciliation instead.
+        let actors: Vec<Addr<PartitionActor>> = self
+            .partitions
+            .iter()
+            .filter(|e| !self.positions.get(e.key()).is_some_and(Position::restoring))
+            .map(|e| e.value().clone())
+            .collect();
         for addr in actors {
             if let Ok(outcome) = addr.send(Tick { now }).await {
                 if let Some(live) = &self.live {

@@ -248,6 +248,52 @@ fn to_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
+/// Every record of every partition of `topic`, from the beginning to the end each partition has when its reader
+/// gets there. The end is found by fetching (end-of-partition events), not by ListOffsets, which Tansu answers with
+/// the base offset of the last batch.
+pub async fn read_all_records(brokers: &str, topic: &str) -> Vec<Record> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", unique("reader-"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut open = std::collections::HashSet::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                .expect("partition");
+            open.insert(p.id());
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut records = Vec::new();
+        while !open.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: not read to the end within 60 s"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) => panic!("{topic}: {e}"),
+                Some(Ok(message)) => records.push(to_record(&message)),
+            }
+        }
+        records
+    })
+    .await
+    .expect("reader thread")
+}
+
 /// A fresh, migrated database for one test, as zero2prod does: nothing a test writes is seen by another.
 pub async fn fresh_database() -> String {
     use sqlx::Executor;

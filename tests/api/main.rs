@@ -7,5 +7,6 @@ mod demo;
 mod helpers;
 mod live;
 mod processor;
+mod recovery;
 mod webhooks;
 mod webhooks_faults;

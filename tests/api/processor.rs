@@ -153,22 +153,22 @@ struct OrderTruth {
 }
 
 #[derive(Default, Clone)]
-struct CustomerTruth {
+pub(crate) struct CustomerTruth {
     orders: BTreeMap<u64, OrderTruth>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Expected {
-    orders: i64,
-    net_cents: i64,
+pub(crate) struct Expected {
+    pub orders: i64,
+    pub net_cents: i64,
     r: i16,
     f: i16,
     m: i16,
-    segment: &'static str,
+    pub segment: &'static str,
 }
 
 impl CustomerTruth {
-    fn expected(&self, now: i64) -> Expected {
+    pub(crate) fn expected(&self, now: i64) -> Expected {
         let valid: Vec<&OrderTruth> = self
             .orders
             .values()
@@ -228,7 +228,9 @@ impl CustomerTruth {
 
 /// A deterministic scripted stream: orders, cancels (some before their order), refunds (some before their order,
 /// some larger than the order), test orders, points, and redeliveries of about one event in five.
-fn script(merchants: &[MerchantId]) -> (Vec<InputEvent>, HashMap<(String, u64), CustomerTruth>) {
+pub(crate) fn script(
+    merchants: &[MerchantId],
+) -> (Vec<InputEvent>, HashMap<(String, u64), CustomerTruth>) {
     let mut seed: u64 = 0x5eed;
     let mut rand = move |n: u64| {
         seed = seed
