@@ -65,6 +65,7 @@ impl ConsumerContext for Rebalances {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                revoked.sort_unstable();
                 revoked.dedup();
                 tracing::info!(partitions = ?revoked, "partitions revoked");
                 // Commit what was published before giving the partitions away.

@@ -272,6 +272,7 @@ impl Processor {
         }
         let restoring = self.positions.values().filter(|p| p.restoring()).count();
         metrics::gauge!("processor_partitions_restoring").set(restoring as f64);
+        metrics::gauge!("processor_partitions_owned").set(self.positions.len() as f64);
     }
 
     async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {

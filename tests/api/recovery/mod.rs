@@ -1,9 +1,11 @@
-//! Crash recovery of the real binary: a known stream flows while the process is killed with SIGKILL at random
-//! moments and restarted each time. A checker that shares no code with the engine then requires every customer's
-//! aggregates to equal the oracle (nothing lost, nothing counted twice), every `(customer, version)` to appear
-//! once on `rfm.updated`, each customer's last published segment to be the oracle's, and every delta row to agree
-//! with the record of its version. `CRASH_KILLS` sets the number of kills (CI: 5; see docs/RECOVERY.md for the
-//! long mode).
+//! Recovery of the real binary, run as separate processes: killed with SIGKILL (`crash`), or sharing the group
+//! with other instances that stop and start (`rebalance`). A checker that shares no code with the engine then
+//! requires every customer's aggregates to equal the oracle (nothing lost, nothing counted twice), every
+//! `(customer, version)` to appear once on `rfm.updated`, each customer's last published segment to be the
+//! oracle's, and every delta row to agree with the record of its version.
+
+mod crash;
+mod rebalance;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -25,6 +27,121 @@ const SNAPSHOT_MS: u64 = 600;
 
 /// Where a customer with no published change stands: R1 F1 M1 under the default rules.
 const INITIAL_SEGMENT: &str = "inactive";
+
+/// Fresh topics (3 partitions), group, database, merchants and the scripted stream with its oracle.
+struct Scenario {
+    topics: Topics,
+    database: String,
+    env: Vec<(&'static str, String)>,
+    merchants: Vec<MerchantId>,
+    events: Vec<InputEvent>,
+    truth: HashMap<(String, u64), CustomerTruth>,
+}
+
+impl Scenario {
+    async fn new(name: &str) -> Scenario {
+        crate::helpers::init_test_logs();
+        let prefix = format!("{}.", unique(name));
+        let topics = Topics::with_prefix(&prefix);
+        streams::admin::ensure_topics(&brokers(), &topics, 3, 1)
+            .await
+            .unwrap();
+        let database = fresh_database().await;
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let env = vec![
+            ("SHOPIFY_API_SECRET", SECRET.to_owned()),
+            ("SHOPIFY_API_KEY", API_KEY.to_owned()),
+            ("KAFKA_BROKERS", brokers()),
+            ("KAFKA_TOPIC_PREFIX", prefix),
+            ("KAFKA_GROUP_ID", unique(&format!("{name}-g-"))),
+            ("KAFKA_CREATE_TOPICS", "false".into()),
+            // A killed member's partitions move when its session expires; keep that short.
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("SNAPSHOT_INTERVAL_MS", SNAPSHOT_MS.to_string()),
+            ("DATABASE_URL", database.clone()),
+            ("REDIS_URL", redis),
+            ("RUST_LOG", "info".into()),
+        ];
+        let merchants: Vec<MerchantId> = (0..4)
+            .map(|i| MerchantId::parse(&format!("{}-{i}.myshopify.com", unique(name))).unwrap())
+            .collect();
+        let (events, truth) = script(&merchants);
+        Scenario {
+            topics,
+            database,
+            env,
+            merchants,
+            events,
+            truth,
+        }
+    }
+
+    /// An instance of the binary in this scenario's group, on its own port, not started yet.
+    fn instance(&self) -> Instance {
+        Instance {
+            env: self.env.clone(),
+            port: free_port(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    async fn produce(&self, events: &[InputEvent]) {
+        produce(&brokers(), &self.topics, events).await;
+    }
+
+    /// The whole check, once the stream is in: served state, published segments, then versions and rows.
+    async fn check(&self, addresses: &[String]) {
+        let now = chrono::Utc::now().timestamp();
+        let mut rounds = 0;
+        eventually(
+            "every customer equal to the oracle",
+            Duration::from_secs(180),
+            async || {
+                let wrong = mismatches(addresses, &self.merchants, &self.truth, now).await;
+                rounds += 1;
+                if rounds % 100 == 0 {
+                    eprintln!(
+                        "still differing from the oracle: {:?}",
+                        &wrong[..wrong.len().min(5)]
+                    );
+                }
+                wrong.is_empty()
+            },
+        )
+        .await;
+        // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
+        let mut rounds = 0;
+        eventually(
+            "every last published segment equal to the oracle",
+            Duration::from_secs(60),
+            async || {
+                let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
+                let wrong = last_segment_mismatches(&records, &self.truth, now);
+                rounds += 1;
+                if rounds % 20 == 0 {
+                    eprintln!(
+                        "published segments still differing: {:?}",
+                        &wrong[..wrong.len().min(5)]
+                    );
+                }
+                wrong.is_empty()
+            },
+        )
+        .await;
+        // Rows first: each row's record was acknowledged before the row was written, so it is in the read after.
+        let db = PgPool::connect(&self.database).await.unwrap();
+        let rows: Vec<(String, i64, i32, String)> = sqlx::query_as(
+            "SELECT merchant_id, customer_id, version, to_segment FROM rfm_segment_deltas",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
+        check_versions_unique(&records);
+        check_delta_rows(rows, &records);
+    }
+}
 
 /// The binary under test with one fixed environment, restarted on the same port after each kill.
 struct Instance {
@@ -55,6 +172,16 @@ impl Instance {
 
     fn address(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM: the graceful stop an orchestrator sends; the instance snapshots and commits before it exits.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status();
+            assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+            child.wait().expect("reap");
+        }
     }
 
     fn kill_9(&mut self) {
@@ -108,9 +235,39 @@ fn cents(decimal: &str) -> i64 {
     }
 }
 
-/// Customers whose API answer differs from the oracle's orders and net spend, as readable lines.
+/// One customer's (orders, net spend in cents) from whichever of `addresses` serves it from live state, or an
+/// error line. A 404 everywhere means the engine has never seen the customer.
+async fn live_totals(
+    client: &reqwest::Client,
+    addresses: &[String],
+    token: &str,
+    customer: u64,
+) -> Result<(i64, i64), String> {
+    let mut found = None;
+    for address in addresses {
+        let url = format!("{address}/api/v1/rfm/customers/{customer}");
+        let answer = client.get(&url).bearer_auth(token).send().await;
+        match answer {
+            Ok(r) if r.status() == 200 => {
+                let body: Value = r.json().await.unwrap_or_default();
+                let net = body["net_spend"].as_str().map(cents).unwrap_or(i64::MIN);
+                let totals = (body["orders"].as_i64().unwrap_or(-1), net);
+                if body["source"] == "live" {
+                    return Ok(totals);
+                }
+                found = Some(totals);
+            }
+            Ok(r) if r.status() == 404 => {}
+            Ok(r) => return Err(format!("{url}: HTTP {}", r.status())),
+            Err(e) => return Err(format!("{url}: {e}")),
+        }
+    }
+    Ok(found.unwrap_or((0, 0)))
+}
+
+/// Customers whose served totals differ from the oracle's, as readable lines.
 async fn mismatches(
-    address: &str,
+    addresses: &[String],
     merchants: &[MerchantId],
     truth: &HashMap<(String, u64), CustomerTruth>,
     now: i64,
@@ -123,23 +280,13 @@ async fn mismatches(
     let mut wrong = Vec::new();
     for ((merchant, customer), t) in truth {
         let expected = t.expected(now);
-        let url = format!("{address}/api/v1/rfm/customers/{customer}");
-        let answer = client.get(&url).bearer_auth(&tokens[merchant]).send().await;
-        let actual = match answer {
-            Ok(r) if r.status() == 200 => {
-                let body: Value = r.json().await.unwrap_or_default();
-                let net = body["net_spend"].as_str().map(cents).unwrap_or(i64::MIN);
-                (body["orders"].as_i64().unwrap_or(-1), net)
-            }
-            Ok(r) if r.status() == 404 => (0, 0),
-            Ok(r) => return vec![format!("{url}: HTTP {}", r.status())],
-            Err(e) => return vec![format!("{url}: {e}")],
-        };
-        if actual != (expected.orders, expected.net_cents) {
-            wrong.push(format!(
+        match live_totals(&client, addresses, &tokens[merchant], *customer).await {
+            Ok(actual) if actual == (expected.orders, expected.net_cents) => {}
+            Ok(actual) => wrong.push(format!(
                 "{merchant} {customer}: {actual:?}, oracle ({}, {})",
                 expected.orders, expected.net_cents
-            ));
+            )),
+            Err(e) => return vec![e],
         }
     }
     wrong
@@ -216,117 +363,6 @@ async fn produce(brokers: &str, topics: &Topics, events: &[InputEvent]) {
         };
         sink.send(record).await.expect("broker acknowledges");
     }
-}
-
-#[actix_web::test]
-async fn kill_9_at_random_moments_loses_nothing_and_publishes_each_version_once() {
-    crate::helpers::init_test_logs();
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(5);
-    let mut random = rng();
-    let prefix = format!("{}.", unique("crash"));
-    let topics = Topics::with_prefix(&prefix);
-    streams::admin::ensure_topics(&brokers(), &topics, 3, 1)
-        .await
-        .unwrap();
-    let database = fresh_database().await;
-    let group = unique("crash-g-");
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut instance = Instance {
-        env: vec![
-            ("SHOPIFY_API_SECRET", SECRET.to_owned()),
-            ("SHOPIFY_API_KEY", API_KEY.to_owned()),
-            ("KAFKA_BROKERS", brokers()),
-            ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-            ("KAFKA_GROUP_ID", group.clone()),
-            ("KAFKA_CREATE_TOPICS", "false".into()),
-            // A killed member's partitions move when its session expires; keep that short.
-            ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
-            ("SNAPSHOT_INTERVAL_MS", SNAPSHOT_MS.to_string()),
-            ("DATABASE_URL", database.clone()),
-            ("REDIS_URL", redis.clone()),
-            ("RUST_LOG", "info".into()),
-        ],
-        port: free_port(),
-        child: None,
-        starts: 0,
-    };
-    let merchants: Vec<MerchantId> = (0..4)
-        .map(|i| MerchantId::parse(&format!("{}-{i}.myshopify.com", unique("crash"))).unwrap())
-        .collect();
-    let (events, truth) = script(&merchants);
-    let chunk = events.len().div_ceil(kills + 1);
-
-    instance.start();
-    for (i, part) in events.chunks(chunk).enumerate() {
-        if i > 0 && i <= kills {
-            // Kills must also land after this instance snapshotted restored state and then published more.
-            wait_for_snapshots_after_restore(&instance.address()).await;
-        }
-        produce(&brokers(), &topics, part).await;
-        if i < kills {
-            // Once the instance owns partitions again, a random moment while the chunk is consumed, published or
-            // snapshotted.
-            wait_until_live(&instance.address(), &merchants).await;
-            tokio::time::sleep(Duration::from_millis(random(2 * SNAPSHOT_MS))).await;
-            instance.kill_9();
-            instance.start();
-        }
-    }
-    assert_eq!(instance.starts as usize, kills + 1);
-
-    let address = instance.address();
-    let now = chrono::Utc::now().timestamp();
-    let mut rounds = 0;
-    eventually(
-        "every customer equal to the oracle after the last restart",
-        Duration::from_secs(180),
-        async || {
-            let wrong = mismatches(&address, &merchants, &truth, now).await;
-            rounds += 1;
-            if rounds % 100 == 0 {
-                eprintln!(
-                    "still differing from the oracle: {:?}",
-                    &wrong[..wrong.len().min(5)]
-                );
-            }
-            wrong.is_empty()
-        },
-    )
-    .await;
-
-    // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
-    let mut rounds = 0;
-    eventually(
-        "every customer's last published segment equal to the oracle",
-        Duration::from_secs(60),
-        async || {
-            let records = read_all_records(&brokers(), &topics.rfm_updated).await;
-            let wrong = last_segment_mismatches(&records, &truth, now);
-            rounds += 1;
-            if rounds % 20 == 0 {
-                eprintln!(
-                    "published segments still differing: {:?}",
-                    &wrong[..wrong.len().min(5)]
-                );
-            }
-            wrong.is_empty()
-        },
-    )
-    .await;
-    // Rows first: each row's record was acknowledged before the row was written, so it is in the read after.
-    let db = PgPool::connect(&database).await.unwrap();
-    let rows: Vec<(String, i64, i32, String)> = sqlx::query_as(
-        "SELECT merchant_id, customer_id, version, to_segment FROM rfm_segment_deltas",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let records = read_all_records(&brokers(), &topics.rfm_updated).await;
-    check_versions_unique(&records);
-    check_delta_rows(rows, &records);
 }
 
 fn version_key(r: &Record) -> (String, u64, u64) {
