@@ -187,11 +187,21 @@ impl PartitionCore {
 
     /// Fires every recency boundary due at `now`.
     pub fn tick(&mut self, now: Timestamp) -> Outcome {
+        let due = self.timers.pop_due(now);
+        self.rescore_all(due, now, &format!("timer:{}", now.unix()))
+    }
+
+    /// Re-evaluates each `(slot, customer)` at `now`, schedules its next boundary, and returns the changes.
+    pub(crate) fn rescore_all(
+        &mut self,
+        due: impl IntoIterator<Item = (u32, u64)>,
+        now: Timestamp,
+        trace: &str,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         let mut effects = Vec::new();
-        let trace = format!("timer:{}", now.unix());
         let mut touched: Vec<u32> = Vec::new();
-        for (slot, customer_id) in self.timers.pop_due(now) {
+        for (slot, customer_id) in due {
             if !touched.contains(&slot) {
                 touched.push(slot);
             }
@@ -201,7 +211,7 @@ impl PartitionCore {
             if let Some(next) = merchant.next_change(customer_id, now) {
                 self.timers.schedule(next, slot, customer_id);
             }
-            self.collect(slot, &effects, now, &trace, None, &mut outcome);
+            self.collect(slot, &effects, now, trace, None, &mut outcome);
         }
         outcome.live = touched
             .into_iter()

@@ -107,31 +107,7 @@ impl PartitionCore {
                 pending.insert((slot, record.customer_id));
             }
         }
-        self.reconcile(pending, now)
-    }
-
-    fn reconcile(&mut self, pending: BTreeSet<(u32, u64)>, now: Timestamp) -> Outcome {
-        let mut outcome = Outcome::default();
-        let mut effects = Vec::new();
-        let trace = format!("restore:{}", now.unix());
-        let mut slots: Vec<u32> = Vec::new();
-        for (slot, customer_id) in pending {
-            if slots.last() != Some(&slot) {
-                slots.push(slot);
-            }
-            effects.clear();
-            let merchant = &mut self.merchants[slot as usize];
-            merchant.rescore(customer_id, now, &mut effects);
-            if let Some(next) = merchant.next_change(customer_id, now) {
-                self.timers.schedule(next, slot, customer_id);
-            }
-            self.collect(slot, &effects, now, &trace, None, &mut outcome);
-        }
-        outcome.live = slots
-            .into_iter()
-            .map(|slot| self.live_counts(slot, 0))
-            .collect();
-        outcome
+        self.rescore_all(pending, now, &format!("restore:{}", now.unix()))
     }
 }
 
