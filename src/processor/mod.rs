@@ -149,6 +149,7 @@ impl ProcessorConfig {
             brokers: self.consumer.brokers.clone(),
             snapshots: self.snapshots,
             last_snapshot: Instant::now(),
+            saving: None,
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             tick_every: self.tick_every,
@@ -195,6 +196,8 @@ pub struct Processor {
     brokers: String,
     snapshots: Option<SnapshotSettings>,
     last_snapshot: Instant,
+    /// The snapshot round being written: per partition, the offsets it covers and the outcome.
+    saving: Option<tokio::task::JoinHandle<Vec<recovery::Written>>>,
     batch_max: usize,
     batch_linger: Duration,
     tick_every: Duration,

@@ -50,6 +50,13 @@ impl Position {
     }
 }
 
+/// One partition's snapshot of a round: the offsets it covers, and its size once written.
+pub(super) type Written = (
+    i32,
+    HashMap<String, i64>,
+    Result<usize, crate::snapshots::StoreError>,
+);
+
 /// Settings of the snapshot loop.
 pub struct SnapshotSettings {
     pub store: crate::snapshots::SnapshotStore,
@@ -223,56 +230,85 @@ impl Processor {
         self.in_flight.push_back(InFlight::without_events(done));
     }
 
-    /// Snapshots every partition that is not restoring, if one is due. Waits for everything in flight first, so a
-    /// snapshot never holds a change that is not yet published.
+    /// Snapshots every partition that is not restoring, if one is due and the previous round is written. Waits for
+    /// everything in flight first, so a snapshot never holds a change that is not yet published. The writes run in
+    /// the background, so a slow or absent Redis does not stall consumption; their offsets are stored when the round
+    /// is collected. `force` (shutdown) waits for the round to be written.
     pub(super) async fn snapshot_if_due(&mut self, force: bool) -> Result<(), super::PublishError> {
         let Some(snapshots) = &self.snapshots else {
             return Ok(());
         };
-        if !force && self.last_snapshot.elapsed() < snapshots.every {
+        let due = force || self.last_snapshot.elapsed() >= snapshots.every;
+        if !self.collect_snapshots(force).await || !due {
             return Ok(());
         }
         self.last_snapshot = Instant::now();
         self.settle(0).await?;
-        let marks = self.current_output_marks();
+        let Some(marks) = self.current_output_marks() else {
+            return Ok(());
+        };
         let owned: Vec<(i32, Addr<PartitionActor>)> = self
             .partitions
             .iter()
+            .filter(|e| self.positions.get(e.key()).is_some_and(|p| !p.restoring()))
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
+        let mut round = Vec::with_capacity(owned.len());
         for (partition, addr) in owned {
             let Some(position) = self.positions.get(&partition) else {
                 continue;
             };
-            let (Some(marks), false) = (&marks, position.restoring()) else {
-                continue;
-            };
             let mut offsets = SnapshotOffsets(position.next.clone().into_iter().collect());
-            for (p, high) in marks {
+            for (p, high) in &marks {
                 offsets
                     .0
                     .insert(mark_key(&self.publisher.topics.rfm_updated, *p), *high);
             }
-            let stored: HashMap<String, i64> = position
+            let covered: HashMap<String, i64> = position
                 .next
                 .iter()
                 .filter(|(_, next)| **next > 0)
                 .map(|(topic, next)| (topic.clone(), next - 1))
                 .collect();
             let encode = move |core: &PartitionCore| core.encode_snapshot(&offsets);
-            let Some(bytes) = super::inspect_one(&addr, encode).await else {
-                continue;
-            };
-            let size = bytes.len();
-            let Some(snapshots) = &self.snapshots else {
-                return Ok(());
-            };
-            match snapshots.store.save(partition, bytes).await {
-                Ok(()) => {
+            if let Some(bytes) = super::inspect_one(&addr, encode).await {
+                round.push((partition, bytes, covered));
+            }
+        }
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(());
+        };
+        let store = snapshots.store.clone();
+        self.saving = Some(tokio::task::spawn_local(async move {
+            let mut written = Vec::with_capacity(round.len());
+            for (partition, bytes, covered) in round {
+                let size = bytes.len();
+                let result = store.save(partition, bytes).await.map(|()| size);
+                written.push((partition, covered, result));
+            }
+            written
+        }));
+        if force {
+            self.collect_snapshots(true).await;
+        }
+        Ok(())
+    }
+
+    /// Stores the offsets of every snapshot of the last round that was written. `false` while the round is still
+    /// being written (and `wait` is off).
+    async fn collect_snapshots(&mut self, wait: bool) -> bool {
+        let Some(saving) = self.saving.take_if(|s| wait || s.is_finished()) else {
+            return self.saving.is_none();
+        };
+        let durable = self.snapshots.as_ref().is_some_and(|s| s.store.durable());
+        for (partition, covered, result) in saving.await.unwrap_or_default() {
+            match result {
+                Ok(bytes) => {
                     metrics::counter!("processor_snapshots_total").increment(1);
-                    tracing::debug!(partition, bytes = size, "snapshot written");
-                    if snapshots.store.durable() {
-                        self.source.store_offsets(partition, &stored);
+                    tracing::debug!(partition, bytes, "snapshot written");
+                    // A partition revoked meanwhile belongs to its new owner's commits now.
+                    if durable && self.positions.contains_key(&partition) {
+                        self.source.store_offsets(partition, &covered);
                     }
                 }
                 Err(e) => {
@@ -281,7 +317,7 @@ impl Processor {
                 }
             }
         }
-        Ok(())
+        true
     }
 
     /// The output topic's high watermark per partition, or `None` when the broker cannot say now (no snapshot is

@@ -5,6 +5,7 @@
 //! oracle's, and every delta row to agree with the record of its version.
 
 mod crash;
+mod outage;
 mod rebalance;
 
 use std::collections::HashMap;
@@ -73,6 +74,15 @@ impl Scenario {
             merchants,
             events,
             truth,
+        }
+    }
+
+    /// Points instances started from now on at another Redis.
+    fn use_redis(&mut self, url: &str) {
+        for (key, value) in &mut self.env {
+            if *key == "REDIS_URL" {
+                *value = url.to_owned();
+            }
         }
     }
 
