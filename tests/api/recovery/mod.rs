@@ -6,6 +6,7 @@
 
 mod crash;
 mod outage;
+mod postgres_outage;
 mod rebalance;
 
 use std::collections::HashMap;
@@ -79,9 +80,19 @@ impl Scenario {
 
     /// Points instances started from now on at another Redis.
     fn use_redis(&mut self, url: &str) {
+        self.set_env("REDIS_URL", url);
+    }
+
+    /// Points instances started from now on, and the checks, at another Postgres.
+    fn use_database(&mut self, url: &str) {
+        self.set_env("DATABASE_URL", url);
+        self.database = url.to_owned();
+    }
+
+    fn set_env(&mut self, name: &str, to: &str) {
         for (key, value) in &mut self.env {
-            if *key == "REDIS_URL" {
-                *value = url.to_owned();
+            if *key == name {
+                *value = to.to_owned();
             }
         }
     }

@@ -1,0 +1,128 @@
+//! Postgres stopped and restarted mid-stream: the processor retries its writes, holds consumption back instead of
+//! dropping anything (the in-flight window fills), and once Postgres is back every row is written exactly as the
+//! published records say. The Postgres here is a private cluster the test creates with `initdb` as the `postgres`
+//! user (CI runs as root).
+
+use std::path::PathBuf;
+
+use super::*;
+
+/// A private Postgres cluster in a temporary directory, stopped and removed when dropped.
+struct PrivatePostgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Debian's Postgres binaries")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a Postgres version")
+}
+
+/// Runs a Postgres tool as the `postgres` user, which it insists on.
+fn as_postgres(tool: &str, args: &[&str]) {
+    let status = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg_bin(tool))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("runuser");
+    assert!(status.success(), "{tool} {args:?}");
+}
+
+impl PrivatePostgres {
+    fn init(port: u16) -> PrivatePostgres {
+        let dir = std::env::temp_dir().join(unique("loyalnest-pg-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let owner = Command::new("chown")
+            .arg("postgres")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(owner.success());
+        let pg = PrivatePostgres { dir, port };
+        as_postgres(
+            "initdb",
+            &["-D", pg.data(), "-A", "trust", "-U", "postgres"],
+        );
+        pg.start();
+        pg
+    }
+
+    fn data(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.data()
+        );
+        let log = format!("{}/server.log", self.data());
+        as_postgres(
+            "pg_ctl",
+            &["-D", self.data(), "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    /// An immediate shutdown: connections drop as if the server had crashed.
+    fn stop(&self) {
+        as_postgres(
+            "pg_ctl",
+            &["-D", self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-D", self.data(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[actix_web::test]
+async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
+    let mut scenario = Scenario::new("pgout").await;
+    let pg = PrivatePostgres::init(free_port());
+    scenario.use_database(&pg.url());
+    let parts: Vec<&[InputEvent]> = scenario
+        .events
+        .chunks(scenario.events.len().div_ceil(3))
+        .collect();
+    let mut instance = scenario.instance();
+    let address = instance.address();
+    instance.start();
+    wait_for_snapshots_after_restore(&address).await;
+    scenario.produce(parts[0]).await;
+    wait_for_snapshots_after_restore(&address).await;
+
+    // Postgres goes away while the next third arrives: writes are retried, not dropped.
+    pg.stop();
+    scenario.produce(parts[1]).await;
+    eventually(
+        "Postgres writes to be retried",
+        Duration::from_secs(60),
+        async || metric(&address, "processor_store_retries_total").await > 0.0,
+    )
+    .await;
+
+    pg.start();
+    scenario.produce(parts[2]).await;
+    scenario.check(&[address]).await;
+}
