@@ -111,6 +111,17 @@ impl Scenario {
         produce(&brokers(), &self.topics, events).await;
     }
 
+    /// The stream in thirds, and a started instance that has taken the first third and snapshotted it.
+    async fn first_third_snapshotted(&self) -> (Instance, Vec<&[InputEvent]>) {
+        let parts: Vec<&[InputEvent]> = self.events.chunks(self.events.len().div_ceil(3)).collect();
+        let mut instance = self.instance();
+        instance.start();
+        wait_for_snapshots_after_restore(&instance.address()).await;
+        self.produce(parts[0]).await;
+        wait_for_snapshots_after_restore(&instance.address()).await;
+        (instance, parts)
+    }
+
     /// The whole check, once the stream is in: served state, published segments, then versions and rows.
     async fn check(&self, addresses: &[String]) {
         let now = chrono::Utc::now().timestamp();

@@ -82,16 +82,8 @@ async fn redis_down_and_back_and_lost_snapshots_lose_nothing() {
     let port = free_port();
     let mut redis = PrivateRedis::start(port).await;
     scenario.use_redis(&redis.url());
-    let parts: Vec<&[InputEvent]> = scenario
-        .events
-        .chunks(scenario.events.len().div_ceil(3))
-        .collect();
-    let mut instance = scenario.instance();
+    let (mut instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
-    instance.start();
-    wait_for_snapshots_after_restore(&address).await;
-    scenario.produce(parts[0]).await;
-    wait_for_snapshots_after_restore(&address).await;
 
     // Redis goes away: snapshots fail, the stream is still processed.
     redis.stop();

@@ -101,16 +101,8 @@ async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
     let mut scenario = Scenario::new("pgout").await;
     let pg = PrivatePostgres::init(free_port());
     scenario.use_database(&pg.url());
-    let parts: Vec<&[InputEvent]> = scenario
-        .events
-        .chunks(scenario.events.len().div_ceil(3))
-        .collect();
-    let mut instance = scenario.instance();
+    let (instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
-    instance.start();
-    wait_for_snapshots_after_restore(&address).await;
-    scenario.produce(parts[0]).await;
-    wait_for_snapshots_after_restore(&address).await;
 
     // Postgres goes away while the next third arrives: writes are retried, not dropped.
     pg.stop();
