@@ -83,9 +83,11 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     ));
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every.max(1)));
     let started = std::time::Instant::now();
+    let stop = crate::startup::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = ticker.tick() => {}
         }
         let counts = segment_counts(&registry).await;

@@ -123,25 +123,6 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM (what orchestrators send): the processor then snapshots its partitions and commits before
-/// exiting, so the next owner replays nothing.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
-    }
-    tracing::info!("shutdown requested");
-}
-
 async fn serve(role: Role) -> anyhow::Result<()> {
     let mut settings =
         Settings::from_env().context("reading configuration from the environment")?;
@@ -167,7 +148,8 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
     }
     if role == Role::All {
-        let engine = Engine::start(&settings, Arc::new(SystemClock), shutdown_signal()).await?;
+        let engine =
+            Engine::start(&settings, Arc::new(SystemClock), startup::shutdown_signal()).await?;
         tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
         engine.processor.await?.context("processor failed")?;
         engine.server.stop(true).await;
@@ -177,7 +159,7 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         let processor = startup::build_processor(&settings, Arc::new(SystemClock)).await?;
         tracing::info!(group = %settings.kafka_group_id, "processor consuming");
         return processor
-            .run(shutdown_signal())
+            .run(startup::shutdown_signal())
             .await
             .context("processor failed");
     }

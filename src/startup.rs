@@ -261,3 +261,22 @@ impl Engine {
         })
     }
 }
+
+/// Ctrl-C or SIGTERM (what orchestrators send): the processor then snapshots its partitions and commits before
+/// exiting, so the next owner replays nothing.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+    tracing::info!("shutdown requested");
+}
