@@ -65,6 +65,8 @@ pub struct ProcessorStats {
     pub dead_lettered: AtomicU64,
     /// The clock value of the last completed tick, published included.
     pub last_tick: AtomicI64,
+    /// Partitions are assigned and none is restoring: what arrives now is published live.
+    pub caught_up: AtomicBool,
     /// Event → published latencies in microseconds, kept only when `sample_latency` is on (the benchmark).
     pub sample_latency: AtomicBool,
     latencies_us: Mutex<Vec<u32>>,
@@ -274,6 +276,8 @@ impl Processor {
             self.finish_if_caught_up(partition).await;
         }
         let restoring = self.positions.values().filter(|p| p.restoring()).count();
+        let caught_up = !self.positions.is_empty() && restoring == 0;
+        self.stats.caught_up.store(caught_up, Ordering::SeqCst);
         metrics::gauge!("processor_partitions_restoring").set(restoring as f64);
         metrics::gauge!("processor_partitions_owned").set(self.positions.len() as f64);
     }

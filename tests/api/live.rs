@@ -2,6 +2,7 @@
 //! dashboard and browser tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,14 @@ pub async fn spawn_engine() -> LiveApp {
     let engine = Engine::start(&settings, Arc::new(SystemClock), std::future::pending())
         .await
         .expect("engine starts");
+    // Orders sent before the partitions are assigned would be replayed quietly and published as one net change.
+    let stats = engine.stats.clone();
+    crate::helpers::eventually(
+        "the engine to own its partitions",
+        Duration::from_secs(60),
+        async || stats.caught_up.load(Ordering::SeqCst),
+    )
+    .await;
     LiveApp {
         address: format!("http://127.0.0.1:{}", engine.port),
         settings,
