@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use functions::money::{currency_exponent, Money};
-use functions::{CustomerState, Evaluation, Fact, RfmConfig, Timestamp, Transition, Update};
+use functions::{
+    CustomerState, Evaluation, Fact, RfmConfig, SegmentId, Timestamp, Transition, Update,
+};
 use streams::events::{InputEvent, RefundCreated};
 use streams::{event_key, MerchantId};
 
@@ -264,18 +266,21 @@ impl MerchantState {
         let Some(state) = self.customers.get_mut(&customer_id) else {
             return;
         };
-        let from = usize::from(state.published.segment);
-        self.segment_counts[from] = self.segment_counts[from].saturating_sub(1);
-        self.segment_counts[usize::from(published.segment)] += 1;
+        let from = state.published.segment;
         state.version = version;
         state.published = published;
+        self.move_count(from, published.segment);
     }
 
     fn count_move(&mut self, t: &Transition) {
-        if t.from.segment != t.to.segment {
-            let from = usize::from(t.from.segment);
+        self.move_count(t.from.segment, t.to.segment);
+    }
+
+    fn move_count(&mut self, from: SegmentId, to: SegmentId) {
+        if from != to {
+            let from = usize::from(from);
             self.segment_counts[from] = self.segment_counts[from].saturating_sub(1);
-            self.segment_counts[usize::from(t.to.segment)] += 1;
+            self.segment_counts[usize::from(to)] += 1;
         }
     }
 

@@ -4,43 +4,21 @@
 use std::collections::HashMap;
 
 use actors::{Configs, PartitionCore};
-use chrono::DateTime;
-use functions::{RfmConfig, Timestamp};
-use streams::events::OrderCreated;
-use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
+use functions::RfmConfig;
+use streams::InputEvent;
 
-const T0: i64 = 1_780_000_000;
+mod common;
 
-fn shop() -> MerchantId {
-    MerchantId::parse("shrink.myshopify.com").unwrap()
-}
-
-fn order(customer_id: u64, order_id: u64, price: &str) -> InputEvent {
-    InputEvent::OrderCreated(OrderCreated {
-        event_id: format!("o{order_id}"),
-        schema_version: SCHEMA_VERSION,
-        merchant_id: shop(),
-        customer_id,
-        order_id,
-        total_price: price.into(),
-        currency: "USD".into(),
-        created_at: DateTime::from_timestamp(T0, 0).unwrap(),
-        financial_status: "paid".into(),
-        test: false,
-        cancelled: false,
-        locale: None,
-        pii: None,
-    })
-}
+use common::{day, mid, order, ALPHA};
 
 #[test]
 fn a_move_caused_by_a_smaller_segment_table_names_the_old_segment() {
     let configs = Configs::default();
     let mut core = PartitionCore::new(0);
-    let now = Timestamp(T0);
+    let now = day(0);
     // A big spender and a one-time small buyer land in different segments of the default table.
-    let mut events: Vec<InputEvent> = (1..=6).map(|n| order(1, n, "900.00")).collect();
-    events.push(order(2, 7, "5.00"));
+    let mut events: Vec<InputEvent> = (1..=6).map(|n| order(ALPHA, 1, n, "900.00", 0)).collect();
+    events.push(order(ALPHA, 2, 7, "5.00", 0));
     let first = core.apply(&events, now, &configs);
     let mut before: HashMap<u64, String> = HashMap::new();
     for change in first.changes {
@@ -56,7 +34,7 @@ fn a_move_caused_by_a_smaller_segment_table_names_the_old_segment() {
     // Keep only the last rule (the catch-all), so old indexes no longer exist.
     let mut smaller = default.clone();
     smaller.segments = vec![default.segments.last().unwrap().clone()];
-    let outcome = core.reconfigure(&shop(), smaller.clone(), now);
+    let outcome = core.reconfigure(&mid(ALPHA), smaller.clone(), now);
 
     assert_eq!(
         outcome.changes.len(),

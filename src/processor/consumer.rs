@@ -185,14 +185,8 @@ impl Source {
     }
 
     /// How many partitions `topic` has. Blocks for a broker round trip.
-    pub fn partition_count(&self, topic: &str) -> KafkaResult<usize> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))?;
-        Ok(metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len()))
+    pub fn partition_count(&self, topic: &str) -> KafkaResult<i32> {
+        partition_count(&self.consumer, topic)
     }
 
     pub fn commit_stored(&self) {
@@ -233,6 +227,18 @@ fn rewound_assignment(
         }
     }
     rewound
+}
+
+/// How many partitions `topic` has, asked through any consumer. Blocks for a broker round trip.
+pub fn partition_count<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> KafkaResult<i32> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    Ok(metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()) as i32)
 }
 
 fn lock<T>(notes: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

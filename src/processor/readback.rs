@@ -38,20 +38,15 @@ pub struct ReadBack {
 
 impl ReadBack {
     pub fn run(self) -> Result<Vec<PublishedVersion>, ReadBackError> {
-        let mut found = Vec::new();
-        let partitions = partition_count(&self.brokers, &self.topic)?;
+        let consumer = reader(&self.brokers)?;
+        let partitions = super::consumer::partition_count(&consumer, &self.topic)?;
         let from: BTreeMap<i32, i64> = (0..partitions)
             .map(|p| (p, self.marks.get(&p).copied().unwrap_or(0)))
             .collect();
-        read_to_end(
-            &self.brokers,
-            &self.topic,
-            &from,
-            self.deadline,
-            |payload| {
-                found.extend(self.decode(payload));
-            },
-        )?;
+        let mut found = Vec::new();
+        read_to_end(&consumer, &self.topic, &from, self.deadline, |payload| {
+            found.extend(self.decode(payload));
+        })?;
         Ok(found)
     }
 
@@ -87,14 +82,6 @@ fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .create()
 }
 
-fn partition_count(brokers: &str, topic: &str) -> Result<i32, KafkaError> {
-    let metadata = reader(brokers)?.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    Ok(metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len()) as i32)
-}
-
 /// The high watermark that the last fetch response of `partition` carried, or `None` before the first one.
 ///
 /// Neither ListOffsets nor end-of-partition events serve here: Tansu answers ListOffsets with the base offset of
@@ -116,20 +103,20 @@ fn fetched_high_watermark(consumer: &BaseConsumer, topic: &CStr, partition: i32)
     (err == bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
-/// Reads the partitions of `topic` in `from` from those offsets to their current end, handing each payload to
-/// `each`. Returns, per partition, the offset after the last record read (its start when there was none).
-pub fn read_to_end(
-    brokers: &str,
+/// Reads the partitions of `topic` in `from` with `consumer`, from those offsets to their current end, handing
+/// each payload to `each`.
+fn read_to_end(
+    consumer: &BaseConsumer,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     deadline: Duration,
     mut each: impl FnMut(&[u8]),
-) -> Result<BTreeMap<i32, i64>, ReadBackError> {
+) -> Result<(), ReadBackError> {
+    // Per partition, the offset after the last record read (its start while there is none).
     let mut next = from.clone();
     if from.is_empty() {
-        return Ok(next);
+        return Ok(());
     }
-    let consumer = reader(brokers)?;
     let mut assignment = TopicPartitionList::new();
     for (partition, offset) in from {
         assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
@@ -139,15 +126,15 @@ pub fn read_to_end(
     let started = Instant::now();
     loop {
         let done = next.iter().all(|(partition, offset)| {
-            fetched_high_watermark(&consumer, &name, *partition).is_some_and(|high| *offset >= high)
+            fetched_high_watermark(consumer, &name, *partition).is_some_and(|high| *offset >= high)
         });
         if done {
-            return Ok(next);
+            return Ok(());
         }
         if started.elapsed() > deadline {
             let marks: Vec<(i32, i64, Option<i64>)> = next
                 .iter()
-                .map(|(p, o)| (*p, *o, fetched_high_watermark(&consumer, &name, *p)))
+                .map(|(p, o)| (*p, *o, fetched_high_watermark(consumer, &name, *p)))
                 .collect();
             tracing::warn!(
                 topic,

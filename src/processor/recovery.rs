@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actors::{
     FinishRestore, PartitionActor, PartitionCore, RawRecord, SnapshotOffsets, SnapshotSummary,
 };
@@ -73,6 +73,7 @@ impl Processor {
             return false;
         };
         let mut position = Position::default();
+        let mut frontier = HashMap::new();
         for topic in self.publisher.topics.inputs() {
             let (low, high) = match self.source.watermarks(topic, partition) {
                 Ok(marks) => marks,
@@ -83,12 +84,10 @@ impl Processor {
             };
             let next = offsets.0.get(topic).copied().unwrap_or(low).max(low);
             position.next.insert(topic.to_owned(), next);
-            position
-                .frontier
-                .get_or_insert_with(HashMap::new)
-                .insert(topic.to_owned(), high);
+            frontier.insert(topic.to_owned(), high);
             position.awaiting.insert(topic.to_owned());
         }
+        position.frontier = Some(frontier);
         position.marks = output_marks(&offsets, &self.publisher.topics.rfm_updated);
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
@@ -235,10 +234,13 @@ impl Processor {
     /// the background, so a slow or absent Redis does not stall consumption; their offsets are stored when the round
     /// is collected. `force` (shutdown) waits for the round to be written.
     pub(super) async fn snapshot_if_due(&mut self, force: bool) -> Result<(), super::PublishError> {
-        let Some(snapshots) = &self.snapshots else {
+        let Some(SnapshotSettings { store, every }) = &self.snapshots else {
             return Ok(());
         };
-        let due = force || self.last_snapshot.elapsed() >= snapshots.every;
+        let (store, due) = (
+            store.clone(),
+            force || self.last_snapshot.elapsed() >= *every,
+        );
         if !self.collect_snapshots(force).await || !due {
             return Ok(());
         }
@@ -247,15 +249,9 @@ impl Processor {
         let Some(marks) = self.current_output_marks() else {
             return Ok(());
         };
-        let owned: Vec<(i32, Addr<PartitionActor>)> = self
-            .partitions
-            .iter()
-            .filter(|e| self.positions.get(e.key()).is_some_and(|p| !p.restoring()))
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        let mut round = Vec::with_capacity(owned.len());
-        for (partition, addr) in owned {
-            let Some(position) = self.positions.get(&partition) else {
+        let mut round = Vec::with_capacity(self.positions.len());
+        for (partition, position) in self.positions.iter().filter(|(_, p)| !p.restoring()) {
+            let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
                 continue;
             };
             let mut offsets = SnapshotOffsets(position.next.clone().into_iter().collect());
@@ -272,13 +268,9 @@ impl Processor {
                 .collect();
             let encode = move |core: &PartitionCore| core.encode_snapshot(&offsets);
             if let Some(bytes) = super::inspect_one(&addr, encode).await {
-                round.push((partition, bytes, covered));
+                round.push((*partition, bytes, covered));
             }
         }
-        let Some(snapshots) = &self.snapshots else {
-            return Ok(());
-        };
-        let store = snapshots.store.clone();
         self.saving = Some(tokio::task::spawn_local(async move {
             let mut written = Vec::with_capacity(round.len());
             for (partition, bytes, covered) in round {
@@ -325,7 +317,7 @@ impl Processor {
     fn current_output_marks(&self) -> Option<BTreeMap<i32, i64>> {
         let topic = &self.publisher.topics.rfm_updated;
         let count = self.source.partition_count(topic).ok()?;
-        (0..count as i32)
+        (0..count)
             .map(|p| {
                 self.source
                     .watermarks(topic, p)

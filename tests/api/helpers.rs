@@ -184,6 +184,16 @@ impl TestApp {
     }
 }
 
+/// A consumer configuration for reading topics back: its own group, no commits.
+fn reader(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader-"))
+        .set("enable.auto.commit", "false");
+    config
+}
+
 /// Reads `topic` partition 0 from the beginning until `done` matches a record; panics after `timeout`.
 pub async fn read_records(
     brokers: &str,
@@ -193,12 +203,7 @@ pub async fn read_records(
 ) -> Vec<Record> {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", unique("reader-"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer: BaseConsumer = reader(&brokers).create().expect("consumer");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
             .expect("partition");
@@ -254,10 +259,7 @@ fn to_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 pub async fn read_all_records(brokers: &str, topic: &str) -> Vec<Record> {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", unique("reader-"))
-            .set("enable.auto.commit", "false")
+        let consumer: BaseConsumer = reader(&brokers)
             .set("enable.partition.eof", "true")
             .create()
             .expect("consumer");

@@ -125,39 +125,21 @@ impl Scenario {
     /// The whole check, once the stream is in: served state, published segments, then versions and rows.
     async fn check(&self, addresses: &[String]) {
         let now = chrono::Utc::now().timestamp();
-        let mut rounds = 0;
-        eventually(
+        until_agreed(
             "every customer equal to the oracle",
             Duration::from_secs(180),
-            async || {
-                let wrong = mismatches(addresses, &self.merchants, &self.truth, now).await;
-                rounds += 1;
-                if rounds % 100 == 0 {
-                    eprintln!(
-                        "still differing from the oracle: {:?}",
-                        &wrong[..wrong.len().min(5)]
-                    );
-                }
-                wrong.is_empty()
-            },
+            100,
+            async || mismatches(addresses, &self.merchants, &self.truth, now).await,
         )
         .await;
         // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
-        let mut rounds = 0;
-        eventually(
+        until_agreed(
             "every last published segment equal to the oracle",
             Duration::from_secs(60),
+            20,
             async || {
                 let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
-                let wrong = last_segment_mismatches(&records, &self.truth, now);
-                rounds += 1;
-                if rounds % 20 == 0 {
-                    eprintln!(
-                        "published segments still differing: {:?}",
-                        &wrong[..wrong.len().min(5)]
-                    );
-                }
-                wrong.is_empty()
+                last_segment_mismatches(&records, &self.truth, now)
             },
         )
         .await;
@@ -173,6 +155,29 @@ impl Scenario {
         check_versions_unique(&records);
         check_delta_rows(rows, &records);
     }
+}
+
+/// Polls `differences` until it finds none. Every `report_every` rounds it prints the first few, so a timeout
+/// leaves a trace of what still differed.
+async fn until_agreed(
+    what: &str,
+    timeout: Duration,
+    report_every: u32,
+    mut differences: impl AsyncFnMut() -> Vec<String>,
+) {
+    let mut rounds = 0;
+    eventually(what, timeout, async || {
+        let wrong = differences().await;
+        rounds += 1;
+        if rounds % report_every == 0 {
+            eprintln!(
+                "{what}: still differing: {:?}",
+                &wrong[..wrong.len().min(5)]
+            );
+        }
+        wrong.is_empty()
+    })
+    .await;
 }
 
 /// The binary under test with one fixed environment, restarted on the same port after each kill.
