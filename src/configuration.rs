@@ -16,6 +16,8 @@ pub struct Settings {
     pub kafka_group_id: String,
     /// Consumer-group session timeout: how soon partitions of a crashed instance move.
     pub kafka_session_timeout: Duration,
+    /// How long the processor may go without polling before librdkafka leaves the group for it.
+    pub kafka_max_poll_interval: Duration,
     /// Create missing topics at start-up, with this many partitions and replicas.
     pub kafka_create_topics: bool,
     pub kafka_partitions: i32,
@@ -74,6 +76,11 @@ impl Settings {
                 &get,
                 "KAFKA_SESSION_TIMEOUT_MS",
                 "45000",
+            )?),
+            kafka_max_poll_interval: Duration::from_millis(parse_or(
+                &get,
+                "KAFKA_MAX_POLL_INTERVAL_MS",
+                "300000",
             )?),
             kafka_create_topics: parse_or(&get, "KAFKA_CREATE_TOPICS", "true")?,
             kafka_partitions: parse_or(&get, "KAFKA_PARTITIONS", "12")?,

@@ -203,6 +203,7 @@ pub async fn build_processor(
         )
     }
     .with_session_timeout(settings.kafka_session_timeout)
+    .with_max_poll_interval(settings.kafka_max_poll_interval)
     .build(publisher, clock)
 }
 

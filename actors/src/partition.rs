@@ -57,6 +57,9 @@ pub struct Outcome {
     pub rejected: Vec<Rejected>,
     /// The Kafka records of `changes`, encoded by the actor.
     pub records: Vec<crate::outputs::Record>,
+    /// Versions already on Kafka whose database rows are written again (a restore's read-back): no records, no
+    /// live moves.
+    pub rewrites: Vec<Change>,
     /// Live segment counts of every merchant this batch or tick touched, for the dashboards.
     pub live: Vec<LiveCounts>,
 }

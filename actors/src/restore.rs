@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use actix::{Handler, Message, MessageResult};
-use functions::{Evaluation, LifecycleStage, Rfm, Timestamp};
+use functions::{Evaluation, LifecycleStage, Rfm, Timestamp, Transition};
 use streams::{InputEvent, MerchantId};
 
 use crate::merchant::Effect;
@@ -21,10 +21,23 @@ pub struct PublishedVersion {
     pub merchant: MerchantId,
     pub customer_id: u64,
     pub version: u32,
+    /// The segment key the customer moved from.
+    pub from_segment: String,
     /// The segment key the customer moved to.
     pub segment: String,
     pub rfm: Rfm,
     pub stage: LifecycleStage,
+    pub occurred_at: Timestamp,
+    pub trace_id: String,
+}
+
+/// A version the old owner published after the snapshot, to be written to Postgres again: it may have died
+/// between the broker's acknowledgement and its database write.
+struct Rewrite {
+    slot: u32,
+    customer_id: u64,
+    transition: Transition,
+    record: usize,
 }
 
 /// What each customer changed by a quiet replay had published before it: `(slot, customer) → (version, evaluation)`.
@@ -71,14 +84,16 @@ impl PartitionCore {
     }
 
     /// Ends a restore: undoes the quiet replay's versions, takes the versions the old owner published (`published`,
-    /// any order, older ones ignored), and publishes one change per customer whose evaluation at `now` differs.
+    /// in their topic's order, older ones ignored), and publishes one change per customer whose evaluation at `now`
+    /// differs. The versions taken over come back as `rewrites`, for the database only.
     pub fn finish_restore(&mut self, published: &[PublishedVersion], now: Timestamp) -> Outcome {
         let mut pending: BTreeSet<(u32, u64)> = BTreeSet::new();
         for ((slot, customer_id), (version, evaluation)) in self.quiet.take().unwrap_or_default() {
             self.merchants[slot as usize].set_published(customer_id, version, evaluation);
             pending.insert((slot, customer_id));
         }
-        for record in published {
+        let mut rewrites = Vec::new();
+        for (index, record) in published.iter().enumerate() {
             let Some(&slot) = self.slots.get(&record.merchant) else {
                 continue;
             };
@@ -94,20 +109,64 @@ impl PartitionCore {
                 pending.insert((slot, record.customer_id));
                 continue;
             };
-            let newer = merchant
+            let Some(before) = merchant
                 .customer(record.customer_id)
-                .is_some_and(|c| record.version > c.version);
-            if newer {
-                let evaluation = Evaluation {
-                    rfm: record.rfm,
-                    segment: segment as u8,
-                    stage: record.stage,
-                };
-                merchant.set_published(record.customer_id, record.version, evaluation);
-                pending.insert((slot, record.customer_id));
+                .filter(|c| record.version > c.version)
+                .map(|c| c.published)
+            else {
+                continue;
+            };
+            let evaluation = Evaluation {
+                rfm: record.rfm,
+                segment: segment as u8,
+                stage: record.stage,
+            };
+            merchant.set_published(record.customer_id, record.version, evaluation);
+            pending.insert((slot, record.customer_id));
+            rewrites.push(Rewrite {
+                slot,
+                customer_id: record.customer_id,
+                transition: Transition {
+                    version: record.version,
+                    from: before,
+                    to: evaluation,
+                },
+                record: index,
+            });
+        }
+        let mut outcome = self.rescore_all(pending, now, &format!("restore:{}", now.unix()));
+        outcome.rewrites = self.rewritten(rewrites, published);
+        outcome
+    }
+
+    /// The rows of versions taken over, as the old owner wrote them: its segments, time and trace, with today's
+    /// aggregates (the `customers` row is version-guarded, so a newer change still wins).
+    fn rewritten(
+        &self,
+        rewrites: Vec<Rewrite>,
+        published: &[PublishedVersion],
+    ) -> Vec<crate::Change> {
+        let mut outcome = Outcome::default();
+        for rewrite in rewrites {
+            let record = &published[rewrite.record];
+            let effect = Effect::Changed {
+                customer_id: rewrite.customer_id,
+                transition: rewrite.transition,
+            };
+            let at = record.occurred_at;
+            self.collect(
+                rewrite.slot,
+                &[effect],
+                at,
+                &record.trace_id,
+                None,
+                &mut outcome,
+            );
+            if let Some(change) = outcome.changes.last_mut() {
+                change.from_segment = record.from_segment.clone();
             }
         }
-        self.rescore_all(pending, now, &format!("restore:{}", now.unix()))
+        outcome.changes
     }
 }
 

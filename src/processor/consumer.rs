@@ -4,9 +4,12 @@
 //!
 //! Offsets are stored explicitly (`enable.auto.offset.store=false`), and only for what a durable snapshot covers
 //! (see `recovery`). On assignment a partition starts from its committed offsets; the processor skips what its
-//! snapshot already holds and seeks back when the snapshot is older than the committed position.
+//! snapshot already holds and seeks back when the snapshot is older than the committed position. A revocation is
+//! not answered in the callback: the processor first snapshots what it gives away, then calls [`Source::release`]
+//! (librdkafka holds the rebalance until the application unassigns).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +30,9 @@ pub struct ConsumerSettings {
     pub group_id: String,
     /// How long the group waits for a silent member (a killed process) before moving its partitions.
     pub session_timeout: Duration,
+    /// How long the loop may go without asking for records before librdkafka leaves the group; also the bound on
+    /// how long a revocation may wait for its hand-over snapshot.
+    pub max_poll_interval: Duration,
 }
 
 #[derive(Debug)]
@@ -38,8 +44,12 @@ pub struct Polled {
 /// Receives rebalance callbacks on the consumer's thread and leaves notes for the processing loop.
 #[derive(Default)]
 pub struct Rebalances {
-    revoked: Mutex<Vec<i32>>,
+    /// A revocation waiting for `Source::release`, with its partitions (possibly none: an instance that owned
+    /// nothing must still answer it, or the rebalance never completes).
+    revoked: Mutex<Option<Vec<i32>>>,
     assigned: Mutex<Vec<i32>>,
+    /// Set once the processor stops: a revocation during `close` is answered at once, nobody is left to snapshot.
+    closing: AtomicBool,
 }
 
 impl ClientContext for Rebalances {}
@@ -68,14 +78,21 @@ impl ConsumerContext for Rebalances {
                 revoked.sort_unstable();
                 revoked.dedup();
                 tracing::info!(partitions = ?revoked, "partitions revoked");
-                // Commit what was published before giving the partitions away.
-                let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                metrics::counter!("processor_partitions_revoked_total")
+                    .increment(revoked.len() as u64);
+                if self.closing.load(Ordering::SeqCst) {
+                    release(consumer);
+                } else {
+                    // The processor snapshots these partitions and then calls `Source::release`.
+                    lock(&self.revoked).get_or_insert_default().extend(revoked);
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "could not release the assignment");
                 }
-                lock(&self.revoked).extend(revoked);
             }
-            other => tracing::error!(error = ?other, "rebalance failed"),
         }
     }
 }
@@ -101,6 +118,10 @@ impl Source {
             // Range assigns partition p of every topic to the same member when the topics have equal partition
             // counts, which keeps a merchant's co-partitioned topics in one partition actor.
             .set("partition.assignment.strategy", "range")
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval.as_millis().to_string(),
+            )
             .set("fetch.wait.max.ms", "10")
             .set("queued.max.messages.kbytes", "65536")
             .create_with_context(Rebalances::default())?;
@@ -160,8 +181,43 @@ impl Source {
         }
     }
 
-    pub fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *lock(&self.consumer.context().revoked))
+    /// Commits what was stored and gives up the whole assignment, answering the pending revocation. Blocks for
+    /// the commit's round trip.
+    pub fn release(&self) {
+        release(&self.consumer);
+    }
+
+    /// From now on a revocation is answered inside the callback (the processor is stopping).
+    pub fn closing(&self) {
+        self.consumer
+            .context()
+            .closing
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Stops (`pause`) or restarts fetching every input topic of `partitions`. librdkafka drops what it had
+    /// fetched for a paused partition and fetches again from the last record handed out, so the caller must check
+    /// the first record after a resume for a gap (Tansu answers a fetch from inside a batch with the next batch).
+    pub fn set_paused(&self, partitions: &[i32], pause: bool) {
+        let mut list = TopicPartitionList::new();
+        for topic in self.topics.inputs() {
+            for partition in partitions {
+                list.add_partition(topic, *partition);
+            }
+        }
+        let result = if pause {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        if let Err(e) = result {
+            tracing::warn!(?partitions, pause, error = %e, "could not change the fetch state");
+        }
+    }
+
+    /// The pending revocation, if any; the caller must answer it with [`Source::release`].
+    pub fn take_revoked(&self) -> Option<Vec<i32>> {
+        lock(&self.consumer.context().revoked).take()
     }
 
     pub fn take_assigned(&self) -> Vec<i32> {
@@ -193,6 +249,23 @@ impl Source {
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "nothing committed at shutdown");
         }
+    }
+}
+
+fn release<C: ConsumerContext>(consumer: &impl Consumer<C>) {
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "nothing committed before the hand-over");
+    }
+    if let Err(e) = consumer.unassign() {
+        tracing::error!(error = %e, "could not release the assignment");
+    }
+}
+
+impl Drop for Source {
+    /// Dropping the consumer closes it, and closing revokes the assignment through the callback: with nobody left
+    /// to snapshot, the callback must answer it itself or the close waits forever.
+    fn drop(&mut self) {
+        self.closing();
     }
 }
 

@@ -9,11 +9,13 @@
 //! that cannot be decoded go to `rfm.dlq`, and the partition goes on.
 
 mod consumer;
+mod flow;
+mod hydrate;
 pub mod publish;
 mod readback;
 mod recovery;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use actors::{
 };
 use streams::{MerchantId, Topics};
 
+use crate::store::Store;
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
 use recovery::Position;
@@ -111,6 +114,8 @@ pub struct ProcessorConfig {
     pub tick_every: Duration,
     /// Where and how often partition state is snapshotted; `None` replays every assigned partition from the start.
     pub snapshots: Option<SnapshotSettings>,
+    /// How many assigned partitions may be loading their snapshots at once.
+    pub restore_concurrency: usize,
 }
 
 impl ProcessorConfig {
@@ -120,12 +125,16 @@ impl ProcessorConfig {
                 brokers: brokers.to_owned(),
                 group_id: group_id.to_owned(),
                 session_timeout: Duration::from_secs(45),
+                max_poll_interval: Duration::from_secs(300),
             },
             topics,
             batch_max: 5_000,
             batch_linger: Duration::from_millis(5),
             tick_every: Duration::from_millis(250),
             snapshots: None,
+            // Half the cores: a big rebalance leaves the rest to the partitions that are live.
+            restore_concurrency: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 
@@ -134,8 +143,13 @@ impl ProcessorConfig {
         self
     }
 
+    pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
+        self.consumer.max_poll_interval = interval;
+        self
+    }
+
     pub fn build(self, publisher: Publisher, clock: Arc<dyn Clock>) -> anyhow::Result<Processor> {
-        let consumer = consumer::Source::new(&self.consumer, &self.topics)?;
+        let consumer = Arc::new(consumer::Source::new(&self.consumer, &self.topics)?);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Processor {
             source: consumer,
@@ -148,6 +162,12 @@ impl ProcessorConfig {
             in_flight: VecDeque::new(),
             live: None,
             positions: HashMap::new(),
+            owned: HashSet::new(),
+            hydrating: HashMap::new(),
+            generation: 0,
+            restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
+            steps: tokio::sync::mpsc::unbounded_channel(),
+            paused: false,
             brokers: self.consumer.brokers.clone(),
             snapshots: self.snapshots,
             last_snapshot: Instant::now(),
@@ -181,7 +201,7 @@ impl InFlight {
 const MAX_IN_FLIGHT: usize = 8;
 
 pub struct Processor {
-    source: consumer::Source,
+    source: Arc<consumer::Source>,
     publisher: Publisher,
     clock: Arc<dyn Clock>,
     configs: Configs,
@@ -195,6 +215,19 @@ pub struct Processor {
     live: Option<Arc<crate::live::LiveFeed>>,
     /// Where each owned partition stands (see `recovery`).
     positions: HashMap<i32, Position>,
+    /// Partitions the group gave this instance; those without a position are hydrating or wait to.
+    owned: HashSet<i32>,
+    /// Partitions loading their snapshot in the background, with the generation of that attempt.
+    hydrating: HashMap<i32, u64>,
+    generation: u64,
+    restore_permits: Arc<tokio::sync::Semaphore>,
+    /// Background work reporting back to the loop (see `hydrate`).
+    steps: (
+        tokio::sync::mpsc::UnboundedSender<hydrate::Step>,
+        tokio::sync::mpsc::UnboundedReceiver<hydrate::Step>,
+    ),
+    /// Every owned partition is paused because outputs are not completing (see `flow`).
+    paused: bool,
     brokers: String,
     snapshots: Option<SnapshotSettings>,
     last_snapshot: Instant,
@@ -228,43 +261,49 @@ impl Processor {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
-            let first = tokio::select! {
+            let wake = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = ticker.tick() => {
-                    self.settle(0).await?;
-                    self.take_assignments().await;
+                _ = ticker.tick() => Wake::Tick,
+                Some(step) = self.steps.1.recv() => Wake::Step(step),
+                first = self.source.next() => Wake::Records(first),
+            };
+            match wake {
+                Wake::Tick => {
+                    self.settle(MAX_IN_FLIGHT).await?;
+                    self.take_assignments().await?;
                     self.snapshot_if_due(false).await?;
                     self.tick().await;
-                    continue;
                 }
-                first = self.source.next() => first,
-            };
-            let mut batch: Vec<Polled> = first.into_iter().collect();
-            self.source
-                .fill(&mut batch, self.batch_max, self.batch_linger)
-                .await;
-            self.take_assignments().await;
-            self.process(batch).await?;
+                Wake::Step(step) => self.on_step(step).await,
+                Wake::Records(first) => {
+                    let mut batch: Vec<Polled> = first.into_iter().collect();
+                    self.source
+                        .fill(&mut batch, self.batch_max, self.batch_linger)
+                        .await;
+                    self.take_assignments().await?;
+                    self.process(batch).await?;
+                }
+            }
         }
         tracing::info!("processor stopping");
         self.settle(0).await?;
         self.snapshot_if_due(true).await?;
-        self.source.commit_stored();
+        self.source.closing();
+        match self.source.take_revoked() {
+            Some(_) => self.source.release(),
+            None => self.source.commit_stored(),
+        }
         Ok(())
     }
 
-    /// Drops revoked partitions (their state now belongs to the new owner) and restores newly assigned ones, so a
-    /// partition without new records still gets its state and timers.
-    async fn take_assignments(&mut self) {
-        for partition in self.source.take_revoked() {
-            self.partitions.remove(&partition);
-            self.positions.remove(&partition);
+    /// Hands revoked partitions over (snapshot first), notes new ones and starts hydrating them, so a partition
+    /// without new records still gets its state and timers.
+    async fn take_assignments(&mut self) -> Result<(), PublishError> {
+        if let Some(revoked) = self.source.take_revoked() {
+            self.hand_over(revoked).await?;
         }
-        for partition in self.source.take_assigned() {
-            if !self.positions.contains_key(&partition) {
-                self.restore(partition).await;
-            }
-        }
+        self.owned.extend(self.source.take_assigned());
+        self.hydrate_missing();
         // A restore whose remaining records were all skipped, or whose read-back failed, ends here.
         let restoring: Vec<i32> = self
             .positions
@@ -273,13 +312,16 @@ impl Processor {
             .map(|(partition, _)| *partition)
             .collect();
         for partition in restoring {
-            self.finish_if_caught_up(partition).await;
+            self.finish_if_caught_up(partition);
         }
         let restoring = self.positions.values().filter(|p| p.restoring()).count();
-        let caught_up = !self.positions.is_empty() && restoring == 0;
+        let caught_up =
+            !self.owned.is_empty() && self.positions.len() == self.owned.len() && restoring == 0;
         self.stats.caught_up.store(caught_up, Ordering::SeqCst);
-        metrics::gauge!("processor_partitions_restoring").set(restoring as f64);
-        metrics::gauge!("processor_partitions_owned").set(self.positions.len() as f64);
+        metrics::gauge!("processor_partitions_restoring")
+            .set((restoring + self.hydrating.len()) as f64);
+        metrics::gauge!("processor_partitions_owned").set(self.owned.len() as f64);
+        Ok(())
     }
 
     async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
@@ -291,7 +333,9 @@ impl Processor {
                 .push(polled);
         }
         for (partition, records) in by_partition {
-            if !self.positions.contains_key(&partition) && !self.restore(partition).await {
+            // Not owned, or still hydrating: dropped unstored. A hydrated partition checks its first record for a
+            // gap and seeks back to its restored position.
+            if !self.positions.contains_key(&partition) {
                 continue;
             }
             let raw = self.admit(partition, records.into_iter().map(|p| p.raw).collect());
@@ -331,29 +375,7 @@ impl Processor {
             });
             self.settle(MAX_IN_FLIGHT).await?;
             if quiet {
-                self.finish_if_caught_up(partition).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Retires every finished batch at the front of the queue, waiting while more than `keep` are in flight.
-    async fn settle(&mut self, keep: usize) -> Result<(), PublishError> {
-        while let Some(front) = self.in_flight.front() {
-            if front.done.is_finished() || self.in_flight.len() > keep {
-                let Some(batch) = self.in_flight.pop_front() else {
-                    break;
-                };
-                // A snapshot after a batch whose effects are not out would lose them; stop instead, and let the
-                // restart replay from the last snapshot.
-                batch
-                    .done
-                    .await
-                    .map_err(|e| PublishError::Task(e.to_string()))?;
-                self.stats.record_latencies(&batch.timestamps);
-                self.stats.events.fetch_add(batch.events, Ordering::SeqCst);
-            } else {
-                break;
+                self.finish_if_caught_up(partition);
             }
         }
         Ok(())
@@ -394,19 +416,7 @@ impl Processor {
     }
 
     async fn load_configs_of(&self, merchants: Vec<MerchantId>) {
-        for merchant in merchants.iter().filter(|m| !self.configs.contains_key(*m)) {
-            let config = match &self.publisher.store {
-                Some(store) => match store.load_config(merchant).await {
-                    Ok(config) => config.unwrap_or_default(),
-                    Err(e) => {
-                        tracing::warn!(merchant = %merchant, error = %e, "using default RFM configuration");
-                        Default::default()
-                    }
-                },
-                None => Default::default(),
-            };
-            self.configs.insert(merchant.clone(), config);
-        }
+        load_configs_of(&self.configs, self.publisher.store.as_ref(), merchants).await;
     }
 
     async fn tick(&mut self) {
@@ -427,5 +437,30 @@ impl Processor {
             }
         }
         self.stats.last_tick.store(now.unix(), Ordering::SeqCst);
+    }
+}
+
+/// What woke the processing loop.
+enum Wake {
+    Tick,
+    Step(hydrate::Step),
+    Records(Option<Polled>),
+}
+
+/// Loads the configuration of each merchant not loaded yet: from Postgres when there is a store, the default
+/// (medium preset) without one, without a row, or when the row cannot be read.
+async fn load_configs_of(configs: &Configs, store: Option<&Store>, merchants: Vec<MerchantId>) {
+    for merchant in merchants.iter().filter(|m| !configs.contains_key(*m)) {
+        let config = match store {
+            Some(store) => match store.load_config(merchant).await {
+                Ok(config) => config.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(merchant = %merchant, error = %e, "using default RFM configuration");
+                    Default::default()
+                }
+            },
+            None => Default::default(),
+        };
+        configs.insert(merchant.clone(), config);
     }
 }

@@ -78,6 +78,10 @@ impl Publisher {
     async fn write_rows(&self, outcome: &Outcome) {
         let Some(store) = &self.store else { return };
         retry("write changes", || store.write_changes(&outcome.changes)).await;
+        retry("rewrite published changes", || {
+            store.write_changes(&outcome.rewrites)
+        })
+        .await;
         for (merchant, customer, event_id) in &outcome.redactions {
             retry("redact", || store.redact(merchant, *customer, event_id)).await;
         }

@@ -59,6 +59,9 @@ impl ReadBack {
         Some(PublishedVersion {
             customer_id: record.customer_id,
             version: record.version,
+            from_segment: record.segment.from,
+            occurred_at: functions::Timestamp(record.occurred_at.timestamp()),
+            trace_id: record.trace_id,
             rfm: Rfm::new(
                 record.score.recency,
                 record.score.frequency,

@@ -10,14 +10,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use actix::Actor;
-use actors::{
-    FinishRestore, PartitionActor, PartitionCore, RawRecord, SnapshotOffsets, SnapshotSummary,
-};
-use streams::MerchantId;
+use actors::{PartitionCore, RawRecord, SnapshotOffsets};
+use streams::Topics;
 
-use super::readback::ReadBack;
-use super::{InFlight, Processor};
+use super::Processor;
+use crate::snapshots::SnapshotStore;
 
 /// Output marks share the offsets map with input topics under this prefix, which Kafka topic names cannot contain.
 const OUTPUT_MARK: char = '>';
@@ -28,20 +25,57 @@ pub(super) struct Position {
     /// The next offset to apply, per input topic.
     next: HashMap<String, i64>,
     /// While restoring: the input high watermarks at assignment. Records below them are applied quietly.
-    frontier: Option<HashMap<String, i64>>,
+    pub(super) frontier: Option<HashMap<String, i64>>,
     /// Where reading back the output topic starts, per output partition (from the snapshot).
     marks: BTreeMap<i32, i64>,
     /// Topics whose first record since the restore has not arrived yet. If it comes from past `next`, the consumer
     /// started after the snapshot (the snapshot was lost or is older than the commit), so it must seek back.
     awaiting: HashSet<String>,
+    /// A read-back of the output topic is running for this restore.
+    pub(super) reading_back: bool,
 }
 
 impl Position {
+    /// The position of a partition just loaded from `offsets` (empty without a snapshot), restoring up to the
+    /// input high watermarks seen at loading. Every topic's first record is checked for a gap.
+    pub(super) fn restored(
+        offsets: &SnapshotOffsets,
+        watermarks: &HashMap<String, (i64, i64)>,
+        topics: &Topics,
+    ) -> Position {
+        let mut position = Position::default();
+        let mut frontier = HashMap::new();
+        for (topic, (low, high)) in watermarks {
+            let next = offsets.0.get(topic).copied().unwrap_or(*low).max(*low);
+            position.next.insert(topic.clone(), next);
+            frontier.insert(topic.clone(), *high);
+        }
+        position.frontier = Some(frontier);
+        position.marks = output_marks(offsets, &topics.rfm_updated);
+        position.resync();
+        position
+    }
+
     pub(super) fn restoring(&self) -> bool {
         self.frontier.is_some()
     }
 
-    fn reached_frontier(&self) -> bool {
+    /// Checks the next record of every topic against `next`: the consumer may have moved past it (records
+    /// dropped while paused or hydrating, a fetch that skipped part of a batch) and must then seek back.
+    pub(super) fn resync(&mut self) {
+        self.awaiting.extend(self.next.keys().cloned());
+    }
+
+    /// Where reading back the output topic starts, per output partition. Reading earlier than the marks only
+    /// finds versions the snapshot already holds (see `REWIND`).
+    pub(super) fn read_back_from(&self) -> BTreeMap<i32, i64> {
+        self.marks
+            .iter()
+            .map(|(p, o)| (*p, (o - super::consumer::REWIND).max(0)))
+            .collect()
+    }
+
+    pub(super) fn reached_frontier(&self) -> bool {
         self.frontier.as_ref().is_none_or(|frontier| {
             frontier
                 .iter()
@@ -57,80 +91,40 @@ pub(super) type Written = (
     Result<usize, crate::snapshots::StoreError>,
 );
 
+/// One partition's encoded snapshot and the offsets it covers, not written yet.
+type Encoded = (i32, Vec<u8>, HashMap<String, i64>);
+
+/// Writes a round one partition after another.
+async fn write_round(store: SnapshotStore, round: Vec<Encoded>) -> Vec<Written> {
+    let mut written = Vec::with_capacity(round.len());
+    for (partition, bytes, covered) in round {
+        let size = bytes.len();
+        let result = store.save(partition, bytes).await.map(|()| size);
+        written.push((partition, covered, result));
+    }
+    written
+}
+
 /// Settings of the snapshot loop.
 pub struct SnapshotSettings {
-    pub store: crate::snapshots::SnapshotStore,
+    pub store: SnapshotStore,
     pub every: Duration,
 }
 
 impl Processor {
-    /// Takes ownership of `partition`: loads its snapshot and starts its actor. `false` when the snapshot store or
-    /// the broker cannot answer now; the caller drops the partition's records and tries again later, which loses
-    /// nothing because the first record after a restore is checked against the restored position.
-    pub(super) async fn restore(&mut self, partition: i32) -> bool {
-        let started = Instant::now();
-        let Some((core, offsets)) = self.load_snapshot(partition).await else {
-            return false;
+    /// Moves every input topic of `partition` back to its position (rewound past Tansu's batch gap, see
+    /// `REWIND`) and checks the first record of each again. After a pause or a hydration, records that were
+    /// delivered and dropped are fetched again even when nothing new arrives to reveal the gap.
+    pub(super) fn rewind_to_position(&mut self, partition: i32) {
+        let Some(position) = self.positions.get_mut(&partition) else {
+            return;
         };
-        let mut position = Position::default();
-        let mut frontier = HashMap::new();
-        for topic in self.publisher.topics.inputs() {
-            let (low, high) = match self.source.watermarks(topic, partition) {
-                Ok(marks) => marks,
-                Err(e) => {
-                    tracing::warn!(partition, topic, error = %e, "restore postponed: no watermarks");
-                    return false;
-                }
-            };
-            let next = offsets.0.get(topic).copied().unwrap_or(low).max(low);
-            position.next.insert(topic.to_owned(), next);
-            frontier.insert(topic.to_owned(), high);
-            position.awaiting.insert(topic.to_owned());
-        }
-        position.frontier = Some(frontier);
-        position.marks = output_marks(&offsets, &self.publisher.topics.rfm_updated);
-        let customers: usize = core.merchants().map(|m| m.len()).sum();
-        let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
-        let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
-        let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-            PartitionActor::with_core(core, configs, topics)
-        });
-        self.partitions.insert(partition, addr);
-        self.positions.insert(partition, position);
-        tracing::info!(
-            partition,
-            customers,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "partition restored from snapshot"
-        );
-        self.finish_if_caught_up(partition).await;
-        true
-    }
-
-    /// The decoded snapshot, an empty partition when there is none or it cannot be trusted, or `None` when the
-    /// store cannot be read now.
-    async fn load_snapshot(&mut self, partition: i32) -> Option<(PartitionCore, SnapshotOffsets)> {
-        let empty = || Some((PartitionCore::new(partition), SnapshotOffsets::default()));
-        let Some(snapshots) = &self.snapshots else {
-            return empty();
-        };
-        let bytes = match snapshots.store.load(partition).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return empty(),
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "restore postponed: snapshot store unavailable");
-                return None;
-            }
-        };
-        let merchants = SnapshotSummary::read(&bytes).map(|s| s.merchants);
-        self.load_configs_of(merchants.unwrap_or_default()).await;
-        let now = self.clock.now();
-        match PartitionCore::decode_snapshot(partition, &bytes, &self.configs, now) {
-            Ok(restored) => Some(restored),
-            Err(e) => {
-                // Replaying from the beginning is slower but exact.
-                tracing::warn!(partition, error = %e, "snapshot refused; replaying the partition from the start");
-                empty()
+        position.resync();
+        for (topic, next) in &position.next {
+            let from = (next - super::consumer::REWIND).max(0);
+            if let Err(e) = self.source.seek(topic, partition, from) {
+                // The first record's gap check seeks again if this one did not take.
+                tracing::warn!(partition, topic, error = %e, "could not rewind to the position");
             }
         }
     }
@@ -168,67 +162,6 @@ impl Processor {
         admitted
     }
 
-    /// Ends the restore once the quiet replay reached the frontier: reads back what the old owner published and
-    /// publishes the net changes.
-    pub(super) async fn finish_if_caught_up(&mut self, partition: i32) {
-        let Some(position) = self.positions.get(&partition) else {
-            return;
-        };
-        if !position.restoring() || !position.reached_frontier() {
-            return;
-        }
-        let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
-            return;
-        };
-        let merchants = super::inspect_one(&addr, |core: &PartitionCore| {
-            core.merchants()
-                .map(|m| m.id.clone())
-                .collect::<HashSet<MerchantId>>()
-        })
-        .await
-        .unwrap_or_default();
-        let read = ReadBack {
-            brokers: self.brokers.clone(),
-            topic: self.publisher.topics.rfm_updated.clone(),
-            // Reading earlier than the marks only finds versions the snapshot already holds (see `REWIND`).
-            marks: position
-                .marks
-                .iter()
-                .map(|(p, o)| (*p, (o - super::consumer::REWIND).max(0)))
-                .collect(),
-            merchants,
-            deadline: Duration::from_secs(10),
-        };
-        let published = match tokio::task::spawn_blocking(move || read.run()).await {
-            Ok(Ok(published)) => published,
-            Ok(Err(e)) => {
-                tracing::warn!(partition, error = %e, "read-back failed; will retry");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "read-back task failed; will retry");
-                return;
-            }
-        };
-        let now = self.clock.now();
-        let Ok(outcome) = addr.send(FinishRestore { published, now }).await else {
-            return;
-        };
-        if let Some(position) = self.positions.get_mut(&partition) {
-            position.frontier = None;
-        }
-        tracing::info!(
-            partition,
-            changes = outcome.changes.len(),
-            "restore finished"
-        );
-        if let Some(live) = &self.live {
-            live.observe(&outcome);
-        }
-        let done = tokio::task::spawn_local(self.publisher.start(outcome));
-        self.in_flight.push_back(InFlight::without_events(done));
-    }
-
     /// Snapshots every partition that is not restoring, if one is due and the previous round is written. Waits for
     /// everything in flight first, so a snapshot never holds a change that is not yet published. The writes run in
     /// the background, so a slow or absent Redis does not stall consumption; their offsets are stored when the round
@@ -246,11 +179,36 @@ impl Processor {
         }
         self.last_snapshot = Instant::now();
         self.settle(0).await?;
+        let round = self.encode_round(|_| true).await;
+        self.saving = Some(tokio::task::spawn_local(write_round(store, round)));
+        if force {
+            self.collect_snapshots(true).await;
+        }
+        Ok(())
+    }
+
+    /// Snapshots `partitions` now and waits for the writes (a hand-over); the caller stores the offsets. Nothing
+    /// may be in flight.
+    pub(super) async fn snapshot_now(&mut self, partitions: &[i32]) -> Vec<Written> {
+        let Some(store) = self.snapshots.as_ref().map(|s| s.store.clone()) else {
+            return Vec::new();
+        };
+        self.collect_snapshots(true).await;
+        let round = self.encode_round(|p| partitions.contains(&p)).await;
+        write_round(store, round).await
+    }
+
+    /// Encodes every chosen partition that is not restoring, with the offsets it covers and the output marks.
+    async fn encode_round(&self, chosen: impl Fn(i32) -> bool) -> Vec<Encoded> {
         let Some(marks) = self.current_output_marks() else {
-            return Ok(());
+            return Vec::new();
         };
         let mut round = Vec::with_capacity(self.positions.len());
-        for (partition, position) in self.positions.iter().filter(|(_, p)| !p.restoring()) {
+        let positions = self
+            .positions
+            .iter()
+            .filter(|(p, position)| chosen(**p) && !position.restoring());
+        for (partition, position) in positions {
             let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
                 continue;
             };
@@ -271,19 +229,7 @@ impl Processor {
                 round.push((*partition, bytes, covered));
             }
         }
-        self.saving = Some(tokio::task::spawn_local(async move {
-            let mut written = Vec::with_capacity(round.len());
-            for (partition, bytes, covered) in round {
-                let size = bytes.len();
-                let result = store.save(partition, bytes).await.map(|()| size);
-                written.push((partition, covered, result));
-            }
-            written
-        }));
-        if force {
-            self.collect_snapshots(true).await;
-        }
-        Ok(())
+        round
     }
 
     /// Stores the offsets of every snapshot of the last round that was written. `false` while the round is still
@@ -292,8 +238,15 @@ impl Processor {
         let Some(saving) = self.saving.take_if(|s| wait || s.is_finished()) else {
             return self.saving.is_none();
         };
+        let written = saving.await.unwrap_or_default();
+        self.store_written(written);
+        true
+    }
+
+    /// Stores the offsets covered by every snapshot that was written; those that were not keep theirs uncommitted.
+    pub(super) fn store_written(&mut self, written: Vec<Written>) {
         let durable = self.snapshots.as_ref().is_some_and(|s| s.store.durable());
-        for (partition, covered, result) in saving.await.unwrap_or_default() {
+        for (partition, covered, result) in written {
             match result {
                 Ok(bytes) => {
                     metrics::counter!("processor_snapshots_total").increment(1);
@@ -309,7 +262,6 @@ impl Processor {
                 }
             }
         }
-        true
     }
 
     /// The output topic's high watermark per partition, or `None` when the broker cannot say now (no snapshot is

@@ -62,7 +62,10 @@ impl Scenario {
             ("SNAPSHOT_INTERVAL_MS", SNAPSHOT_MS.to_string()),
             ("DATABASE_URL", database.clone()),
             ("REDIS_URL", redis),
-            ("RUST_LOG", "info".into()),
+            (
+                "RUST_LOG",
+                std::env::var("INSTANCE_LOG").unwrap_or_else(|_| "info".into()),
+            ),
         ];
         let merchants: Vec<MerchantId> = (0..4)
             .map(|i| MerchantId::parse(&format!("{}-{i}.myshopify.com", unique(name))).unwrap())
@@ -89,11 +92,11 @@ impl Scenario {
         self.database = url.to_owned();
     }
 
-    fn set_env(&mut self, name: &str, to: &str) {
-        for (key, value) in &mut self.env {
-            if *key == name {
-                *value = to.to_owned();
-            }
+    /// Sets (or adds) one variable for instances started from now on.
+    fn set_env(&mut self, name: &'static str, to: &str) {
+        match self.env.iter_mut().find(|(key, _)| *key == name) {
+            Some((_, value)) => *value = to.to_owned(),
+            None => self.env.push((name, to.to_owned())),
         }
     }
 
@@ -154,6 +157,15 @@ impl Scenario {
         let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
         check_versions_unique(&records);
         check_delta_rows(rows, &records);
+        // And the other way: every published move has its row, also when the process died between the broker's
+        // acknowledgement and the database write (the next owner rewrites what it reads back).
+        until_agreed(
+            "every published segment move written to rfm_segment_deltas",
+            Duration::from_secs(60),
+            20,
+            async || missing_delta_rows(&db, &records).await,
+        )
+        .await;
     }
 }
 
@@ -456,6 +468,26 @@ fn last_segment_mismatches(
         }
     }
     wrong
+}
+
+/// Published moves (`segment.from != segment.to`) without their delta row.
+async fn missing_delta_rows(db: &PgPool, records: &[Record]) -> Vec<String> {
+    let rows: Vec<(String, i64, i32)> =
+        sqlx::query_as("SELECT merchant_id, customer_id, version FROM rfm_segment_deltas")
+            .fetch_all(db)
+            .await
+            .unwrap_or_default();
+    let written: std::collections::HashSet<(String, u64, u64)> = rows
+        .into_iter()
+        .map(|(m, c, v)| (m, c as u64, v as u64))
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.value["segment"]["from"] != r.value["segment"]["to"])
+        .map(version_key)
+        .filter(|key| !written.contains(key))
+        .map(|key| format!("{key:?} moved on rfm.updated but has no delta row"))
+        .collect()
 }
 
 fn check_delta_rows(rows: Vec<(String, i64, i32, String)>, records: &[Record]) {

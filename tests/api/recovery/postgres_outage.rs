@@ -96,23 +96,50 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// Short, so the outage below outlasts it; librdkafka wants it no shorter than the session timeout (6 s here).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(7);
+
 #[actix_web::test]
 async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
     let mut scenario = Scenario::new("pgout").await;
+    scenario.set_env(
+        "KAFKA_MAX_POLL_INTERVAL_MS",
+        &MAX_POLL_INTERVAL.as_millis().to_string(),
+    );
     let pg = PrivatePostgres::init(free_port());
     scenario.use_database(&pg.url());
     let (instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
 
-    // Postgres goes away while the next third arrives: writes are retried, not dropped.
+    // Postgres goes away while the next third arrives: writes are retried, not dropped, and consumption pauses.
     pg.stop();
     scenario.produce(parts[1]).await;
     eventually(
-        "Postgres writes to be retried",
+        "Postgres writes to be retried and consumption paused",
         Duration::from_secs(60),
-        async || metric(&address, "processor_store_retries_total").await > 0.0,
+        async || {
+            metric(&address, "processor_store_retries_total").await > 0.0
+                && metric(&address, "processor_paused").await == 1.0
+        },
     )
     .await;
+    // The outage outlasts the poll interval: a loop blocked on its writes would be dropped from the group and its
+    // partitions revoked; a paused one keeps polling and keeps them.
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < MAX_POLL_INTERVAL + Duration::from_secs(3) {
+        assert_eq!(
+            metric(&address, "processor_paused").await,
+            1.0,
+            "still paused"
+        );
+        assert_eq!(metric(&address, "processor_partitions_owned").await, 3.0);
+        assert_eq!(
+            metric(&address, "processor_partitions_revoked_total").await,
+            0.0,
+            "membership kept through the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     pg.start();
     scenario.produce(parts[2]).await;

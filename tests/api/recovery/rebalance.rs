@@ -50,6 +50,11 @@ async fn partitions_move_with_their_state_when_instances_stop_and_join() {
 
     c.start();
     wait_for_split(&[b.address(), c.address()]).await;
+    // b gave its partitions up for the new split only after snapshotting them, so c started from their exact state.
+    assert!(
+        metric(&b.address(), "processor_handover_snapshots_total").await > 0.0,
+        "revoked partitions are snapshotted before they are handed over"
+    );
     scenario.produce(parts[2]).await;
 
     scenario.check(&[b.address(), c.address()]).await;

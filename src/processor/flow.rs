@@ -1,0 +1,133 @@
+//! Backpressure and hand-over: the in-flight window of batches being published, and what the loop does when it
+//! cannot drain (DESIGN.md §6: "when a buffer is full the consumer pauses, it does not drop").
+//!
+//! While the window drains normally the loop just awaits its oldest batch. When that takes longer than `STALL`
+//! (Postgres or the broker is down and the publishing tasks are retrying), every owned partition is paused and
+//! the loop keeps asking the consumer for records while it waits: nothing arrives from paused partitions, but the
+//! asking keeps the instance in its group (librdkafka leaves the group when the application stops polling for
+//! `max.poll.interval.ms`) and lets rebalance callbacks run. Once the window has room again the partitions
+//! resume from their positions (`rewind_to_position`), so nothing fetched before the pause is skipped.
+
+use std::time::{Duration, Instant};
+
+use super::publish::PublishError;
+use super::Processor;
+
+/// How long the oldest batch may take before consumption is paused rather than merely waiting.
+const STALL: Duration = Duration::from_secs(1);
+
+impl Processor {
+    /// Retires every finished batch at the front of the window and waits, pausing consumption when the wait is
+    /// long, until at most `keep` batches are in flight.
+    pub(super) async fn settle(&mut self, keep: usize) -> Result<(), PublishError> {
+        let mut stalled_since: Option<Instant> = None;
+        loop {
+            while self.in_flight.front().is_some_and(|b| b.done.is_finished()) {
+                if let Some(batch) = self.in_flight.pop_front() {
+                    let result = batch.done.await;
+                    self.retire(result, &batch.timestamps, batch.events)?;
+                }
+            }
+            if self.in_flight.len() <= keep {
+                self.unpause(stalled_since);
+                return Ok(());
+            }
+            let Some(front) = self.in_flight.front_mut() else {
+                return Ok(());
+            };
+            // A handle that completed here is never polled again; its batch is retired below.
+            let completed = if self.paused {
+                let polled = tokio::select! {
+                    result = &mut front.done => Ok(result),
+                    polled = self.source.next() => Err(polled),
+                };
+                match polled {
+                    Ok(result) => Some(result),
+                    Err(polled) => {
+                        // Fetched before the pause took effect. Dropped unstored; the gap check on the partition's
+                        // next record fetches it again.
+                        if let Some(position) =
+                            polled.and_then(|p| self.positions.get_mut(&p.partition))
+                        {
+                            position.resync();
+                        }
+                        None
+                    }
+                }
+            } else {
+                match tokio::time::timeout(STALL, &mut front.done).await {
+                    Ok(result) => Some(result),
+                    Err(_) => {
+                        stalled_since = Some(Instant::now());
+                        self.pause_owned();
+                        None
+                    }
+                }
+            };
+            if let Some(result) = completed {
+                if let Some(batch) = self.in_flight.pop_front() {
+                    self.retire(result, &batch.timestamps, batch.events)?;
+                }
+            }
+        }
+    }
+
+    /// Counts a batch that left the window. One whose publishing task failed stops the processor instead: a
+    /// snapshot after it would lose its effects, and the restart replays them.
+    fn retire(
+        &self,
+        result: Result<(), tokio::task::JoinError>,
+        timestamps: &[i64],
+        events: u64,
+    ) -> Result<(), PublishError> {
+        result.map_err(|e| PublishError::Task(e.to_string()))?;
+        self.stats.record_latencies(timestamps);
+        self.stats
+            .events
+            .fetch_add(events, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn pause_owned(&mut self) {
+        let owned: Vec<i32> = self.positions.keys().copied().collect();
+        tracing::warn!(partitions = ?owned, in_flight = self.in_flight.len(), "outputs not completing; consumption paused");
+        self.source.set_paused(&owned, true);
+        self.paused = true;
+        metrics::counter!("processor_pauses_total").increment(1);
+        metrics::gauge!("processor_paused").set(1.0);
+    }
+
+    fn unpause(&mut self, stalled_since: Option<Instant>) {
+        if !self.paused {
+            return;
+        }
+        let owned: Vec<i32> = self.positions.keys().copied().collect();
+        self.source.set_paused(&owned, false);
+        for partition in &owned {
+            self.rewind_to_position(*partition);
+        }
+        self.paused = false;
+        let paused_ms = stalled_since.map_or(0, |s| s.elapsed().as_millis() as u64);
+        tracing::info!(partitions = ?owned, paused_ms, "outputs completing again; consumption resumed");
+        metrics::gauge!("processor_paused").set(0.0);
+    }
+
+    /// Answers a revocation: waits for what is in flight, snapshots the revoked partitions so their next owner
+    /// starts from their exact state, stores and commits those offsets, and only then gives the partitions up.
+    pub(super) async fn hand_over(&mut self, revoked: Vec<i32>) -> Result<(), PublishError> {
+        self.settle(0).await?;
+        let written = self.snapshot_now(&revoked).await;
+        let handed = written.iter().filter(|(_, _, r)| r.is_ok()).count();
+        self.store_written(written);
+        metrics::counter!("processor_handover_snapshots_total").increment(handed as u64);
+        tracing::info!(partitions = ?revoked, snapshotted = handed, "handing partitions over");
+        self.source.release();
+        for partition in &revoked {
+            self.partitions.remove(partition);
+            self.positions.remove(partition);
+            self.owned.remove(partition);
+            self.hydrating.remove(partition);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! Re-hydration of assigned partitions off the consumer loop, a bounded number at a time (docs/RECOVERY.md).
+//!
+//! An assigned partition is paused while its snapshot is loaded, decoded (on a blocking thread: about half a
+//! second per million customers) and its watermarks are asked for; the other partitions go on being consumed
+//! meanwhile. At most `restore_concurrency` partitions hydrate at once, so a rebalance that moves many big
+//! partitions leaves cores for the live ones. When a partition is installed it resumes and is moved back to its
+//! restored position: records delivered before the pause took effect were dropped unstored, and must be fetched
+//! again even if nothing new arrives. The read-back that ends a restore runs in the background too.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use actors::{
+    Configs, FinishRestore, PartitionActor, PartitionCore, PublishedVersion, SnapshotOffsets,
+    SnapshotSummary,
+};
+use streams::MerchantId;
+
+use super::consumer::Source;
+use super::readback::ReadBack;
+use super::recovery::Position;
+use super::{InFlight, Processor};
+use crate::snapshots::SnapshotStore;
+use crate::store::Store;
+
+/// Work finished in the background, for the loop to take in.
+pub(super) enum Step {
+    Hydrated {
+        partition: i32,
+        generation: u64,
+        restored: Option<Box<Hydrated>>,
+    },
+    ReadBack {
+        partition: i32,
+        published: Option<Vec<PublishedVersion>>,
+    },
+}
+
+/// A partition's state as loaded, before it is owned by an actor.
+pub(super) struct Hydrated {
+    core: PartitionCore,
+    offsets: SnapshotOffsets,
+    /// Low and high watermark of every input topic when the snapshot was loaded.
+    watermarks: HashMap<String, (i64, i64)>,
+    elapsed: Duration,
+}
+
+/// Everything a hydration needs, owned, so it can run as its own task.
+struct Hydration {
+    partition: i32,
+    snapshots: Option<SnapshotStore>,
+    configs: Configs,
+    store: Option<Store>,
+    now: functions::Timestamp,
+    source: Arc<Source>,
+    inputs: Vec<String>,
+}
+
+impl Hydration {
+    /// `None` when the snapshot store or the broker cannot answer now; the loop tries again on a later tick.
+    async fn run(self) -> Option<Hydrated> {
+        let started = Instant::now();
+        let (core, offsets) = self.load().await?;
+        let (source, inputs, partition) = (self.source, self.inputs, self.partition);
+        let asked = tokio::task::spawn_blocking(move || {
+            inputs
+                .into_iter()
+                .map(|topic| {
+                    let marks = source.watermarks(&topic, partition)?;
+                    Ok((topic, marks))
+                })
+                .collect::<rdkafka::error::KafkaResult<HashMap<String, (i64, i64)>>>()
+        })
+        .await;
+        let watermarks = match asked {
+            Ok(Ok(marks)) => marks,
+            Ok(Err(e)) => {
+                tracing::warn!(partition, error = %e, "restore postponed: no watermarks");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "restore postponed: watermark task failed");
+                return None;
+            }
+        };
+        Some(Hydrated {
+            core,
+            offsets,
+            watermarks,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The decoded snapshot, an empty partition when there is none or it cannot be trusted, or `None` when the
+    /// store cannot be read now.
+    async fn load(&self) -> Option<(PartitionCore, SnapshotOffsets)> {
+        let partition = self.partition;
+        let empty = || Some((PartitionCore::new(partition), SnapshotOffsets::default()));
+        let Some(snapshots) = &self.snapshots else {
+            return empty();
+        };
+        let bytes = match snapshots.load(partition).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return empty(),
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "restore postponed: snapshot store unavailable");
+                return None;
+            }
+        };
+        let merchants = SnapshotSummary::read(&bytes).map(|s| s.merchants);
+        super::load_configs_of(
+            &self.configs,
+            self.store.as_ref(),
+            merchants.unwrap_or_default(),
+        )
+        .await;
+        let (configs, now) = (self.configs.clone(), self.now);
+        let decoded = tokio::task::spawn_blocking(move || {
+            PartitionCore::decode_snapshot(partition, &bytes, &configs, now)
+        })
+        .await;
+        match decoded {
+            Ok(Ok(restored)) => Some(restored),
+            Ok(Err(e)) => {
+                // Replaying from the beginning is slower but exact.
+                tracing::warn!(partition, error = %e, "snapshot refused; replaying the partition from the start");
+                empty()
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "restore postponed: decode task failed");
+                None
+            }
+        }
+    }
+}
+
+impl Processor {
+    /// Starts hydrating every owned partition that has no state yet and is not hydrating already.
+    pub(super) fn hydrate_missing(&mut self) {
+        let missing: Vec<i32> = self
+            .owned
+            .iter()
+            .filter(|p| !self.positions.contains_key(p) && !self.hydrating.contains_key(p))
+            .copied()
+            .collect();
+        for partition in missing {
+            self.generation += 1;
+            self.hydrating.insert(partition, self.generation);
+            self.source.set_paused(&[partition], true);
+            let job = Hydration {
+                partition,
+                snapshots: self.snapshots.as_ref().map(|s| s.store.clone()),
+                configs: self.configs.clone(),
+                store: self.publisher.store.clone(),
+                now: self.clock.now(),
+                source: self.source.clone(),
+                inputs: self
+                    .publisher
+                    .topics
+                    .inputs()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+            };
+            let (permits, steps, generation) = (
+                self.restore_permits.clone(),
+                self.steps.0.clone(),
+                self.generation,
+            );
+            tokio::task::spawn_local(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let restored = job.run().await.map(Box::new);
+                let _ = steps.send(Step::Hydrated {
+                    partition,
+                    generation,
+                    restored,
+                });
+            });
+        }
+    }
+
+    pub(super) async fn on_step(&mut self, step: Step) {
+        match step {
+            Step::Hydrated {
+                partition,
+                generation,
+                restored,
+            } => {
+                // A partition revoked (and perhaps assigned again) meanwhile has a newer hydration or none.
+                if self.hydrating.get(&partition) != Some(&generation) {
+                    return;
+                }
+                self.hydrating.remove(&partition);
+                if let Some(hydrated) = restored {
+                    self.install(partition, *hydrated);
+                }
+            }
+            Step::ReadBack {
+                partition,
+                published,
+            } => self.finish_restore(partition, published).await,
+        }
+    }
+
+    fn install(&mut self, partition: i32, hydrated: Hydrated) {
+        let Hydrated {
+            core,
+            offsets,
+            watermarks,
+            elapsed,
+        } = hydrated;
+        let position = Position::restored(&offsets, &watermarks, &self.publisher.topics);
+        let customers: usize = core.merchants().map(|m| m.len()).sum();
+        let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
+        let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
+        let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
+            PartitionActor::with_core(core, configs, topics)
+        });
+        self.partitions.insert(partition, addr);
+        self.positions.insert(partition, position);
+        if !self.paused {
+            self.source.set_paused(&[partition], false);
+            self.rewind_to_position(partition);
+        }
+        tracing::info!(
+            partition,
+            customers,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "partition restored from snapshot"
+        );
+        self.finish_if_caught_up(partition);
+    }
+
+    /// Once the quiet replay reached the frontier, reads back in the background what the old owner published.
+    pub(super) fn finish_if_caught_up(&mut self, partition: i32) {
+        let Some(position) = self.positions.get_mut(&partition) else {
+            return;
+        };
+        if !position.restoring() || !position.reached_frontier() || position.reading_back {
+            return;
+        }
+        let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
+            return;
+        };
+        position.reading_back = true;
+        let marks = position.read_back_from();
+        let (brokers, topic) = (
+            self.brokers.clone(),
+            self.publisher.topics.rfm_updated.clone(),
+        );
+        let steps = self.steps.0.clone();
+        tokio::task::spawn_local(async move {
+            let published = read_back(addr, brokers, topic, marks, partition).await;
+            let _ = steps.send(Step::ReadBack {
+                partition,
+                published,
+            });
+        });
+    }
+
+    /// Publishes the restore's net changes; a failed read-back is tried again on the next tick.
+    async fn finish_restore(&mut self, partition: i32, published: Option<Vec<PublishedVersion>>) {
+        let Some(position) = self.positions.get_mut(&partition) else {
+            return;
+        };
+        position.reading_back = false;
+        let (Some(published), Some(addr)) = (
+            published,
+            self.partitions.get(&partition).map(|a| a.value().clone()),
+        ) else {
+            return;
+        };
+        let now = self.clock.now();
+        let Ok(outcome) = addr.send(FinishRestore { published, now }).await else {
+            return;
+        };
+        position.frontier = None;
+        tracing::info!(
+            partition,
+            changes = outcome.changes.len(),
+            "restore finished"
+        );
+        if let Some(live) = &self.live {
+            live.observe(&outcome);
+        }
+        let done = tokio::task::spawn_local(self.publisher.start(outcome));
+        self.in_flight.push_back(InFlight::without_events(done));
+    }
+}
+
+async fn read_back(
+    addr: Addr<PartitionActor>,
+    brokers: String,
+    topic: String,
+    marks: std::collections::BTreeMap<i32, i64>,
+    partition: i32,
+) -> Option<Vec<PublishedVersion>> {
+    let merchants = super::inspect_one(&addr, |core: &PartitionCore| {
+        core.merchants()
+            .map(|m| m.id.clone())
+            .collect::<HashSet<MerchantId>>()
+    })
+    .await?;
+    let read = ReadBack {
+        brokers,
+        topic,
+        marks,
+        merchants,
+        deadline: Duration::from_secs(10),
+    };
+    match tokio::task::spawn_blocking(move || read.run()).await {
+        Ok(Ok(published)) => Some(published),
+        Ok(Err(e)) => {
+            tracing::warn!(partition, error = %e, "read-back failed; will retry");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "read-back task failed; will retry");
+            None
+        }
+    }
+}
