@@ -52,6 +52,33 @@ impl SnapshotStore {
         }
     }
 
+    /// Notes that an instance owning partitions of this group is alive and snapshotting, for `ttl`
+    /// (`{prefix}:alive`). Only read by members that own nothing (see `processor::flow`).
+    pub async fn mark_alive(&self, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            SnapshotStore::Redis { link, prefix } => {
+                let ms = ttl.as_millis().max(1) as u64;
+                let key = format!("{prefix}:alive");
+                link.query::<()>(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms))
+                    .await
+                    .map_err(StoreError)
+            }
+            SnapshotStore::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Whether some owner marked itself alive within its ttl. A memory store cannot see other processes and
+    /// always says yes.
+    pub async fn someone_alive(&self) -> Result<bool, StoreError> {
+        match self {
+            SnapshotStore::Redis { link, prefix } => link
+                .query::<bool>(redis::cmd("EXISTS").arg(format!("{prefix}:alive")))
+                .await
+                .map_err(StoreError),
+            SnapshotStore::Memory(_) => Ok(true),
+        }
+    }
+
     pub async fn load(&self, partition: i32) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             SnapshotStore::Redis { link, prefix } => link

@@ -104,7 +104,12 @@ pub struct Source {
 
 impl Source {
     pub fn new(settings: &ConsumerSettings, topics: &Topics) -> anyhow::Result<Source> {
-        let consumer: StreamConsumer<Rebalances> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        // librdkafka's own debug contexts (`cgrp`, `fetch`, …), for diagnosing the group protocol with a broker.
+        if let Some(contexts) = std::env::var("KAFKA_DEBUG").ok().filter(|c| !c.is_empty()) {
+            config.set("debug", contexts);
+        }
+        let consumer: StreamConsumer<Rebalances> = config
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
@@ -185,6 +190,12 @@ impl Source {
     /// the commit's round trip.
     pub fn release(&self) {
         release(&self.consumer);
+    }
+
+    /// Leaves the group and joins it again as a new member, which starts a fresh rebalance.
+    pub fn rejoin(&self) -> KafkaResult<()> {
+        self.consumer.unsubscribe();
+        self.consumer.subscribe(&self.topics.inputs())
     }
 
     /// From now on a revocation is answered inside the callback (the processor is stopping).

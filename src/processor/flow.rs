@@ -131,3 +131,43 @@ impl Processor {
         Ok(())
     }
 }
+
+impl Processor {
+    /// Tansu 0.6 can settle a rebalance with the only live member holding no partitions: when a restarted
+    /// instance joins while the dead leader's session is still running, the leader's expiry lets the newcomer's
+    /// follower SyncGroup (which carries no assignment) complete the generation, and nothing rebalances again. So a
+    /// member that has owned nothing for two session timeouts checks whether any owner is alive (owners refresh
+    /// `rfm:snapshot:{group}:alive` with every snapshot round); when none is, nobody consumes the partitions, which
+    /// is wrong on any broker, and it leaves and joins the group again. Legitimately idle members (more instances
+    /// than partitions) see the owners' mark and stay put.
+    pub(super) async fn check_empty_assignment(&mut self) {
+        let Some(store) = self.snapshots.as_ref().map(|s| s.store.clone()) else {
+            return;
+        };
+        if !self.owned.is_empty() {
+            self.idle_since = None;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.session_timeout * 2 {
+            return;
+        }
+        self.idle_since = Some(Instant::now());
+        match store.someone_alive().await {
+            Ok(false) => {
+                tracing::warn!("no partitions and no live owner in the group; rejoining");
+                metrics::counter!("processor_group_rejoins_total").increment(1);
+                if let Err(e) = self.source.rejoin() {
+                    tracing::warn!(error = %e, "could not rejoin the group");
+                }
+            }
+            Ok(true) => tracing::debug!("no partitions; other members own them"),
+            Err(e) => tracing::debug!(error = %e, "owners unknown"),
+        }
+    }
+
+    /// How long an owner's mark stays after its last snapshot round.
+    pub(super) fn alive_ttl(&self) -> Duration {
+        self.session_timeout * 2
+    }
+}

@@ -168,6 +168,8 @@ impl ProcessorConfig {
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
             steps: tokio::sync::mpsc::unbounded_channel(),
             paused: false,
+            idle_since: None,
+            session_timeout: self.consumer.session_timeout,
             brokers: self.consumer.brokers.clone(),
             snapshots: self.snapshots,
             last_snapshot: Instant::now(),
@@ -228,6 +230,9 @@ pub struct Processor {
     ),
     /// Every owned partition is paused because outputs are not completing (see `flow`).
     paused: bool,
+    /// Since when this member has owned no partition, and the group's session timeout (see `flow`).
+    idle_since: Option<Instant>,
+    session_timeout: Duration,
     brokers: String,
     snapshots: Option<SnapshotSettings>,
     last_snapshot: Instant,
@@ -303,6 +308,7 @@ impl Processor {
             self.hand_over(revoked).await?;
         }
         self.owned.extend(self.source.take_assigned());
+        self.check_empty_assignment().await;
         self.hydrate_missing();
         // A restore whose remaining records were all skipped, or whose read-back failed, ends here.
         let restoring: Vec<i32> = self

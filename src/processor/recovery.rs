@@ -180,7 +180,16 @@ impl Processor {
         self.last_snapshot = Instant::now();
         self.settle(0).await?;
         let round = self.encode_round(|_| true).await;
-        self.saving = Some(tokio::task::spawn_local(write_round(store, round)));
+        let alive = (!round.is_empty()).then(|| self.alive_ttl());
+        self.saving = Some(tokio::task::spawn_local(async move {
+            let written = write_round(store.clone(), round).await;
+            if let Some(ttl) = alive.filter(|_| written.iter().any(|(_, _, r)| r.is_ok())) {
+                if let Err(e) = store.mark_alive(ttl).await {
+                    tracing::debug!(error = %e, "owner mark not written");
+                }
+            }
+            written
+        }));
         if force {
             self.collect_snapshots(true).await;
         }
