@@ -18,6 +18,8 @@ pub struct Settings {
     pub kafka_session_timeout: Duration,
     /// How long the processor may go without polling before librdkafka leaves the group for it.
     pub kafka_max_poll_interval: Duration,
+    /// librdkafka debug contexts for the processor's consumer (`KAFKA_DEBUG`).
+    pub kafka_debug: Option<String>,
     /// Create missing topics at start-up, with this many partitions and replicas.
     pub kafka_create_topics: bool,
     pub kafka_partitions: i32,
@@ -82,6 +84,7 @@ impl Settings {
                 "KAFKA_MAX_POLL_INTERVAL_MS",
                 "300000",
             )?),
+            kafka_debug: get("KAFKA_DEBUG"),
             kafka_create_topics: parse_or(&get, "KAFKA_CREATE_TOPICS", "true")?,
             kafka_partitions: parse_or(&get, "KAFKA_PARTITIONS", "12")?,
             kafka_replication: parse_or(&get, "KAFKA_REPLICATION", "1")?,

@@ -204,6 +204,7 @@ pub async fn build_processor(
     }
     .with_session_timeout(settings.kafka_session_timeout)
     .with_max_poll_interval(settings.kafka_max_poll_interval)
+    .with_kafka_debug(settings.kafka_debug.clone())
     .build(publisher, clock)
 }
 

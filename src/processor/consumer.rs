@@ -33,6 +33,8 @@ pub struct ConsumerSettings {
     /// How long the loop may go without asking for records before librdkafka leaves the group; also the bound on
     /// how long a revocation may wait for its hand-over snapshot.
     pub max_poll_interval: Duration,
+    /// librdkafka's own debug contexts (`cgrp`, `fetch`, …), for diagnosing the group protocol with a broker.
+    pub debug: Option<String>,
 }
 
 #[derive(Debug)]
@@ -105,8 +107,7 @@ pub struct Source {
 impl Source {
     pub fn new(settings: &ConsumerSettings, topics: &Topics) -> anyhow::Result<Source> {
         let mut config = ClientConfig::new();
-        // librdkafka's own debug contexts (`cgrp`, `fetch`, …), for diagnosing the group protocol with a broker.
-        if let Some(contexts) = std::env::var("KAFKA_DEBUG").ok().filter(|c| !c.is_empty()) {
+        if let Some(contexts) = &settings.debug {
             config.set("debug", contexts);
         }
         let consumer: StreamConsumer<Rebalances> = config
@@ -207,8 +208,8 @@ impl Source {
     }
 
     /// Stops (`pause`) or restarts fetching every input topic of `partitions`. librdkafka drops what it had
-    /// fetched for a paused partition and fetches again from the last record handed out, so the caller must check
-    /// the first record after a resume for a gap (Tansu answers a fetch from inside a batch with the next batch).
+    /// fetched for a paused partition and fetches again from the last record handed out, so after a resume the caller
+    /// moves the partition back to its own position (`rewind_to_position`).
     pub fn set_paused(&self, partitions: &[i32], pause: bool) {
         let mut list = TopicPartitionList::new();
         for topic in self.topics.inputs() {

@@ -5,8 +5,10 @@
 //! each partition's share to that partition's actor, which decodes, applies and encodes the outputs (its mailbox is
 //! small, so this is where backpressure starts). The outcome's records are enqueued in order and published in the
 //! background; up to `MAX_IN_FLIGHT` batches may be publishing, and their offsets are stored strictly in batch order
-//! once each completes. Between batches the loop ticks every partition so recency boundaries fire on time. Records
-//! that cannot be decoded go to `rfm.dlq`, and the partition goes on.
+//! once each completes; when they stop completing, consumption pauses (`flow`). Between batches the loop ticks every
+//! partition so recency boundaries fire on time. Assigned partitions are restored in the background (`hydrate`,
+//! `recovery`) and handed over with a snapshot when revoked. Records that cannot be decoded go to `rfm.dlq`, and the
+//! partition goes on.
 
 mod consumer;
 mod flow;
@@ -126,6 +128,7 @@ impl ProcessorConfig {
                 group_id: group_id.to_owned(),
                 session_timeout: Duration::from_secs(45),
                 max_poll_interval: Duration::from_secs(300),
+                debug: None,
             },
             topics,
             batch_max: 5_000,
@@ -145,6 +148,11 @@ impl ProcessorConfig {
 
     pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
         self.consumer.max_poll_interval = interval;
+        self
+    }
+
+    pub fn with_kafka_debug(mut self, contexts: Option<String>) -> Self {
+        self.consumer.debug = contexts;
         self
     }
 
@@ -339,8 +347,8 @@ impl Processor {
                 .push(polled);
         }
         for (partition, records) in by_partition {
-            // Not owned, or still hydrating: dropped unstored. A hydrated partition checks its first record for a
-            // gap and seeks back to its restored position.
+            // Not owned, or still hydrating: dropped unstored. A partition is moved back to its restored position
+            // when its hydration is installed, so these are fetched again.
             if !self.positions.contains_key(&partition) {
                 continue;
             }

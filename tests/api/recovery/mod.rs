@@ -62,9 +62,14 @@ impl Scenario {
             ("SNAPSHOT_INTERVAL_MS", SNAPSHOT_MS.to_string()),
             ("DATABASE_URL", database.clone()),
             ("REDIS_URL", redis),
+            // What the instances log, for diagnosing a failure: their RUST_LOG and librdkafka debug contexts.
             (
                 "RUST_LOG",
                 std::env::var("INSTANCE_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+            (
+                "KAFKA_DEBUG",
+                std::env::var("INSTANCE_KAFKA_DEBUG").unwrap_or_default(),
             ),
         ];
         let merchants: Vec<MerchantId> = (0..4)
