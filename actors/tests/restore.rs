@@ -157,10 +157,8 @@ fn a_restore_continues_each_customers_versions_and_ends_in_the_survivors_state()
 fn customers_the_old_owner_already_published_as_they_stand_get_no_change() {
     let crash = crash();
     let now = day(5);
-    let (mut restored, _) =
-        PartitionCore::decode_snapshot(PARTITION, &crash.snapshot, &crash.configs, now).unwrap();
     // The new owner replays exactly what the old owner applied, at the same time: nothing is left to publish.
-    restored.apply_quietly(&second_batch(), now, &crash.configs);
+    let mut restored = replayed_second_batch(&crash, now);
     let outcome = restored.finish_restore(&crash.after_snapshot, now);
     assert_eq!(outcome.changes, Vec::new());
     let last = last_versions(&crash.after_snapshot);
@@ -173,51 +171,33 @@ fn customers_the_old_owner_already_published_as_they_stand_get_no_change() {
     }
 }
 
+/// The new owner after replaying exactly what the old owner applied, at the same time, with its restore pending.
+fn replayed_second_batch(crash: &Crash, now: Timestamp) -> PartitionCore {
+    let (mut restored, _) =
+        PartitionCore::decode_snapshot(PARTITION, &crash.snapshot, &crash.configs, now).unwrap();
+    restored.apply_quietly(&second_batch(), now, &crash.configs);
+    restored
+}
+
 #[test]
 fn versions_taken_over_are_rewritten_for_the_database_as_the_old_owner_published_them() {
     let crash = crash();
     let now = day(5);
-    let (mut restored, _) =
-        PartitionCore::decode_snapshot(PARTITION, &crash.snapshot, &crash.configs, now).unwrap();
-    restored.apply_quietly(&second_batch(), now, &crash.configs);
+    let mut restored = replayed_second_batch(&crash, now);
     let outcome = restored.finish_restore(&crash.after_snapshot, now);
     assert!(outcome.records.is_empty(), "rewrites publish nothing");
-    let key =
-        |merchant: &str, customer: u64, version: u32| (merchant.to_owned(), customer, version);
-    let mut expected: Vec<_> = crash
-        .after_snapshot
-        .iter()
-        .map(|p| {
-            let row = (
-                p.from_segment.clone(),
-                p.segment.clone(),
-                p.occurred_at,
-                p.trace_id.clone(),
-            );
-            (key(p.merchant.as_str(), p.customer_id, p.version), row)
-        })
-        .collect();
-    let mut rewritten: Vec<_> = outcome
-        .rewrites
-        .iter()
-        .map(|c| {
-            let row = (
-                c.from_segment.clone(),
-                c.to_segment.clone(),
-                c.occurred_at,
-                c.trace_id.clone(),
-            );
-            (key(c.merchant.as_str(), c.customer_id, c.version), row)
-        })
-        .collect();
-    expected.sort();
-    rewritten.sort();
-    assert_eq!(rewritten, expected);
+    let key = |p: &PublishedVersion| (p.merchant.to_string(), p.customer_id, p.version);
+    let mut rewritten = published(&outcome.rewrites, &restored);
+    let mut expected = crash.after_snapshot.clone();
+    rewritten.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(
+        rewritten, expected,
+        "segments, scores, time and trace as published"
+    );
 
     // Each version is rewritten once, however often the read-back holds it (it starts before the snapshot's marks).
-    let (mut again, _) =
-        PartitionCore::decode_snapshot(PARTITION, &crash.snapshot, &crash.configs, now).unwrap();
-    again.apply_quietly(&second_batch(), now, &crash.configs);
+    let mut again = replayed_second_batch(&crash, now);
     let doubled: Vec<PublishedVersion> = crash
         .after_snapshot
         .iter()
