@@ -34,6 +34,7 @@ pub(super) enum Step {
     },
     ReadBack {
         partition: i32,
+        generation: u64,
         published: Option<Vec<PublishedVersion>>,
     },
 }
@@ -201,8 +202,9 @@ impl Processor {
             }
             Step::ReadBack {
                 partition,
+                generation,
                 published,
-            } => self.finish_restore(partition, published).await,
+            } => self.finish_restore(partition, generation, published).await,
         }
     }
 
@@ -240,13 +242,16 @@ impl Processor {
         let Some(position) = self.positions.get_mut(&partition) else {
             return;
         };
-        if !position.restoring() || !position.reached_frontier() || position.reading_back {
+        if !position.restoring() || !position.reached_frontier() || position.reading_back.is_some()
+        {
             return;
         }
         let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
             return;
         };
-        position.reading_back = true;
+        self.generation += 1;
+        let generation = self.generation;
+        position.reading_back = Some(generation);
         let marks = position.read_back_from();
         let (brokers, topic) = (
             self.brokers.clone(),
@@ -257,17 +262,27 @@ impl Processor {
             let published = read_back(addr, brokers, topic, marks, partition).await;
             let _ = steps.send(Step::ReadBack {
                 partition,
+                generation,
                 published,
             });
         });
     }
 
     /// Publishes the restore's net changes; a failed read-back is tried again on the next tick.
-    async fn finish_restore(&mut self, partition: i32, published: Option<Vec<PublishedVersion>>) {
-        let Some(position) = self.positions.get_mut(&partition) else {
+    async fn finish_restore(
+        &mut self,
+        partition: i32,
+        generation: u64,
+        published: Option<Vec<PublishedVersion>>,
+    ) {
+        let Some(position) = self
+            .positions
+            .get_mut(&partition)
+            .filter(|p| p.reading_back == Some(generation))
+        else {
             return;
         };
-        position.reading_back = false;
+        position.reading_back = None;
         let (Some(published), Some(addr)) = (
             published,
             self.partitions.get(&partition).map(|a| a.value().clone()),

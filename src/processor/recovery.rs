@@ -31,8 +31,9 @@ pub(super) struct Position {
     /// Topics whose first record since the restore has not arrived yet. If it comes from past `next`, the consumer
     /// started after the snapshot (the snapshot was lost or is older than the commit), so it must seek back.
     awaiting: HashSet<String>,
-    /// A read-back of the output topic is running for this restore.
-    pub(super) reading_back: bool,
+    /// The read-back of the output topic running for this restore, by its generation: one that finishes after
+    /// the partition was revoked and assigned again belongs to another restore.
+    pub(super) reading_back: Option<u64>,
 }
 
 impl Position {
