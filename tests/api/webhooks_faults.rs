@@ -1,12 +1,13 @@
 //! Bad input and a broker outage: clear errors, nothing lost, nothing produced that should not be.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{create_topics, fixture, read_records, spawn_app, spawn_app_with, Webhook};
+use crate::helpers::{
+    create_topics, fixture, read_records, spawn_app, spawn_app_with, PrivateBroker, Webhook,
+};
 
 #[tokio::test]
 async fn oversized_bodies_are_413_and_a_one_mebibyte_order_is_accepted() {
@@ -85,55 +86,6 @@ async fn malformed_json_and_bad_money_are_400_with_a_json_error() {
 
     let records = app.orders_before_marker().await;
     assert!(records.is_empty(), "{records:?}");
-}
-
-/// A private Tansu broker on its own port, so stopping it does not disturb other tests.
-struct PrivateBroker {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    fn start(port: u16) -> PrivateBroker {
-        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--storage-engine",
-                "memory://tansu/",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (TANSU_BIN or PATH); .ci/run installs it");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PrivateBroker {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn free_port() -> u16 {

@@ -4,6 +4,7 @@
 //! `(customer, version)` to appear once on `rfm.updated`, each customer's last published segment to be the
 //! oracle's, and every delta row to agree with the record of its version.
 
+mod broker_outage;
 mod crash;
 mod outage;
 mod postgres_outage;
@@ -32,6 +33,8 @@ const INITIAL_SEGMENT: &str = "inactive";
 
 /// Fresh topics (3 partitions), group, database, merchants and the scripted stream with its oracle.
 struct Scenario {
+    /// The broker of this scenario's topics and instances.
+    brokers: String,
     topics: Topics,
     database: String,
     env: Vec<(&'static str, String)>,
@@ -42,10 +45,15 @@ struct Scenario {
 
 impl Scenario {
     async fn new(name: &str) -> Scenario {
+        Scenario::on_broker(name, &brokers()).await
+    }
+
+    /// A scenario whose topics and instances live on `broker` (a private one the test may stop).
+    async fn on_broker(name: &str, broker: &str) -> Scenario {
         crate::helpers::init_test_logs();
         let prefix = format!("{}.", unique(name));
         let topics = Topics::with_prefix(&prefix);
-        streams::admin::ensure_topics(&brokers(), &topics, 3, 1)
+        streams::admin::ensure_topics(broker, &topics, 3, 1)
             .await
             .unwrap();
         let database = fresh_database().await;
@@ -53,7 +61,7 @@ impl Scenario {
         let env = vec![
             ("SHOPIFY_API_SECRET", SECRET.to_owned()),
             ("SHOPIFY_API_KEY", API_KEY.to_owned()),
-            ("KAFKA_BROKERS", brokers()),
+            ("KAFKA_BROKERS", broker.to_owned()),
             ("KAFKA_TOPIC_PREFIX", prefix),
             ("KAFKA_GROUP_ID", unique(&format!("{name}-g-"))),
             ("KAFKA_CREATE_TOPICS", "false".into()),
@@ -77,6 +85,7 @@ impl Scenario {
             .collect();
         let (events, truth) = script(&merchants);
         Scenario {
+            brokers: broker.to_owned(),
             topics,
             database,
             env,
@@ -116,7 +125,7 @@ impl Scenario {
     }
 
     async fn produce(&self, events: &[InputEvent]) {
-        produce(&brokers(), &self.topics, events).await;
+        produce(&self.brokers, &self.topics, events).await;
     }
 
     /// The stream in thirds, and a started instance that has taken the first third and snapshotted it.
@@ -146,7 +155,7 @@ impl Scenario {
             Duration::from_secs(60),
             20,
             async || {
-                let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
+                let records = read_all_records(&self.brokers, &self.topics.rfm_updated).await;
                 last_segment_mismatches(&records, &self.truth, now)
             },
         )
@@ -159,7 +168,7 @@ impl Scenario {
         .fetch_all(&db)
         .await
         .unwrap();
-        let records = read_all_records(&brokers(), &self.topics.rfm_updated).await;
+        let records = read_all_records(&self.brokers, &self.topics.rfm_updated).await;
         check_versions_unique(&records);
         check_delta_rows(rows, &records);
         // And the other way: every published move has its row, also when the process died between the broker's
