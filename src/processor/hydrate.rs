@@ -86,6 +86,22 @@ impl Hydration {
                 return None;
             }
         };
+        if let Some((topic, next, high)) = super::recovery::ahead_of_log(&offsets, &watermarks) {
+            tracing::warn!(
+                partition,
+                topic,
+                next,
+                high,
+                "snapshot ahead of the log; replaying the partition from the start"
+            );
+            metrics::counter!("processor_snapshots_refused_total").increment(1);
+            return Some(Hydrated {
+                core: PartitionCore::new(partition),
+                offsets: SnapshotOffsets::default(),
+                watermarks,
+                elapsed: started.elapsed(),
+            });
+        }
         Some(Hydrated {
             core,
             offsets,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actors::{PartitionCore, RawRecord, SnapshotOffsets};
 use streams::Topics;
 
+use super::consumer::REWIND;
 use super::Processor;
 use crate::snapshots::SnapshotStore;
 
@@ -72,7 +73,7 @@ impl Position {
     pub(super) fn read_back_from(&self) -> BTreeMap<i32, i64> {
         self.marks
             .iter()
-            .map(|(p, o)| (*p, (o - super::consumer::REWIND).max(0)))
+            .map(|(p, o)| (*p, (o - REWIND).max(0)))
             .collect()
     }
 
@@ -122,7 +123,7 @@ impl Processor {
         };
         position.resync();
         for (topic, next) in &position.next {
-            let from = (next - super::consumer::REWIND).max(0);
+            let from = (next - REWIND).max(0);
             if let Err(e) = self.source.seek(topic, partition, from) {
                 // The first record's gap check seeks again if this one did not take.
                 tracing::warn!(partition, topic, error = %e, "could not rewind to the position");
@@ -147,7 +148,7 @@ impl Processor {
             }
             if record.offset > next && position.awaiting.contains(&record.topic) {
                 tracing::info!(partition, topic = %record.topic, from = next, at = record.offset, "seeking back to the snapshot's position");
-                let from = (next - super::consumer::REWIND).max(0);
+                let from = (next - REWIND).max(0);
                 if let Err(e) = self.source.seek(&record.topic, partition, from) {
                     tracing::warn!(partition, error = %e, "seek failed; will retry on the next record");
                 }
@@ -290,6 +291,20 @@ impl Processor {
     }
 }
 
+/// The first input topic whose snapshot position lies past the end of its log (the topic was recreated, or the
+/// broker lost records): such a snapshot holds state Kafka cannot replay and must not be trusted. Tansu reports
+/// the end up to one producer batch short (see `readback`), so only a position more than `REWIND` records past
+/// the reported end counts; a recreated topic shorter than that is not caught.
+pub(super) fn ahead_of_log<'a>(
+    offsets: &SnapshotOffsets,
+    watermarks: &'a HashMap<String, (i64, i64)>,
+) -> Option<(&'a str, i64, i64)> {
+    watermarks.iter().find_map(|(topic, (_, high))| {
+        let next = *offsets.0.get(topic)?;
+        (next > high + REWIND).then_some((topic.as_str(), next, *high))
+    })
+}
+
 fn mark_key(topic: &str, partition: i32) -> String {
     format!("{OUTPUT_MARK}{topic}:{partition}")
 }
@@ -304,4 +319,29 @@ fn output_marks(offsets: &SnapshotOffsets, topic: &str) -> BTreeMap<i32, i64> {
             Some((partition, *high))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_past_the_end_of_its_log_is_found() {
+        let marks: HashMap<String, (i64, i64)> =
+            [("a".to_owned(), (0, 10)), ("b".to_owned(), (5, 20))].into();
+        let at =
+            |a: i64, b: i64| SnapshotOffsets([("a".to_owned(), a), ("b".to_owned(), b)].into());
+        let slack = REWIND;
+        assert_eq!(ahead_of_log(&at(10, 20), &marks), None, "at the end");
+        assert_eq!(
+            ahead_of_log(&at(10, 20 + slack), &marks),
+            None,
+            "within a batch of the reported end (Tansu)"
+        );
+        assert_eq!(ahead_of_log(&SnapshotOffsets::default(), &marks), None);
+        assert_eq!(
+            ahead_of_log(&at(3, 21 + slack), &marks),
+            Some(("b", 21 + slack, 20))
+        );
+    }
 }
