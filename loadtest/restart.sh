@@ -3,7 +3,7 @@
 # it owns is restored and live, with CUSTOMERS customers resident — once after a graceful stop, once after kill -9.
 #
 # Needs the broker on 127.0.0.1:9092 (freshly started: Tansu slows down as it fills), Redis on 127.0.0.1:6379 and a
-# release build. DATABASE_URL is not used. Usage: bash loadtest/restart.sh [CUSTOMERS] [EVENTS]
+# release build. DATABASE_URL is not used. Usage: [SESSION_MS=6000] bash loadtest/restart.sh [CUSTOMERS] [EVENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers=${1:-1000000}
@@ -12,7 +12,7 @@ partitions=4
 bin=${BIN:-${CARGO_TARGET_DIR:-target}/release/loyalnest-rfm}
 log=$(mktemp -d)
 # Tansu keeps the session timeout of the member that created the group, so the bench uses the restarts' one.
-export KAFKA_SESSION_TIMEOUT_MS=6000
+export KAFKA_SESSION_TIMEOUT_MS=${SESSION_MS:-6000}
 
 # The bench consumes the stream in a fresh group and leaves its snapshots behind; its prefix names the group.
 "$bin" bench --customers "$customers" --events "$events" --merchants 200 --partitions "$partitions" |

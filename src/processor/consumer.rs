@@ -121,6 +121,14 @@ impl Source {
                 "session.timeout.ms",
                 settings.session_timeout.as_millis().to_string(),
             )
+            // librdkafka's 3 s default, but at most half the session, so a short session (a faster hand-over after
+            // a crash) is still accepted and gets a heartbeat in before it expires.
+            .set(
+                "heartbeat.interval.ms",
+                (settings.session_timeout.as_millis() / 2)
+                    .clamp(1, 3000)
+                    .to_string(),
+            )
             // Range assigns partition p of every topic to the same member when the topics have equal partition
             // counts, which keeps a merchant's co-partitioned topics in one partition actor.
             .set("partition.assignment.strategy", "range")
