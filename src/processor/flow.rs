@@ -37,22 +37,11 @@ impl Processor {
             };
             // A handle that completed here is never polled again; its batch is retired below.
             let completed = if self.paused {
-                let polled = tokio::select! {
-                    result = &mut front.done => Ok(result),
-                    polled = self.source.next() => Err(polled),
-                };
-                match polled {
-                    Ok(result) => Some(result),
-                    Err(polled) => {
-                        // Fetched before the pause took effect. Dropped unstored; the gap check on the partition's
-                        // next record fetches it again.
-                        if let Some(position) =
-                            polled.and_then(|p| self.positions.get_mut(&p.partition))
-                        {
-                            position.resync();
-                        }
-                        None
-                    }
+                tokio::select! {
+                    result = &mut front.done => Some(result),
+                    // A record fetched before the pause took effect: dropped unstored, since every partition is
+                    // rewound to its position when it resumes (`unpause`).
+                    _ = self.source.next() => None,
                 }
             } else {
                 match tokio::time::timeout(STALL, &mut front.done).await {

@@ -63,7 +63,7 @@ impl Hydration {
     /// `None` when the snapshot store or the broker cannot answer now; the loop tries again on a later tick.
     async fn run(self) -> Option<Hydrated> {
         let started = Instant::now();
-        let (core, offsets) = self.load().await?;
+        let (mut core, mut offsets) = self.load().await?;
         let (source, inputs, partition) = (self.source, self.inputs, self.partition);
         let asked = tokio::task::spawn_blocking(move || {
             inputs
@@ -95,12 +95,7 @@ impl Hydration {
                 "snapshot ahead of the log; replaying the partition from the start"
             );
             metrics::counter!("processor_snapshots_refused_total").increment(1);
-            return Some(Hydrated {
-                core: PartitionCore::new(partition),
-                offsets: SnapshotOffsets::default(),
-                watermarks,
-                elapsed: started.elapsed(),
-            });
+            (core, offsets) = (PartitionCore::new(partition), SnapshotOffsets::default());
         }
         Some(Hydrated {
             core,
