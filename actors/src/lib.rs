@@ -19,5 +19,5 @@ pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Rejected, Tick,
 };
-pub use restore::{FinishRestore, PublishedVersion};
+pub use restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
 pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};

@@ -104,6 +104,8 @@ pub struct PartitionCore {
     pub(crate) timers: TimerWheel,
     /// Set during a restore's quiet replay (see `restore`).
     pub(crate) quiet: Option<crate::restore::QuietBefore>,
+    /// A finished restore's customers whose net change is still to be published.
+    pub(crate) restore_queue: crate::restore::RestoreQueue,
 }
 
 impl PartitionCore {
@@ -114,6 +116,7 @@ impl PartitionCore {
             merchants: Vec::new(),
             timers: TimerWheel::default(),
             quiet: None,
+            restore_queue: Default::default(),
         }
     }
 

@@ -2,11 +2,12 @@
 //! already have acted on are applied *quietly* (state changes, nothing is published), then the versions the old
 //! owner did publish are read back from the output topic, and one net change per customer is published where the
 //! state at `now` differs from what was last published. That keeps every published `(customer, version)` unique
-//! and avoids publishing intermediate moves the live run never made.
+//! and avoids publishing intermediate moves the live run never made. The net changes come out in chunks of
+//! [`RESTORE_CHUNK`] customers, so a partition of a million customers never holds all its records at once.
 //!
 //! Pure, like the rest of [`PartitionCore`]: the processor reads the output topic and publishes the outcome.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use actix::{Handler, Message, MessageResult};
 use functions::{Evaluation, LifecycleStage, Rfm, Timestamp, Transition};
@@ -14,6 +15,16 @@ use streams::{InputEvent, MerchantId};
 
 use crate::merchant::Effect;
 use crate::partition::{Configs, Outcome, PartitionActor, PartitionCore};
+
+/// How many customers one chunk of a restore's net changes re-evaluates (see [`PartitionCore::next_restore_chunk`]).
+pub const RESTORE_CHUNK: usize = 4096;
+
+/// Customers a finished restore still has to re-evaluate and publish, and the trace their changes carry.
+#[derive(Debug, Default)]
+pub(crate) struct RestoreQueue {
+    due: VecDeque<(u32, u64)>,
+    trace: String,
+}
 
 /// One `rfm.updated` record as read back from the output topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,14 +89,17 @@ impl PartitionCore {
         outcome
     }
 
-    /// True while quietly applied changes wait for [`PartitionCore::finish_restore`].
+    /// True while quietly applied changes wait for [`PartitionCore::finish_restore`], or its net changes for
+    /// [`PartitionCore::next_restore_chunk`]. A snapshot taken meanwhile would hold customers whose change was
+    /// never published, so the processor takes none.
     pub fn is_restoring(&self) -> bool {
-        self.quiet.is_some()
+        self.quiet.is_some() || !self.restore_queue.due.is_empty()
     }
 
     /// Ends a restore: undoes the quiet replay's versions, takes the versions the old owner published (`published`,
-    /// in their topic's order, older ones ignored), and publishes one change per customer whose evaluation at `now`
-    /// differs. The versions taken over come back as `rewrites`, for the database only.
+    /// in their topic's order, older ones ignored), and queues every customer they touched to be re-evaluated.
+    /// Returns the versions taken over as `rewrites` (for the database only) and the first chunk of net changes;
+    /// the rest come from [`PartitionCore::next_restore_chunk`] until [`PartitionCore::is_restoring`] is false.
     pub fn finish_restore(&mut self, published: &[PublishedVersion], now: Timestamp) -> Outcome {
         let mut pending: BTreeSet<(u32, u64)> = BTreeSet::new();
         for ((slot, customer_id), (version, evaluation)) in self.quiet.take().unwrap_or_default() {
@@ -134,9 +148,25 @@ impl PartitionCore {
                 record: index,
             });
         }
-        let mut outcome = self.rescore_all(pending, now, &format!("restore:{}", now.unix()));
+        self.restore_queue = RestoreQueue {
+            due: pending.into_iter().collect(),
+            trace: format!("restore:{}", now.unix()),
+        };
+        let mut outcome = self.next_restore_chunk(now).unwrap_or_default();
         outcome.rewrites = self.rewritten(rewrites, published);
         outcome
+    }
+
+    /// Re-evaluates the next [`RESTORE_CHUNK`] customers a finished restore queued, at `now`, and returns their
+    /// changes; `None` once the queue is empty.
+    pub fn next_restore_chunk(&mut self, now: Timestamp) -> Option<Outcome> {
+        if self.restore_queue.due.is_empty() {
+            return None;
+        }
+        let take = RESTORE_CHUNK.min(self.restore_queue.due.len());
+        let chunk: Vec<(u32, u64)> = self.restore_queue.due.drain(..take).collect();
+        let trace = self.restore_queue.trace.clone();
+        Some(self.rescore_all(chunk, now, &trace))
     }
 
     /// The rows of versions taken over, as the old owner wrote them: its segments, time and trace, with today's
@@ -184,5 +214,21 @@ impl Handler<FinishRestore> for PartitionActor {
     fn handle(&mut self, msg: FinishRestore, _: &mut Self::Context) -> Self::Result {
         let outcome = self.core.finish_restore(&msg.published, msg.now);
         MessageResult(self.encoded(outcome))
+    }
+}
+
+/// Asks the actor for the next chunk of a finished restore's net changes; `None` once all are out.
+#[derive(Message)]
+#[rtype(result = "Option<Outcome>")]
+pub struct NextRestoreChunk {
+    pub now: Timestamp,
+}
+
+impl Handler<NextRestoreChunk> for PartitionActor {
+    type Result = MessageResult<NextRestoreChunk>;
+
+    fn handle(&mut self, msg: NextRestoreChunk, _: &mut Self::Context) -> Self::Result {
+        let outcome = self.core.next_restore_chunk(msg.now);
+        MessageResult(outcome.map(|o| self.encoded(o)))
     }
 }

@@ -209,3 +209,56 @@ fn versions_taken_over_are_rewritten_for_the_database_as_the_old_owner_published
         expected.len()
     );
 }
+
+#[test]
+fn a_large_restore_publishes_its_net_changes_in_chunks_and_live_events_may_come_between() {
+    let configs = configs();
+    let now = day(3);
+    let customers = (actors::RESTORE_CHUNK * 2 + 100) as u64;
+    let replay: Vec<InputEvent> = (1..=customers)
+        .map(|c| order("a.myshopify.com", c, 10_000 + c, "80.00", 1))
+        .collect();
+    let empty = PartitionCore::new(PARTITION).encode_snapshot(&SnapshotOffsets::default());
+    let (mut restored, _) =
+        PartitionCore::decode_snapshot(PARTITION, &empty, &configs, now).unwrap();
+    restored.apply_quietly(&replay, now, &configs);
+
+    let mut changes = restored.finish_restore(&[], now).changes;
+    assert_eq!(changes.len(), actors::RESTORE_CHUNK, "the first chunk only");
+    assert!(restored.is_restoring(), "so no snapshot is taken yet");
+    // A live order of a customer still queued is published live; its chunk then finds nothing to publish.
+    let live = restored.apply(
+        &[order("a.myshopify.com", customers, 1, "900.00", 3)],
+        now,
+        &configs,
+    );
+    changes.extend(live.changes);
+    let mut chunks = 0;
+    while let Some(chunk) = restored.next_restore_chunk(now) {
+        assert!(chunk.changes.len() <= actors::RESTORE_CHUNK);
+        changes.extend(chunk.changes);
+        chunks += 1;
+    }
+    assert_eq!(chunks, 2);
+    assert!(!restored.is_restoring());
+
+    let mut seen = HashMap::new();
+    for change in &changes {
+        let previous = seen.insert(change.customer_id, change.version);
+        assert!(
+            previous.is_none_or(|v| v < change.version),
+            "customer {} published v{} twice or out of order",
+            change.customer_id,
+            change.version
+        );
+    }
+    assert_eq!(seen.len() as u64, customers, "every customer published");
+    let merchant = restored.merchant(&mid("a.myshopify.com")).unwrap();
+    for (id, state) in merchant.customers() {
+        assert_eq!(
+            state.published,
+            evaluate(&state.aggregate, &merchant.config, now),
+            "{id} is published as it stands"
+        );
+    }
+}

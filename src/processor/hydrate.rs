@@ -13,15 +13,16 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use actors::{
-    Configs, FinishRestore, PartitionActor, PartitionCore, PublishedVersion, SnapshotOffsets,
-    SnapshotSummary,
+    Configs, FinishRestore, NextRestoreChunk, PartitionActor, PartitionCore, PublishedVersion,
+    SnapshotOffsets, SnapshotSummary,
 };
 use streams::MerchantId;
 
 use super::consumer::Source;
+use super::publish::PublishError;
 use super::readback::ReadBack;
 use super::recovery::Position;
-use super::{InFlight, Processor};
+use super::{InFlight, Processor, MAX_IN_FLIGHT};
 use crate::snapshots::SnapshotStore;
 use crate::store::Store;
 
@@ -195,7 +196,7 @@ impl Processor {
         }
     }
 
-    pub(super) async fn on_step(&mut self, step: Step) {
+    pub(super) async fn on_step(&mut self, step: Step) -> Result<(), PublishError> {
         match step {
             Step::Hydrated {
                 partition,
@@ -204,12 +205,13 @@ impl Processor {
             } => {
                 // A partition revoked (and perhaps assigned again) meanwhile has a newer hydration or none.
                 if self.hydrating.get(&partition) != Some(&generation) {
-                    return;
+                    return Ok(());
                 }
                 self.hydrating.remove(&partition);
                 if let Some(hydrated) = restored {
                     self.install(partition, *hydrated);
                 }
+                Ok(())
             }
             Step::ReadBack {
                 partition,
@@ -279,42 +281,54 @@ impl Processor {
         });
     }
 
-    /// Publishes the restore's net changes; a failed read-back is tried again on the next tick.
+    /// Publishes the restore's net changes, a chunk at a time with at most `MAX_IN_FLIGHT` chunks publishing, so
+    /// the records of a large partition are never all in memory; a failed read-back is tried again on the next
+    /// tick. No snapshot can be taken in between: this runs on the loop, and the partition is restoring until the
+    /// last chunk is out.
     async fn finish_restore(
         &mut self,
         partition: i32,
         generation: u64,
         published: Option<Vec<PublishedVersion>>,
-    ) {
+    ) -> Result<(), PublishError> {
         let Some(position) = self
             .positions
             .get_mut(&partition)
             .filter(|p| p.reading_back == Some(generation))
         else {
-            return;
+            return Ok(());
         };
         position.reading_back = None;
         let (Some(published), Some(addr)) = (
             published,
             self.partitions.get(&partition).map(|a| a.value().clone()),
         ) else {
-            return;
+            return Ok(());
         };
         let now = self.clock.now();
-        let Ok(outcome) = addr.send(FinishRestore { published, now }).await else {
-            return;
+        let Ok(mut outcome) = addr.send(FinishRestore { published, now }).await else {
+            return Ok(());
         };
-        position.frontier = None;
-        tracing::info!(
-            partition,
-            changes = outcome.changes.len(),
-            "restore finished"
-        );
-        if let Some(live) = &self.live {
-            live.observe(&outcome);
+        let mut changes = 0;
+        loop {
+            changes += outcome.changes.len();
+            if let Some(live) = &self.live {
+                live.observe(&outcome);
+            }
+            let done = tokio::task::spawn_local(self.publisher.start(outcome));
+            self.in_flight.push_back(InFlight::without_events(done));
+            self.settle(MAX_IN_FLIGHT).await?;
+            match addr.send(NextRestoreChunk { now }).await {
+                Ok(Some(next)) => outcome = next,
+                // Stopped: the partition was revoked meanwhile, and its next owner restores it.
+                Ok(None) | Err(_) => break,
+            }
         }
-        let done = tokio::task::spawn_local(self.publisher.start(outcome));
-        self.in_flight.push_back(InFlight::without_events(done));
+        if let Some(position) = self.positions.get_mut(&partition) {
+            position.frontier = None;
+        }
+        tracing::info!(partition, changes, "restore finished");
+        Ok(())
     }
 }
 

@@ -287,7 +287,7 @@ impl Processor {
                     self.snapshot_if_due(false).await?;
                     self.tick().await;
                 }
-                Wake::Step(step) => self.on_step(step).await,
+                Wake::Step(step) => self.on_step(step).await?,
                 Wake::Records(first) => {
                     let mut batch: Vec<Polled> = first.into_iter().collect();
                     self.source
