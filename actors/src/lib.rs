@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod merchant;
+pub mod order_index;
 pub mod outputs;
 pub mod partition;
 pub mod restore;

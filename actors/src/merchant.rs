@@ -11,6 +11,8 @@ use functions::{
 use streams::events::{InputEvent, RefundCreated};
 use streams::{event_key, MerchantId};
 
+use crate::order_index::OrderIndex;
+
 /// What the engine must publish after applying events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -32,7 +34,7 @@ pub struct MerchantState {
     pub config: RfmConfig,
     pub(crate) customers: HashMap<u64, CustomerState>,
     /// Refund payloads name the order only.
-    pub(crate) order_customers: HashMap<u64, u64>,
+    pub(crate) order_customers: OrderIndex,
     /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
     pub(crate) orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
     pub(crate) segment_counts: Vec<u64>,
@@ -49,7 +51,7 @@ impl MerchantState {
             id,
             config,
             customers: HashMap::new(),
-            order_customers: HashMap::new(),
+            order_customers: OrderIndex::default(),
             orphan_refunds: HashMap::new(),
             segment_counts: vec![0; segments],
             exponent: 2,
@@ -152,7 +154,7 @@ impl MerchantState {
         let amount = Money::parse(&e.amount, self.exponent).unwrap_or(Money::ZERO);
         match e
             .customer_id
-            .or_else(|| self.order_customers.get(&e.order_id).copied())
+            .or_else(|| self.order_customers.get(e.order_id))
         {
             Some(customer_id) => {
                 let fact = Fact::Refunded {
@@ -220,14 +222,13 @@ impl MerchantState {
     /// capacity, not just its length), each aggregate's heap, and the order index.
     pub fn state_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(u64, CustomerState)>() + 1;
-        let index_slot = std::mem::size_of::<(u64, u64)>() + 1;
         self.customers.capacity() * slot
             + self
                 .customers
                 .values()
                 .map(|c| c.aggregate.heap_bytes())
                 .sum::<usize>()
-            + self.order_customers.capacity() * index_slot
+            + self.order_customers.heap_bytes()
     }
 
     /// Re-evaluates one customer at `now` (a recency boundary passed).
@@ -289,7 +290,7 @@ impl MerchantState {
             let seg = usize::from(state.published.segment);
             self.segment_counts[seg] = self.segment_counts[seg].saturating_sub(1);
         }
-        self.order_customers.retain(|_, c| *c != customer_id);
+        self.order_customers.remove_customer(customer_id);
     }
 }
 

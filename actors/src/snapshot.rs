@@ -36,6 +36,7 @@ use functions::{
 use streams::MerchantId;
 
 use crate::merchant::MerchantState;
+use crate::order_index::OrderIndex;
 use crate::partition::{Configs, PartitionCore};
 
 use wire::{checksum, put_len, put_signed, put_str, put_varint, Gaps, Reader, FORMAT_VERSION};
@@ -204,8 +205,7 @@ fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
         others = merchant
             .order_customers
             .iter()
-            .filter(|(order, customer)| !has_order(merchant, **customer, **order))
-            .map(|(order, customer)| (*order, *customer))
+            .filter(|(order, customer)| !has_order(merchant, *customer, *order))
             .collect();
         others.sort_unstable();
     }
@@ -226,12 +226,7 @@ fn has_order(merchant: &MerchantState, customer: u64, order: u64) -> bool {
 }
 
 /// Returns how many of the customer's orders the index maps to it (flagged instead of listed).
-fn write_customer(
-    out: &mut Vec<u8>,
-    id: u64,
-    state: &CustomerState,
-    index: &HashMap<u64, u64>,
-) -> usize {
+fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &OrderIndex) -> usize {
     put_varint(out, u64::from(state.version));
     let Evaluation {
         rfm,
@@ -251,7 +246,7 @@ fn write_customer(
     let (mut ids, mut implied, mut placed) = (Gaps::default(), 0, 0);
     for order in parts.orders {
         let (order_id, balance, placed_at, flags) = order.parts();
-        let indexed = index.get(&order_id) == Some(&id);
+        let indexed = index.get(order_id) == Some(id);
         implied += usize::from(indexed);
         ids.put(out, order_id);
         put_signed(out, balance);
