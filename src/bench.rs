@@ -48,7 +48,10 @@ pub struct BenchReport {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub rss_bytes_per_customer: f64,
+    /// Customers, order index and timer queue, at capacity.
     pub state_bytes_per_customer: f64,
+    /// The timer queue's share of `state_bytes_per_customer`.
+    pub timer_bytes_per_customer: f64,
 }
 
 fn rss_bytes() -> u64 {
@@ -95,7 +98,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         1,
     )
     .await?;
-    let rss_before = rss_bytes();
+    let mut rss_before = rss_bytes();
 
     let merchants: Vec<MerchantId> = (0..args.merchants)
         .map(|m| MerchantId::parse(&format!("bench-{m}.myshopify.com")))
@@ -118,6 +121,8 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     let mut produce_seconds = 0.0;
     if let Some(producer) = producer.take_if(|_| args.rate == 0) {
         produce_seconds = tokio::task::spawn_blocking(producer).await??;
+        // What the producer allocated and freed stays in the allocator's arenas; it is not the processor's.
+        rss_before = rss_bytes();
     }
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
     let (stats, registry) = (processor.stats(), processor.registry());
@@ -136,7 +141,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
             .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
     }
 
-    let (customers, state_bytes) = state_size(&registry).await;
+    let (customers, state_bytes, timer_bytes) = state_size(&registry).await;
     let rss_after = rss_bytes();
     let (p50, p99) = stats.latency_percentiles();
     let _ = stop.send(());
@@ -153,6 +158,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         rss_bytes_per_customer: rss_after.saturating_sub(rss_before) as f64
             / customers.max(1) as f64,
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
+        timer_bytes_per_customer: timer_bytes as f64 / customers.max(1) as f64,
     })
 }
 
@@ -225,15 +231,20 @@ async fn wait_for(stats: &ProcessorStats, events: u64, limit: Duration) -> anyho
     Ok(())
 }
 
-/// Customers resident and the bytes their state occupies (entries, table overhead and heap).
-async fn state_size(registry: &Registry) -> (u64, u64) {
+/// Customers resident, the bytes their state occupies (entries, table overhead, heap and timers) and the timers'
+/// share of it.
+async fn state_size(registry: &Registry) -> (u64, u64, u64) {
     let measure = |core: &PartitionCore| {
-        core.merchants().fold((0u64, 0u64), |(n, bytes), m| {
-            (n + m.len() as u64, bytes + m.state_bytes() as u64)
-        })
+        let timers = core.timers().heap_bytes() as u64;
+        core.merchants()
+            .fold((0u64, timers, timers), |(n, bytes, timers), m| {
+                (n + m.len() as u64, bytes + m.state_bytes() as u64, timers)
+            })
     };
     inspect_all(registry, measure)
         .await
         .into_iter()
-        .fold((0, 0), |(n, bytes), (pn, pb)| (n + pn, bytes + pb))
+        .fold((0, 0, 0), |(n, bytes, timers), (pn, pb, pt)| {
+            (n + pn, bytes + pb, timers + pt)
+        })
 }

@@ -97,6 +97,10 @@ pub struct Rejected {
 /// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).
 pub type Configs = Arc<DashMap<MerchantId, RfmConfig>>;
 
+/// Stale timer entries tolerated beyond one per customer before the queue is rebuilt, so small partitions never
+/// rebuild.
+const STALE_TIMERS_SLACK: usize = 4096;
+
 pub struct PartitionCore {
     pub partition: i32,
     pub(crate) slots: HashMap<MerchantId, u32>,
@@ -194,7 +198,28 @@ impl PartitionCore {
     /// Fires every recency boundary due at `now`.
     pub fn tick(&mut self, now: Timestamp) -> Outcome {
         let due = self.timers.pop_due(now);
-        self.rescore_all(due, now, &format!("timer:{}", now.unix()))
+        let outcome = self.rescore_all(due, now, &format!("timer:{}", now.unix()));
+        self.drop_stale_timers(now);
+        outcome
+    }
+
+    /// Rebuilds the timer queue from each customer's next boundary once stale entries make up about half of it.
+    /// Only right after a tick: every boundary up to `now` has fired then, so each customer's next boundary after
+    /// `now` is exactly the one its entries would have found.
+    fn drop_stale_timers(&mut self, now: Timestamp) {
+        let customers: usize = self.merchants.iter().map(MerchantState::len).sum();
+        if self.timers.len() <= 2 * customers + STALE_TIMERS_SLACK {
+            return;
+        }
+        let merchants = &self.merchants;
+        let entries = merchants.iter().enumerate().flat_map(|(slot, merchant)| {
+            merchant.customers().filter_map(move |(id, _)| {
+                merchant
+                    .next_change(*id, now)
+                    .map(|at| (at, slot as u32, *id))
+            })
+        });
+        self.timers.rebuild(entries);
     }
 
     /// Re-evaluates each `(slot, customer)` at `now`, schedules its next boundary, and returns the changes.

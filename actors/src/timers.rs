@@ -1,47 +1,75 @@
-//! A timer wheel keyed by the second: which customers may change at which instant without a new event.
+//! The timer queue: which customers may change at which instant without a new event.
 //!
-//! Entries are never removed when a customer's boundary moves (a new order pushes it out); a stale entry simply
-//! finds nothing to change when it fires. That keeps scheduling O(log n) with no per-customer handle to store, and
-//! stale entries are bounded by the events of the last recency window.
+//! A binary heap of 16-byte entries (the instant in compact seconds, the merchant's slot, the customer). Entries
+//! are never removed when a customer's boundary moves (a new order pushes it out); a stale entry simply finds
+//! nothing to change when it fires. That keeps scheduling O(log n) with no per-customer handle to store. Stale
+//! entries are dropped by [`TimerWheel::rebuild`], which the partition runs once the queue holds about twice as
+//! many entries as it has customers, so the queue stays near one entry per customer. (A `BTreeMap` keyed by the
+//! second, as this was before, cost about 130 bytes per entry: a node slot and a small vector per distinct second.)
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use functions::Timestamp;
 
+/// `(due, merchant slot, customer)`, ordered by time first.
+type Entry = (u32, u32, u64);
+
 #[derive(Debug, Default)]
 pub struct TimerWheel {
-    due: BTreeMap<i64, Vec<(u32, u64)>>,
-    len: usize,
+    heap: BinaryHeap<Reverse<Entry>>,
 }
 
 impl TimerWheel {
     pub fn schedule(&mut self, at: Timestamp, merchant_slot: u32, customer_id: u64) {
-        self.due
-            .entry(at.unix())
-            .or_default()
-            .push((merchant_slot, customer_id));
-        self.len += 1;
+        self.heap
+            .push(Reverse((at.to_compact(), merchant_slot, customer_id)));
     }
 
-    /// Removes and returns every entry due at or before `now`, earliest first.
+    /// Removes and returns every entry due at or before `now`, earliest first, each `(slot, customer)` once.
     pub fn pop_due(&mut self, now: Timestamp) -> Vec<(u32, u64)> {
-        let later = self.due.split_off(&(now.unix() + 1));
-        let due = std::mem::replace(&mut self.due, later);
-        let fired: Vec<(u32, u64)> = due.into_values().flatten().collect();
-        self.len -= fired.len();
+        let now = now.to_compact();
+        let mut fired: Vec<(u32, u64)> = Vec::new();
+        while let Some(Reverse((at, slot, customer))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            fired.push((slot, customer));
+        }
+        // Duplicates (a stale entry that fired and was scheduled again at the same boundary) need one rescore.
+        let mut seen = std::collections::HashSet::with_capacity(fired.len());
+        fired.retain(|entry| seen.insert(*entry));
         fired
     }
 
+    /// Replaces every entry with `entries` (each customer's next boundary as it stands), at exactly their size.
+    pub fn rebuild(&mut self, entries: impl IntoIterator<Item = (Timestamp, u32, u64)>) {
+        let mut entries: Vec<Reverse<Entry>> = entries
+            .into_iter()
+            .map(|(at, slot, customer)| Reverse((at.to_compact(), slot, customer)))
+            .collect();
+        entries.shrink_to_fit();
+        self.heap = BinaryHeap::from(entries);
+    }
+
     pub fn len(&self) -> usize {
-        self.len
+        self.heap.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.heap.is_empty()
     }
 
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.due.keys().next().map(|s| Timestamp(*s))
+        self.heap
+            .peek()
+            .map(|Reverse((at, _, _))| Timestamp::from_compact(*at))
+    }
+
+    /// Bytes held on the heap, at capacity.
+    pub fn heap_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<Entry>()
     }
 }
 
@@ -49,15 +77,30 @@ impl TimerWheel {
 mod tests {
     use super::*;
 
+    const T: i64 = 1_700_000_000;
+
     #[test]
     fn pops_only_what_is_due_in_order() {
         let mut wheel = TimerWheel::default();
-        wheel.schedule(Timestamp(30), 0, 3);
-        wheel.schedule(Timestamp(10), 0, 1);
-        wheel.schedule(Timestamp(20), 1, 2);
-        assert_eq!(wheel.pop_due(Timestamp(9)), vec![]);
-        assert_eq!(wheel.pop_due(Timestamp(20)), vec![(0, 1), (1, 2)]);
+        wheel.schedule(Timestamp(T + 30), 0, 3);
+        wheel.schedule(Timestamp(T + 10), 0, 1);
+        wheel.schedule(Timestamp(T + 20), 1, 2);
+        assert_eq!(wheel.pop_due(Timestamp(T + 9)), vec![]);
+        assert_eq!(wheel.pop_due(Timestamp(T + 20)), vec![(0, 1), (1, 2)]);
         assert_eq!(wheel.len(), 1);
-        assert_eq!(wheel.next_due(), Some(Timestamp(30)));
+        assert_eq!(wheel.next_due(), Some(Timestamp(T + 30)));
+    }
+
+    #[test]
+    fn a_customer_due_twice_fires_once_and_rebuild_keeps_only_what_it_is_given() {
+        let mut wheel = TimerWheel::default();
+        wheel.schedule(Timestamp(T + 5), 0, 7);
+        wheel.schedule(Timestamp(T + 5), 0, 7);
+        wheel.schedule(Timestamp(T + 4), 0, 7);
+        assert_eq!(wheel.pop_due(Timestamp(T + 5)), vec![(0, 7)]);
+        wheel.schedule(Timestamp(T + 50), 0, 8);
+        wheel.rebuild([(Timestamp(T + 60), 1, 9)]);
+        assert_eq!(wheel.len(), 1);
+        assert_eq!(wheel.pop_due(Timestamp(T + 100)), vec![(1, 9)]);
     }
 }

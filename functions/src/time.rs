@@ -35,11 +35,13 @@ impl Timestamp {
         (self.0 - earlier.0).max(0) / SECONDS_PER_DAY
     }
 
-    pub(crate) fn to_compact(self) -> u32 {
+    /// Seconds since 2000-01-01 in 32 bits (until 2136), clamped at both ends, for state kept per customer or
+    /// per order.
+    pub fn to_compact(self) -> u32 {
         (self.0 - COMPACT_EPOCH).clamp(0, i64::from(u32::MAX)) as u32
     }
 
-    pub(crate) fn from_compact(compact: u32) -> Self {
+    pub fn from_compact(compact: u32) -> Self {
         Timestamp(COMPACT_EPOCH + i64::from(compact))
     }
 }
