@@ -11,6 +11,12 @@ use loyalnest_rfm::startup::{self, Application, Engine};
 use loyalnest_rfm::store::Store;
 use loyalnest_rfm::telemetry;
 
+/// mimalloc rather than glibc's allocator: the engine allocates and frees many small records (Kafka records,
+/// decoded events, outputs) across threads, and glibc's malloc and free were about a fifth of the pipeline
+/// benchmark's CPU profile (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "loyalnest-rfm",

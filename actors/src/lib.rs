@@ -1,5 +1,5 @@
 //! The stateful core of the engine, as actix actors: one actor per assigned Kafka partition owns the merchants on
-//! it, each merchant keeps its customers' compact state, and a timer wheel per partition fires recency boundaries.
+//! it, each merchant keeps its customers' compact state, and a timer queue per partition fires recency boundaries.
 //!
 //! Merchants are state machines inside their partition's actor rather than actors of their own: a partition is
 //! consumed in order by one actor anyway, so a mailbox and a message hop per merchant would add cost and no

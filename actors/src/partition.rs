@@ -12,7 +12,7 @@ use functions::{churn_risk, LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
 use streams::{InputEvent, InputKind, MerchantId, Topics};
 
 use crate::merchant::{Effect, MerchantState};
-use crate::timers::TimerWheel;
+use crate::timers::TimerQueue;
 
 /// A published change, resolved to names so publishers need no configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +105,7 @@ pub struct PartitionCore {
     pub partition: i32,
     pub(crate) slots: HashMap<MerchantId, u32>,
     pub(crate) merchants: Vec<MerchantState>,
-    pub(crate) timers: TimerWheel,
+    pub(crate) timers: TimerQueue,
     /// Set during a restore's quiet replay (see `restore`).
     pub(crate) quiet: Option<crate::restore::QuietBefore>,
     /// A finished restore's customers whose net change is still to be published.
@@ -118,7 +118,7 @@ impl PartitionCore {
             partition,
             slots: HashMap::new(),
             merchants: Vec::new(),
-            timers: TimerWheel::default(),
+            timers: TimerQueue::default(),
             quiet: None,
             restore_queue: Default::default(),
         }
@@ -146,7 +146,7 @@ impl PartitionCore {
         self.merchants.iter()
     }
 
-    pub fn timers(&self) -> &TimerWheel {
+    pub fn timers(&self) -> &TimerQueue {
         &self.timers
     }
 
@@ -203,12 +203,12 @@ impl PartitionCore {
         outcome
     }
 
-    /// Rebuilds the timer queue from each customer's next boundary once stale entries make up about half of it.
+    /// Rebuilds the timer queue from each customer's next boundary once stale entries make up a third of it.
     /// Only right after a tick: every boundary up to `now` has fired then, so each customer's next boundary after
     /// `now` is exactly the one its entries would have found.
     fn drop_stale_timers(&mut self, now: Timestamp) {
         let customers: usize = self.merchants.iter().map(MerchantState::len).sum();
-        if self.timers.len() <= 2 * customers + STALE_TIMERS_SLACK {
+        if self.timers.len() <= customers + customers / 2 + STALE_TIMERS_SLACK {
             return;
         }
         let merchants = &self.merchants;

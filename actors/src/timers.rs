@@ -3,9 +3,9 @@
 //! A binary heap of 16-byte entries (the instant in compact seconds, the merchant's slot, the customer). Entries
 //! are never removed when a customer's boundary moves (a new order pushes it out); a stale entry simply finds
 //! nothing to change when it fires. That keeps scheduling O(log n) with no per-customer handle to store. Stale
-//! entries are dropped by [`TimerWheel::rebuild`], which the partition runs once the queue holds about twice as
-//! many entries as it has customers, so the queue stays near one entry per customer. (A `BTreeMap` keyed by the
-//! second, as this was before, cost about 130 bytes per entry: a node slot and a small vector per distinct second.)
+//! entries are dropped by [`TimerQueue::rebuild`], which the partition runs once the queue holds half again as
+//! many entries as it has customers, so the queue stays near one entry per customer. (The `BTreeMap` keyed by the
+//! second that this replaces held a node slot and a small vector per distinct second, and was never pruned.)
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,11 +16,11 @@ use functions::Timestamp;
 type Entry = (u32, u32, u64);
 
 #[derive(Debug, Default)]
-pub struct TimerWheel {
+pub struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
 }
 
-impl TimerWheel {
+impl TimerQueue {
     pub fn schedule(&mut self, at: Timestamp, merchant_slot: u32, customer_id: u64) {
         self.heap
             .push(Reverse((at.to_compact(), merchant_slot, customer_id)));
@@ -81,26 +81,26 @@ mod tests {
 
     #[test]
     fn pops_only_what_is_due_in_order() {
-        let mut wheel = TimerWheel::default();
-        wheel.schedule(Timestamp(T + 30), 0, 3);
-        wheel.schedule(Timestamp(T + 10), 0, 1);
-        wheel.schedule(Timestamp(T + 20), 1, 2);
-        assert_eq!(wheel.pop_due(Timestamp(T + 9)), vec![]);
-        assert_eq!(wheel.pop_due(Timestamp(T + 20)), vec![(0, 1), (1, 2)]);
-        assert_eq!(wheel.len(), 1);
-        assert_eq!(wheel.next_due(), Some(Timestamp(T + 30)));
+        let mut queue = TimerQueue::default();
+        queue.schedule(Timestamp(T + 30), 0, 3);
+        queue.schedule(Timestamp(T + 10), 0, 1);
+        queue.schedule(Timestamp(T + 20), 1, 2);
+        assert_eq!(queue.pop_due(Timestamp(T + 9)), vec![]);
+        assert_eq!(queue.pop_due(Timestamp(T + 20)), vec![(0, 1), (1, 2)]);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.next_due(), Some(Timestamp(T + 30)));
     }
 
     #[test]
     fn a_customer_due_twice_fires_once_and_rebuild_keeps_only_what_it_is_given() {
-        let mut wheel = TimerWheel::default();
-        wheel.schedule(Timestamp(T + 5), 0, 7);
-        wheel.schedule(Timestamp(T + 5), 0, 7);
-        wheel.schedule(Timestamp(T + 4), 0, 7);
-        assert_eq!(wheel.pop_due(Timestamp(T + 5)), vec![(0, 7)]);
-        wheel.schedule(Timestamp(T + 50), 0, 8);
-        wheel.rebuild([(Timestamp(T + 60), 1, 9)]);
-        assert_eq!(wheel.len(), 1);
-        assert_eq!(wheel.pop_due(Timestamp(T + 100)), vec![(1, 9)]);
+        let mut queue = TimerQueue::default();
+        queue.schedule(Timestamp(T + 5), 0, 7);
+        queue.schedule(Timestamp(T + 5), 0, 7);
+        queue.schedule(Timestamp(T + 4), 0, 7);
+        assert_eq!(queue.pop_due(Timestamp(T + 5)), vec![(0, 7)]);
+        queue.schedule(Timestamp(T + 50), 0, 8);
+        queue.rebuild([(Timestamp(T + 60), 1, 9)]);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.pop_due(Timestamp(T + 100)), vec![(1, 9)]);
     }
 }
