@@ -265,6 +265,10 @@ impl Processor {
         self.generation += 1;
         let generation = self.generation;
         position.reading_back = Some(generation);
+        tracing::info!(
+            partition,
+            "quiet replay reached the frontier; reading back the outputs"
+        );
         let marks = position.read_back_from();
         let (brokers, topic) = (
             self.brokers.clone(),
@@ -281,10 +285,9 @@ impl Processor {
         });
     }
 
-    /// Publishes the restore's net changes, a chunk at a time with at most `MAX_IN_FLIGHT` chunks publishing, so
-    /// the records of a large partition are never all in memory; a failed read-back is tried again on the next
-    /// tick. No snapshot can be taken in between: this runs on the loop, and the partition is restoring until the
-    /// last chunk is out.
+    /// Takes over what the old owner published and publishes the first chunk of the restore's net changes; the
+    /// rest come through `on_chunk`, interleaved with live records and with other partitions' restores (whose
+    /// actors re-evaluate in parallel). A failed read-back is tried again on the next tick.
     async fn finish_restore(
         &mut self,
         partition: i32,
@@ -306,31 +309,79 @@ impl Processor {
             return Ok(());
         };
         let now = self.clock.now();
-        let Ok(mut outcome) = addr.send(FinishRestore { published, now }).await else {
+        let Ok(outcome) = addr.send(FinishRestore { published, now }).await else {
             return Ok(());
         };
-        let mut changes = 0;
-        loop {
-            changes += outcome.changes.len();
-            if let Some(live) = &self.live {
-                live.observe(&outcome);
-            }
-            let done = tokio::task::spawn_local(self.publisher.start(outcome));
-            self.in_flight.push_back(InFlight::without_events(done));
-            self.settle(MAX_IN_FLIGHT).await?;
-            match addr.send(NextRestoreChunk { now }).await {
-                Ok(Some(next)) => outcome = next,
-                // Stopped: the partition was revoked meanwhile, and its next owner restores it.
-                Ok(None) | Err(_) => break,
-            }
+        // From here records are published live; the partition is not snapshotted until the last chunk is out (a
+        // snapshot in between would hold customers whose change was never published).
+        position.frontier = None;
+        position.publishing = Some((generation, 0));
+        self.on_chunk(Chunk {
+            partition,
+            generation,
+            now,
+            addr,
+            outcome: Ok(Some(outcome)),
+        })
+        .await
+    }
+
+    /// Publishes one chunk of a restore's net changes and asks the actor for the next, at most `MAX_IN_FLIGHT`
+    /// batches publishing; the last (empty) chunk settles the partition. A chunk of an earlier restore of the
+    /// partition, or of an actor that stopped, is dropped: the restore that replaced it publishes its own.
+    pub(super) async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), PublishError> {
+        let Chunk {
+            partition,
+            generation,
+            now,
+            addr,
+            outcome,
+        } = chunk;
+        let Some(position) = self
+            .positions
+            .get_mut(&partition)
+            .filter(|p| p.publishing.is_some_and(|(g, _)| g == generation))
+        else {
+            return Ok(());
+        };
+        let Ok(Some(outcome)) = outcome else {
+            let changes = position.publishing.take().map_or(0, |(_, n)| n);
+            tracing::info!(partition, changes, "restore finished");
+            return Ok(());
+        };
+        if let Some((_, published)) = &mut position.publishing {
+            *published += outcome.changes.len();
         }
-        if let Some(position) = self.positions.get_mut(&partition) {
-            position.frontier = None;
+        let next = addr.send(NextRestoreChunk { now });
+        self.chunks.push(Box::pin(async move {
+            Chunk {
+                partition,
+                generation,
+                now,
+                outcome: next.await,
+                addr,
+            }
+        }));
+        if let Some(live) = &self.live {
+            live.observe(&outcome);
         }
-        tracing::info!(partition, changes, "restore finished");
-        Ok(())
+        let done = tokio::task::spawn_local(self.publisher.start(outcome));
+        self.in_flight.push_back(InFlight::without_events(done));
+        self.settle(MAX_IN_FLIGHT).await
     }
 }
+
+/// A chunk of a restore's net changes, as its partition actor returned it (`None` once all are out).
+pub(super) struct Chunk {
+    partition: i32,
+    generation: u64,
+    now: functions::Timestamp,
+    addr: Addr<PartitionActor>,
+    outcome: Result<Option<actors::Outcome>, actix::MailboxError>,
+}
+
+/// The actor's answer to a request for the next chunk, on its way.
+pub(super) type ChunkRequest = futures_util::future::LocalBoxFuture<'static, Chunk>;
 
 async fn read_back(
     addr: Addr<PartitionActor>,

@@ -10,6 +10,7 @@
 //! `recovery`) and handed over with a snapshot when revoked. Records that cannot be decoded go to `rfm.dlq`, and the
 //! partition goes on.
 
+mod batch;
 mod consumer;
 mod flow;
 mod hydrate;
@@ -23,9 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Addr, Arbiter};
-use actors::{
-    ApplyBatch, Clock, Configs, Inspect, Outcome, PartitionActor, PartitionCore, RawRecord, Tick,
-};
+use actors::{Clock, Configs, Inspect, PartitionActor, PartitionCore, Tick};
+use futures_util::StreamExt;
 use streams::{MerchantId, Topics};
 
 use crate::store::Store;
@@ -172,6 +172,7 @@ impl ProcessorConfig {
             positions: HashMap::new(),
             owned: HashSet::new(),
             hydrating: HashMap::new(),
+            chunks: futures_util::stream::FuturesUnordered::new(),
             generation: 0,
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
             steps: tokio::sync::mpsc::unbounded_channel(),
@@ -229,6 +230,8 @@ pub struct Processor {
     owned: HashSet<i32>,
     /// Partitions loading their snapshot in the background, with the generation of that attempt.
     hydrating: HashMap<i32, u64>,
+    /// The next chunk of each restore that is publishing its net changes (see `hydrate`).
+    chunks: futures_util::stream::FuturesUnordered<hydrate::ChunkRequest>,
     generation: u64,
     restore_permits: Arc<tokio::sync::Semaphore>,
     /// Background work reporting back to the loop (see `hydrate`).
@@ -278,6 +281,7 @@ impl Processor {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => Wake::Tick,
                 Some(step) = self.steps.1.recv() => Wake::Step(step),
+                Some(chunk) = self.chunks.next(), if !self.chunks.is_empty() => Wake::Chunk(chunk),
                 first = self.source.next() => Wake::Records(first),
             };
             match wake {
@@ -288,6 +292,7 @@ impl Processor {
                     self.tick().await;
                 }
                 Wake::Step(step) => self.on_step(step).await?,
+                Wake::Chunk(chunk) => self.on_chunk(chunk).await?,
                 Wake::Records(first) => {
                     let mut batch: Vec<Polled> = first.into_iter().collect();
                     self.source
@@ -328,7 +333,7 @@ impl Processor {
         for partition in restoring {
             self.finish_if_caught_up(partition);
         }
-        let restoring = self.positions.values().filter(|p| p.restoring()).count();
+        let restoring = self.positions.values().filter(|p| !p.settled()).count();
         let caught_up =
             !self.owned.is_empty() && self.positions.len() == self.owned.len() && restoring == 0;
         self.stats.caught_up.store(caught_up, Ordering::SeqCst);
@@ -336,97 +341,6 @@ impl Processor {
             .set((restoring + self.hydrating.len()) as f64);
         metrics::gauge!("processor_partitions_owned").set(self.owned.len() as f64);
         Ok(())
-    }
-
-    async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
-        let mut by_partition: HashMap<i32, Vec<Polled>> = HashMap::new();
-        for polled in batch {
-            by_partition
-                .entry(polled.partition)
-                .or_default()
-                .push(polled);
-        }
-        for (partition, records) in by_partition {
-            // Not owned, or still hydrating: dropped unstored. A partition is moved back to its restored position
-            // when its hydration is installed, so these are fetched again.
-            if !self.positions.contains_key(&partition) {
-                continue;
-            }
-            let raw = self.admit(partition, records.into_iter().map(|p| p.raw).collect());
-            if raw.is_empty() {
-                continue;
-            }
-            let timestamps: Vec<i64> = raw.iter().filter_map(|r| r.timestamp_ms).collect();
-            if let Some(oldest) = timestamps.iter().min() {
-                let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
-                tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
-            }
-            self.load_configs(&raw).await;
-            let count = raw.len() as u64;
-            let quiet = self
-                .positions
-                .get(&partition)
-                .is_some_and(Position::restoring);
-            let outcome = self.apply(partition, raw, quiet).await;
-            for rejected in &outcome.rejected {
-                consumer::dead_letter(
-                    &self.publisher.sink,
-                    &self.publisher.topics,
-                    partition,
-                    rejected,
-                )
-                .await?;
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(live) = &self.live {
-                live.observe(&outcome);
-            }
-            let done = tokio::task::spawn_local(self.publisher.start(outcome));
-            self.in_flight.push_back(InFlight {
-                done,
-                timestamps,
-                events: count,
-            });
-            self.settle(MAX_IN_FLIGHT).await?;
-            if quiet {
-                self.finish_if_caught_up(partition);
-            }
-        }
-        Ok(())
-    }
-
-    async fn apply(&mut self, partition: i32, records: Vec<RawRecord>, quiet: bool) -> Outcome {
-        let now = self.clock.now();
-        let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
-            return Outcome::default();
-        };
-        let batch = ApplyBatch {
-            records,
-            now,
-            quiet,
-        };
-        match addr.send(batch).await {
-            Ok(outcome) => outcome,
-            // The actor only stops with its arbiter, i.e. at shutdown.
-            Err(e) => {
-                tracing::error!(partition, error = %e, "partition actor unavailable");
-                Outcome::default()
-            }
-        }
-    }
-
-    /// Loads configurations of merchants seen for the first time (the record key is the merchant); defaults when
-    /// there is no database or no row.
-    async fn load_configs(&self, records: &[RawRecord]) {
-        let mut keys: Vec<&[u8]> = records.iter().filter_map(|r| r.key.as_deref()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let merchants: Vec<MerchantId> = keys
-            .into_iter()
-            .filter_map(|k| std::str::from_utf8(k).ok())
-            .filter_map(|k| MerchantId::parse(k).ok())
-            .collect();
-        self.load_configs_of(merchants).await;
     }
 
     async fn load_configs_of(&self, merchants: Vec<MerchantId>) {
@@ -439,7 +353,7 @@ impl Processor {
         let actors: Vec<Addr<PartitionActor>> = self
             .partitions
             .iter()
-            .filter(|e| !self.positions.get(e.key()).is_some_and(Position::restoring))
+            .filter(|e| self.positions.get(e.key()).is_none_or(Position::settled))
             .map(|e| e.value().clone())
             .collect();
         for addr in actors {
@@ -458,6 +372,7 @@ impl Processor {
 enum Wake {
     Tick,
     Step(hydrate::Step),
+    Chunk(hydrate::Chunk),
     Records(Option<Polled>),
 }
 

@@ -35,6 +35,9 @@ pub(super) struct Position {
     /// The read-back of the output topic running for this restore, by its generation: one that finishes after
     /// the partition was revoked and assigned again belongs to another restore.
     pub(super) reading_back: Option<u64>,
+    /// The restore's net changes are still coming out in chunks, by the generation of that restore, with how many
+    /// changes were published so far: live (records are published as they come), but not snapshotted yet.
+    pub(super) publishing: Option<(u64, usize)>,
 }
 
 impl Position {
@@ -60,6 +63,11 @@ impl Position {
 
     pub(super) fn restoring(&self) -> bool {
         self.frontier.is_some()
+    }
+
+    /// Restored and every net change of the restore published: the partition may be snapshotted and ticked.
+    pub(super) fn settled(&self) -> bool {
+        !self.restoring() && self.publishing.is_none()
     }
 
     /// Checks the next record of every topic against `next`: the consumer may have moved past it (records
@@ -209,7 +217,7 @@ impl Processor {
         write_round(store, round).await
     }
 
-    /// Encodes every chosen partition that is not restoring, with the offsets it covers and the output marks.
+    /// Encodes every chosen partition that is settled (see `Position::settled`), with the offsets it covers and the output marks.
     async fn encode_round(&self, chosen: impl Fn(i32) -> bool) -> Vec<Encoded> {
         let Some(marks) = self.current_output_marks() else {
             return Vec::new();
@@ -218,7 +226,7 @@ impl Processor {
         let positions = self
             .positions
             .iter()
-            .filter(|(p, position)| chosen(**p) && !position.restoring());
+            .filter(|(p, position)| chosen(**p) && position.settled());
         for (partition, position) in positions {
             let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
                 continue;

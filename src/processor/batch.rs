@@ -1,0 +1,152 @@
+//! One polled batch through the partition actors: each partition's share is admitted against its position,
+//! handed to its actor (all shares at once, so actors on different arbiter threads decode and apply in parallel),
+//! and the outcomes are published in partition order, dead letters first.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use actix::Addr;
+use actors::{ApplyBatch, Outcome, PartitionActor, RawRecord};
+use streams::MerchantId;
+
+use super::consumer::{self, Polled};
+use super::publish::PublishError;
+use super::recovery::Position;
+use super::{InFlight, Processor, MAX_IN_FLIGHT};
+
+impl Processor {
+    /// Hands each partition's share of `batch` to its actor, all at once so the actors (on one arbiter thread per
+    /// core) decode and apply in parallel, then publishes the outcomes in partition order.
+    pub(super) async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
+        let mut by_partition: HashMap<i32, Vec<Polled>> = HashMap::new();
+        for polled in batch {
+            by_partition
+                .entry(polled.partition)
+                .or_default()
+                .push(polled);
+        }
+        let mut shares = Vec::with_capacity(by_partition.len());
+        for (partition, records) in by_partition {
+            // Not owned, or still hydrating: dropped unstored. A partition is moved back to its restored position
+            // when its hydration is installed, so these are fetched again.
+            let Some(share) = self.share(partition, records) else {
+                continue;
+            };
+            shares.push(share);
+        }
+        let keys = shares.iter().flat_map(|s| s.records.iter());
+        self.load_configs(keys).await;
+        let now = self.clock.now();
+        let requests = shares.iter_mut().map(|share| {
+            let batch = ApplyBatch {
+                records: std::mem::take(&mut share.records),
+                now,
+                quiet: share.quiet,
+            };
+            let addr = self
+                .partitions
+                .get(&share.partition)
+                .map(|a| a.value().clone());
+            apply(share.partition, addr, batch)
+        });
+        let outcomes = futures_util::future::join_all(requests).await;
+        for (share, outcome) in shares.into_iter().zip(outcomes) {
+            self.publish_share(share, outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Admits one partition's records; `None` when there is nothing to apply.
+    fn share(&mut self, partition: i32, records: Vec<Polled>) -> Option<Share> {
+        if !self.positions.contains_key(&partition) {
+            return None;
+        }
+        let raw = self.admit(partition, records.into_iter().map(|p| p.raw).collect());
+        if raw.is_empty() {
+            return None;
+        }
+        let timestamps: Vec<i64> = raw.iter().filter_map(|r| r.timestamp_ms).collect();
+        if let Some(oldest) = timestamps.iter().min() {
+            let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
+            tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
+        }
+        let quiet = self
+            .positions
+            .get(&partition)
+            .is_some_and(Position::restoring);
+        Some(Share {
+            partition,
+            events: raw.len() as u64,
+            records: raw,
+            timestamps,
+            quiet,
+        })
+    }
+
+    async fn publish_share(&mut self, share: Share, outcome: Outcome) -> Result<(), PublishError> {
+        let partition = share.partition;
+        for rejected in &outcome.rejected {
+            consumer::dead_letter(
+                &self.publisher.sink,
+                &self.publisher.topics,
+                partition,
+                rejected,
+            )
+            .await?;
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(live) = &self.live {
+            live.observe(&outcome);
+        }
+        let done = tokio::task::spawn_local(self.publisher.start(outcome));
+        self.in_flight.push_back(InFlight {
+            done,
+            timestamps: share.timestamps,
+            events: share.events,
+        });
+        self.settle(MAX_IN_FLIGHT).await?;
+        if share.quiet {
+            self.finish_if_caught_up(partition);
+        }
+        Ok(())
+    }
+
+    /// Loads configurations of merchants seen for the first time (the record key is the merchant); defaults when
+    /// there is no database or no row.
+    pub(super) async fn load_configs(&self, records: impl Iterator<Item = &RawRecord>) {
+        let mut keys: Vec<&[u8]> = records.filter_map(|r| r.key.as_deref()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let merchants: Vec<MerchantId> = keys
+            .into_iter()
+            .filter_map(|k| std::str::from_utf8(k).ok())
+            .filter_map(|k| MerchantId::parse(k).ok())
+            .collect();
+        self.load_configs_of(merchants).await;
+    }
+}
+
+/// One partition's share of a polled batch, admitted and on its way to the partition's actor.
+struct Share {
+    partition: i32,
+    records: Vec<RawRecord>,
+    timestamps: Vec<i64>,
+    events: u64,
+    /// Restoring: applied without publishing changes.
+    quiet: bool,
+}
+
+/// Applies a batch in the partition's actor; an empty outcome when the actor is gone.
+async fn apply(partition: i32, addr: Option<Addr<PartitionActor>>, batch: ApplyBatch) -> Outcome {
+    let Some(addr) = addr else {
+        return Outcome::default();
+    };
+    match addr.send(batch).await {
+        Ok(outcome) => outcome,
+        // The actor only stops with its arbiter, i.e. at shutdown.
+        Err(e) => {
+            tracing::error!(partition, error = %e, "partition actor unavailable");
+            Outcome::default()
+        }
+    }
+}
