@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// below the processor's capacity; throughput is measured at 0.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Only read the produced stream back with a plain consumer, without processing it: what the broker delivers
+    /// on this machine, the ceiling for the throughput figure.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +128,10 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         // What the producer allocated and freed stays in the allocator's arenas; it is not the processor's.
         rss_before = rss_bytes();
     }
+    if args.read_only {
+        anyhow::ensure!(args.rate == 0, "--read-only reads a stream produced at full speed");
+        return read_only(&settings, args, prefix, produce_seconds).await;
+    }
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
     let (stats, registry) = (processor.stats(), processor.registry());
     stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
@@ -159,6 +167,50 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
             / customers.max(1) as f64,
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
         timer_bytes_per_customer: timer_bytes as f64 / customers.max(1) as f64,
+    })
+}
+
+/// Reads the produced stream back with a plain consumer group, the processor's fetch settings and nothing else.
+async fn read_only(
+    settings: &Settings,
+    args: &BenchArgs,
+    topic_prefix: String,
+    produce_seconds: f64,
+) -> anyhow::Result<BenchReport> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .set("group.id", format!("{topic_prefix}raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.max.messages.kbytes", "65536")
+        .create()?;
+    consumer.subscribe(&[settings.topics.orders_create.as_str()])?;
+    let limit = Duration::from_secs(600);
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < args.events {
+        anyhow::ensure!(started.elapsed() < limit, "read {read} records within {limit:?}");
+        match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Ok(Ok(_)) => read += 1,
+            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Err(_) => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        topic_prefix,
+        events: read,
+        customers_resident: 0,
+        produce_seconds,
+        process_seconds: seconds,
+        events_per_second: read as f64 / seconds,
+        latency_p50_ms: 0.0,
+        latency_p99_ms: 0.0,
+        rss_bytes_per_customer: 0.0,
+        state_bytes_per_customer: 0.0,
+        timer_bytes_per_customer: 0.0,
     })
 }
 
