@@ -129,7 +129,10 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         rss_before = rss_bytes();
     }
     if args.read_only {
-        anyhow::ensure!(args.rate == 0, "--read-only reads a stream produced at full speed");
+        anyhow::ensure!(
+            args.rate == 0,
+            "--read-only reads a stream produced at full speed"
+        );
         return read_only(&settings, args, prefix, produce_seconds).await;
     }
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
@@ -170,7 +173,8 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     })
 }
 
-/// Reads the produced stream back with a plain consumer group, the processor's fetch settings and nothing else.
+/// Reads the produced stream back with a plain consumer group on the processor's topics and fetch settings, and
+/// nothing else.
 async fn read_only(
     settings: &Settings,
     args: &BenchArgs,
@@ -186,12 +190,17 @@ async fn read_only(
         .set("fetch.wait.max.ms", "10")
         .set("queued.max.messages.kbytes", "65536")
         .create()?;
-    consumer.subscribe(&[settings.topics.orders_create.as_str()])?;
+    // Every input topic, as the processor subscribes; only the orders topic holds records.
+    let topics = settings.topics.inputs();
+    consumer.subscribe(&topics)?;
     let limit = Duration::from_secs(600);
     let started = Instant::now();
     let mut read = 0u64;
     while read < args.events {
-        anyhow::ensure!(started.elapsed() < limit, "read {read} records within {limit:?}");
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "read {read} records within {limit:?}"
+        );
         match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
             Ok(Ok(_)) => read += 1,
             Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),

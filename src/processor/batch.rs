@@ -49,11 +49,27 @@ impl Processor {
                 .map(|a| a.value().clone());
             apply(share.partition, addr, batch)
         });
-        let outcomes = futures_util::future::join_all(requests).await;
+        let applied = futures_util::future::join_all(requests);
+        let outcomes = self.prefetch_while(applied).await;
         for (share, outcome) in shares.into_iter().zip(outcomes) {
             self.publish_share(share, outcome).await?;
         }
         Ok(())
+    }
+
+    /// Awaits `work` while receiving the next batch's records into `prefetched`, so the consumer loop and the
+    /// actors overlap instead of taking turns. Records are only received here, never admitted: the next `process`
+    /// admits them against the positions this batch leaves.
+    async fn prefetch_while<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            let room = self.prefetched.len() < self.batch_max;
+            tokio::select! {
+                biased;
+                done = &mut work => return done,
+                polled = self.source.next(), if room => self.prefetched.extend(polled),
+            }
+        }
     }
 
     /// Admits one partition's records; `None` when there is nothing to apply.

@@ -173,6 +173,7 @@ impl ProcessorConfig {
             owned: HashSet::new(),
             hydrating: HashMap::new(),
             chunks: futures_util::stream::FuturesUnordered::new(),
+            prefetched: Vec::new(),
             generation: 0,
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
             steps: tokio::sync::mpsc::unbounded_channel(),
@@ -230,6 +231,8 @@ pub struct Processor {
     owned: HashSet<i32>,
     /// Partitions loading their snapshot in the background, with the generation of that attempt.
     hydrating: HashMap<i32, u64>,
+    /// Records received while the previous batch was applied, not admitted yet (see `batch`).
+    prefetched: Vec<Polled>,
     /// The next chunk of each restore that is publishing its net changes (see `hydrate`).
     chunks: futures_util::stream::FuturesUnordered<hydrate::ChunkRequest>,
     generation: u64,
@@ -282,6 +285,8 @@ impl Processor {
                 _ = ticker.tick() => Wake::Tick,
                 Some(step) = self.steps.1.recv() => Wake::Step(step),
                 Some(chunk) = self.chunks.next(), if !self.chunks.is_empty() => Wake::Chunk(chunk),
+                // Records received while the last batch was being applied go first (see `batch`).
+                _ = std::future::ready(()), if !self.prefetched.is_empty() => Wake::Records(None),
                 first = self.source.next() => Wake::Records(first),
             };
             match wake {
@@ -294,7 +299,8 @@ impl Processor {
                 Wake::Step(step) => self.on_step(step).await?,
                 Wake::Chunk(chunk) => self.on_chunk(chunk).await?,
                 Wake::Records(first) => {
-                    let mut batch: Vec<Polled> = first.into_iter().collect();
+                    let mut batch = std::mem::take(&mut self.prefetched);
+                    batch.extend(first);
                     self.source
                         .fill(&mut batch, self.batch_max, self.batch_linger)
                         .await;
