@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use streams::outputs::{
     output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
 };
-use streams::sink::Outgoing;
+use streams::sink::{DeliveryFuture, EventSink, Outgoing};
 use streams::{Topics, SCHEMA_VERSION};
 
 use crate::partition::Change;
@@ -48,6 +48,27 @@ impl Record {
     pub fn headers(&self) -> [(&str, &str); 1] {
         [("trace_id", self.trace_id.as_str())]
     }
+}
+
+/// The records of an outcome as the actor handed them to the producer, in order: each one's acknowledgement, or
+/// `None` where the producer's local queue was full (the publisher sends those again).
+#[derive(Default)]
+pub struct Enqueued(pub Vec<Option<DeliveryFuture>>);
+
+impl std::fmt::Debug for Enqueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Enqueued({} records)", self.0.len())
+    }
+}
+
+/// Enqueues `records` on `sink` in order, without waiting.
+pub fn enqueue(sink: &EventSink, records: &[Record]) -> Enqueued {
+    Enqueued(
+        records
+            .iter()
+            .map(|r| sink.enqueue(r.outgoing(&r.headers())).ok())
+            .collect(),
+    )
 }
 
 /// The Kafka records one change publishes: `rfm.updated` always, `churn_risk.detected` on entering At-Risk,

@@ -57,6 +57,8 @@ pub struct Outcome {
     pub rejected: Vec<Rejected>,
     /// The Kafka records of `changes`, encoded by the actor.
     pub records: Vec<crate::outputs::Record>,
+    /// `records` already handed to the producer by the actor (see `PartitionActor::publishing_to`).
+    pub enqueued: Option<crate::outputs::Enqueued>,
     /// Versions already on Kafka whose database rows are written again (a restore's read-back): no records, no
     /// live moves.
     pub rewrites: Vec<Change>,
@@ -374,6 +376,7 @@ pub struct PartitionActor {
     pub(crate) core: PartitionCore,
     configs: Configs,
     topics: Topics,
+    sink: Option<streams::EventSink>,
 }
 
 impl PartitionActor {
@@ -382,6 +385,7 @@ impl PartitionActor {
             core: PartitionCore::new(partition),
             configs,
             topics,
+            sink: None,
         }
     }
 
@@ -391,16 +395,29 @@ impl PartitionActor {
             core,
             configs,
             topics,
+            sink: None,
         }
     }
 
-    /// Encodes the outcome's output records here, on the actor's thread, rather than on the consumer loop.
+    /// Has the actor hand each outcome's records to `sink` as soon as it encoded them, so enqueueing runs on the
+    /// actor threads in parallel rather than on the consumer loop. A partition's records keep their order: one
+    /// actor computes, encodes and enqueues them in sequence.
+    pub fn publishing_to(mut self, sink: streams::EventSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Encodes the outcome's output records here, on the actor's thread, rather than on the consumer loop, and
+    /// enqueues them when the actor publishes (`publishing_to`).
     pub(crate) fn encoded(&self, mut outcome: Outcome) -> Outcome {
         outcome.records = outcome
             .changes
             .iter()
             .flat_map(|c| crate::outputs::records(&self.topics, c))
             .collect();
+        if let Some(sink) = self.sink.as_ref().filter(|_| !outcome.records.is_empty()) {
+            outcome.enqueued = Some(crate::outputs::enqueue(sink, &outcome.records));
+        }
         outcome
     }
 }

@@ -231,9 +231,10 @@ impl Processor {
         let position = Position::restored(&offsets, &watermarks, &self.publisher.topics);
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
+        let sink = self.publisher.sink.clone();
         let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
         let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-            PartitionActor::with_core(core, configs, topics)
+            PartitionActor::with_core(core, configs, topics).publishing_to(sink)
         });
         self.partitions.insert(partition, addr);
         self.positions.insert(partition, position);

@@ -28,15 +28,15 @@ impl Publisher {
         self.sink.send(r.outgoing(&r.headers())).await.map(drop)
     }
 
-    /// Enqueues the outcome's Kafka records now, in order, and returns a future that completes once every record
+    /// Enqueues the outcome's Kafka records now, in order (unless its actor did), and returns a future that completes once every record
     /// is acknowledged and every row written. Starting several outcomes before awaiting them pipelines batches
     /// while keeping each partition's records in the order they were produced.
     pub fn start(&self, mut outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
         let records = std::mem::take(&mut outcome.records);
-        let deliveries: Vec<_> = records
-            .iter()
-            .map(|r| self.sink.enqueue(r.outgoing(&r.headers())).ok())
-            .collect();
+        let deliveries = match outcome.enqueued.take() {
+            Some(enqueued) => enqueued.0,
+            None => actors::outputs::enqueue(&self.sink, &records).0,
+        };
         let this = self.clone();
         async move {
             let mut failed = Vec::new();

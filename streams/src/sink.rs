@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+
+/// The broker's acknowledgement of one enqueued record, as `EventSink::enqueue` returns it.
+pub use rdkafka::producer::DeliveryFuture;
 
 /// Settings for [`EventSink`]; `build()` turns them into a connected producer.
 #[derive(Debug, Clone)]
