@@ -51,6 +51,10 @@ pub struct BenchReport {
     pub events_per_second: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// The same, over the events published after every partition was caught up (restored and live): without the
+    /// events that waited for the assignment and the restore at the start.
+    pub steady_latency_p50_ms: f64,
+    pub steady_latency_p99_ms: f64,
     pub rss_bytes_per_customer: f64,
     /// Customers, order index and timer queue, at capacity.
     pub state_bytes_per_customer: f64,
@@ -144,6 +148,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     }));
     let started = Instant::now();
     let paced = producer.take().map(std::thread::spawn);
+    let steady_from = tokio::task::spawn_local(samples_once_caught_up(stats.clone()));
     wait_for(&stats, args.events, Duration::from_secs(600)).await?;
     let process_seconds = started.elapsed().as_secs_f64();
     if let Some(thread) = paced {
@@ -154,7 +159,11 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
 
     let (customers, state_bytes, timer_bytes) = state_size(&registry).await;
     let rss_after = rss_bytes();
-    let (p50, p99) = stats.latency_percentiles();
+    let (p50, p99) = stats.latency_percentiles(0);
+    let (steady_p50, steady_p99) = match steady_from.await {
+        Ok(from) => stats.latency_percentiles(from),
+        Err(_) => (0.0, 0.0),
+    };
     let _ = stop.send(());
     let _ = task.await;
     Ok(BenchReport {
@@ -166,6 +175,8 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         events_per_second: args.events as f64 / process_seconds,
         latency_p50_ms: p50,
         latency_p99_ms: p99,
+        steady_latency_p50_ms: steady_p50,
+        steady_latency_p99_ms: steady_p99,
         rss_bytes_per_customer: rss_after.saturating_sub(rss_before) as f64
             / customers.max(1) as f64,
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
@@ -217,6 +228,8 @@ async fn read_only(
         events_per_second: read as f64 / seconds,
         latency_p50_ms: 0.0,
         latency_p99_ms: 0.0,
+        steady_latency_p50_ms: 0.0,
+        steady_latency_p99_ms: 0.0,
         rss_bytes_per_customer: 0.0,
         state_bytes_per_customer: 0.0,
         timer_bytes_per_customer: 0.0,
@@ -290,6 +303,15 @@ async fn wait_for(stats: &ProcessorStats, events: u64, limit: Duration) -> anyho
         ticker.tick().await;
     }
     Ok(())
+}
+
+/// The number of latency samples when the processor first reports every partition caught up.
+async fn samples_once_caught_up(stats: Arc<ProcessorStats>) -> usize {
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    while !stats.caught_up.load(Ordering::SeqCst) {
+        ticker.tick().await;
+    }
+    stats.latency_samples()
 }
 
 /// Customers resident, the bytes their state occupies (entries, table overhead, heap and timers) and the timers'

@@ -91,13 +91,24 @@ impl ProcessorStats {
         }
     }
 
-    /// p50 and p99 of the sampled latencies, in milliseconds.
-    pub fn latency_percentiles(&self) -> (f64, f64) {
-        let mut samples = self
+    /// How many latencies were sampled so far; `latency_percentiles(from)` leaves out the first `from`.
+    pub fn latency_samples(&self) -> usize {
+        self.latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// p50 and p99 of the sampled latencies after the first `from`, in milliseconds.
+    pub fn latency_percentiles(&self, from: usize) -> (f64, f64) {
+        let mut samples: Vec<u32> = self
             .latencies_us
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .skip(from)
+            .copied()
+            .collect();
         if samples.is_empty() {
             return (0.0, 0.0);
         }
