@@ -1,6 +1,6 @@
 //! One polled batch through the partition actors: each partition's share is admitted against its position,
 //! handed to its actor (all shares at once, so actors on different arbiter threads decode and apply in parallel),
-//! and the outcomes are published in partition order, dead letters first.
+//! and the outcomes are published one partition after another (each keeps its order), dead letters first.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use super::{InFlight, Processor, MAX_IN_FLIGHT};
 
 impl Processor {
     /// Hands each partition's share of `batch` to its actor, all at once so the actors (on one arbiter thread per
-    /// core) decode and apply in parallel, then publishes the outcomes in partition order.
+    /// core) decode and apply in parallel, then publishes the outcomes one partition after another.
     pub(super) async fn process(&mut self, batch: Vec<Polled>) -> Result<(), PublishError> {
         let mut by_partition: HashMap<i32, Vec<Polled>> = HashMap::new();
         for polled in batch {

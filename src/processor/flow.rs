@@ -104,6 +104,7 @@ impl Processor {
     /// Answers a revocation: waits for what is in flight, snapshots the revoked partitions so their next owner
     /// starts from their exact state, stores and commits those offsets, and only then gives the partitions up.
     pub(super) async fn hand_over(&mut self, revoked: Vec<i32>) -> Result<(), PublishError> {
+        self.drain_chunks(|p| revoked.contains(&p)).await?;
         self.settle(0).await?;
         let written = self.snapshot_now(&revoked).await;
         let handed = written.iter().filter(|(_, _, r)| r.is_ok()).count();

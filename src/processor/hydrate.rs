@@ -16,6 +16,7 @@ use actors::{
     Configs, FinishRestore, NextRestoreChunk, PartitionActor, PartitionCore, PublishedVersion,
     SnapshotOffsets, SnapshotSummary,
 };
+use futures_util::StreamExt;
 use streams::MerchantId;
 
 use super::consumer::Source;
@@ -320,7 +321,6 @@ impl Processor {
         self.on_chunk(Chunk {
             partition,
             generation,
-            now,
             addr,
             outcome: Ok(Some(outcome)),
         })
@@ -334,7 +334,6 @@ impl Processor {
         let Chunk {
             partition,
             generation,
-            now,
             addr,
             outcome,
         } = chunk;
@@ -353,16 +352,23 @@ impl Processor {
         if let Some((_, published)) = &mut position.publishing {
             *published += outcome.changes.len();
         }
-        let next = addr.send(NextRestoreChunk { now });
+        // Each chunk is evaluated when it is asked for: live records applied meanwhile were applied at their time,
+        // and a chunk evaluated at the restore's start would move their customers back.
+        let next = addr.send(NextRestoreChunk {
+            now: self.clock.now(),
+        });
         self.chunks.push(Box::pin(async move {
             Chunk {
                 partition,
                 generation,
-                now,
                 outcome: next.await,
                 addr,
             }
         }));
+        self.publish_chunk(outcome).await
+    }
+
+    async fn publish_chunk(&mut self, outcome: actors::Outcome) -> Result<(), PublishError> {
         if let Some(live) = &self.live {
             live.observe(&outcome);
         }
@@ -370,13 +376,37 @@ impl Processor {
         self.in_flight.push_back(InFlight::without_events(done));
         self.settle(MAX_IN_FLIGHT).await
     }
+
+    /// Takes in every chunk already asked for. Its actor enqueued the chunk's records when it computed it, so the
+    /// chunk's rows, score-cache entries and acknowledgements must be waited for before a hand-over or shutdown;
+    /// partitions for which `ending` holds get no further chunk and stay unsettled (not snapshotted), so their
+    /// next owner restores them.
+    pub(super) async fn drain_chunks(
+        &mut self,
+        ending: impl Fn(i32) -> bool,
+    ) -> Result<(), PublishError> {
+        let pending: Vec<Chunk> = std::mem::take(&mut self.chunks).collect().await;
+        for chunk in pending {
+            if !ending(chunk.partition) {
+                self.on_chunk(chunk).await?;
+                continue;
+            }
+            let current = self
+                .positions
+                .get(&chunk.partition)
+                .is_some_and(|p| p.publishing.is_some_and(|(g, _)| g == chunk.generation));
+            if let (true, Ok(Some(outcome))) = (current, chunk.outcome) {
+                self.publish_chunk(outcome).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A chunk of a restore's net changes, as its partition actor returned it (`None` once all are out).
 pub(super) struct Chunk {
     partition: i32,
     generation: u64,
-    now: functions::Timestamp,
     addr: Addr<PartitionActor>,
     outcome: Result<Option<actors::Outcome>, actix::MailboxError>,
 }

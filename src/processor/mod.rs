@@ -321,6 +321,7 @@ impl Processor {
             }
         }
         tracing::info!("processor stopping");
+        self.drain_chunks(|_| true).await?;
         self.settle(0).await?;
         self.snapshot_if_due(true).await?;
         self.source.closing();
