@@ -37,6 +37,12 @@ impl Publisher {
             Some(enqueued) => enqueued.0,
             None => actors::outputs::enqueue(&self.sink, &records).0,
         };
+        // Records the producer's local queue refused are sent again after the rest, so they can land after a newer
+        // version of the same customer (readers order by version); counted to see whether that happens.
+        let refused = deliveries.iter().filter(|d| d.is_none()).count();
+        if refused > 0 {
+            metrics::counter!("processor_output_queue_full_total").increment(refused as u64);
+        }
         let this = self.clone();
         async move {
             let mut failed = Vec::new();
