@@ -400,6 +400,6 @@ mod tests {
         let Effect::Changed { transition, .. } = &effects[0] else {
             panic!("{effects:?}")
         };
-        assert_eq!(transition.to.rfm.monetary, 5);
+        assert_eq!(transition.to.rfm().monetary, 5);
     }
 }

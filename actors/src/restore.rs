@@ -130,11 +130,7 @@ impl PartitionCore {
             else {
                 continue;
             };
-            let evaluation = Evaluation {
-                rfm: record.rfm,
-                segment: segment as u8,
-                stage: record.stage,
-            };
+            let evaluation = Evaluation::new(record.rfm, segment as u8, record.stage);
             merchant.set_published(record.customer_id, record.version, evaluation);
             pending.insert((slot, record.customer_id));
             rewrites.push(Rewrite {

@@ -228,11 +228,11 @@ fn has_order(merchant: &MerchantState, customer: u64, order: u64) -> bool {
 /// Returns how many of the customer's orders the index maps to it (flagged instead of listed).
 fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &OrderIndex) -> usize {
     put_varint(out, u64::from(state.version));
-    let Evaluation {
-        rfm,
-        segment,
-        stage,
-    } = state.published;
+    let (rfm, segment, stage) = (
+        state.published.rfm(),
+        state.published.segment,
+        state.published.stage,
+    );
     let digit = |score: u8| score.clamp(1, 5) - 1;
     out.push(digit(rfm.recency) * 25 + digit(rfm.frequency) * 5 + digit(rfm.monetary));
     out.push(segment);
@@ -394,11 +394,11 @@ fn read_evaluation(
     let stage = LifecycleStage::from_u8(tag & 7)
         .filter(|_| tag & !(EXTRA | 7) == 0)
         .ok_or(Corrupt("unknown lifecycle stage"))?;
-    let evaluation = Evaluation {
-        rfm: Rfm::new(rfm / 25 + 1, rfm / 5 % 5 + 1, rfm % 5 + 1),
+    let evaluation = Evaluation::new(
+        Rfm::new(rfm / 25 + 1, rfm / 5 % 5 + 1, rfm % 5 + 1),
         segment,
         stage,
-    };
+    );
     Ok((evaluation, tag & EXTRA != 0))
 }
 

@@ -106,10 +106,10 @@ proptest! {
     fn scores_stay_in_range(facts in prop::collection::vec(fact(), 0..24), day in -10i64..2_000) {
         let config = RfmConfig::default();
         let e = evaluate(&apply_all(&facts), &config, Timestamp(T0).plus_days(day));
-        for s in [e.rfm.recency, e.rfm.frequency, e.rfm.monetary] {
+        for s in [e.rfm().recency, e.rfm().frequency, e.rfm().monetary] {
             prop_assert!((1..=5).contains(&s));
         }
-        let tenths = e.rfm.score_tenths(&config);
+        let tenths = e.rfm().score_tenths(&config);
         prop_assert!((10..=50).contains(&tenths));
         prop_assert!(usize::from(e.segment) < config.segments.len());
     }

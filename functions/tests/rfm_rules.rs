@@ -116,7 +116,7 @@ fn no_orders_is_r1_f1_m1_new_lead() {
     let c = RfmConfig::default();
     let a = CustomerAggregate::default();
     let e = evaluate(&a, &c, T0);
-    assert_eq!(e.rfm, Rfm::new(1, 1, 1));
+    assert_eq!(e.rfm(), Rfm::new(1, 1, 1));
     assert_eq!(e.stage, LifecycleStage::NewLead);
     assert_eq!(segment_key(&c, &a, T0), "inactive");
     assert_eq!(next_change(&a, &c, T0), None);
@@ -162,7 +162,7 @@ fn cancelled_and_test_orders_are_excluded() {
     a.apply(&order(2, 90_000, T0));
     a.apply(&Fact::OrderCancelled { order_id: 2 });
     assert_eq!(a.totals().orders, 0);
-    assert_eq!(evaluate(&a, &c, T0).rfm, Rfm::new(1, 1, 1));
+    assert_eq!(evaluate(&a, &c, T0).rfm(), Rfm::new(1, 1, 1));
 }
 
 #[test]
