@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use functions::{
     evaluate, next_change, AggregateParts, CustomerAggregate, CustomerState, Evaluation,
-    LifecycleStage, Money, OrderRecord, Rfm, RfmConfig, Timestamp,
+    LifecycleStage, Money, OrderRecord, RfmConfig, Timestamp,
 };
 use streams::MerchantId;
 
@@ -228,13 +228,8 @@ fn has_order(merchant: &MerchantState, customer: u64, order: u64) -> bool {
 /// Returns how many of the customer's orders the index maps to it (flagged instead of listed).
 fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &OrderIndex) -> usize {
     put_varint(out, u64::from(state.version));
-    let (rfm, segment, stage) = (
-        state.published.rfm(),
-        state.published.segment,
-        state.published.stage,
-    );
-    let digit = |score: u8| score.clamp(1, 5) - 1;
-    out.push(digit(rfm.recency) * 25 + digit(rfm.frequency) * 5 + digit(rfm.monetary));
+    let (segment, stage) = (state.published.segment, state.published.stage);
+    out.push(state.published.rfm_code());
     out.push(segment);
     let parts = state.aggregate.parts();
     let extra =
@@ -383,9 +378,6 @@ fn read_evaluation(
     config: &RfmConfig,
 ) -> Result<(Evaluation, bool), SnapshotError> {
     let rfm = r.u8()?;
-    if rfm >= 125 {
-        return Err(Corrupt("score out of range"));
-    }
     let segment = r.u8()?;
     if usize::from(segment) >= config.segments.len() {
         return Err(Corrupt("segment outside the merchant's table"));
@@ -394,11 +386,8 @@ fn read_evaluation(
     let stage = LifecycleStage::from_u8(tag & 7)
         .filter(|_| tag & !(EXTRA | 7) == 0)
         .ok_or(Corrupt("unknown lifecycle stage"))?;
-    let evaluation = Evaluation::new(
-        Rfm::new(rfm / 25 + 1, rfm / 5 % 5 + 1, rfm % 5 + 1),
-        segment,
-        stage,
-    );
+    let evaluation =
+        Evaluation::from_rfm_code(rfm, segment, stage).ok_or(Corrupt("score out of range"))?;
     Ok((evaluation, tag & EXTRA != 0))
 }
 

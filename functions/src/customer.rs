@@ -36,6 +36,20 @@ impl Evaluation {
         Rfm::new(code / 25 + 1, code / 5 % 5 + 1, code % 5 + 1)
     }
 
+    /// The scores as one number below 125, `(R−1)·25 + (F−1)·5 + (M−1)`: how codecs store them in one byte.
+    pub fn rfm_code(&self) -> u8 {
+        self.rfm_code
+    }
+
+    /// The inverse of [`Evaluation::rfm_code`]; `None` for a code of 125 or more.
+    pub fn from_rfm_code(code: u8, segment: SegmentId, stage: LifecycleStage) -> Option<Self> {
+        (code < 125).then_some(Evaluation {
+            rfm_code: code,
+            segment,
+            stage,
+        })
+    }
+
     /// A customer nobody has scored yet: R1 F1 M1 in the segment that triple maps to.
     pub fn initial(config: &RfmConfig) -> Self {
         let rfm = Rfm::new(1, 1, 1);
@@ -139,9 +153,20 @@ mod tests {
                     let rfm = Rfm::new(r, f, m);
                     let e = Evaluation::new(rfm, 3, LifecycleStage::Vip);
                     assert_eq!((e.rfm(), e.segment, e.stage), (rfm, 3, LifecycleStage::Vip));
+                    let decoded = Evaluation::from_rfm_code(e.rfm_code(), 3, LifecycleStage::Vip);
+                    assert_eq!(decoded, Some(e));
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_code_past_5_5_5_is_refused() {
+        assert_eq!(
+            Evaluation::new(Rfm::new(5, 5, 5), 0, LifecycleStage::Vip).rfm_code(),
+            124
+        );
+        assert_eq!(Evaluation::from_rfm_code(125, 0, LifecycleStage::Vip), None);
     }
 
     #[test]
