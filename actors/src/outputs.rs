@@ -52,7 +52,6 @@ impl Record {
 
 /// The records of an outcome as the actor handed them to the producer, in order: each one's acknowledgement, or
 /// `None` where the producer's local queue was full (the publisher sends those again).
-#[derive(Default)]
 pub struct Enqueued(pub Vec<Option<DeliveryFuture>>);
 
 impl std::fmt::Debug for Enqueued {

@@ -12,7 +12,7 @@ use streams::MerchantId;
 use super::consumer::{self, Polled};
 use super::publish::PublishError;
 use super::recovery::Position;
-use super::{InFlight, Processor, MAX_IN_FLIGHT};
+use super::Processor;
 
 impl Processor {
     /// Hands each partition's share of `batch` to its actor, all at once so the actors (on one arbiter thread per
@@ -25,15 +25,12 @@ impl Processor {
                 .or_default()
                 .push(polled);
         }
-        let mut shares = Vec::with_capacity(by_partition.len());
-        for (partition, records) in by_partition {
-            // Not owned, or still hydrating: dropped unstored. A partition is moved back to its restored position
-            // when its hydration is installed, so these are fetched again.
-            let Some(share) = self.share(partition, records) else {
-                continue;
-            };
-            shares.push(share);
-        }
+        // Records of partitions not owned, or still hydrating, are dropped unstored. A partition is moved back to
+        // its restored position when its hydration is installed, so these are fetched again.
+        let mut shares: Vec<Share> = by_partition
+            .into_iter()
+            .filter_map(|(partition, records)| self.share(partition, records))
+            .collect();
         let keys = shares.iter().flat_map(|s| s.records.iter());
         self.load_configs(keys).await;
         let now = self.clock.now();
@@ -111,16 +108,8 @@ impl Processor {
             .await?;
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(live) = &self.live {
-            live.observe(&outcome);
-        }
-        let done = tokio::task::spawn_local(self.publisher.start(outcome));
-        self.in_flight.push_back(InFlight {
-            done,
-            timestamps: share.timestamps,
-            events: share.events,
-        });
-        self.settle(MAX_IN_FLIGHT).await?;
+        self.publish(outcome, share.timestamps, share.events)
+            .await?;
         if share.quiet {
             self.finish_if_caught_up(partition);
         }

@@ -17,6 +17,27 @@ use super::Processor;
 const STALL: Duration = Duration::from_secs(1);
 
 impl Processor {
+    /// Starts publishing `outcome` behind what is already in flight (the dashboards see it now), then waits while
+    /// more than `MAX_IN_FLIGHT` batches are publishing. `timestamps` and `events` are the records it covers, for
+    /// the latency figures and the event count; none for a restore's chunk.
+    pub(super) async fn publish(
+        &mut self,
+        outcome: actors::Outcome,
+        timestamps: Vec<i64>,
+        events: u64,
+    ) -> Result<(), PublishError> {
+        if let Some(live) = &self.live {
+            live.observe(&outcome);
+        }
+        let done = tokio::task::spawn_local(self.publisher.start(outcome));
+        self.in_flight.push_back(super::InFlight {
+            done,
+            timestamps,
+            events,
+        });
+        self.settle(super::MAX_IN_FLIGHT).await
+    }
+
     /// Retires every finished batch at the front of the window and waits, pausing consumption when the wait is
     /// long, until at most `keep` batches are in flight.
     pub(super) async fn settle(&mut self, keep: usize) -> Result<(), PublishError> {

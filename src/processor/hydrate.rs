@@ -23,7 +23,7 @@ use super::consumer::Source;
 use super::publish::PublishError;
 use super::readback::ReadBack;
 use super::recovery::Position;
-use super::{InFlight, Processor, MAX_IN_FLIGHT};
+use super::Processor;
 use crate::snapshots::SnapshotStore;
 use crate::store::Store;
 
@@ -340,7 +340,7 @@ impl Processor {
         let Some(position) = self
             .positions
             .get_mut(&partition)
-            .filter(|p| p.publishing.is_some_and(|(g, _)| g == generation))
+            .filter(|p| p.publishes(generation))
         else {
             return Ok(());
         };
@@ -365,16 +365,7 @@ impl Processor {
                 addr,
             }
         }));
-        self.publish_chunk(outcome).await
-    }
-
-    async fn publish_chunk(&mut self, outcome: actors::Outcome) -> Result<(), PublishError> {
-        if let Some(live) = &self.live {
-            live.observe(&outcome);
-        }
-        let done = tokio::task::spawn_local(self.publisher.start(outcome));
-        self.in_flight.push_back(InFlight::without_events(done));
-        self.settle(MAX_IN_FLIGHT).await
+        self.publish(outcome, Vec::new(), 0).await
     }
 
     /// Takes in every chunk already asked for. Its actor enqueued the chunk's records when it computed it, so the
@@ -394,9 +385,9 @@ impl Processor {
             let current = self
                 .positions
                 .get(&chunk.partition)
-                .is_some_and(|p| p.publishing.is_some_and(|(g, _)| g == chunk.generation));
+                .is_some_and(|p| p.publishes(chunk.generation));
             if let (true, Ok(Some(outcome))) = (current, chunk.outcome) {
-                self.publish_chunk(outcome).await?;
+                self.publish(outcome, Vec::new(), 0).await?;
             }
         }
         Ok(())

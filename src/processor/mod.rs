@@ -209,16 +209,6 @@ struct InFlight {
     events: u64,
 }
 
-impl InFlight {
-    fn without_events(done: tokio::task::JoinHandle<()>) -> Self {
-        InFlight {
-            done,
-            timestamps: Vec::new(),
-            events: 0,
-        }
-    }
-}
-
 /// How many batches may be publishing at once before the consumer waits: enough to overlap broker round trips,
 /// few enough that a stalled Postgres or broker stops consumption quickly (backpressure, nothing dropped).
 const MAX_IN_FLIGHT: usize = 8;

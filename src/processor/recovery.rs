@@ -65,6 +65,11 @@ impl Position {
         self.frontier.is_some()
     }
 
+    /// Publishing the net changes of the restore of `generation` (a chunk of another restore is stale).
+    pub(super) fn publishes(&self, generation: u64) -> bool {
+        self.publishing.is_some_and(|(g, _)| g == generation)
+    }
+
     /// Restored and every net change of the restore published: the partition may be snapshotted and ticked.
     pub(super) fn settled(&self) -> bool {
         !self.restoring() && self.publishing.is_none()
@@ -217,7 +222,8 @@ impl Processor {
         write_round(store, round).await
     }
 
-    /// Encodes every chosen partition that is settled (see `Position::settled`), with the offsets it covers and the output marks.
+    /// Encodes every chosen partition that is settled (see `Position::settled`), with the offsets it covers and the
+    /// output marks.
     async fn encode_round(&self, chosen: impl Fn(i32) -> bool) -> Vec<Encoded> {
         let Some(marks) = self.current_output_marks() else {
             return Vec::new();
