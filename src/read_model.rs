@@ -234,7 +234,7 @@ impl ReadModel {
                 let mut members: Vec<(i64, u64)> = state
                     .customers()
                     .filter(|(_, c)| usize::from(c.published.segment) == at_risk)
-                    .map(|(id, c)| (c.aggregate.totals().net.minor(), *id))
+                    .map(|(id, c)| (c.aggregate.totals().net.minor(), id))
                     .collect();
                 members.sort_unstable_by(|a, b| b.cmp(a));
                 let page = members.iter().skip(offset).take(limit);

@@ -7,6 +7,7 @@
 //! socket); see DESIGN.md §2 and docs/DECISIONS.md.
 
 pub mod clock;
+pub mod customer_table;
 pub mod merchant;
 pub mod order_index;
 pub mod outputs;

@@ -1,5 +1,5 @@
-//! One merchant's live state: every customer's compact aggregate, the order → customer index that refunds need,
-//! and the segment counts the dashboard reads. Synchronous and deterministic given `now`; the actor around it
+//! One merchant's live state: every customer's compact aggregate (in a slot of its [`CustomerTable`]), the
+//! order → customer index that refunds need, and the segment counts the dashboard reads. Synchronous and deterministic given `now`; the actor around it
 //! (see `partition`) owns the I/O.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use functions::{
 use streams::events::{InputEvent, RefundCreated};
 use streams::{event_key, MerchantId};
 
+use crate::customer_table::CustomerTable;
 use crate::order_index::OrderIndex;
 
 /// What the engine must publish after applying events.
@@ -32,16 +33,17 @@ pub enum Effect {
 pub struct MerchantState {
     pub id: MerchantId,
     pub config: RfmConfig,
-    pub(crate) customers: HashMap<u64, CustomerState>,
-    /// Refund payloads name the order only.
+    pub(crate) customers: CustomerTable,
+    /// Refund payloads name the order only. Holds every order record of every customer.
     pub(crate) order_customers: OrderIndex,
     /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
     pub(crate) orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
     pub(crate) segment_counts: Vec<u64>,
     /// Decimals of the shop currency, learned from orders; refund events carry amounts without a currency.
     pub(crate) exponent: u8,
-    /// Customers updated since the last `take_touched`, so the partition can schedule their next boundary.
-    touched: Vec<u64>,
+    /// Slots of the customers updated since the last `take_touched`, so the partition can schedule their next
+    /// boundary.
+    touched: Vec<u32>,
 }
 
 impl MerchantState {
@@ -50,7 +52,7 @@ impl MerchantState {
         MerchantState {
             id,
             config,
-            customers: HashMap::new(),
+            customers: CustomerTable::default(),
             order_customers: OrderIndex::default(),
             orphan_refunds: HashMap::new(),
             segment_counts: vec![0; segments],
@@ -60,11 +62,11 @@ impl MerchantState {
     }
 
     pub fn customer(&self, customer_id: u64) -> Option<&CustomerState> {
-        self.customers.get(&customer_id)
+        self.customers.get(customer_id)
     }
 
-    pub fn customers(&self) -> impl Iterator<Item = (&u64, &CustomerState)> {
-        self.customers.iter()
+    pub fn customers(&self) -> impl Iterator<Item = (u64, &CustomerState)> {
+        self.customers.iter().map(|(_, id, state)| (id, state))
     }
 
     pub fn segment_counts(&self) -> &[u64] {
@@ -80,7 +82,6 @@ impl MerchantState {
                 // The ingress validated the amount; a record from another producer with garbage counts as zero
                 // rather than poisoning the customer.
                 let total = Money::parse(&e.total_price, exponent).unwrap_or(Money::ZERO);
-                self.order_customers.insert(e.order_id, e.customer_id);
                 let fact = Fact::OrderPlaced {
                     order_id: e.order_id,
                     total,
@@ -101,7 +102,6 @@ impl MerchantState {
                 }
             }
             InputEvent::OrderCancelled(e) => {
-                self.order_customers.insert(e.order_id, e.customer_id);
                 self.update(
                     e.customer_id,
                     &Fact::OrderCancelled {
@@ -152,10 +152,7 @@ impl MerchantState {
 
     fn refund(&mut self, e: &RefundCreated, now: Timestamp, effects: &mut Vec<Effect>) {
         let amount = Money::parse(&e.amount, self.exponent).unwrap_or(Money::ZERO);
-        match e
-            .customer_id
-            .or_else(|| self.order_customers.get(e.order_id))
-        {
+        match e.customer_id.or_else(|| self.order_customer(e.order_id)) {
             Some(customer_id) => {
                 let fact = Fact::Refunded {
                     order_id: e.order_id,
@@ -173,18 +170,33 @@ impl MerchantState {
         }
     }
 
+    /// The resident customer with a record of `order_id`, among the index's candidates.
+    pub(crate) fn order_customer(&self, order_id: u64) -> Option<u64> {
+        self.order_customers.candidates(order_id).find_map(|slot| {
+            let (id, state) = self.customers.by_slot(slot)?;
+            state.aggregate.has_order(order_id).then_some(id)
+        })
+    }
+
     fn update(&mut self, customer_id: u64, fact: &Fact, now: Timestamp, effects: &mut Vec<Effect>) {
         let config = &self.config;
-        let state = self.customers.entry(customer_id).or_insert_with(|| {
+        let (slot, state) = self.customers.get_or_insert_with(customer_id, || {
             let fresh = CustomerState::new(config);
             self.segment_counts[usize::from(fresh.published.segment)] += 1;
             fresh
         });
-        match state.apply(fact, config, now) {
+        let orders_before = state.aggregate.orders().len();
+        let update = state.apply(fact, config, now);
+        if state.aggregate.orders().len() > orders_before {
+            if let Some(order_id) = fact.order_id() {
+                self.order_customers.insert(order_id, slot);
+            }
+        }
+        match update {
             Update::Duplicate => {}
-            Update::Unchanged => self.touched.push(customer_id),
+            Update::Unchanged => self.touched.push(slot),
             Update::Changed(transition) => {
-                self.touched.push(customer_id);
+                self.touched.push(slot);
                 self.count_move(&transition);
                 effects.push(Effect::Changed {
                     customer_id,
@@ -199,14 +211,29 @@ impl MerchantState {
         self.exponent
     }
 
-    pub fn take_touched(&mut self) -> Vec<u64> {
+    pub fn take_touched(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.touched)
     }
 
     /// When this customer's evaluation can next change without an event.
     pub fn next_change(&self, customer_id: u64, now: Timestamp) -> Option<Timestamp> {
-        let state = self.customers.get(&customer_id)?;
+        self.next_change_in(self.customers.slot_of(customer_id)?, now)
+    }
+
+    /// [`MerchantState::next_change`] of the customer in `slot`.
+    pub fn next_change_in(&self, slot: u32, now: Timestamp) -> Option<Timestamp> {
+        let (_, state) = self.customers.by_slot(slot)?;
         functions::next_change(&state.aggregate, &self.config, now)
+    }
+
+    /// The customer's slot in this merchant's table, which timers name it by.
+    pub fn slot_of(&self, customer_id: u64) -> Option<u32> {
+        self.customers.slot_of(customer_id)
+    }
+
+    /// The id of the customer in `slot`, if one is there.
+    pub fn customer_in(&self, slot: u32) -> Option<u64> {
+        self.customers.by_slot(slot).map(|(id, _)| id)
     }
 
     /// Live customers in memory.
@@ -218,22 +245,21 @@ impl MerchantState {
         self.customers.is_empty()
     }
 
-    /// Bytes held for this merchant's customers: hash-table slots (entry plus one control byte, at the table's
-    /// capacity, not just its length), each aggregate's heap, and the order index.
+    /// Bytes held for this merchant's customers: the customer table at its capacity, not just its length, each
+    /// aggregate's heap, and the order index.
     pub fn state_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(u64, CustomerState)>() + 1;
-        self.customers.capacity() * slot
+        self.customers.heap_bytes()
             + self
                 .customers
-                .values()
-                .map(|c| c.aggregate.heap_bytes())
+                .iter()
+                .map(|(_, _, c)| c.aggregate.heap_bytes())
                 .sum::<usize>()
             + self.order_customers.heap_bytes()
     }
 
     /// Re-evaluates one customer at `now` (a recency boundary passed).
     pub fn rescore(&mut self, customer_id: u64, now: Timestamp, effects: &mut Vec<Effect>) {
-        let Some(state) = self.customers.get_mut(&customer_id) else {
+        let Some(state) = self.customers.get_mut(customer_id) else {
             return;
         };
         if let Some(transition) = state.rescore(&self.config, now) {
@@ -249,22 +275,23 @@ impl MerchantState {
     pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
         self.segment_counts = vec![0; config.segments.len()];
         self.config = config;
-        for (customer_id, state) in &mut self.customers {
+        for (_, customer_id, state) in self.customers.iter_mut() {
             if let Some(transition) = state.rescore(&self.config, now) {
                 effects.push(Effect::Changed {
-                    customer_id: *customer_id,
+                    customer_id,
                     transition,
                 });
             }
             self.segment_counts[usize::from(state.published.segment)] += 1;
         }
-        self.touched.extend(self.customers.keys());
+        self.touched
+            .extend(self.customers.iter().map(|(slot, _, _)| slot));
     }
 
     /// Sets what a customer last published (a restore learned it from the output topic or undoes a quiet
     /// replay), moving the segment counts with it. Unknown customers are ignored.
     pub(crate) fn set_published(&mut self, customer_id: u64, version: u32, published: Evaluation) {
-        let Some(state) = self.customers.get_mut(&customer_id) else {
+        let Some(state) = self.customers.get_mut(customer_id) else {
             return;
         };
         let from = state.published.segment;
@@ -285,12 +312,35 @@ impl MerchantState {
         }
     }
 
+    /// Adds a customer as a snapshot stored it and counts its segment; [`MerchantState::reindex_orders`] indexes
+    /// the orders of all of them at once afterwards.
+    pub(crate) fn insert_restored(&mut self, customer_id: u64, state: CustomerState) {
+        self.segment_counts[usize::from(state.published.segment)] += 1;
+        self.customers.insert(customer_id, state);
+    }
+
+    /// Rebuilds the order index from every customer's order records.
+    pub(crate) fn reindex_orders(&mut self) {
+        let entries = self.customers.iter().flat_map(|(slot, _, state)| {
+            state
+                .aggregate
+                .orders()
+                .iter()
+                .map(move |o| (o.order_id(), slot))
+        });
+        self.order_customers.rebuild(entries);
+    }
+
     fn forget(&mut self, customer_id: u64) {
-        if let Some(state) = self.customers.remove(&customer_id) {
+        let Some(slot) = self.customers.slot_of(customer_id) else {
+            return;
+        };
+        if let Some(state) = self.customers.remove(customer_id) {
             let seg = usize::from(state.published.segment);
             self.segment_counts[seg] = self.segment_counts[seg].saturating_sub(1);
+            let orders = state.aggregate.orders().iter().map(|o| o.order_id());
+            self.order_customers.remove(slot, orders);
         }
-        self.order_customers.remove_customer(customer_id);
     }
 }
 
@@ -386,6 +436,56 @@ mod tests {
         assert_eq!(m.segment_counts()[new], 1);
         assert!(m.customer(1).is_none());
         assert_eq!(effects.last(), Some(&Effect::Redacted { customer_id: 1 }));
+    }
+
+    #[test]
+    fn a_refund_finds_its_customer_by_order_even_after_a_redaction_reused_the_slot() {
+        let mut m = merchant();
+        let mut effects = Vec::new();
+        m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
+        m.apply(&order(2, 20, "70.00"), Timestamp(T0), &mut effects);
+        let slot = m.slot_of(1).unwrap();
+        m.forget(1);
+        m.apply(&order(3, 30, "90.00"), Timestamp(T0), &mut effects);
+        assert_eq!(m.slot_of(3), Some(slot), "the freed slot is reused");
+        m.apply(&refund(10, 1, "5.00"), Timestamp(T0), &mut effects);
+        assert_eq!(
+            net(&m, 3),
+            9_000,
+            "the erased customer's order is not the new one's"
+        );
+        assert!(m.customer(1).is_none() && m.orphan_refunds.contains_key(&10));
+        m.apply(&refund(30, 2, "5.00"), Timestamp(T0), &mut effects);
+        m.apply(&refund(20, 3, "5.00"), Timestamp(T0), &mut effects);
+        assert_eq!((net(&m, 3), net(&m, 2)), (8_500, 6_500));
+    }
+
+    #[test]
+    fn refunds_find_their_customers_where_order_fingerprints_collide() {
+        // 100,000 orders over 16-bit fingerprints: most fingerprints are shared by one order or more.
+        let mut m = merchant();
+        let mut effects = Vec::new();
+        let customer_of = |order: u64| order % 997 + 1;
+        for order_id in 1..=100_000u64 {
+            let event = order(customer_of(order_id), order_id, "10.00");
+            m.apply(&event, Timestamp(T0), &mut effects);
+        }
+        for order in (1..=100_000u64).step_by(101) {
+            m.apply(&refund(order, order, "1.00"), Timestamp(T0), &mut effects);
+        }
+        for customer in [1, 500, 997] {
+            let state = m.customer(customer).unwrap();
+            let refunded = (1..=100_000u64)
+                .step_by(101)
+                .filter(|o| customer_of(*o) == customer)
+                .count() as i64;
+            let orders = state.aggregate.orders().len() as i64;
+            assert_eq!(
+                state.aggregate.totals().net.minor(),
+                orders * 1_000 - refunded * 100
+            );
+        }
+        assert!(m.orphan_refunds.is_empty(), "every refund found its order");
     }
 
     #[test]

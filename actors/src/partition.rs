@@ -199,7 +199,16 @@ impl PartitionCore {
 
     /// Fires every recency boundary due at `now`.
     pub fn tick(&mut self, now: Timestamp) -> Outcome {
-        let due = self.timers.pop_due(now);
+        let merchants = &self.merchants;
+        let due: Vec<(u32, u64)> = self
+            .timers
+            .pop_due(now)
+            .into_iter()
+            .filter_map(|(slot, customer)| {
+                let id = merchants.get(slot as usize)?.customer_in(customer)?;
+                Some((slot, id))
+            })
+            .collect();
         let outcome = self.rescore_all(due, now, &format!("timer:{}", now.unix()));
         self.drop_stale_timers(now);
         outcome
@@ -215,11 +224,14 @@ impl PartitionCore {
         }
         let merchants = &self.merchants;
         let entries = merchants.iter().enumerate().flat_map(|(slot, merchant)| {
-            merchant.customers().filter_map(move |(id, _)| {
-                merchant
-                    .next_change(*id, now)
-                    .map(|at| (at, slot as u32, *id))
-            })
+            merchant
+                .customers
+                .iter()
+                .filter_map(move |(customer, _, _)| {
+                    merchant
+                        .next_change_in(customer, now)
+                        .map(|at| (at, slot as u32, customer))
+                })
         });
         self.timers.rebuild(entries);
     }
@@ -241,8 +253,10 @@ impl PartitionCore {
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
             merchant.rescore(customer_id, now, &mut effects);
-            if let Some(next) = merchant.next_change(customer_id, now) {
-                self.timers.schedule(next, slot, customer_id);
+            if let Some(customer) = merchant.slot_of(customer_id) {
+                if let Some(next) = merchant.next_change_in(customer, now) {
+                    self.timers.schedule(next, slot, customer);
+                }
             }
             self.collect(slot, &effects, now, trace, None, &mut outcome);
         }
@@ -290,9 +304,9 @@ impl PartitionCore {
 
     pub(crate) fn schedule_touched(&mut self, slot: u32, now: Timestamp) {
         let merchant = &mut self.merchants[slot as usize];
-        for customer_id in merchant.take_touched() {
-            if let Some(next) = merchant.next_change(customer_id, now) {
-                self.timers.schedule(next, slot, customer_id);
+        for customer in merchant.take_touched() {
+            if let Some(next) = merchant.next_change_in(customer, now) {
+                self.timers.schedule(next, slot, customer);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! What can be derived is not stored. Merchant configurations come from [`Configs`] as in `PartitionCore::slot`
 //! (Postgres owns them; a fingerprint per merchant rejects a snapshot taken under another configuration, whose
 //! segment ids would mean other segments); segment counts come from the published evaluations; timers from each
-//! customer's next boundary; and the order → customer index mostly from one bit on each order record. Decoding
+//! customer's next boundary; and the order → customer index from the order records (it holds all of them). Decoding
 //! treats the bytes as untrusted: a length and a checksum frame them, every count is checked against the bytes left
 //! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
 //! input is an error, never a panic.
@@ -19,10 +19,11 @@
 //! per merchant, in that order:
 //!   customers by ascending id: id gap, version, (r-1)·25+(f-1)·5+(m-1) u8, segment u8, stage | 8 if extra u8,
 //!     first seen, last engaged (compact seconds), order count, per order by ascending id:
-//!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8 (| 0x80 when the
-//!     index maps the order to this customer);
+//!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8 (| 0x80: indexed,
+//!     which this build sets on every order and ignores when reading, since its index is every order record);
 //!     with extra: refund ids (count, gaps), points event keys (count, u64 LE each), points (signed)
-//!   other index entries: count, then per entry by ascending order id: order id gap, customer id
+//!   other index entries: count, then per entry by ascending order id: order id gap, customer id (written
+//!     empty by this build, and skipped when read: an entry without an order record would never resolve)
 //!   orphan refunds: count, then per order by ascending id: order id gap, count, per refund: id, amount (signed)
 //! checksum u64 LE of every byte before it
 //! ```
@@ -36,7 +37,6 @@ use functions::{
 use streams::MerchantId;
 
 use crate::merchant::MerchantState;
-use crate::order_index::OrderIndex;
 use crate::partition::{Configs, PartitionCore};
 
 use wire::{checksum, put_len, put_signed, put_str, put_varint, Gaps, Reader, FORMAT_VERSION};
@@ -169,14 +169,14 @@ impl PartitionCore {
 
 fn schedule_all(core: &mut PartitionCore, now: Timestamp) {
     for (slot, merchant) in core.merchants.iter().enumerate() {
-        for (customer_id, state) in &merchant.customers {
+        for (customer, _, state) in merchant.customers.iter() {
             let due = if evaluate(&state.aggregate, &merchant.config, now) != state.published {
                 Some(now)
             } else {
                 next_change(&state.aggregate, &merchant.config, now)
             };
             if let Some(at) = due {
-                core.timers.schedule(at, slot as u32, *customer_id);
+                core.timers.schedule(at, slot as u32, customer);
             }
         }
     }
@@ -188,45 +188,19 @@ fn config_fingerprint(config: &RfmConfig) -> u64 {
 }
 
 fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
-    let mut customers: Vec<(u64, &CustomerState)> =
-        merchant.customers.iter().map(|(id, c)| (*id, c)).collect();
+    let mut customers: Vec<(u64, &CustomerState)> = merchant.customers().collect();
     customers.sort_unstable_by_key(|(id, _)| *id);
     put_len(out, customers.len());
     let mut ids = Gaps::default();
-    let mut implied = 0;
     for (id, state) in customers {
         ids.put(out, id);
-        implied += write_customer(out, id, state, &merchant.order_customers);
+        write_customer(out, state);
     }
-    // The live code indexes an order only after creating its record for that customer, so this list stays empty
-    // unless that changes; it keeps the snapshot exact regardless.
-    let mut others: Vec<(u64, u64)> = Vec::new();
-    if implied != merchant.order_customers.len() {
-        others = merchant
-            .order_customers
-            .iter()
-            .filter(|(order, customer)| !has_order(merchant, *customer, *order))
-            .collect();
-        others.sort_unstable();
-    }
-    put_len(out, others.len());
-    let mut orders = Gaps::default();
-    for (order, customer) in others {
-        orders.put(out, order);
-        put_varint(out, customer);
-    }
+    put_len(out, 0);
     write_orphans(out, &merchant.orphan_refunds);
 }
 
-fn has_order(merchant: &MerchantState, customer: u64, order: u64) -> bool {
-    merchant.customers.get(&customer).is_some_and(|c| {
-        let orders = c.aggregate.orders();
-        orders.binary_search_by_key(&order, |o| o.order_id).is_ok()
-    })
-}
-
-/// Returns how many of the customer's orders the index maps to it (flagged instead of listed).
-fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &OrderIndex) -> usize {
+fn write_customer(out: &mut Vec<u8>, state: &CustomerState) {
     put_varint(out, u64::from(state.version));
     let (segment, stage) = (state.published.segment, state.published.stage);
     out.push(state.published.rfm_code());
@@ -238,17 +212,15 @@ fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &Ord
     put_varint(out, u64::from(parts.first_seen));
     put_varint(out, u64::from(parts.last_engaged));
     put_len(out, parts.orders.len());
-    let (mut ids, mut implied, mut placed) = (Gaps::default(), 0, 0);
+    let (mut ids, mut placed) = (Gaps::default(), 0);
     for order in parts.orders {
         let (order_id, balance, placed_at, flags) = order.parts();
-        let indexed = index.get(order_id) == Some(id);
-        implied += usize::from(indexed);
         ids.put(out, order_id);
         put_signed(out, balance);
         // Order ids rise roughly with time, so the step from the previous order is short.
         put_signed(out, i64::from(placed_at) - i64::from(placed));
         placed = placed_at;
-        out.push(flags | if indexed { INDEXED } else { 0 });
+        out.push(flags | INDEXED);
     }
     if extra {
         put_len(out, parts.refund_ids.len());
@@ -262,7 +234,6 @@ fn write_customer(out: &mut Vec<u8>, id: u64, state: &CustomerState, index: &Ord
             .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
         put_signed(out, parts.points);
     }
-    implied
 }
 
 fn write_orphans(out: &mut Vec<u8>, orphans: &HashMap<u64, Vec<(u64, Money)>>) {
@@ -298,17 +269,14 @@ fn read_merchant(
     let mut ids = Gaps::default();
     for _ in 0..count {
         let id = ids.get(r)?;
-        let state = read_customer(r, id, merchant, scratch)?;
-        merchant.segment_counts[usize::from(state.published.segment)] += 1;
-        merchant.customers.insert(id, state);
+        let state = read_customer(r, &merchant.config, scratch)?;
+        merchant.insert_restored(id, state);
     }
+    merchant.reindex_orders();
     let mut orders = Gaps::default();
     for _ in 0..r.count(2)? {
-        let order = orders.get(r)?;
-        let customer = r.varint()?;
-        if merchant.order_customers.insert(order, customer).is_some() {
-            return Err(Corrupt("an order is indexed twice"));
-        }
+        orders.get(r)?;
+        r.varint()?;
     }
     let mut orders = Gaps::default();
     for _ in 0..r.count(2)? {
@@ -323,16 +291,15 @@ fn read_merchant(
     Ok(())
 }
 
-/// Reads one customer; its flagged orders go into the merchant's order index. Segment ids are checked against the
-/// merchant's table because segment counts and published changes index it.
+/// Reads one customer. Segment ids are checked against the merchant's table because segment counts and published
+/// changes index it.
 fn read_customer(
     r: &mut Reader<'_>,
-    id: u64,
-    merchant: &mut MerchantState,
+    config: &RfmConfig,
     s: &mut Scratch,
 ) -> Result<CustomerState, SnapshotError> {
     let version = r.u32()?;
-    let (published, extra) = read_evaluation(r, &merchant.config)?;
+    let (published, extra) = read_evaluation(r, config)?;
     let (first_seen, last_engaged) = (r.u32()?, r.u32()?);
     s.orders.clear();
     let (mut ids, mut placed) = (Gaps::default(), 0u32);
@@ -347,10 +314,7 @@ fn read_customer(
         placed = placed_at;
         let flags = r.u8()?;
         let record = OrderRecord::from_parts(order_id, balance, placed_at, flags & !INDEXED)
-            .ok_or(Corrupt("unknown order flags"))?;
-        if flags & INDEXED != 0 && merchant.order_customers.insert(order_id, id).is_some() {
-            return Err(Corrupt("an order is indexed twice"));
-        }
+            .ok_or(Corrupt("unknown order flags or balance out of range"))?;
         s.orders.push(record);
     }
     s.refund_ids.clear();

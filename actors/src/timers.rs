@@ -1,8 +1,9 @@
 //! The timer queue: which customers may change at which instant without a new event.
 //!
-//! A binary heap of 16-byte entries (the instant in compact seconds, the merchant's slot, the customer). Entries
+//! A binary heap of 12-byte entries (the instant in compact seconds, the merchant's slot, the customer's slot in
+//! the merchant's table). Entries
 //! are never removed when a customer's boundary moves (a new order pushes it out); a stale entry simply finds
-//! nothing to change when it fires. That keeps scheduling O(log n) with no per-customer handle to store. Stale
+//! nothing to change when it fires, and so does one whose customer slot was freed or passed to another customer. That keeps scheduling O(log n) with no per-customer handle to store. Stale
 //! entries are dropped by [`TimerQueue::rebuild`], which the partition runs once the queue holds half again as
 //! many entries as it has customers, so the queue stays near one entry per customer. (The `BTreeMap` keyed by the
 //! second that this replaces held a node slot and a small vector per distinct second, and was never pruned.)
@@ -12,8 +13,8 @@ use std::collections::BinaryHeap;
 
 use functions::Timestamp;
 
-/// `(due, merchant slot, customer)`, ordered by time first.
-type Entry = (u32, u32, u64);
+/// `(due, merchant slot, customer slot)`, ordered by time first.
+type Entry = (u32, u32, u32);
 
 #[derive(Debug, Default)]
 pub struct TimerQueue {
@@ -21,15 +22,16 @@ pub struct TimerQueue {
 }
 
 impl TimerQueue {
-    pub fn schedule(&mut self, at: Timestamp, merchant_slot: u32, customer_id: u64) {
+    pub fn schedule(&mut self, at: Timestamp, merchant_slot: u32, customer_slot: u32) {
         self.heap
-            .push(Reverse((at.to_compact(), merchant_slot, customer_id)));
+            .push(Reverse((at.to_compact(), merchant_slot, customer_slot)));
     }
 
-    /// Removes and returns every entry due at or before `now`, earliest first, each `(slot, customer)` once.
-    pub fn pop_due(&mut self, now: Timestamp) -> Vec<(u32, u64)> {
+    /// Removes and returns every entry due at or before `now`, earliest first, each `(merchant slot, customer
+    /// slot)` once.
+    pub fn pop_due(&mut self, now: Timestamp) -> Vec<(u32, u32)> {
         let now = now.to_compact();
-        let mut fired: Vec<(u32, u64)> = Vec::new();
+        let mut fired: Vec<(u32, u32)> = Vec::new();
         while let Some(Reverse((at, slot, customer))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -44,7 +46,7 @@ impl TimerQueue {
     }
 
     /// Replaces every entry with `entries` (each customer's next boundary as it stands), at exactly their size.
-    pub fn rebuild(&mut self, entries: impl IntoIterator<Item = (Timestamp, u32, u64)>) {
+    pub fn rebuild(&mut self, entries: impl IntoIterator<Item = (Timestamp, u32, u32)>) {
         let mut entries: Vec<Reverse<Entry>> = entries
             .into_iter()
             .map(|(at, slot, customer)| Reverse((at.to_compact(), slot, customer)))

@@ -125,8 +125,8 @@ fn a_restore_continues_each_customers_versions_and_ends_in_the_survivors_state()
     let survivor = survivor(&crash.configs, now);
     for merchant in survivor.merchants() {
         let mine = restored.merchant(&merchant.id).expect("merchant restored");
-        let theirs: BTreeMap<u64, _> = merchant.customers().map(|(id, c)| (*id, c)).collect();
-        let ours: BTreeMap<u64, _> = mine.customers().map(|(id, c)| (*id, c)).collect();
+        let theirs: BTreeMap<u64, _> = merchant.customers().collect();
+        let ours: BTreeMap<u64, _> = mine.customers().collect();
         assert_eq!(
             theirs.keys().collect::<Vec<_>>(),
             ours.keys().collect::<Vec<_>>()

@@ -24,7 +24,7 @@ fn offsets() -> SnapshotOffsets {
 }
 
 fn customers(m: &MerchantState) -> BTreeMap<u64, CustomerState> {
-    m.customers().map(|(id, c)| (*id, c.clone())).collect()
+    m.customers().map(|(id, c)| (id, c.clone())).collect()
 }
 
 fn assert_same_state(a: &PartitionCore, b: &PartitionCore) {

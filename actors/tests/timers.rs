@@ -44,7 +44,7 @@ fn stale_timers_are_dropped_and_every_boundary_still_fires_once() {
     }
     let merchant = core.merchant(&mid(ALPHA)).unwrap();
     for (id, state) in merchant.customers() {
-        assert_eq!(per_customer.get(id), Some(&1), "customer {id} moves once");
+        assert_eq!(per_customer.get(&id), Some(&1), "customer {id} moves once");
         assert_eq!(
             state.published,
             evaluate(&state.aggregate, &merchant.config, later)

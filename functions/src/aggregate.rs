@@ -3,7 +3,7 @@
 //! Shopify delivers at least once and in any order, so every fact is applied as a join on a per-order record:
 //! flags only ever get set, an order's total is taken from its create event whenever that arrives, and refunds are
 //! keyed by refund id. Applying the same set of facts in any order, with any duplicates, gives the same state.
-//! The state is kept small (one 24-byte record per order, rare data boxed behind a pointer) because millions of
+//! The state is kept small (one 20-byte record per order, rare data boxed behind a pointer) because millions of
 //! customers live in memory at once.
 
 use crate::money::Money;
@@ -13,36 +13,66 @@ const CREATED: u8 = 1;
 const CANCELLED: u8 = 2;
 /// Test orders and voided payments never count, but the record stays so a later duplicate is recognised.
 const EXCLUDED: u8 = 4;
+const FLAG_BITS: u32 = 3;
+const FLAG_MASK: i64 = (1 << FLAG_BITS) - 1;
+/// The balance keeps the 61 bits the flags leave: ±1.15·10^18 minor units, far past any order.
+const BALANCE_MAX: i64 = i64::MAX >> FLAG_BITS;
+const BALANCE_MIN: i64 = i64::MIN >> FLAG_BITS;
 
+/// One order as a customer's aggregate keeps it: 20 bytes. Packed to 4-byte alignment so three fields take 20
+/// bytes rather than 24, with the three flag bits in the low bits of the balance word; a resident customer holds
+/// one per order, which makes this the largest part of the engine's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct OrderRecord {
-    pub order_id: u64,
-    /// The order's total minus its refunds. Refunds that arrive before the order are subtracted from zero and the
-    /// total is added when the order arrives, so one field serves both orders of arrival (24 bytes per order, not 32).
-    balance: i64,
+    /// Private like the rest: a reference to a field of a packed struct may be unaligned, so callers get copies.
+    order_id: u64,
+    /// `balance << 3 | flags`. The balance is the order's total minus its refunds. Refunds that arrive before the
+    /// order are subtracted from zero and the total is added when the order arrives, so one field serves both
+    /// orders of arrival.
+    balance_flags: i64,
     placed_at: u32,
-    flags: u8,
 }
 
 impl OrderRecord {
     fn new(order_id: u64) -> Self {
         OrderRecord {
             order_id,
-            balance: 0,
+            balance_flags: 0,
             placed_at: 0,
-            flags: 0,
         }
+    }
+
+    fn balance(&self) -> i64 {
+        self.balance_flags >> FLAG_BITS
+    }
+
+    fn flags(&self) -> u8 {
+        (self.balance_flags & FLAG_MASK) as u8
+    }
+
+    fn set_balance(&mut self, balance: i64) {
+        let flags = self.balance_flags & FLAG_MASK;
+        self.balance_flags = (balance.clamp(BALANCE_MIN, BALANCE_MAX) << FLAG_BITS) | flags;
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.balance_flags |= i64::from(flags) & FLAG_MASK;
+    }
+
+    pub fn order_id(&self) -> u64 {
+        self.order_id
     }
 
     /// Created, not cancelled, not a test or voided order.
     pub fn counts(&self) -> bool {
-        self.flags & (CREATED | CANCELLED | EXCLUDED) == CREATED
+        self.flags() & (CREATED | CANCELLED | EXCLUDED) == CREATED
     }
 
     /// Net contribution; a refund larger than the order (shipping refunds, adjustments) floors at zero rather
     /// than eating into the customer's other orders.
     pub fn net(&self) -> Money {
-        Money::from_minor(self.balance.max(0))
+        Money::from_minor(self.balance().max(0))
     }
 
     pub fn placed_at(&self) -> Timestamp {
@@ -52,16 +82,18 @@ impl OrderRecord {
     /// The stored fields, for codecs that persist state (snapshots): order id, balance in minor units (total
     /// minus refunds, negative while only refunds have arrived), placed-at in compact seconds, flag bits.
     pub fn parts(&self) -> (u64, i64, u32, u8) {
-        (self.order_id, self.balance, self.placed_at, self.flags)
+        (self.order_id, self.balance(), self.placed_at, self.flags())
     }
 
-    /// The inverse of [`OrderRecord::parts`]; `None` for flag bits this build does not know.
+    /// The inverse of [`OrderRecord::parts`]; `None` for flag bits this build does not know or a balance past
+    /// the 61 bits kept.
     pub fn from_parts(order_id: u64, balance: i64, placed_at: u32, flags: u8) -> Option<Self> {
-        (flags & !(CREATED | CANCELLED | EXCLUDED) == 0).then_some(OrderRecord {
+        let known = flags & !(CREATED | CANCELLED | EXCLUDED) == 0;
+        let fits = (BALANCE_MIN..=BALANCE_MAX).contains(&balance);
+        (known && fits).then_some(OrderRecord {
             order_id,
-            balance,
+            balance_flags: (balance << FLAG_BITS) | i64::from(flags),
             placed_at,
-            flags,
         })
     }
 }
@@ -95,6 +127,18 @@ pub enum Fact {
     CustomerCreated {
         at: Timestamp,
     },
+}
+
+impl Fact {
+    /// The order the fact is about, if any.
+    pub fn order_id(&self) -> Option<u64> {
+        match *self {
+            Fact::OrderPlaced { order_id, .. }
+            | Fact::OrderCancelled { order_id }
+            | Fact::Refunded { order_id, .. } => Some(order_id),
+            Fact::Points { .. } | Fact::CustomerCreated { .. } => None,
+        }
+    }
 }
 
 /// Data most customers never have, kept out of line so the common case costs one pointer.
@@ -149,19 +193,21 @@ impl CustomerAggregate {
                 excluded,
                 cancelled,
             } => self.with_order(order_id, |o| {
-                if o.flags & CREATED != 0 {
+                if o.flags() & CREATED != 0 {
                     return false;
                 }
-                o.balance = o.balance.saturating_add(total.minor());
+                o.set_balance(o.balance().saturating_add(total.minor()));
                 o.placed_at = placed_at.to_compact();
-                o.flags |= CREATED
-                    | if excluded { EXCLUDED } else { 0 }
-                    | if cancelled { CANCELLED } else { 0 };
+                o.set_flags(
+                    CREATED
+                        | if excluded { EXCLUDED } else { 0 }
+                        | if cancelled { CANCELLED } else { 0 },
+                );
                 true
             }),
             Fact::OrderCancelled { order_id } => self.with_order(order_id, |o| {
-                let fresh = o.flags & CANCELLED == 0;
-                o.flags |= CANCELLED;
+                let fresh = o.flags() & CANCELLED == 0;
+                o.set_flags(CANCELLED);
                 fresh
             }),
             Fact::Refunded {
@@ -173,7 +219,7 @@ impl CustomerAggregate {
                     return false;
                 }
                 self.with_order(order_id, |o| {
-                    o.balance = o.balance.saturating_sub(amount.minor().max(0));
+                    o.set_balance(o.balance().saturating_sub(amount.minor().max(0)));
                     true
                 })
             }
@@ -202,7 +248,10 @@ impl CustomerAggregate {
     }
 
     fn with_order(&mut self, order_id: u64, change: impl FnOnce(&mut OrderRecord) -> bool) -> bool {
-        let index = match self.orders.binary_search_by_key(&order_id, |o| o.order_id) {
+        let index = match self
+            .orders
+            .binary_search_by_key(&order_id, OrderRecord::order_id)
+        {
             Ok(i) => i,
             Err(i) => {
                 // A boxed slice grows by one on each new order: customers have few orders, and the exact fit
@@ -222,6 +271,13 @@ impl CustomerAggregate {
 
     pub fn orders(&self) -> &[OrderRecord] {
         &self.orders
+    }
+
+    /// Whether a fact about `order_id` has been applied (there is a record of it).
+    pub fn has_order(&self, order_id: u64) -> bool {
+        self.orders
+            .binary_search_by_key(&order_id, OrderRecord::order_id)
+            .is_ok()
     }
 
     pub fn totals(&self) -> Totals {
@@ -282,7 +338,7 @@ impl CustomerAggregate {
     /// Rebuilds an aggregate from [`CustomerAggregate::parts`], with exactly sized allocations. `None` when the
     /// parts are not strictly ascending, since every lookup and idempotency check binary-searches them.
     pub fn from_parts(parts: AggregateParts<'_>) -> Option<Self> {
-        if !strictly_ascending(parts.orders.iter().map(|o| o.order_id))
+        if !strictly_ascending(parts.orders.iter().map(OrderRecord::order_id))
             || !strictly_ascending(parts.refund_ids.iter().copied())
             || !strictly_ascending(parts.points_event_keys.iter().copied())
         {
@@ -341,6 +397,38 @@ mod tests {
     fn net(a: &CustomerAggregate) -> (u32, i64) {
         let t = a.totals();
         (t.orders, t.net.minor())
+    }
+
+    #[test]
+    fn an_order_records_parts_round_trip_within_61_bits() {
+        for (balance, flags) in [
+            (-1_500, 0),
+            (0, CREATED),
+            (BALANCE_MAX, 7),
+            (BALANCE_MIN, 5),
+        ] {
+            let record = OrderRecord::from_parts(u64::MAX - 3, balance, 812_345, flags).unwrap();
+            assert_eq!(record.parts(), (u64::MAX - 3, balance, 812_345, flags));
+        }
+        assert_eq!(OrderRecord::from_parts(1, BALANCE_MAX + 1, 0, 0), None);
+        assert_eq!(OrderRecord::from_parts(1, 0, 0, 8), None);
+    }
+
+    #[test]
+    fn a_balance_saturates_instead_of_spilling_into_the_flags() {
+        let mut a = CustomerAggregate::default();
+        a.apply(&placed(1, i64::MAX));
+        a.apply(&placed(2, 100));
+        assert_eq!(a.orders()[0].parts().1, BALANCE_MAX);
+        assert!(a.orders()[0].counts(), "the flags are intact");
+        a.apply(&Fact::Refunded {
+            order_id: 3,
+            refund_id: 1,
+            amount: Money::from_minor(i64::MAX),
+        });
+        assert_eq!(a.orders()[2].parts(), (3, BALANCE_MIN, 0, 0));
+        a.apply(&placed(3, 500));
+        assert_eq!(net(&a), (3, BALANCE_MAX.saturating_add(100)));
     }
 
     #[test]
@@ -455,6 +543,6 @@ mod tests {
     #[test]
     fn stays_compact() {
         assert!(std::mem::size_of::<CustomerAggregate>() <= 32);
-        assert_eq!(std::mem::size_of::<OrderRecord>(), 24);
+        assert_eq!(std::mem::size_of::<OrderRecord>(), 20);
     }
 }

@@ -116,7 +116,7 @@ impl Harness {
                 for (id, c) in m.customers() {
                     let t = c.aggregate.totals();
                     out.push((
-                        (m.id.to_string(), *id as i64),
+                        (m.id.to_string(), id as i64),
                         (i64::from(t.orders), t.net.minor()),
                     ));
                 }
