@@ -55,7 +55,12 @@ pub struct BenchReport {
     /// events that waited for the assignment and the restore at the start.
     pub steady_latency_p50_ms: f64,
     pub steady_latency_p99_ms: f64,
+    /// Resident-set growth from after the produce phase to caught up, divided by the customers: includes buffers
+    /// that do not grow with the customers (consumer fetch queues, producer queue, snapshots in flight).
     pub rss_bytes_per_customer: f64,
+    /// The process's resident set when caught up; two runs with different customer counts give the marginal cost
+    /// of a customer (docs/PERFORMANCE.md).
+    pub rss_bytes: u64,
     /// Customers, order index and timer queue, at capacity.
     pub state_bytes_per_customer: f64,
     /// The timer queue's share of `state_bytes_per_customer`.
@@ -179,6 +184,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         steady_latency_p99_ms: steady_p99,
         rss_bytes_per_customer: rss_after.saturating_sub(rss_before) as f64
             / customers.max(1) as f64,
+        rss_bytes: rss_after,
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
         timer_bytes_per_customer: timer_bytes as f64 / customers.max(1) as f64,
     })
@@ -231,6 +237,7 @@ async fn read_only(
         steady_latency_p50_ms: 0.0,
         steady_latency_p99_ms: 0.0,
         rss_bytes_per_customer: 0.0,
+        rss_bytes: rss_bytes(),
         state_bytes_per_customer: 0.0,
         timer_bytes_per_customer: 0.0,
     })
