@@ -45,12 +45,12 @@ fn bucket_hash(fingerprint: u16) -> u64 {
 }
 
 impl OrderIndex {
-    /// Records that the customer in `slot` has a record of `order_id`.
+    /// Records that the customer in `slot` has a record of `order_id`. Not checked against what is there already:
+    /// the merchant inserts only for a new record, and looking the entry up was a cache miss into the vector for
+    /// every new order (2.4 % of the pipeline benchmark's samples). A repeated entry only repeats a candidate until
+    /// the next merge drops it.
     pub fn insert(&mut self, order_id: u64, slot: u32) {
         let entry = entry(fingerprint(order_id), slot);
-        if self.contains(entry) {
-            return;
-        }
         self.recent
             .insert_unique(bucket_hash(entry[0]), entry, |e| bucket_hash(e[0]));
         if self.recent.len() > MIN_MERGE.max(self.sorted.len() / 16) {
@@ -97,6 +97,7 @@ impl OrderIndex {
         *self = OrderIndex::default();
     }
 
+    /// Entries held, counting an entry inserted twice since the last merge twice.
     pub fn len(&self) -> usize {
         self.sorted.len() + self.recent.len()
     }
@@ -140,6 +141,7 @@ impl OrderIndex {
         }
         merged.extend(old);
         merged.extend(new);
+        merged.dedup();
         self.sorted = merged;
     }
 
@@ -190,8 +192,9 @@ mod tests {
             let slot = *owner.entry(order).or_insert((i % 97) as u32);
             index.insert(order, slot);
         }
-        assert_eq!(index.len(), owner.len(), "a repeated insert adds nothing");
         assert!(index.sorted.len() > index.recent.len(), "merges happened");
+        index.merge();
+        assert_eq!(index.len(), owner.len(), "a merge drops repeated entries");
         for (order, slot) in &owner {
             assert_eq!(resolve(&index, &owner, *order), Some(*slot));
         }
