@@ -104,13 +104,24 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     let mut settings = settings.clone();
     settings.topics = Topics::with_prefix(&prefix);
     settings.kafka_group_id = format!("{prefix}group");
-    streams::admin::ensure_topics(
-        &settings.kafka_brokers,
-        &settings.topics,
-        args.partitions,
-        1,
-    )
-    .await?;
+    // `KAFKA_BROKERS=mock`: librdkafka's in-process cluster, to tell the broker's share of a figure from ours.
+    let _mock = match crate::mock_broker::is_mock(&settings.kafka_brokers) {
+        true => {
+            let mock = crate::mock_broker::MockBroker::start(&settings.topics, args.partitions)?;
+            settings.kafka_brokers = mock.bootstrap_servers();
+            Some(mock)
+        }
+        false => {
+            streams::admin::ensure_topics(
+                &settings.kafka_brokers,
+                &settings.topics,
+                args.partitions,
+                1,
+            )
+            .await?;
+            None
+        }
+    };
     let mut rss_before = rss_bytes();
 
     let merchants: Vec<MerchantId> = (0..args.merchants)
