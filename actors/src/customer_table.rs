@@ -34,6 +34,12 @@ fn hash(id: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
+/// The id in `slot`, for the hash table's closures; they only see slot numbers the table holds, which exist.
+fn id_at(chunks: &[Vec<Slot>], slot: u32) -> u64 {
+    let slot = slot as usize;
+    chunks[slot / CHUNK][slot % CHUNK].id
+}
+
 impl CustomerTable {
     pub fn len(&self) -> usize {
         self.index.len()
@@ -57,9 +63,7 @@ impl CustomerTable {
     pub fn slot_of(&self, id: u64) -> Option<u32> {
         let chunks = &self.chunks;
         self.index
-            .find(hash(id), |&s| {
-                chunks[s as usize / CHUNK][s as usize % CHUNK].id == id
-            })
+            .find(hash(id), |&s| id_at(chunks, s) == id)
             .copied()
     }
 
@@ -128,9 +132,8 @@ impl CustomerTable {
             None => self.push(filled),
         };
         let chunks = &self.chunks;
-        self.index.insert_unique(hash(id), slot, |&s| {
-            hash(chunks[s as usize / CHUNK][s as usize % CHUNK].id)
-        });
+        self.index
+            .insert_unique(hash(id), slot, |&s| hash(id_at(chunks, s)));
         slot
     }
 
@@ -149,17 +152,17 @@ impl CustomerTable {
             .expect("fewer than 2^32 customers per merchant")
     }
 
-    pub fn remove(&mut self, id: u64) -> Option<CustomerState> {
+    /// Removes `id`, returning the slot it held and its state.
+    pub fn remove(&mut self, id: u64) -> Option<(u32, CustomerState)> {
         let chunks = &self.chunks;
         let entry = self
             .index
-            .find_entry(hash(id), |&s| {
-                chunks[s as usize / CHUNK][s as usize % CHUNK].id == id
-            })
+            .find_entry(hash(id), |&s| id_at(chunks, s) == id)
             .ok()?;
         let (slot, _) = entry.remove();
         self.free.push(slot);
-        self.slot_mut(slot).and_then(|s| s.state.take())
+        let state = self.slot_mut(slot).and_then(|s| s.state.take())?;
+        Some((slot, state))
     }
 
     pub fn clear(&mut self) {
@@ -169,9 +172,7 @@ impl CustomerTable {
     /// Makes room for `additional` more customers in the hash table (the chunks grow as they fill).
     pub fn reserve(&mut self, additional: usize) {
         let chunks = &self.chunks;
-        self.index.reserve(additional, |&s| {
-            hash(chunks[s as usize / CHUNK][s as usize % CHUNK].id)
-        });
+        self.index.reserve(additional, |&s| hash(id_at(chunks, s)));
     }
 
     /// Every resident customer with its slot, in slot order.
@@ -239,7 +240,7 @@ mod tests {
         for step in 0u64..20_000 {
             let id = step.wrapping_mul(2_654_435_761) % 5_000 + 1;
             if step % 7 == 3 {
-                assert_eq!(table.remove(id).map(|s| s.version), model.remove(&id));
+                assert_eq!(table.remove(id).map(|(_, s)| s.version), model.remove(&id));
                 slots.remove(&id);
             } else {
                 let (slot, s) = table.get_or_insert_with(id, || state(0));

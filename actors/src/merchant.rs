@@ -1,6 +1,6 @@
 //! One merchant's live state: every customer's compact aggregate (in a slot of its [`CustomerTable`]), the
-//! order → customer index that refunds need, and the segment counts the dashboard reads. Synchronous and deterministic given `now`; the actor around it
-//! (see `partition`) owns the I/O.
+//! order → customer index that refunds need, and the segment counts the dashboard reads. Synchronous and
+//! deterministic given `now`; the actor around it (see `partition`) owns the I/O.
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use functions::money::{currency_exponent, Money};
 use functions::{
     CustomerState, Evaluation, Fact, RfmConfig, SegmentId, Timestamp, Transition, Update,
 };
-use streams::events::{InputEvent, RefundCreated};
+use streams::events::{InputEvent, OrderCreated, RefundCreated};
 use streams::{event_key, MerchantId};
 
 use crate::customer_table::CustomerTable;
@@ -76,31 +76,7 @@ impl MerchantState {
     /// Applies one event at `now`, pushing what must be published onto `effects`.
     pub fn apply(&mut self, event: &InputEvent, now: Timestamp, effects: &mut Vec<Effect>) {
         match event {
-            InputEvent::OrderCreated(e) => {
-                let exponent = currency_exponent(&e.currency);
-                self.exponent = exponent;
-                // The ingress validated the amount; a record from another producer with garbage counts as zero
-                // rather than poisoning the customer.
-                let total = Money::parse(&e.total_price, exponent).unwrap_or(Money::ZERO);
-                let fact = Fact::OrderPlaced {
-                    order_id: e.order_id,
-                    total,
-                    placed_at: Timestamp(e.created_at.timestamp()),
-                    excluded: e.test || e.financial_status == "voided",
-                    cancelled: e.cancelled,
-                };
-                self.update(e.customer_id, &fact, now, effects);
-                for (refund_id, amount) in
-                    self.orphan_refunds.remove(&e.order_id).unwrap_or_default()
-                {
-                    let fact = Fact::Refunded {
-                        order_id: e.order_id,
-                        refund_id,
-                        amount,
-                    };
-                    self.update(e.customer_id, &fact, now, effects);
-                }
-            }
+            InputEvent::OrderCreated(e) => self.order_created(e, now, effects),
             InputEvent::OrderCancelled(e) => {
                 self.update(
                     e.customer_id,
@@ -150,6 +126,31 @@ impl MerchantState {
         }
     }
 
+    fn order_created(&mut self, e: &OrderCreated, now: Timestamp, effects: &mut Vec<Effect>) {
+        let exponent = currency_exponent(&e.currency);
+        self.exponent = exponent;
+        // The ingress validated the amount; a record from another producer with garbage counts as zero rather than
+        // poisoning the customer.
+        let total = Money::parse(&e.total_price, exponent).unwrap_or(Money::ZERO);
+        let fact = Fact::OrderPlaced {
+            order_id: e.order_id,
+            total,
+            placed_at: Timestamp(e.created_at.timestamp()),
+            excluded: e.test || e.financial_status == "voided",
+            cancelled: e.cancelled,
+        };
+        self.update(e.customer_id, &fact, now, effects);
+        let waiting = self.orphan_refunds.remove(&e.order_id).unwrap_or_default();
+        for (refund_id, amount) in waiting {
+            let fact = Fact::Refunded {
+                order_id: e.order_id,
+                refund_id,
+                amount,
+            };
+            self.update(e.customer_id, &fact, now, effects);
+        }
+    }
+
     fn refund(&mut self, e: &RefundCreated, now: Timestamp, effects: &mut Vec<Effect>) {
         let amount = Money::parse(&e.amount, self.exponent).unwrap_or(Money::ZERO);
         match e.customer_id.or_else(|| self.order_customer(e.order_id)) {
@@ -170,12 +171,20 @@ impl MerchantState {
         }
     }
 
-    /// The resident customer with a record of `order_id`, among the index's candidates.
+    /// The resident customer with a record of `order_id`, among the index's candidates. Two customers can both
+    /// hold one (a create and a cancel naming different customers, or a refund carrying another customer id), and
+    /// the choice must not depend on slots or arrival, which differ between a live run and a restore: the customer
+    /// the order was created for, else the lowest id.
     pub(crate) fn order_customer(&self, order_id: u64) -> Option<u64> {
-        self.order_customers.candidates(order_id).find_map(|slot| {
-            let (id, state) = self.customers.by_slot(slot)?;
-            state.aggregate.has_order(order_id).then_some(id)
-        })
+        let holders = self
+            .order_customers
+            .candidates(order_id)
+            .filter_map(|slot| {
+                let (id, state) = self.customers.by_slot(slot)?;
+                let record = state.aggregate.order(order_id)?;
+                Some((!record.created(), id))
+            });
+        holders.min().map(|(_, id)| id)
     }
 
     fn update(&mut self, customer_id: u64, fact: &Fact, now: Timestamp, effects: &mut Vec<Effect>) {
@@ -332,10 +341,7 @@ impl MerchantState {
     }
 
     fn forget(&mut self, customer_id: u64) {
-        let Some(slot) = self.customers.slot_of(customer_id) else {
-            return;
-        };
-        if let Some(state) = self.customers.remove(customer_id) {
+        if let Some((slot, state)) = self.customers.remove(customer_id) {
             let seg = usize::from(state.published.segment);
             self.segment_counts[seg] = self.segment_counts[seg].saturating_sub(1);
             let orders = state.aggregate.orders().iter().map(|o| o.order_id());
@@ -345,161 +351,4 @@ impl MerchantState {
 }
 
 #[cfg(test)]
-mod tests {
-    use chrono::DateTime;
-    use streams::events::{OrderCreated, RefundCreated};
-    use streams::SCHEMA_VERSION;
-
-    use super::*;
-
-    const T0: i64 = 1_780_000_000;
-
-    fn merchant() -> MerchantState {
-        MerchantState::new(
-            MerchantId::parse("m.myshopify.com").unwrap(),
-            RfmConfig::default(),
-        )
-    }
-
-    fn order(customer_id: u64, order_id: u64, price: &str) -> InputEvent {
-        InputEvent::OrderCreated(OrderCreated {
-            event_id: format!("o{order_id}"),
-            schema_version: SCHEMA_VERSION,
-            merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
-            customer_id,
-            order_id,
-            total_price: price.into(),
-            currency: "USD".into(),
-            created_at: DateTime::from_timestamp(T0, 0).unwrap(),
-            financial_status: "paid".into(),
-            test: false,
-            cancelled: false,
-            locale: None,
-            pii: None,
-        })
-    }
-
-    fn refund(order_id: u64, refund_id: u64, amount: &str) -> InputEvent {
-        InputEvent::RefundCreated(RefundCreated {
-            event_id: format!("r{refund_id}"),
-            schema_version: SCHEMA_VERSION,
-            merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
-            customer_id: None,
-            order_id,
-            refund_id,
-            amount: amount.into(),
-            created_at: DateTime::from_timestamp(T0, 0).unwrap(),
-        })
-    }
-
-    fn net(m: &MerchantState, customer: u64) -> i64 {
-        m.customer(customer).unwrap().aggregate.totals().net.minor()
-    }
-
-    #[test]
-    fn a_refund_before_its_order_waits_for_it() {
-        let mut m = merchant();
-        let mut effects = Vec::new();
-        m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
-        assert!(
-            effects.is_empty() && m.is_empty(),
-            "nothing to attribute yet"
-        );
-        m.apply(&order(7, 9, "100.00"), Timestamp(T0), &mut effects);
-        assert_eq!(net(&m, 7), 8_000);
-        m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
-        assert_eq!(net(&m, 7), 8_000, "the redelivered refund counts once");
-    }
-
-    #[test]
-    fn segment_counts_follow_moves_and_redactions() {
-        let mut m = merchant();
-        let mut effects = Vec::new();
-        m.apply(&order(1, 1, "60.00"), Timestamp(T0), &mut effects);
-        m.apply(&order(2, 2, "10.00"), Timestamp(T0), &mut effects);
-        let new = m
-            .config
-            .segments
-            .iter()
-            .position(|s| s.key == "new")
-            .unwrap();
-        assert_eq!(m.segment_counts()[new], 2);
-        assert_eq!(m.segment_counts().iter().sum::<u64>(), 2);
-        let redact = InputEvent::CustomerRedact(streams::events::CustomerRedact {
-            event_id: "g1".into(),
-            schema_version: SCHEMA_VERSION,
-            merchant_id: m.id.clone(),
-            customer_id: 1,
-            orders_to_redact: vec![1],
-        });
-        m.apply(&redact, Timestamp(T0), &mut effects);
-        assert_eq!(m.segment_counts()[new], 1);
-        assert!(m.customer(1).is_none());
-        assert_eq!(effects.last(), Some(&Effect::Redacted { customer_id: 1 }));
-    }
-
-    #[test]
-    fn a_refund_finds_its_customer_by_order_even_after_a_redaction_reused_the_slot() {
-        let mut m = merchant();
-        let mut effects = Vec::new();
-        m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
-        m.apply(&order(2, 20, "70.00"), Timestamp(T0), &mut effects);
-        let slot = m.slot_of(1).unwrap();
-        m.forget(1);
-        m.apply(&order(3, 30, "90.00"), Timestamp(T0), &mut effects);
-        assert_eq!(m.slot_of(3), Some(slot), "the freed slot is reused");
-        m.apply(&refund(10, 1, "5.00"), Timestamp(T0), &mut effects);
-        assert_eq!(
-            net(&m, 3),
-            9_000,
-            "the erased customer's order is not the new one's"
-        );
-        assert!(m.customer(1).is_none() && m.orphan_refunds.contains_key(&10));
-        m.apply(&refund(30, 2, "5.00"), Timestamp(T0), &mut effects);
-        m.apply(&refund(20, 3, "5.00"), Timestamp(T0), &mut effects);
-        assert_eq!((net(&m, 3), net(&m, 2)), (8_500, 6_500));
-    }
-
-    #[test]
-    fn refunds_find_their_customers_where_order_fingerprints_collide() {
-        // 100,000 orders over 16-bit fingerprints: most fingerprints are shared by one order or more.
-        let mut m = merchant();
-        let mut effects = Vec::new();
-        let customer_of = |order: u64| order % 997 + 1;
-        for order_id in 1..=100_000u64 {
-            let event = order(customer_of(order_id), order_id, "10.00");
-            m.apply(&event, Timestamp(T0), &mut effects);
-        }
-        for order in (1..=100_000u64).step_by(101) {
-            m.apply(&refund(order, order, "1.00"), Timestamp(T0), &mut effects);
-        }
-        for customer in [1, 500, 997] {
-            let state = m.customer(customer).unwrap();
-            let refunded = (1..=100_000u64)
-                .step_by(101)
-                .filter(|o| customer_of(*o) == customer)
-                .count() as i64;
-            let orders = state.aggregate.orders().len() as i64;
-            assert_eq!(
-                state.aggregate.totals().net.minor(),
-                orders * 1_000 - refunded * 100
-            );
-        }
-        assert!(m.orphan_refunds.is_empty(), "every refund found its order");
-    }
-
-    #[test]
-    fn reconfiguring_rescores_everyone_at_once() {
-        let mut m = merchant();
-        let mut effects = Vec::new();
-        m.apply(&order(1, 1, "150.00"), Timestamp(T0), &mut effects);
-        effects.clear();
-        let small = RfmConfig::from_aov(functions::SizePreset::Small.aov());
-        m.reconfigure(small, Timestamp(T0), &mut effects);
-        assert_eq!(effects.len(), 1, "$150 is M3 at a $100 AOV and M5 at $20");
-        let Effect::Changed { transition, .. } = &effects[0] else {
-            panic!("{effects:?}")
-        };
-        assert_eq!(transition.to.rfm().monetary, 5);
-    }
-}
+mod tests;

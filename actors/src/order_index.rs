@@ -58,14 +58,6 @@ impl OrderIndex {
         }
     }
 
-    fn contains(&self, entry: Entry) -> bool {
-        self.sorted.binary_search(&entry).is_ok()
-            || self
-                .recent
-                .find(bucket_hash(entry[0]), |e| *e == entry)
-                .is_some()
-    }
-
     /// The slots that may hold `order_id`'s customer; the caller checks each against the customer's records.
     pub fn candidates(&self, order_id: u64) -> impl Iterator<Item = u32> + '_ {
         let fp = fingerprint(order_id);
@@ -142,10 +134,13 @@ impl OrderIndex {
         merged.extend(old);
         merged.extend(new);
         merged.dedup();
+        if merged.len() < merged.capacity() {
+            merged.shrink_to_fit();
+        }
         self.sorted = merged;
     }
 
-    #[cfg(test)]
+    /// Every distinct entry, sorted.
     fn entries(&self) -> Vec<Entry> {
         let mut all: Vec<Entry> = self
             .sorted
@@ -154,19 +149,15 @@ impl OrderIndex {
             .copied()
             .collect();
         all.sort_unstable();
+        all.dedup();
         all
     }
 }
 
-/// Equal when they hold the same entries, however they are split between the vector and the hash table.
+/// Equal when they hold the same distinct entries, however they are split between the vector and the hash table.
 impl PartialEq for OrderIndex {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len()
-            && self
-                .sorted
-                .iter()
-                .chain(self.recent.iter())
-                .all(|e| other.contains(*e))
+        self.entries() == other.entries()
     }
 }
 

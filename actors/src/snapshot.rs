@@ -10,7 +10,10 @@
 //! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
 //! input is an error, never a panic.
 //!
-//! Layout, version 1. Integers are LEB128 varints unless marked, signed ones zigzag; ascending ids are written as
+//! Layout, version 2. Version 1, which this build still reads, also had an order-index bit (0x80) in each order's
+//! flags and, after each merchant's customers, a list of other index entries (count, then order id gap and customer
+//! id each); both are ignored, since the index is rebuilt from the order records. A build older than version 2
+//! refuses these snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones zigzag; ascending ids are written as
 //! the first id then the gaps to the next, which the decoder requires to be at least one.
 //! ```text
 //! "LNRS" | format version u16 LE | total length u64 LE | partition i32 LE
@@ -19,11 +22,8 @@
 //! per merchant, in that order:
 //!   customers by ascending id: id gap, version, (r-1)·25+(f-1)·5+(m-1) u8, segment u8, stage | 8 if extra u8,
 //!     first seen, last engaged (compact seconds), order count, per order by ascending id:
-//!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8 (| 0x80: indexed,
-//!     which this build sets on every order and ignores when reading, since its index is every order record);
+//!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8;
 //!     with extra: refund ids (count, gaps), points event keys (count, u64 LE each), points (signed)
-//!   other index entries: count, then per entry by ascending order id: order id gap, customer id (written
-//!     empty by this build, and skipped when read: an entry without an order record would never resolve)
 //!   orphan refunds: count, then per order by ascending id: order id gap, count, per refund: id, amount (signed)
 //! checksum u64 LE of every byte before it
 //! ```
@@ -47,7 +47,8 @@ mod wire;
 mod tests;
 
 const EXTRA: u8 = 8;
-const INDEXED: u8 = 0x80;
+/// Version 1's order-index bit.
+const INDEXED_V1: u8 = 0x80;
 /// Highest currency exponent this build produces (`functions::money::currency_exponent`).
 const MAX_EXPONENT: u8 = 3;
 
@@ -132,6 +133,7 @@ impl PartitionCore {
         now: Timestamp,
     ) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
         let Front {
+            version,
             partition: found,
             offsets,
             merchants,
@@ -144,7 +146,10 @@ impl PartitionCore {
             });
         }
         let mut core = PartitionCore::new(partition);
-        let mut scratch = Scratch::default();
+        let mut scratch = Scratch {
+            version_1: version == 1,
+            ..Scratch::default()
+        };
         for entry in merchants {
             let config = configs
                 .get(&entry.id)
@@ -196,7 +201,6 @@ fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
         ids.put(out, id);
         write_customer(out, state);
     }
-    put_len(out, 0);
     write_orphans(out, &merchant.orphan_refunds);
 }
 
@@ -220,7 +224,7 @@ fn write_customer(out: &mut Vec<u8>, state: &CustomerState) {
         // Order ids rise roughly with time, so the step from the previous order is short.
         put_signed(out, i64::from(placed_at) - i64::from(placed));
         placed = placed_at;
-        out.push(flags | INDEXED);
+        out.push(flags);
     }
     if extra {
         put_len(out, parts.refund_ids.len());
@@ -251,9 +255,11 @@ fn write_orphans(out: &mut Vec<u8>, orphans: &HashMap<u64, Vec<(u64, Money)>>) {
     }
 }
 
-/// Reusable buffers, so decoding a million customers does not allocate three temporaries each.
+/// Reusable buffers, so decoding a million customers does not allocate three temporaries each, and the format
+/// version being read.
 #[derive(Default)]
 struct Scratch {
+    version_1: bool,
     orders: Vec<OrderRecord>,
     refund_ids: Vec<u64>,
     points_event_keys: Vec<u64>,
@@ -273,10 +279,12 @@ fn read_merchant(
         merchant.insert_restored(id, state);
     }
     merchant.reindex_orders();
-    let mut orders = Gaps::default();
-    for _ in 0..r.count(2)? {
-        orders.get(r)?;
-        r.varint()?;
+    if scratch.version_1 {
+        let mut orders = Gaps::default();
+        for _ in 0..r.count(2)? {
+            orders.get(r)?;
+            r.varint()?;
+        }
     }
     let mut orders = Gaps::default();
     for _ in 0..r.count(2)? {
@@ -313,8 +321,13 @@ fn read_customer(
             .ok_or(Corrupt("order time out of range"))?;
         placed = placed_at;
         let flags = r.u8()?;
-        let record = OrderRecord::from_parts(order_id, balance, placed_at, flags & !INDEXED)
-            .ok_or(Corrupt("unknown order flags or balance out of range"))?;
+        let flags = if s.version_1 {
+            flags & !INDEXED_V1
+        } else {
+            flags
+        };
+        let record = OrderRecord::from_parts(order_id, balance, placed_at, flags)
+            .ok_or(Corrupt("unknown order flags"))?;
         s.orders.push(record);
     }
     s.refund_ids.clear();
@@ -375,6 +388,7 @@ struct MerchantEntry {
 
 /// Everything before the merchants' customers, and a reader positioned after it.
 struct Front<'a> {
+    version: u16,
     partition: i32,
     offsets: SnapshotOffsets,
     merchants: Vec<MerchantEntry>,
@@ -383,7 +397,8 @@ struct Front<'a> {
 
 impl<'a> Front<'a> {
     fn read(bytes: &'a [u8]) -> Result<Self, SnapshotError> {
-        let mut r = Reader(wire::open(bytes)?);
+        let (version, content) = wire::open(bytes)?;
+        let mut r = Reader(content);
         let partition = i32::from_le_bytes(r.array()?);
         let mut offsets = BTreeMap::new();
         for _ in 0..r.count(2)? {
@@ -413,6 +428,7 @@ impl<'a> Front<'a> {
             });
         }
         Ok(Front {
+            version,
             partition,
             offsets: SnapshotOffsets(offsets),
             merchants,

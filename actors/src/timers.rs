@@ -1,12 +1,12 @@
 //! The timer queue: which customers may change at which instant without a new event.
 //!
 //! A binary heap of 12-byte entries (the instant in compact seconds, the merchant's slot, the customer's slot in
-//! the merchant's table). Entries
-//! are never removed when a customer's boundary moves (a new order pushes it out); a stale entry simply finds
-//! nothing to change when it fires, and so does one whose customer slot was freed or passed to another customer. That keeps scheduling O(log n) with no per-customer handle to store. Stale
-//! entries are dropped by [`TimerQueue::rebuild`], which the partition runs once the queue holds half again as
-//! many entries as it has customers, so the queue stays near one entry per customer. (The `BTreeMap` keyed by the
-//! second that this replaces held a node slot and a small vector per distinct second, and was never pruned.)
+//! the merchant's table). Entries are never removed when a customer's boundary moves (a new order pushes it out): a
+//! stale entry finds nothing to change when it fires, or, if its slot has passed to another customer since, only
+//! re-scores that one. That keeps scheduling O(log n) with no per-customer handle to store. Stale entries are
+//! dropped by [`TimerQueue::rebuild`], which the partition runs once the queue holds half again as many entries as
+//! it has customers, so the queue stays near one entry per customer. (The `BTreeMap` keyed by the second that this
+//! replaces held a node slot and a small vector per distinct second, and was never pruned.)
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

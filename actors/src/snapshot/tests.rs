@@ -87,6 +87,61 @@ fn index_and_orphans_survive_exactly() {
     assert_eq!(restored.encode_snapshot(&offsets()), bytes);
 }
 
+/// A version 1 snapshot as the previous build wrote it: one customer with one order flagged indexed, and an entry
+/// in the list of other index entries, which this build ignores.
+fn version_1_snapshot() -> Vec<u8> {
+    let config = RfmConfig::default();
+    let mut out = wire::begin(0);
+    out[4..6].copy_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&7i32.to_le_bytes());
+    put_len(&mut out, 0);
+    put_len(&mut out, 1);
+    put_str(&mut out, "old.myshopify.com");
+    out.extend_from_slice(&config_fingerprint(&config).to_le_bytes());
+    out.push(2);
+    put_len(&mut out, 1);
+    Gaps::default().put(&mut out, 42);
+    let published = Evaluation::initial(&config);
+    put_varint(&mut out, 1);
+    out.extend([
+        published.rfm_code(),
+        published.segment,
+        published.stage as u8,
+    ]);
+    put_varint(&mut out, 0);
+    put_varint(&mut out, 0);
+    put_len(&mut out, 1);
+    Gaps::default().put(&mut out, 9_001);
+    put_signed(&mut out, 4_500);
+    put_signed(&mut out, 812_000_000);
+    out.push(1 | INDEXED_V1);
+    put_len(&mut out, 1);
+    Gaps::default().put(&mut out, 5_555);
+    put_varint(&mut out, 42);
+    put_len(&mut out, 0);
+    wire::seal(&mut out);
+    out
+}
+
+#[test]
+fn a_version_1_snapshot_still_restores_and_its_index_is_rebuilt() {
+    let (core, _) = decode(&version_1_snapshot()).unwrap();
+    let merchant = &core.merchants[0];
+    let orders = merchant.customer(42).unwrap().aggregate.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].parts(), (9_001, 4_500, 812_000_000, 1));
+    assert_eq!(merchant.order_customer(9_001), Some(42));
+    assert_eq!(
+        merchant.order_customer(5_555),
+        None,
+        "no record, no attribution"
+    );
+    let rewritten = core.encode_snapshot(&SnapshotOffsets::default());
+    assert_eq!(&rewritten[4..6], &FORMAT_VERSION.to_le_bytes());
+    let (again, _) = decode(&rewritten).unwrap();
+    assert_eq!(again.merchants[0].customers, merchant.customers);
+}
+
 proptest! {
     #[test]
     fn damaged_contents_in_a_valid_frame_never_panic(

@@ -6,7 +6,10 @@ use super::SnapshotError;
 use super::SnapshotError::Corrupt;
 
 const MAGIC: &[u8; 4] = b"LNRS";
-pub(super) const FORMAT_VERSION: u16 = 1;
+/// Version 2 dropped version 1's order-index flag bit and list (the index is rebuilt from the order records).
+pub(super) const FORMAT_VERSION: u16 = 2;
+/// The oldest version this build still reads.
+pub(super) const OLDEST_VERSION: u16 = 1;
 /// Magic, version and total length: the part read before the checksum can be checked.
 pub(super) const HEADER: usize = 14;
 pub(super) const TRAILER: usize = 8;
@@ -28,8 +31,9 @@ pub(super) fn seal(out: &mut Vec<u8>) {
     out.extend_from_slice(&sum.to_le_bytes());
 }
 
-/// Checks the frame (magic, version, length, checksum) and returns what lies between header and checksum.
-pub(super) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+/// Checks the frame (magic, version, length, checksum) and returns the format version and what lies between header
+/// and checksum.
+pub(super) fn open(bytes: &[u8]) -> Result<(u16, &[u8]), SnapshotError> {
     let seen = bytes.len().min(MAGIC.len());
     if bytes[..seen] != MAGIC[..seen] {
         return Err(SnapshotError::BadMagic);
@@ -39,7 +43,7 @@ pub(super) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
     }
     let mut header = Reader(&bytes[MAGIC.len()..HEADER]);
     let version = u16::from_le_bytes(header.array()?);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnknownVersion(version));
     }
     let total = u64::from_le_bytes(header.array()?);
@@ -53,7 +57,7 @@ pub(super) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
     if u64::from_le_bytes(Reader(sum).array()?) != checksum(content) {
         return Err(SnapshotError::ChecksumMismatch);
     }
-    Ok(&content[HEADER..])
+    Ok((version, &content[HEADER..]))
 }
 
 /// FNV-1a over little-endian 64-bit words rather than bytes (eight times fewer dependent multiplies on snapshots
@@ -248,7 +252,7 @@ mod tests {
         let mut out = begin(0);
         out.extend_from_slice(b"contents");
         seal(&mut out);
-        assert_eq!(open(&out), Ok(&b"contents"[..]));
+        assert_eq!(open(&out), Ok((FORMAT_VERSION, &b"contents"[..])));
         assert_eq!(open(&out[..out.len() - 1]), Err(SnapshotError::Truncated));
         assert_eq!(checksum(b""), checksum(b""));
         assert_ne!(

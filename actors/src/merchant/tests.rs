@@ -1,0 +1,197 @@
+//! The merchant state from the inside: attribution of refunds, segment counts, redaction, reconfiguration.
+
+use chrono::DateTime;
+use streams::events::{OrderCreated, RefundCreated};
+use streams::SCHEMA_VERSION;
+
+use super::*;
+
+const T0: i64 = 1_780_000_000;
+
+fn merchant() -> MerchantState {
+    MerchantState::new(
+        MerchantId::parse("m.myshopify.com").unwrap(),
+        RfmConfig::default(),
+    )
+}
+
+fn order(customer_id: u64, order_id: u64, price: &str) -> InputEvent {
+    InputEvent::OrderCreated(OrderCreated {
+        event_id: format!("o{order_id}"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+        customer_id,
+        order_id,
+        total_price: price.into(),
+        currency: "USD".into(),
+        created_at: DateTime::from_timestamp(T0, 0).unwrap(),
+        financial_status: "paid".into(),
+        test: false,
+        cancelled: false,
+        locale: None,
+        pii: None,
+    })
+}
+
+fn refund(order_id: u64, refund_id: u64, amount: &str) -> InputEvent {
+    InputEvent::RefundCreated(RefundCreated {
+        event_id: format!("r{refund_id}"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+        customer_id: None,
+        order_id,
+        refund_id,
+        amount: amount.into(),
+        created_at: DateTime::from_timestamp(T0, 0).unwrap(),
+    })
+}
+
+fn net(m: &MerchantState, customer: u64) -> i64 {
+    m.customer(customer).unwrap().aggregate.totals().net.minor()
+}
+
+#[test]
+fn a_refund_before_its_order_waits_for_it() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
+    assert!(
+        effects.is_empty() && m.is_empty(),
+        "nothing to attribute yet"
+    );
+    m.apply(&order(7, 9, "100.00"), Timestamp(T0), &mut effects);
+    assert_eq!(net(&m, 7), 8_000);
+    m.apply(&refund(9, 1, "20.00"), Timestamp(T0), &mut effects);
+    assert_eq!(net(&m, 7), 8_000, "the redelivered refund counts once");
+}
+
+#[test]
+fn segment_counts_follow_moves_and_redactions() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 1, "60.00"), Timestamp(T0), &mut effects);
+    m.apply(&order(2, 2, "10.00"), Timestamp(T0), &mut effects);
+    let new = m
+        .config
+        .segments
+        .iter()
+        .position(|s| s.key == "new")
+        .unwrap();
+    assert_eq!(m.segment_counts()[new], 2);
+    assert_eq!(m.segment_counts().iter().sum::<u64>(), 2);
+    let redact = InputEvent::CustomerRedact(streams::events::CustomerRedact {
+        event_id: "g1".into(),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: m.id.clone(),
+        customer_id: 1,
+        orders_to_redact: vec![1],
+    });
+    m.apply(&redact, Timestamp(T0), &mut effects);
+    assert_eq!(m.segment_counts()[new], 1);
+    assert!(m.customer(1).is_none());
+    assert_eq!(effects.last(), Some(&Effect::Redacted { customer_id: 1 }));
+}
+
+#[test]
+fn a_refund_finds_its_customer_by_order_even_after_a_redaction_reused_the_slot() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
+    m.apply(&order(2, 20, "70.00"), Timestamp(T0), &mut effects);
+    let slot = m.slot_of(1).unwrap();
+    m.forget(1);
+    m.apply(&order(3, 30, "90.00"), Timestamp(T0), &mut effects);
+    assert_eq!(m.slot_of(3), Some(slot), "the freed slot is reused");
+    m.apply(&refund(10, 1, "5.00"), Timestamp(T0), &mut effects);
+    assert_eq!(
+        net(&m, 3),
+        9_000,
+        "the erased customer's order is not the new one's"
+    );
+    assert!(m.customer(1).is_none() && m.orphan_refunds.contains_key(&10));
+    m.apply(&refund(30, 2, "5.00"), Timestamp(T0), &mut effects);
+    m.apply(&refund(20, 3, "5.00"), Timestamp(T0), &mut effects);
+    assert_eq!((net(&m, 3), net(&m, 2)), (8_500, 6_500));
+}
+
+#[test]
+fn refunds_find_their_customers_where_order_fingerprints_collide() {
+    // 100,000 orders over 16-bit fingerprints: most fingerprints are shared by one order or more.
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    let customer_of = |order: u64| order % 997 + 1;
+    for order_id in 1..=100_000u64 {
+        let event = order(customer_of(order_id), order_id, "10.00");
+        m.apply(&event, Timestamp(T0), &mut effects);
+    }
+    for order in (1..=100_000u64).step_by(101) {
+        m.apply(&refund(order, order, "1.00"), Timestamp(T0), &mut effects);
+    }
+    for customer in [1, 500, 997] {
+        let state = m.customer(customer).unwrap();
+        let refunded = (1..=100_000u64)
+            .step_by(101)
+            .filter(|o| customer_of(*o) == customer)
+            .count() as i64;
+        let orders = state.aggregate.orders().len() as i64;
+        assert_eq!(
+            state.aggregate.totals().net.minor(),
+            orders * 1_000 - refunded * 100
+        );
+    }
+    assert!(m.orphan_refunds.is_empty(), "every refund found its order");
+}
+
+#[test]
+fn reconfiguring_rescores_everyone_at_once() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 1, "150.00"), Timestamp(T0), &mut effects);
+    effects.clear();
+    let small = RfmConfig::from_aov(functions::SizePreset::Small.aov());
+    m.reconfigure(small, Timestamp(T0), &mut effects);
+    assert_eq!(effects.len(), 1, "$150 is M3 at a $100 AOV and M5 at $20");
+    let Effect::Changed { transition, .. } = &effects[0] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(transition.to.rfm().monetary, 5);
+}
+
+#[test]
+fn an_order_two_customers_hold_is_attributed_the_same_live_and_after_a_restore() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 20, "10.00"), Timestamp(T0), &mut effects);
+    m.apply(&order(2, 10, "10.00"), Timestamp(T0), &mut effects);
+    let cancel = InputEvent::OrderCancelled(streams::events::OrderCancelled {
+        event_id: "c10".into(),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: m.id.clone(),
+        customer_id: 1,
+        order_id: 10,
+        cancelled_at: DateTime::from_timestamp(T0, 0).unwrap(),
+    });
+    m.apply(&cancel, Timestamp(T0), &mut effects);
+    assert_eq!(
+        m.order_customer(10),
+        Some(2),
+        "the customer it was created for"
+    );
+    m.apply(&order(1, 10, "10.00"), Timestamp(T0), &mut effects);
+    assert_eq!(
+        m.order_customer(10),
+        Some(1),
+        "both created it: the lowest id"
+    );
+
+    let mut restored = merchant();
+    let mut states: Vec<(u64, CustomerState)> =
+        m.customers().map(|(id, s)| (id, s.clone())).collect();
+    states.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    states
+        .into_iter()
+        .for_each(|(id, s)| restored.insert_restored(id, s));
+    restored.reindex_orders();
+    assert_eq!(restored.order_customer(10), Some(1));
+    assert_eq!(restored.order_customer(20), Some(1));
+}
