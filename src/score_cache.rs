@@ -31,32 +31,46 @@ impl ScoreCache {
         })
     }
 
-    /// Writes the newest state of every changed customer and deletes the redacted ones, in one round trip.
+    /// Writes the newest state of every changed customer and deletes the redacted ones, in round trips of at most
+    /// [`PIPELINE_MAX`] commands. One pipeline of a restore's 4,096 changes could take longer than the Redis timeout
+    /// on a busy machine and lose all of them; each smaller one fits, and the first that fails (Redis down) ends the
+    /// write, so a dead Redis still costs one timeout.
     pub async fn apply(&self, changes: &[Change], redacted: &[(MerchantId, Option<u64>, String)]) {
-        let forget: Vec<String> = redacted
+        let forget = redacted
             .iter()
-            .filter_map(|(m, c, _)| c.map(|c| key(m, c)))
-            .collect();
-        if changes.is_empty() && forget.is_empty() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for change in changes {
-            pipe.set_ex(
-                key(&change.merchant, change.customer_id),
-                value(change),
-                TTL_SECS,
-            )
-            .ignore();
-        }
-        for k in forget {
-            pipe.del(k).ignore();
-        }
-        if let Err(e) = self.link.run(&pipe).await {
-            metrics::counter!("score_cache_errors_total").increment(1);
-            tracing::warn!(error = %e, changes = changes.len(), "score cache not updated");
+            .filter_map(|(m, c, _)| c.map(|c| Command::Forget(key(m, c))));
+        let sets = changes.iter().map(Command::Set);
+        let commands: Vec<Command<'_>> = forget.chain(sets).collect();
+        for (i, chunk) in commands.chunks(PIPELINE_MAX).enumerate() {
+            let mut pipe = redis::pipe();
+            for command in chunk {
+                match command {
+                    Command::Set(change) => pipe
+                        .set_ex(
+                            key(&change.merchant, change.customer_id),
+                            value(change),
+                            TTL_SECS,
+                        )
+                        .ignore(),
+                    Command::Forget(key) => pipe.del(key).ignore(),
+                };
+            }
+            if let Err(e) = self.link.run(&pipe).await {
+                let missed = commands.len() - i * PIPELINE_MAX;
+                metrics::counter!("score_cache_errors_total").increment(1);
+                tracing::warn!(error = %e, missed, "score cache not updated");
+                return;
+            }
         }
     }
+}
+
+/// Commands per round trip: a few hundred kilobytes at most.
+const PIPELINE_MAX: usize = 512;
+
+enum Command<'a> {
+    Set(&'a Change),
+    Forget(String),
 }
 
 fn value(change: &Change) -> String {

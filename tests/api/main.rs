@@ -8,5 +8,6 @@ mod helpers;
 mod live;
 mod processor;
 mod recovery;
+mod score_cache;
 mod webhooks;
 mod webhooks_faults;
