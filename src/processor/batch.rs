@@ -48,6 +48,9 @@ impl Processor {
         });
         let applied = futures_util::future::join_all(requests);
         let outcomes = self.prefetch_while(applied).await;
+        // If one share fails to publish, the later ones were already applied (and their records enqueued by their
+        // actors) but are not tracked: the processor stops without storing their offsets, so the next owner
+        // replays them, and its read-back of `rfm.updated` recognises whichever of their records did land.
         for (share, outcome) in shares.into_iter().zip(outcomes) {
             self.publish_share(share, outcome).await?;
         }
