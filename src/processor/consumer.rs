@@ -137,6 +137,10 @@ impl Source {
                 settings.max_poll_interval.as_millis().to_string(),
             )
             .set("fetch.wait.max.ms", "10")
+            // librdkafka postpones a partition's next fetch by this much (default 1 s) whenever its local queue is
+            // past `queued.min.messages` or `queued.max.messages.kbytes`, which a catch-up passes all the time; the
+            // loop then sat idle for about half of the pipeline benchmark (docs/PERFORMANCE.md).
+            .set("fetch.queue.backoff.ms", "10")
             .set("queued.max.messages.kbytes", "65536")
             .create_with_context(Rebalances::default())?;
         consumer.subscribe(&topics.inputs())?;
