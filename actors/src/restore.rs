@@ -209,7 +209,7 @@ impl Handler<FinishRestore> for PartitionActor {
 
     fn handle(&mut self, msg: FinishRestore, _: &mut Self::Context) -> Self::Result {
         let outcome = self.core.finish_restore(&msg.published, msg.now);
-        MessageResult(self.encoded(outcome))
+        MessageResult(self.encoded_in_halves(outcome))
     }
 }
 
@@ -225,6 +225,6 @@ impl Handler<NextRestoreChunk> for PartitionActor {
 
     fn handle(&mut self, msg: NextRestoreChunk, _: &mut Self::Context) -> Self::Result {
         let outcome = self.core.next_restore_chunk(msg.now);
-        MessageResult(outcome.map(|o| self.encoded(o)))
+        MessageResult(outcome.map(|o| self.encoded_in_halves(o)))
     }
 }

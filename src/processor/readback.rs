@@ -51,11 +51,17 @@ impl ReadBack {
             key.and_then(|k| std::str::from_utf8(k).ok())
                 .is_none_or(|k| names.contains(k))
         };
-        read_to_end(&consumer, &self.topic, &from, self.deadline, |key, payload| {
-            if ours(key) {
-                found.extend(self.decode(payload));
-            }
-        })?;
+        read_to_end(
+            &consumer,
+            &self.topic,
+            &from,
+            self.deadline,
+            |key, payload| {
+                if ours(key) {
+                    found.extend(self.decode(payload));
+                }
+            },
+        )?;
         Ok(found)
     }
 
