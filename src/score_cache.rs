@@ -5,6 +5,7 @@
 //! longer than the Redis timeout. While Redis is down processing goes on and the misses are counted; the next change
 //! of each customer rewrites its entry. Redacted customers' entries are deleted.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use actors::Change;
@@ -34,13 +35,19 @@ impl ScoreCache {
     /// Writes the newest state of every changed customer and deletes the redacted ones, in round trips of at most
     /// [`PIPELINE_MAX`] commands. One pipeline of a restore's 4,096 changes could take longer than the Redis timeout
     /// on a busy machine and lose all of them; each smaller one fits, and the first that fails (Redis down) ends the
-    /// write, so a dead Redis still costs one timeout.
+    /// write, so a dead Redis still costs one timeout. Deletions go first, so that failure cannot skip them, and a
+    /// customer erased in the same outcome is not written back: its change may come before its erasure.
     pub async fn apply(&self, changes: &[Change], redacted: &[(MerchantId, Option<u64>, String)]) {
-        let forget = redacted
+        let forget: HashSet<String> = redacted
             .iter()
-            .filter_map(|(m, c, _)| c.map(|c| Command::Forget(key(m, c))));
-        let sets = changes.iter().map(Command::Set);
-        let commands: Vec<Command<'_>> = forget.chain(sets).collect();
+            .filter_map(|(m, c, _)| c.map(|c| key(m, c)))
+            .collect();
+        let sets = changes
+            .iter()
+            .filter(|c| forget.is_empty() || !forget.contains(&key(&c.merchant, c.customer_id)))
+            .map(Command::Set);
+        let forgets = forget.iter().map(|k| Command::Forget(k.clone()));
+        let commands: Vec<Command<'_>> = forgets.chain(sets).collect();
         for (i, chunk) in commands.chunks(PIPELINE_MAX).enumerate() {
             let mut pipe = redis::pipe();
             for command in chunk {

@@ -6,7 +6,7 @@ use streams::outputs::{
     output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
 };
 use streams::sink::{DeliveryFuture, EventSink, Outgoing};
-use streams::{Topics, SCHEMA_VERSION};
+use streams::{MerchantId, Topics, SCHEMA_VERSION};
 
 use crate::partition::Change;
 
@@ -23,10 +23,15 @@ fn time(t: functions::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.unix(), 0).unwrap_or_default()
 }
 
+/// The key of every output record: the merchant, as the read-back (which filters by it) expects.
+pub fn record_key(merchant: &MerchantId) -> &str {
+    merchant.as_str()
+}
+
 fn encode<T: serde::Serialize>(topic: &str, change: &Change, value: &T) -> Record {
     Record {
         topic: topic.to_owned(),
-        key: change.merchant.to_string(),
+        key: record_key(&change.merchant).to_owned(),
         // Plain structs of strings and numbers always serialise.
         payload: serde_json::to_vec(value).unwrap_or_default(),
         trace_id: change.trace_id.clone(),

@@ -43,6 +43,7 @@ impl Publisher {
         if refused > 0 {
             metrics::counter!("processor_output_queue_full_total").increment(refused as u64);
         }
+        debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
         let this = self.clone();
         async move {
             let mut failed = Vec::new();

@@ -46,7 +46,11 @@ impl ReadBack {
         let mut found = Vec::new();
         // The key is the merchant: records of the merchants other partitions own are most of the topic, and are
         // skipped without decoding their JSON.
-        let names: HashSet<&str> = self.merchants.iter().map(MerchantId::as_str).collect();
+        let names: HashSet<&str> = self
+            .merchants
+            .iter()
+            .map(actors::outputs::record_key)
+            .collect();
         let ours = |key: Option<&[u8]>| {
             key.and_then(|k| std::str::from_utf8(k).ok())
                 .is_none_or(|k| names.contains(k))

@@ -65,19 +65,24 @@ impl PartitionActor {
         }
         let (topics, sink) = (&self.topics, self.sink.as_ref());
         let (first, second) = outcome.changes.split_at(outcome.changes.len() / 2);
-        let ((mut records, mut enqueued), (more, more_enqueued)) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| encode_and_enqueue(topics, sink, second));
+        let ((mut records, enqueued), (more, more_enqueued)) = std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .spawn_scoped(scope, || encode_and_enqueue(topics, sink, second));
             let mine = encode_and_enqueue(topics, sink, first);
-            // Encoding cannot panic on these plain structs; if the thread died anyway, its half is done again
-            // here (records it had enqueued go out twice, with the same ids and versions, which readers discard).
-            let theirs = other
-                .join()
-                .unwrap_or_else(|_| encode_and_enqueue(topics, sink, second));
+            // Without a thread to be had (the process at its thread limit) this one does the second half too. A
+            // panic there is passed on as if it had happened here: encoding is deterministic, so a retry would
+            // panic the same way.
+            let theirs = match other {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => encode_and_enqueue(topics, sink, second),
+            };
             (mine, theirs)
         });
         records.extend(more);
         // A half without records has no deliveries either, so the two lists stay aligned.
-        outcome.enqueued = match (enqueued.take(), more_enqueued) {
+        outcome.enqueued = match (enqueued, more_enqueued) {
             (Some(mut all), Some(more)) => {
                 all.0.extend(more.0);
                 Some(all)
