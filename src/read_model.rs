@@ -88,14 +88,15 @@ fn view(
     let c = m.customer(customer_id)?;
     let totals = c.aggregate.totals();
     let rule = m.config.segments.get(usize::from(c.published.segment))?;
+    let rfm = c.published.rfm();
     Some(CustomerView {
         customer_id,
         version: c.version,
         segment: rule.key.clone(),
-        recency: c.published.rfm().recency,
-        frequency: c.published.rfm().frequency,
-        monetary: c.published.rfm().monetary,
-        score: f64::from(c.published.rfm().score_tenths(&m.config)) / 10.0,
+        recency: rfm.recency,
+        frequency: rfm.frequency,
+        monetary: rfm.monetary,
+        score: f64::from(rfm.score_tenths(&m.config)) / 10.0,
         lifecycle_stage: c.published.stage.as_str().to_owned(),
         orders: totals.orders,
         net_spend: totals.net.to_decimal_string(m.currency_exponent()),

@@ -224,12 +224,7 @@ impl MerchantState {
         std::mem::take(&mut self.touched)
     }
 
-    /// When this customer's evaluation can next change without an event.
-    pub fn next_change(&self, customer_id: u64, now: Timestamp) -> Option<Timestamp> {
-        self.next_change_in(self.customers.slot_of(customer_id)?, now)
-    }
-
-    /// [`MerchantState::next_change`] of the customer in `slot`.
+    /// When the evaluation of the customer in `slot` can next change without an event.
     pub fn next_change_in(&self, slot: u32, now: Timestamp) -> Option<Timestamp> {
         let (_, state) = self.customers.by_slot(slot)?;
         functions::next_change(&state.aggregate, &self.config, now)
@@ -266,9 +261,9 @@ impl MerchantState {
             + self.order_customers.heap_bytes()
     }
 
-    /// Re-evaluates one customer at `now` (a recency boundary passed).
-    pub fn rescore(&mut self, customer_id: u64, now: Timestamp, effects: &mut Vec<Effect>) {
-        let Some(state) = self.customers.get_mut(customer_id) else {
+    /// Re-evaluates the customer in `slot` at `now` (a recency boundary passed).
+    pub fn rescore(&mut self, slot: u32, now: Timestamp, effects: &mut Vec<Effect>) {
+        let Some((customer_id, state)) = self.customers.by_slot_mut(slot) else {
             return;
         };
         if let Some(transition) = state.rescore(&self.config, now) {

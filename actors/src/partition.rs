@@ -251,8 +251,8 @@ impl PartitionCore {
             }
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
-            merchant.rescore(customer_id, now, &mut effects);
             if let Some(customer) = merchant.slot_of(customer_id) {
+                merchant.rescore(customer, now, &mut effects);
                 if let Some(next) = merchant.next_change_in(customer, now) {
                     self.timers.schedule(next, slot, customer);
                 }
@@ -337,6 +337,7 @@ impl PartitionCore {
                         .map(|c| c.aggregate.totals())
                         .unwrap_or_default();
                     let to_segment = key(transition.to.segment);
+                    let rfm = transition.to.rfm();
                     let entered_at_risk = to_segment == "at_risk" && transition.segment_changed();
                     outcome.changes.push(Change {
                         merchant: merchant.id.clone(),
@@ -344,8 +345,8 @@ impl PartitionCore {
                         version: transition.version,
                         from_segment: key(transition.from.segment),
                         to_segment,
-                        rfm: transition.to.rfm(),
-                        score_tenths: transition.to.rfm().score_tenths(&merchant.config),
+                        rfm,
+                        score_tenths: rfm.score_tenths(&merchant.config),
                         stage: transition.to.stage,
                         orders: totals.orders,
                         net_spend: totals.net,

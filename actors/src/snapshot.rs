@@ -13,8 +13,9 @@
 //! Layout, version 2. Version 1, which this build still reads, also had an order-index bit (0x80) in each order's
 //! flags and, after each merchant's customers, a list of other index entries (count, then order id gap and customer
 //! id each); both are ignored, since the index is rebuilt from the order records. A build older than version 2
-//! refuses these snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones zigzag; ascending ids are written as
-//! the first id then the gaps to the next, which the decoder requires to be at least one.
+//! refuses these snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones
+//! zigzag; ascending ids are written as the first id then the gaps to the next, which the decoder requires to be at
+//! least one.
 //! ```text
 //! "LNRS" | format version u16 LE | total length u64 LE | partition i32 LE
 //! offsets:    count, then per topic: name length, name UTF-8, next offset (signed)

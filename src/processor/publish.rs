@@ -29,8 +29,8 @@ impl Publisher {
     }
 
     /// Enqueues the outcome's Kafka records now, in order (unless its actor did), and returns a future that
-    /// completes once every record is acknowledged and every row written. Starting several outcomes before awaiting them pipelines batches
-    /// while keeping each partition's records in the order they were produced.
+    /// completes once every record is acknowledged and every row written. Starting several outcomes before awaiting
+    /// them pipelines batches while keeping each partition's records in the order they were produced.
     pub fn start(&self, mut outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
         let records = std::mem::take(&mut outcome.records);
         let deliveries = match outcome.enqueued.take() {
