@@ -210,14 +210,14 @@ async fn read_only(
     produce_seconds: f64,
 ) -> anyhow::Result<BenchReport> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", format!("{topic_prefix}raw"))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .set("queued.max.messages.kbytes", "65536")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer =
+        crate::processor::consumer::fetch_settings(&mut config).create()?;
     // Every input topic, as the processor subscribes; only the orders topic holds records.
     let topics = settings.topics.inputs();
     consumer.subscribe(&topics)?;

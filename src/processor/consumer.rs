@@ -99,6 +99,18 @@ impl ConsumerContext for Rebalances {
     }
 }
 
+/// How every consumer of the input and output topics fetches: the processor's, the read-back's and the bench's
+/// plain reader, so the bench measures the broker with the processor's settings.
+pub fn fetch_settings(config: &mut ClientConfig) -> &mut ClientConfig {
+    config
+        .set("fetch.wait.max.ms", "10")
+        // librdkafka postpones a partition's next fetch by this much (default 1 s) whenever its local queue is past
+        // `queued.min.messages` or `queued.max.messages.kbytes`, which a catch-up passes all the time; the loop then
+        // sat idle for about half of the pipeline benchmark (docs/PERFORMANCE.md).
+        .set("fetch.queue.backoff.ms", "10")
+        .set("queued.max.messages.kbytes", "65536")
+}
+
 pub struct Source {
     consumer: StreamConsumer<Rebalances>,
     topics: Topics,
@@ -110,7 +122,7 @@ impl Source {
         if let Some(contexts) = &settings.debug {
             config.set("debug", contexts);
         }
-        let consumer: StreamConsumer<Rebalances> = config
+        config
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
@@ -135,14 +147,9 @@ impl Source {
             .set(
                 "max.poll.interval.ms",
                 settings.max_poll_interval.as_millis().to_string(),
-            )
-            .set("fetch.wait.max.ms", "10")
-            // librdkafka postpones a partition's next fetch by this much (default 1 s) whenever its local queue is
-            // past `queued.min.messages` or `queued.max.messages.kbytes`, which a catch-up passes all the time; the
-            // loop then sat idle for about half of the pipeline benchmark (docs/PERFORMANCE.md).
-            .set("fetch.queue.backoff.ms", "10")
-            .set("queued.max.messages.kbytes", "65536")
-            .create_with_context(Rebalances::default())?;
+            );
+        let consumer: StreamConsumer<Rebalances> =
+            fetch_settings(&mut config).create_with_context(Rebalances::default())?;
         consumer.subscribe(&topics.inputs())?;
         Ok(Source {
             consumer,

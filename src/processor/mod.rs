@@ -11,7 +11,7 @@
 //! partition goes on.
 
 mod batch;
-mod consumer;
+pub(crate) mod consumer;
 mod flow;
 mod hydrate;
 pub mod publish;

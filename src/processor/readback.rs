@@ -94,17 +94,14 @@ impl ReadBack {
 }
 
 fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "loyalnest-rfm-readback")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted")
-        .set("fetch.wait.max.ms", "10")
-        // As for the processor's consumer (consumer.rs): librdkafka's 1 s default idles a read that outruns its
-        // queue thresholds.
-        .set("fetch.queue.backoff.ms", "10")
-        .create()
+        .set("isolation.level", "read_uncommitted");
+    super::consumer::fetch_settings(&mut config).create()
 }
 
 /// The high watermark that the last fetch response of `partition` carried, or `None` before the first one.
