@@ -41,6 +41,12 @@ pub struct Settings {
     pub live_frame_interval: Duration,
     /// How often each partition's state is snapshotted (and its offsets committed).
     pub snapshot_interval: Duration,
+    /// How long a fired nudge waits in memory for its shopper's widget.
+    pub nudge_pending: Duration,
+    /// Most nudges waiting at once; the oldest is evicted beyond it.
+    pub nudge_pending_max: usize,
+    /// How long a customer's actor outlives its last watcher.
+    pub customer_actor_linger: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +121,13 @@ impl Settings {
                 &get,
                 "SNAPSHOT_INTERVAL_MS",
                 "5000",
+            )?),
+            nudge_pending: Duration::from_secs(parse_or(&get, "NUDGE_PENDING_SECS", "900")?),
+            nudge_pending_max: parse_or(&get, "NUDGE_PENDING_MAX", "100000")?,
+            customer_actor_linger: Duration::from_millis(parse_or(
+                &get,
+                "CUSTOMER_ACTOR_LINGER_MS",
+                "30000",
             )?),
         })
     }

@@ -177,11 +177,19 @@ pub async fn build_processor(
         .redis_enabled
         .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
         .transpose()?;
+    let nudges = actors::nudges::NudgeDeskConfig {
+        pending_for: settings.nudge_pending,
+        max_pending: settings.nudge_pending_max,
+        linger: settings.customer_actor_linger,
+        ..Default::default()
+    }
+    .build(clock.clone());
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),
         store,
         cache,
+        nudges: Some(nudges),
     };
     // Without Redis, snapshots stay in memory: they serve a partition that comes back to this process, and
     // offsets are never committed, so a restart replays from the start.
@@ -213,6 +221,8 @@ pub struct Engine {
     pub port: u16,
     pub stats: Arc<ProcessorStats>,
     pub registry: Registry,
+    /// Fired nudges and the customer actors that deliver them (the widget socket's source).
+    pub nudges: Option<actors::nudges::NudgeDesk>,
     pub server: ServerHandle,
     /// Resolves when the processor stops; an error means it needs a restart.
     pub processor: tokio::task::JoinHandle<Result<(), crate::processor::publish::PublishError>>,
@@ -245,7 +255,8 @@ impl Engine {
         let feed = LiveFeed::new(sink, live);
         processor.attach_live(feed.clone());
         tokio::spawn(feed.run(std::future::pending()));
-        let (stats, registry) = (processor.stats(), processor.registry());
+        let (stats, registry, nudges) =
+            (processor.stats(), processor.registry(), processor.nudges());
         let shared = Shared {
             registry: Some(registry.clone()),
             channels,
@@ -258,6 +269,7 @@ impl Engine {
             port,
             stats,
             registry,
+            nudges,
             server,
             processor,
         })

@@ -3,12 +3,15 @@
 //!
 //! Merchants are state machines inside their partition's actor rather than actors of their own: a partition is
 //! consumed in order by one actor anyway, so a mailbox and a message hop per merchant would add cost and no
-//! concurrency. Per-customer actors exist only while a customer has something that needs one (an open widget
-//! socket); see DESIGN.md §2 and docs/DECISIONS.md.
+//! concurrency. Per-customer actors (`customer`) exist only while a customer has something that needs one, a watcher
+//! of its nudges; fired nudges wait for them as compact rows on the `nudges` desk. See DESIGN.md §2 and
+//! docs/DECISIONS.md.
 
 pub mod clock;
+pub mod customer;
 pub mod customer_table;
 pub mod merchant;
+pub mod nudges;
 pub mod order_index;
 pub mod outputs;
 pub mod partition;

@@ -120,7 +120,7 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
         ));
     }
     if change.segment_changed() {
-        let nudge_id = output_event_id("nudge", merchant, customer_id, version);
+        let nudge_id = crate::customer::nudge_id(merchant, customer_id, version);
         records.push(encode(
             &topics.rfm_task,
             change,
@@ -133,7 +133,7 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
                 task_type: "nudge".to_owned(),
                 nudge_id,
                 segment: change.to_segment.clone(),
-                variant: "A".to_owned(),
+                variant: crate::customer::DEFAULT_VARIANT.to_owned(),
                 locale: change.locale.clone(),
                 trace_id: change.trace_id.clone(),
             },

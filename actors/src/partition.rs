@@ -58,6 +58,8 @@ pub struct Outcome {
     pub records: Vec<crate::outputs::Record>,
     /// `records` already handed to the producer by the actor (see `PartitionActor::publishing_to`).
     pub enqueued: Option<crate::outputs::Enqueued>,
+    /// The nudges of `changes`, for the desk where they wait for their shoppers.
+    pub nudges: Vec<crate::customer::PendingNudge>,
     /// Versions already on Kafka whose database rows are written again (a restore's read-back): no records, no
     /// live moves.
     pub rewrites: Vec<Change>,
@@ -386,3 +388,33 @@ fn segment_keys(config: &RfmConfig) -> Vec<String> {
 
 mod actor;
 pub use actor::{ApplyBatch, Inspect, PartitionActor, Reconfigure, Tick};
+
+/// A change with plausible scores, for tests of what is done with changes.
+#[cfg(test)]
+pub(crate) fn test_change(
+    shop: &str,
+    customer_id: u64,
+    version: u32,
+    from: &str,
+    to: &str,
+) -> Change {
+    Change {
+        merchant: MerchantId::parse(shop).expect("a test shop domain"),
+        customer_id,
+        version,
+        from_segment: from.into(),
+        to_segment: to.into(),
+        rfm: Rfm::new(3, 2, 4),
+        score_tenths: 30,
+        stage: LifecycleStage::RepeatBuyer,
+        orders: 2,
+        net_spend: Money::from_minor(4_200),
+        currency_exponent: 2,
+        last_order: None,
+        churn_risk: None,
+        occurred_at: Timestamp::from_unix(1_790_000_000),
+        trace_id: "test".into(),
+        locale: None,
+        event_ms: None,
+    }
+}

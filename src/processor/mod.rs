@@ -272,6 +272,11 @@ impl Processor {
         self.partitions.clone()
     }
 
+    /// Where this instance's published nudges wait for their shoppers, and their customers' actors.
+    pub fn nudges(&self) -> Option<actors::nudges::NudgeDesk> {
+        self.publisher.nudges.clone()
+    }
+
     /// Runs until `shutdown` resolves; returns an error only for failures that need a restart.
     pub async fn run(
         mut self,

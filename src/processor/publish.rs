@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use actors::nudges::NudgeDesk;
 use actors::outputs::Record;
 use actors::Outcome;
 use futures_util::future::join_all;
@@ -21,6 +22,8 @@ pub struct Publisher {
     pub store: Option<Store>,
     /// `rfm:customer:*` for other services; written last, best effort.
     pub cache: Option<ScoreCache>,
+    /// Where fired nudges wait for their shoppers' widgets, offered once their `rfm.task` is acknowledged.
+    pub nudges: Option<NudgeDesk>,
 }
 
 impl Publisher {
@@ -57,6 +60,9 @@ impl Publisher {
                 }
             }
             this.resend(failed).await;
+            if let Some(desk) = &this.nudges {
+                hand_to_desk(desk, &mut outcome).await;
+            }
             this.write_rows(&outcome).await;
             if let Some(cache) = &this.cache {
                 cache.apply(&outcome.changes, &outcome.redactions).await;
@@ -98,6 +104,15 @@ impl Publisher {
             })
             .await;
         }
+    }
+}
+
+/// Offers the outcome's nudges before its erasures, so a customer changed and erased in one batch keeps no nudge.
+/// Before the Postgres rows: a widget shows the nudge as soon as its record is durable on Kafka.
+async fn hand_to_desk(desk: &NudgeDesk, outcome: &mut Outcome) {
+    desk.offer(std::mem::take(&mut outcome.nudges)).await;
+    for (merchant, customer, _) in &outcome.redactions {
+        desk.forget(merchant, *customer).await;
     }
 }
 

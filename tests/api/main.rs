@@ -4,8 +4,10 @@
 mod browser;
 mod dashboard;
 mod demo;
+mod harness;
 mod helpers;
 mod live;
+mod nudges;
 mod processor;
 mod recovery;
 mod score_cache;

@@ -3,143 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use actors::ManualClock;
 use chrono::{DateTime, Utc};
 use functions::Timestamp;
-use loyalnest_rfm::configuration::Settings;
-use loyalnest_rfm::processor::{inspect_all, ProcessorStats, Registry};
-use loyalnest_rfm::startup::build_processor;
 use sqlx::PgPool;
 use streams::events::{OrderCancelled, OrderCreated, PointsChanged, PointsSource, RefundCreated};
-use streams::sink::{EventSink, Outgoing};
-use streams::{InputEvent, MerchantId, SinkConfig, Topics, SCHEMA_VERSION};
+use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
 
-use crate::helpers::{brokers, eventually, fresh_database, read_records, record_count, unique};
+use crate::harness::{start_processor, T0};
+use crate::helpers::{brokers, eventually, read_records, record_count, unique};
 
-const T0: i64 = 1_780_000_000;
 const DAY: i64 = 86_400;
-
-struct Harness {
-    topics: Topics,
-    sink: EventSink,
-    db: PgPool,
-    clock: ManualClock,
-    stats: Arc<ProcessorStats>,
-    registry: Registry,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// A processor on fresh topics with `partitions` partitions each, a fresh group and a fresh database.
-async fn start_processor(partitions: i32) -> Harness {
-    crate::helpers::init_test_logs();
-    let prefix = format!("{}.", unique("p"));
-    let db_url = fresh_database().await;
-    let env: HashMap<&str, String> = HashMap::from([
-        ("SHOPIFY_API_SECRET", "s".to_owned()),
-        ("KAFKA_BROKERS", brokers()),
-        ("KAFKA_TOPIC_PREFIX", prefix),
-        ("KAFKA_GROUP_ID", unique("g-")),
-        ("DATABASE_URL", db_url.clone()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
-    streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, partitions, 1)
-        .await
-        .unwrap();
-    let clock = ManualClock::new(Timestamp(T0));
-    let processor = build_processor(&settings, Arc::new(clock.clone()))
-        .await
-        .expect("processor builds");
-    let stats = processor.stats();
-    let registry = processor.registry();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    actix_web::rt::spawn(processor.run(async {
-        let _ = stopped.await;
-    }));
-    Harness {
-        topics: settings.topics.clone(),
-        sink: SinkConfig::new(settings.kafka_brokers.clone())
-            .build()
-            .unwrap(),
-        db: PgPool::connect(&db_url).await.unwrap(),
-        clock,
-        stats,
-        registry,
-        _stop: stop,
-    }
-}
-
-impl Harness {
-    async fn produce(&self, events: &[InputEvent]) {
-        for e in events {
-            let payload = e.encode();
-            self.produce_raw(
-                e.kind().topic(&self.topics),
-                e.merchant_id().as_str(),
-                &payload,
-            )
-            .await;
-        }
-    }
-
-    async fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
-        let record = Outgoing {
-            topic,
-            key,
-            payload,
-            headers: &[],
-        };
-        self.sink.send(record).await.expect("broker acknowledges");
-    }
-
-    async fn wait_processed(&self, events: u64) {
-        let stats = self.stats.clone();
-        eventually(
-            "the processor to publish every event",
-            Duration::from_secs(60),
-            async || {
-                let done = stats.events.load(Ordering::SeqCst);
-                tracing::debug!(done, of = events, "waiting for the processor");
-                done >= events
-            },
-        )
-        .await;
-    }
-
-    /// Orders and net spend per customer, read from the live actor state.
-    async fn live_totals(&self) -> HashMap<(String, i64), (i64, i64)> {
-        let read = |core: &actors::PartitionCore| {
-            let mut out = Vec::new();
-            for m in core.merchants() {
-                for (id, c) in m.customers() {
-                    let t = c.aggregate.totals();
-                    out.push((
-                        (m.id.to_string(), id as i64),
-                        (i64::from(t.orders), t.net.minor()),
-                    ));
-                }
-            }
-            out
-        };
-        inspect_all(&self.registry, read)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    async fn history_rows(&self) -> HashMap<(String, i64), i64> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT merchant_id, customer_id, count(*) FROM rfm_score_history GROUP BY 1, 2",
-        )
-        .fetch_all(&self.db)
-        .await
-        .unwrap();
-        rows.into_iter().map(|(m, c, n)| ((m, c), n)).collect()
-    }
-}
 
 // ---- the oracle: the design's rules written out again, without the engine's code ----
 

@@ -52,7 +52,7 @@ impl PartitionActor {
             encode_and_enqueue(&self.topics, self.sink.as_ref(), &outcome.changes);
         outcome.records = records;
         outcome.enqueued = enqueued;
-        outcome
+        with_nudges(outcome)
     }
 
     /// [`PartitionActor::encoded`] for an outcome whose changes are of distinct customers (a restore chunk), whose
@@ -90,8 +90,18 @@ impl PartitionActor {
             (one, None) | (None, one) => one,
         };
         outcome.records = records;
-        outcome
+        with_nudges(outcome)
     }
+}
+
+/// The outcome's nudges as the desk holds them, built here on the actor's thread like its records.
+fn with_nudges(mut outcome: Outcome) -> Outcome {
+    outcome.nudges = outcome
+        .changes
+        .iter()
+        .filter_map(crate::customer::PendingNudge::of)
+        .collect();
+    outcome
 }
 
 /// Below this many changes a chunk is encoded on the actor's thread alone. Low on purpose: a scoped thread costs
@@ -228,29 +238,11 @@ impl<R: 'static, F: FnOnce(&PartitionCore) -> R + Send + 'static> Handler<Inspec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use functions::{LifecycleStage, Money, Rfm};
 
     fn change(customer_id: u64) -> Change {
-        Change {
-            merchant: MerchantId::parse("halves.myshopify.com").unwrap(),
-            customer_id,
-            version: 2,
-            from_segment: "new".into(),
-            // Every other customer moves segment, so some changes carry a nudge task and some do not.
-            to_segment: if customer_id % 2 == 0 { "loyal" } else { "new" }.into(),
-            rfm: Rfm::new(3, 2, 4),
-            score_tenths: 30,
-            stage: LifecycleStage::RepeatBuyer,
-            orders: 2,
-            net_spend: Money::from_minor(4_200),
-            currency_exponent: 2,
-            last_order: None,
-            churn_risk: None,
-            occurred_at: Timestamp::from_unix(1_790_000_000),
-            trace_id: "restore:1".into(),
-            locale: None,
-            event_ms: None,
-        }
+        // Every other customer moves segment, so some changes carry a nudge task and some do not.
+        let to = if customer_id % 2 == 0 { "loyal" } else { "new" };
+        crate::partition::test_change("halves.myshopify.com", customer_id, 2, "new", to)
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! Nudges end to end: an order through the broker moves a customer's segment, and the shopper watching that
+//! customer (what the widget socket will do) gets the very nudge the `rfm.task` record carries, from the
+//! customer's actor; erasing the customer ends the watch and drops the nudge.
+
+use std::time::Duration;
+
+use actors::customer::CustomerKey;
+use chrono::DateTime;
+use streams::events::{CustomerRedact, OrderCreated};
+use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
+
+use crate::harness::{start_processor, T0};
+use crate::helpers::{brokers, eventually, read_records, unique};
+
+fn order(merchant: &MerchantId, customer_id: u64, order_id: u64) -> InputEvent {
+    InputEvent::OrderCreated(OrderCreated {
+        event_id: unique("e"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: merchant.clone(),
+        customer_id,
+        order_id,
+        total_price: "80.00".into(),
+        currency: "USD".into(),
+        created_at: DateTime::from_timestamp(T0 - 3_600, 0).unwrap(),
+        financial_status: "paid".into(),
+        test: false,
+        cancelled: false,
+        locale: Some("fr".into()),
+        pii: None,
+    })
+}
+
+#[actix_web::test]
+async fn a_watching_shopper_gets_its_segment_change_nudge_and_an_erasure_ends_the_watch() {
+    let h = start_processor(1).await;
+    let merchant = MerchantId::parse(&format!("{}.myshopify.com", unique("n-"))).unwrap();
+    let key = |customer_id| CustomerKey {
+        merchant: merchant.clone(),
+        customer_id,
+    };
+    let mut watching = h.nudges.watch(key(42)).await.expect("watch starts");
+    assert_eq!(watching.current, None, "nothing fired yet");
+    let before = h.nudges.stats().await;
+
+    // Customer 7 is not watched: its nudge waits on the desk without an actor.
+    h.produce(&[order(&merchant, 42, 1), order(&merchant, 7, 2)])
+        .await;
+    let nudge = tokio::time::timeout(Duration::from_secs(60), watching.updates.recv())
+        .await
+        .expect("the nudge is pushed")
+        .expect("the stream is open");
+
+    let tasks = read_records(
+        &brokers(),
+        &h.topics.rfm_task,
+        |r| r.value["customer_id"] == 42,
+        Duration::from_secs(20),
+    )
+    .await;
+    let task = &tasks
+        .iter()
+        .find(|r| r.value["customer_id"] == 42)
+        .unwrap()
+        .value;
+    assert_eq!(task["nudge_id"], nudge.nudge_id().as_str());
+    assert_eq!(task["segment"], nudge.segment.as_str());
+    assert_eq!(nudge.locale.as_deref(), Some("fr"));
+    let segment: String = sqlx::query_scalar(
+        "SELECT segment FROM customers WHERE merchant_id = $1 AND customer_id = 42",
+    )
+    .bind(merchant.as_str())
+    .fetch_one(&h.db)
+    .await
+    .unwrap();
+    assert_eq!(nudge.segment, segment);
+
+    let desk = h.nudges.clone();
+    eventually(
+        "customer 7's nudge held",
+        Duration::from_secs(30),
+        async || desk.current(key(7)).await.is_some(),
+    )
+    .await;
+    let stats = h.nudges.stats().await;
+    assert_eq!(
+        stats.activations, before.activations,
+        "only the watch activated an actor"
+    );
+    assert_eq!(stats.active, 1);
+
+    h.produce(&[InputEvent::CustomerRedact(CustomerRedact {
+        event_id: unique("e"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: merchant.clone(),
+        customer_id: 42,
+        orders_to_redact: vec![1],
+    })])
+    .await;
+    let end = tokio::time::timeout(Duration::from_secs(60), watching.updates.recv())
+        .await
+        .expect("the erasure reaches the actor");
+    assert_eq!(end, None, "the watch ends with the erasure");
+    assert_eq!(h.nudges.current(key(42)).await, None);
+    assert!(h.nudges.current(key(7)).await.is_some());
+}
