@@ -8,6 +8,7 @@
 //! disconnected rather than skipped: its socket then reconnects and is handed the current nudge, so a shopper never
 //! silently misses the latest one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
@@ -42,7 +43,7 @@ pub struct PendingNudge {
     pub version: u32,
     /// The segment key the nudge is for.
     pub segment: String,
-    pub variant: String,
+    pub variant: &'static str,
     pub locale: Option<String>,
     pub trace_id: String,
     /// When the desk took it, by the processor's clock; it stays pending for a window from then.
@@ -59,7 +60,7 @@ impl PendingNudge {
             },
             version: change.version,
             segment: change.to_segment.clone(),
-            variant: DEFAULT_VARIANT.to_owned(),
+            variant: DEFAULT_VARIANT,
             locale: change.locale.clone(),
             trace_id: change.trace_id.clone(),
             // Stamped by the desk: the actor's batch time is the event's, not when the nudge became visible.
@@ -81,12 +82,12 @@ pub fn nudge_id(merchant: &MerchantId, customer_id: u64, version: u32) -> String
 /// A newer nudge for the actor's customer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Deliver(pub PendingNudge);
+pub(crate) struct Deliver(pub Arc<PendingNudge>);
 
 /// A new watcher; the desk has already handed it the current nudge.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Attach(pub mpsc::Sender<PendingNudge>);
+pub(crate) struct Attach(pub mpsc::Sender<Arc<PendingNudge>>);
 
 /// Stop now (the customer was erased, or the desk is evicting it).
 #[derive(Message)]
@@ -108,7 +109,7 @@ pub(crate) struct Passivated {
 
 struct Watcher {
     id: u64,
-    tx: mpsc::Sender<PendingNudge>,
+    tx: mpsc::Sender<Arc<PendingNudge>>,
     /// The future waiting for the receiver to close; it holds a clone of `tx`, so it is cancelled to disconnect.
     closed: SpawnHandle,
 }

@@ -9,12 +9,11 @@
 //! registry are bounded: past `max_pending` the oldest nudge is evicted (its `rfm.task` record stays on Kafka).
 //! The desk runs on its own arbiter so its work never lands on the consumer loop.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult};
-use functions::Timestamp;
 use streams::MerchantId;
 use tokio::sync::mpsc;
 
@@ -22,6 +21,7 @@ use crate::clock::Clock;
 use crate::customer::{
     Attach, CustomerActor, CustomerKey, Deliver, Passivate, Passivated, PendingNudge,
 };
+use table::PendingTable;
 
 /// Offers the processor may queue before its `send` waits, so a slow desk slows publishing instead of growing.
 const MAILBOX: usize = 64;
@@ -95,7 +95,8 @@ pub enum WatchError {
 #[derive(Debug)]
 pub struct Watching {
     pub current: Option<PendingNudge>,
-    pub updates: mpsc::Receiver<PendingNudge>,
+    /// Shared with the customer's other watchers.
+    pub updates: mpsc::Receiver<Arc<PendingNudge>>,
 }
 
 /// Counts for tests, metrics and the closing of an activation story.
@@ -205,10 +206,7 @@ struct Active {
 struct DeskActor {
     config: NudgeDeskConfig,
     clock: Arc<dyn Clock>,
-    pending: HashMap<CustomerKey, PendingNudge>,
-    /// Pending nudges in the order they fired, for expiry and eviction; entries whose version no longer matches
-    /// the table are stale and skipped.
-    fired: VecDeque<(CustomerKey, u32)>,
+    pending: PendingTable,
     active: HashMap<CustomerKey, Active>,
     /// Customers whose actor's mailbox was full when their nudge came; retried at the next sweep.
     deferred: HashSet<CustomerKey>,
@@ -221,8 +219,7 @@ impl DeskActor {
         DeskActor {
             config,
             clock,
-            pending: HashMap::new(),
-            fired: VecDeque::new(),
+            pending: PendingTable::default(),
             active: HashMap::new(),
             deferred: HashSet::new(),
             generation: 0,
@@ -231,76 +228,43 @@ impl DeskActor {
     }
 
     fn hold(&mut self, nudge: PendingNudge) {
-        if let Some(held) = self.pending.get(&nudge.key) {
-            if held.version >= nudge.version {
-                return;
-            }
+        if !self.pending.hold(&nudge) {
+            return;
         }
-        self.fired.push_back((nudge.key.clone(), nudge.version));
-        self.deliver(&nudge);
-        self.pending.insert(nudge.key.clone(), nudge);
-        while self.pending.len() > self.config.max_pending {
-            if self.pop_oldest().is_some() {
-                self.stats.evicted += 1;
-                metrics::counter!("nudges_evicted_total").increment(1);
-            }
+        if self.active.contains_key(&nudge.key) {
+            self.deliver(Arc::new(nudge));
         }
-        // Stale entries (replaced nudges) are dropped once they outnumber the live ones.
-        if self.fired.len() > 2 * self.pending.len() + 1024 {
-            let pending = &self.pending;
-            self.fired
-                .retain(|(k, v)| pending.get(k).is_some_and(|n| n.version == *v));
+        let evicted = self.pending.evict_beyond(self.config.max_pending);
+        if evicted > 0 {
+            self.stats.evicted += evicted;
+            metrics::counter!("nudges_evicted_total").increment(evicted);
         }
     }
 
-    fn deliver(&mut self, nudge: &PendingNudge) {
+    fn deliver(&mut self, nudge: Arc<PendingNudge>) {
         let Some(active) = self.active.get(&nudge.key) else {
             return;
         };
-        match active.addr.try_send(Deliver(nudge.clone())) {
+        match active.addr.try_send(Deliver(nudge)) {
             Ok(()) => {}
-            Err(actix::dev::SendError::Full(_)) => {
+            Err(actix::dev::SendError::Full(Deliver(nudge))) => {
                 self.deferred.insert(nudge.key.clone());
             }
-            Err(actix::dev::SendError::Closed(_)) => {
+            Err(actix::dev::SendError::Closed(Deliver(nudge))) => {
                 self.active.remove(&nudge.key);
             }
         }
     }
 
-    /// Removes the oldest live pending nudge, skipping stale queue entries.
-    fn pop_oldest(&mut self) -> Option<PendingNudge> {
-        while let Some((key, version)) = self.fired.pop_front() {
-            if self.pending.get(&key).is_some_and(|n| n.version == version) {
-                return self.pending.remove(&key);
-            }
-        }
-        None
-    }
-
-    fn expire(&mut self, now: Timestamp) {
+    fn sweep(&mut self) {
         let window = self.config.pending_for.as_secs() as i64;
-        while let Some((key, version)) = self.fired.front() {
-            match self.pending.get(key) {
-                Some(n) if n.version == *version => {
-                    if now.unix() - n.fired_at.unix() < window {
-                        break;
-                    }
-                    self.pending.remove(key);
-                    self.stats.expired += 1;
-                }
-                _ => {}
-            }
-            self.fired.pop_front();
-        }
-    }
-
-    fn retry_deferred(&mut self) {
+        self.stats.expired += self.pending.expire(self.clock.now(), window);
         for key in std::mem::take(&mut self.deferred) {
-            if let Some(nudge) = self.pending.get(&key).cloned() {
-                self.deliver(&nudge);
+            if let Some(nudge) = self.pending.get(&key) {
+                self.deliver(Arc::new(nudge));
             }
         }
+        metrics::gauge!("nudges_pending").set(self.pending.len() as f64);
     }
 
     fn activate(&mut self, key: &CustomerKey, ctx: &mut Context<Self>) -> Addr<CustomerActor> {
@@ -308,11 +272,10 @@ impl DeskActor {
             return active.addr.clone();
         }
         self.generation += 1;
-        let current = self.pending.get(key).map(|n| n.version);
         let actor = CustomerActor::new(
             key.clone(),
             self.generation,
-            current,
+            self.pending.version(key),
             self.config.linger,
             ctx.address().recipient(),
         );
@@ -328,10 +291,6 @@ impl DeskActor {
         tracing::debug!(merchant = %key.merchant, customer_id = key.customer_id, "customer actor activated");
         addr
     }
-
-    fn publish_gauges(&self) {
-        metrics::gauge!("nudges_pending").set(self.pending.len() as f64);
-    }
 }
 
 impl Actor for DeskActor {
@@ -339,11 +298,7 @@ impl Actor for DeskActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
-        ctx.run_interval(self.config.sweep_every, |desk, _| {
-            desk.expire(desk.clock.now());
-            desk.retry_deferred();
-            desk.publish_gauges();
-        });
+        ctx.run_interval(self.config.sweep_every, |desk, _| desk.sweep());
     }
 }
 
@@ -366,7 +321,7 @@ impl Handler<Forget> for DeskActor {
         let erased = |k: &CustomerKey| {
             k.merchant == forget.merchant && forget.customer_id.is_none_or(|c| c == k.customer_id)
         };
-        self.pending.retain(|k, _| !erased(k));
+        self.pending.forget(&forget.merchant, forget.customer_id);
         self.deferred.retain(|k| !erased(k));
         let gone: Vec<CustomerKey> = self.active.keys().filter(|k| erased(k)).cloned().collect();
         for key in gone {
@@ -395,7 +350,7 @@ impl Handler<Watch> for DeskActor {
             }
         }
         Ok(Watching {
-            current: self.pending.get(&key).cloned(),
+            current: self.pending.get(&key),
             updates,
         })
     }
@@ -405,7 +360,7 @@ impl Handler<Current> for DeskActor {
     type Result = Option<PendingNudge>;
 
     fn handle(&mut self, Current(key): Current, _: &mut Context<Self>) -> Self::Result {
-        self.pending.get(&key).cloned()
+        self.pending.get(&key)
     }
 }
 
@@ -425,9 +380,7 @@ impl Handler<Sweep> for DeskActor {
     type Result = ();
 
     fn handle(&mut self, _: Sweep, _: &mut Context<Self>) {
-        self.expire(self.clock.now());
-        self.retry_deferred();
-        self.publish_gauges();
+        self.sweep();
     }
 }
 
@@ -453,6 +406,8 @@ impl Handler<Passivated> for DeskActor {
         }
     }
 }
+
+mod table;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use functions::Timestamp;
+
 use super::*;
 use crate::clock::ManualClock;
 use crate::customer::PendingNudge;
@@ -54,7 +56,7 @@ async fn eventually(desk: &NudgeDesk, done: impl Fn(&DeskStats) -> bool) -> Desk
     }
 }
 
-async fn next(updates: &mut mpsc::Receiver<PendingNudge>) -> Option<PendingNudge> {
+async fn next(updates: &mut mpsc::Receiver<Arc<PendingNudge>>) -> Option<Arc<PendingNudge>> {
     tokio::time::timeout(Duration::from_secs(10), updates.recv())
         .await
         .expect("an update or the end of the stream")

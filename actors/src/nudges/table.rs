@@ -1,0 +1,158 @@
+//! The desk's table of pending nudges, kept compact because a catch-up can fill it to its cap at once: merchants
+//! are interned to a number, segment keys and locales to shared strings, and the expiry queue holds 16-byte entries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use functions::Timestamp;
+use streams::MerchantId;
+
+use crate::customer::{CustomerKey, PendingNudge};
+
+/// Interned strings beyond this are allocated per row instead, so odd input cannot grow the interner forever.
+const MAX_WORDS: usize = 4096;
+
+/// (interned merchant, customer id)
+type Key = (u32, u64);
+
+struct Held {
+    version: u32,
+    fired_at: Timestamp,
+    segment: Arc<str>,
+    variant: &'static str,
+    locale: Option<Arc<str>>,
+    trace_id: Box<str>,
+}
+
+#[derive(Default)]
+pub(crate) struct PendingTable {
+    merchants: Vec<MerchantId>,
+    merchant_ids: HashMap<MerchantId, u32>,
+    words: HashSet<Arc<str>>,
+    rows: HashMap<Key, Held>,
+    /// Rows in the order they were held; an entry whose version no longer matches its row is stale and skipped.
+    fired: VecDeque<(u32, u64, u32)>,
+}
+
+impl PendingTable {
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn key(&self, key: &CustomerKey) -> Option<Key> {
+        let merchant = *self.merchant_ids.get(&key.merchant)?;
+        Some((merchant, key.customer_id))
+    }
+
+    fn intern_merchant(&mut self, merchant: &MerchantId) -> u32 {
+        if let Some(id) = self.merchant_ids.get(merchant) {
+            return *id;
+        }
+        let id = self.merchants.len() as u32;
+        self.merchants.push(merchant.clone());
+        self.merchant_ids.insert(merchant.clone(), id);
+        id
+    }
+
+    fn word(&mut self, text: &str) -> Arc<str> {
+        if let Some(word) = self.words.get(text) {
+            return word.clone();
+        }
+        let word: Arc<str> = Arc::from(text);
+        if self.words.len() < MAX_WORDS {
+            self.words.insert(word.clone());
+        }
+        word
+    }
+
+    /// Holds `nudge` unless the customer's held version is as new; true when it was held.
+    pub(crate) fn hold(&mut self, nudge: &PendingNudge) -> bool {
+        let key = (
+            self.intern_merchant(&nudge.key.merchant),
+            nudge.key.customer_id,
+        );
+        if self
+            .rows
+            .get(&key)
+            .is_some_and(|h| h.version >= nudge.version)
+        {
+            return false;
+        }
+        let held = Held {
+            version: nudge.version,
+            fired_at: nudge.fired_at,
+            segment: self.word(&nudge.segment),
+            variant: nudge.variant,
+            locale: nudge.locale.as_deref().map(|l| self.word(l)),
+            trace_id: nudge.trace_id.as_str().into(),
+        };
+        self.rows.insert(key, held);
+        self.fired.push_back((key.0, key.1, nudge.version));
+        // Stale entries (replaced nudges) are dropped once they outnumber the live ones.
+        if self.fired.len() > 2 * self.rows.len() + 1024 {
+            let rows = &self.rows;
+            self.fired
+                .retain(|(m, c, v)| rows.get(&(*m, *c)).is_some_and(|h| h.version == *v));
+        }
+        true
+    }
+
+    pub(crate) fn get(&self, key: &CustomerKey) -> Option<PendingNudge> {
+        let held = self.rows.get(&self.key(key)?)?;
+        Some(PendingNudge {
+            key: key.clone(),
+            version: held.version,
+            segment: held.segment.to_string(),
+            variant: held.variant,
+            locale: held.locale.as_deref().map(str::to_owned),
+            trace_id: held.trace_id.to_string(),
+            fired_at: held.fired_at,
+        })
+    }
+
+    pub(crate) fn version(&self, key: &CustomerKey) -> Option<u32> {
+        Some(self.rows.get(&self.key(key)?)?.version)
+    }
+
+    /// Drops the oldest rows until at most `cap` are left; how many were dropped.
+    pub(crate) fn evict_beyond(&mut self, cap: usize) -> u64 {
+        let mut evicted = 0;
+        while self.rows.len() > cap {
+            let Some((m, c, v)) = self.fired.pop_front() else {
+                break;
+            };
+            if self.rows.get(&(m, c)).is_some_and(|h| h.version == v) {
+                self.rows.remove(&(m, c));
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    /// Drops rows held for `window` seconds or more by `now`; how many were dropped.
+    pub(crate) fn expire(&mut self, now: Timestamp, window: i64) -> u64 {
+        let mut expired = 0;
+        while let Some(&(m, c, v)) = self.fired.front() {
+            if let Some(held) = self.rows.get(&(m, c)).filter(|h| h.version == v) {
+                if now.unix() - held.fired_at.unix() < window {
+                    break;
+                }
+                self.rows.remove(&(m, c));
+                expired += 1;
+            }
+            self.fired.pop_front();
+        }
+        expired
+    }
+
+    /// Drops a customer's row, or (`None`) every row of the merchant.
+    pub(crate) fn forget(&mut self, merchant: &MerchantId, customer_id: Option<u64>) {
+        let Some(&m) = self.merchant_ids.get(merchant) else {
+            return;
+        };
+        match customer_id {
+            Some(c) => drop(self.rows.remove(&(m, c))),
+            None => self.rows.retain(|(rm, _), _| *rm != m),
+        }
+    }
+}
