@@ -14,7 +14,7 @@ use loyalnest_rfm::processor::{inspect_all, ProcessorStats, Registry};
 use loyalnest_rfm::startup::build_processor;
 use sqlx::PgPool;
 use streams::sink::{EventSink, Outgoing};
-use streams::{InputEvent, SinkConfig, Topics};
+use streams::{InputEvent, MerchantId, SinkConfig, Topics};
 
 use crate::helpers::{brokers, eventually, fresh_database, unique};
 
@@ -76,6 +76,18 @@ pub(crate) async fn start_processor(partitions: i32) -> Harness {
 }
 
 impl Harness {
+    /// The customer's segment as Postgres holds it.
+    pub(crate) async fn segment_of(&self, merchant: &MerchantId, customer_id: i64) -> String {
+        sqlx::query_scalar(
+            "SELECT segment FROM customers WHERE merchant_id = $1 AND customer_id = $2",
+        )
+        .bind(merchant.as_str())
+        .bind(customer_id)
+        .fetch_one(&self.db)
+        .await
+        .expect("the customer's row")
+    }
+
     pub(crate) async fn produce(&self, events: &[InputEvent]) {
         for e in events {
             let payload = e.encode();

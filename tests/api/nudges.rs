@@ -65,13 +65,7 @@ async fn a_watching_shopper_gets_its_segment_change_nudge_and_an_erasure_ends_th
     assert_eq!(task["nudge_id"], nudge.nudge_id().as_str());
     assert_eq!(task["segment"], nudge.segment.as_str());
     assert_eq!(nudge.locale.as_deref(), Some("fr"));
-    let segment: String = sqlx::query_scalar(
-        "SELECT segment FROM customers WHERE merchant_id = $1 AND customer_id = 42",
-    )
-    .bind(merchant.as_str())
-    .fetch_one(&h.db)
-    .await
-    .unwrap();
+    let segment = h.segment_of(&merchant, 42).await;
     assert_eq!(nudge.segment, segment);
 
     let desk = h.nudges.clone();

@@ -383,13 +383,7 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     assert_eq!(dlq[0].headers["dlq.original_offset"], "0");
     assert!(dlq[0].headers["dlq.reason"].contains("not a valid"));
 
-    let segment: String = sqlx::query_scalar(
-        "SELECT segment FROM customers WHERE merchant_id = $1 AND customer_id = 42",
-    )
-    .bind(merchant.as_str())
-    .fetch_one(&h.db)
-    .await
-    .unwrap();
+    let segment = h.segment_of(&merchant, 42).await;
     assert_eq!(
         segment, "new",
         "the valid order after the poison was processed"
