@@ -190,6 +190,7 @@ pub async fn build_processor(
         store,
         cache,
         nudges: Some(nudges),
+        desk_turn: Default::default(),
     };
     // Without Redis, snapshots stay in memory: they serve a partition that comes back to this process, and
     // offsets are never committed, so a restart replays from the start.

@@ -74,7 +74,8 @@ fn desk(max_pending: usize) -> NudgeDesk {
     .build(Arc::new(SystemClock))
 }
 
-/// Heap held per pending nudge and per active actor with one watcher, each over `n` customers.
+/// Heap held per pending nudge and per active actor with one watcher, each over `n` customers. Both desks stay
+/// alive to the end: a dropped desk frees its table on its own thread, which would race the second count.
 async fn footprint(n: u64) {
     let before = LIVE.load(Ordering::SeqCst);
     let pending = desk(n as usize * 2);
@@ -89,11 +90,11 @@ async fn footprint(n: u64) {
         "pending nudge: {:.1} B each ({n} held)",
         held as f64 / n as f64
     );
-    drop(pending);
 
     let actors = desk(16);
-    let before = LIVE.load(Ordering::SeqCst);
+    // The bench's own list of watches is allocated before counting.
     let mut watches = Vec::with_capacity(n as usize);
+    let before = LIVE.load(Ordering::SeqCst);
     for c in 0..n {
         watches.push(actors.watch(key(c)).await.expect("watch"));
     }
@@ -104,6 +105,7 @@ async fn footprint(n: u64) {
         "active customer actor with one watcher: {:.1} B each ({n} active)",
         held as f64 / n as f64
     );
+    drop((watches, actors, pending));
 }
 
 fn benches(c: &mut Criterion) {

@@ -8,6 +8,7 @@
 //! disconnected rather than skipped: its socket then reconnects and is handed the current nudge, so a shopper never
 //! silently misses the latest one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +124,9 @@ pub(crate) struct CustomerActor {
     linger: Duration,
     idle: Option<SpawnHandle>,
     desk: actix::Recipient<Passivated>,
+    /// Set by the desk when the customer is erased, before it asks the actor to stop: deliveries already in the
+    /// mailbox must not reach a watcher after the erasure.
+    erased: Arc<AtomicBool>,
 }
 
 impl CustomerActor {
@@ -132,6 +136,7 @@ impl CustomerActor {
         current: Option<u32>,
         linger: Duration,
         desk: actix::Recipient<Passivated>,
+        erased: Arc<AtomicBool>,
     ) -> Self {
         CustomerActor {
             key,
@@ -142,7 +147,16 @@ impl CustomerActor {
             linger,
             idle: None,
             desk,
+            erased,
         }
+    }
+
+    /// Starts the actor on the current arbiter with its bounded mailbox in place from the first message.
+    pub(crate) fn activate(self) -> actix::Addr<Self> {
+        CustomerActor::create(|ctx| {
+            ctx.set_mailbox_capacity(MAILBOX);
+            self
+        })
     }
 
     /// Starts the linger timer when nobody watches; the actor stops when it runs out.
@@ -162,7 +176,6 @@ impl Actor for CustomerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX);
         self.idle_check(ctx);
         metrics::gauge!("customer_actors_active").increment(1.0);
     }
@@ -202,7 +215,7 @@ impl Handler<Deliver> for CustomerActor {
     type Result = ();
 
     fn handle(&mut self, Deliver(nudge): Deliver, ctx: &mut Context<Self>) {
-        if self.current.is_some_and(|v| v >= nudge.version) {
+        if self.erased.load(Ordering::Acquire) || self.current.is_some_and(|v| v >= nudge.version) {
             return;
         }
         self.current = Some(nudge.version);

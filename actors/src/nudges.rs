@@ -10,6 +10,7 @@
 //! The desk runs on its own arbiter so its work never lands on the consumer loop.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +58,10 @@ impl NudgeDeskConfig {
     /// Starts the desk on an arbiter of its own; it stops when the last handle is dropped.
     pub fn build(self, clock: Arc<dyn Clock>) -> NudgeDesk {
         let arbiter = Arbiter::new();
-        let addr =
-            DeskActor::start_in_arbiter(&arbiter.handle(), move |_| DeskActor::new(self, clock));
+        let addr = DeskActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(MAILBOX);
+            DeskActor::new(self, clock)
+        });
         NudgeDesk {
             addr,
             _arbiter: Arc::new(StopOnDrop(arbiter)),
@@ -102,6 +105,8 @@ pub struct Watching {
 /// Counts for tests, metrics and the closing of an activation story.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeskStats {
+    /// Nudges offered to the desk, including replays it ignored.
+    pub offered: u64,
     pub pending: usize,
     pub active: usize,
     pub activations: u64,
@@ -111,8 +116,8 @@ pub struct DeskStats {
 }
 
 impl NudgeDesk {
-    /// Offers the nudges of published changes (`Outcome::nudges`), as fired now. Awaits room in the desk's
-    /// mailbox, never the deliveries.
+    /// Offers the nudges of published changes (`Outcome::nudges`), as fired now. Awaits the desk taking them,
+    /// not their delivery to watchers (that is a `try_send` to each customer's actor).
     pub async fn offer(&self, nudges: Vec<PendingNudge>) {
         if nudges.is_empty() {
             return;
@@ -201,6 +206,7 @@ struct Actives;
 struct Active {
     addr: Addr<CustomerActor>,
     generation: u64,
+    erased: Arc<AtomicBool>,
 }
 
 struct DeskActor {
@@ -272,19 +278,22 @@ impl DeskActor {
             return active.addr.clone();
         }
         self.generation += 1;
-        let actor = CustomerActor::new(
+        let erased = Arc::new(AtomicBool::new(false));
+        let addr = CustomerActor::new(
             key.clone(),
             self.generation,
             self.pending.version(key),
             self.config.linger,
             ctx.address().recipient(),
-        );
-        let addr = actor.start();
+            erased.clone(),
+        )
+        .activate();
         self.active.insert(
             key.clone(),
             Active {
                 addr: addr.clone(),
                 generation: self.generation,
+                erased,
             },
         );
         self.stats.activations += 1;
@@ -297,7 +306,6 @@ impl Actor for DeskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX);
         ctx.run_interval(self.config.sweep_every, |desk, _| desk.sweep());
     }
 }
@@ -307,6 +315,7 @@ impl Handler<Offer> for DeskActor {
 
     fn handle(&mut self, Offer(nudges): Offer, _: &mut Context<Self>) {
         let now = self.clock.now();
+        self.stats.offered += nudges.len() as u64;
         for mut nudge in nudges {
             nudge.fired_at = now;
             self.hold(nudge);
@@ -326,6 +335,7 @@ impl Handler<Forget> for DeskActor {
         let gone: Vec<CustomerKey> = self.active.keys().filter(|k| erased(k)).cloned().collect();
         for key in gone {
             if let Some(active) = self.active.remove(&key) {
+                active.erased.store(true, Ordering::Release);
                 // Must arrive even when the actor's mailbox is full: an erasure is not a delivery to back off from.
                 active.addr.do_send(Passivate);
             }

@@ -3,6 +3,7 @@
 //! replays the batch and the replay finds its rows already there (Postgres) or its records carrying the same ids
 //! (Kafka).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::nudges::NudgeDesk;
@@ -11,6 +12,7 @@ use actors::Outcome;
 use futures_util::future::join_all;
 use streams::sink::EventSink;
 use streams::{ProduceError, Topics};
+use tokio::sync::oneshot;
 
 use crate::score_cache::ScoreCache;
 use crate::store::{Store, StoreError};
@@ -24,7 +26,13 @@ pub struct Publisher {
     pub cache: Option<ScoreCache>,
     /// Where fired nudges wait for their shoppers' widgets, offered once their `rfm.task` is acknowledged.
     pub nudges: Option<NudgeDesk>,
+    /// Completion of the latest outcome's hand-off to the desk: each waits for the one before, so an erasure can
+    /// never reach the desk ahead of an earlier batch's nudge for the same customer (see `start`).
+    pub desk_turn: DeskTurn,
 }
+
+/// The previous outcome's desk hand-off, for the next one to wait on.
+pub type DeskTurn = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
 
 impl Publisher {
     async fn send(&self, r: &Record) -> Result<(), ProduceError> {
@@ -47,6 +55,17 @@ impl Publisher {
             metrics::counter!("processor_output_queue_full_total").increment(refused as u64);
         }
         debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
+        // Outcomes complete out of order (up to 8 are in flight, and one with only erasures has no records to
+        // wait for), so the desk hand-offs are chained in the order the outcomes started.
+        let turn = self.nudges.is_some().then(|| {
+            let (mine, next) = oneshot::channel();
+            let previous = self
+                .desk_turn
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .replace(next);
+            (previous, mine)
+        });
         let this = self.clone();
         async move {
             let mut failed = Vec::new();
@@ -60,8 +79,13 @@ impl Publisher {
                 }
             }
             this.resend(failed).await;
-            if let Some(desk) = &this.nudges {
+            if let (Some(desk), Some((previous, mine))) = (&this.nudges, turn) {
+                // A dropped predecessor (its task ended) has nothing left to hand over.
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
                 hand_to_desk(desk, &mut outcome).await;
+                let _ = mine.send(());
             }
             this.write_rows(&outcome).await;
             if let Some(cache) = &this.cache {
@@ -143,4 +167,63 @@ pub enum PublishError {
     Kafka(#[from] ProduceError),
     #[error("publishing task failed: {0}")]
     Task(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::customer::{CustomerKey, PendingNudge, DEFAULT_VARIANT};
+    use actors::nudges::NudgeDeskConfig;
+    use functions::Timestamp;
+    use streams::{MerchantId, SinkConfig};
+
+    /// An erasure's outcome has no records to wait for and completes first; its hand-off must still come after
+    /// the earlier outcome's nudge, or the erased customer's nudge would be held again.
+    #[actix_web::test]
+    async fn an_erasure_reaches_the_desk_after_an_earlier_outcomes_nudge() {
+        let topics = Topics::default();
+        let broker = crate::mock_broker::MockBroker::start(&topics, 1).unwrap();
+        let desk = NudgeDeskConfig::default().build(Arc::new(actors::SystemClock));
+        let publisher = Publisher {
+            sink: SinkConfig::new(broker.bootstrap_servers()).build().unwrap(),
+            topics: topics.clone(),
+            store: None,
+            cache: None,
+            nudges: Some(desk.clone()),
+            desk_turn: DeskTurn::default(),
+        };
+        let key = CustomerKey {
+            merchant: MerchantId::parse("order.myshopify.com").unwrap(),
+            customer_id: 5,
+        };
+        let changed = Outcome {
+            records: vec![Record {
+                topic: topics.rfm_updated.clone(),
+                key: key.merchant.to_string(),
+                payload: b"{}".to_vec(),
+                trace_id: "t".into(),
+            }],
+            nudges: vec![PendingNudge {
+                key: key.clone(),
+                version: 2,
+                segment: "loyal".into(),
+                variant: DEFAULT_VARIANT,
+                locale: None,
+                trace_id: "t".into(),
+                fired_at: Timestamp(0),
+            }],
+            ..Outcome::default()
+        };
+        let erased = Outcome {
+            redactions: vec![(key.merchant.clone(), Some(5), "redact".into())],
+            ..Outcome::default()
+        };
+        let first = tokio::task::spawn_local(publisher.start(changed));
+        let second = tokio::task::spawn_local(publisher.start(erased));
+        second.await.unwrap();
+        first.await.unwrap();
+        let stats = desk.stats().await;
+        assert_eq!(stats.offered, 1);
+        assert_eq!(desk.current(key).await, None, "the erasure came last");
+    }
 }

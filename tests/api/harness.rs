@@ -76,16 +76,20 @@ pub(crate) async fn start_processor(partitions: i32) -> Harness {
 }
 
 impl Harness {
-    /// The customer's segment as Postgres holds it.
-    pub(crate) async fn segment_of(&self, merchant: &MerchantId, customer_id: i64) -> String {
+    /// The customer's segment as Postgres holds it, if it has a row.
+    pub(crate) async fn segment_of(
+        &self,
+        merchant: &MerchantId,
+        customer_id: i64,
+    ) -> Option<String> {
         sqlx::query_scalar(
             "SELECT segment FROM customers WHERE merchant_id = $1 AND customer_id = $2",
         )
         .bind(merchant.as_str())
         .bind(customer_id)
-        .fetch_one(&self.db)
+        .fetch_optional(&self.db)
         .await
-        .expect("the customer's row")
+        .expect("postgres answers")
     }
 
     pub(crate) async fn produce(&self, events: &[InputEvent]) {

@@ -383,7 +383,10 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     assert_eq!(dlq[0].headers["dlq.original_offset"], "0");
     assert!(dlq[0].headers["dlq.reason"].contains("not a valid"));
 
-    let segment = h.segment_of(&merchant, 42).await;
+    let segment = h
+        .segment_of(&merchant, 42)
+        .await
+        .expect("the customer's row");
     assert_eq!(
         segment, "new",
         "the valid order after the poison was processed"

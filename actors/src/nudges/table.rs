@@ -1,5 +1,5 @@
 //! The desk's table of pending nudges, kept compact because a catch-up can fill it to its cap at once: merchants
-//! are interned to a number, segment keys and locales to shared strings, and the expiry queue holds 16-byte entries.
+//! are interned to a number, segment keys and locales to shared strings, and the expiry queue holds 24-byte entries.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ const MAX_WORDS: usize = 4096;
 type Key = (u32, u64);
 
 struct Held {
+    /// Which insertion this row is, matched against the expiry queue's entries.
+    seq: u64,
     version: u32,
     fired_at: Timestamp,
     segment: Arc<str>,
@@ -30,8 +32,11 @@ pub(crate) struct PendingTable {
     merchant_ids: HashMap<MerchantId, u32>,
     words: HashSet<Arc<str>>,
     rows: HashMap<Key, Held>,
-    /// Rows in the order they were held; an entry whose version no longer matches its row is stale and skipped.
-    fired: VecDeque<(u32, u64, u32)>,
+    /// Rows in the order they were held, by insertion number; an entry whose number is not its row's (the row was
+    /// replaced, evicted or erased) is stale and skipped. Numbers, not versions: an erased customer who comes back
+    /// restarts its versions, and an old entry must not match the new row.
+    fired: VecDeque<(u32, u64, u64)>,
+    next_seq: u64,
 }
 
 impl PendingTable {
@@ -78,7 +83,10 @@ impl PendingTable {
         {
             return false;
         }
+        self.next_seq += 1;
+        let seq = self.next_seq;
         let held = Held {
+            seq,
             version: nudge.version,
             fired_at: nudge.fired_at,
             segment: self.word(&nudge.segment),
@@ -87,12 +95,10 @@ impl PendingTable {
             trace_id: nudge.trace_id.as_str().into(),
         };
         self.rows.insert(key, held);
-        self.fired.push_back((key.0, key.1, nudge.version));
+        self.fired.push_back((key.0, key.1, seq));
         // Stale entries (replaced nudges) are dropped once they outnumber the live ones.
         if self.fired.len() > 2 * self.rows.len() + 1024 {
-            let rows = &self.rows;
-            self.fired
-                .retain(|(m, c, v)| rows.get(&(*m, *c)).is_some_and(|h| h.version == *v));
+            self.compact();
         }
         true
     }
@@ -118,10 +124,10 @@ impl PendingTable {
     pub(crate) fn evict_beyond(&mut self, cap: usize) -> u64 {
         let mut evicted = 0;
         while self.rows.len() > cap {
-            let Some((m, c, v)) = self.fired.pop_front() else {
+            let Some((m, c, seq)) = self.fired.pop_front() else {
                 break;
             };
-            if self.rows.get(&(m, c)).is_some_and(|h| h.version == v) {
+            if self.rows.get(&(m, c)).is_some_and(|h| h.seq == seq) {
                 self.rows.remove(&(m, c));
                 evicted += 1;
             }
@@ -132,8 +138,8 @@ impl PendingTable {
     /// Drops rows held for `window` seconds or more by `now`; how many were dropped.
     pub(crate) fn expire(&mut self, now: Timestamp, window: i64) -> u64 {
         let mut expired = 0;
-        while let Some(&(m, c, v)) = self.fired.front() {
-            if let Some(held) = self.rows.get(&(m, c)).filter(|h| h.version == v) {
+        while let Some(&(m, c, seq)) = self.fired.front() {
+            if let Some(held) = self.rows.get(&(m, c)).filter(|h| h.seq == seq) {
                 if now.unix() - held.fired_at.unix() < window {
                     break;
                 }
@@ -154,5 +160,59 @@ impl PendingTable {
             Some(c) => drop(self.rows.remove(&(m, c))),
             None => self.rows.retain(|(rm, _), _| *rm != m),
         }
+        // Erasures are rare; the queue keeps no trace of the erased customers.
+        self.compact();
+    }
+
+    /// Drops the queue's stale entries, and gives back the room they took.
+    fn compact(&mut self) {
+        let rows = &self.rows;
+        self.fired
+            .retain(|(m, c, seq)| rows.get(&(*m, *c)).is_some_and(|h| h.seq == *seq));
+        self.fired.shrink_to(2 * self.rows.len() + 1024);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::customer::DEFAULT_VARIANT;
+
+    fn nudge(customer_id: u64, version: u32, at: i64) -> PendingNudge {
+        PendingNudge {
+            key: CustomerKey {
+                merchant: MerchantId::parse("table.myshopify.com").unwrap(),
+                customer_id,
+            },
+            version,
+            segment: "loyal".into(),
+            variant: DEFAULT_VARIANT,
+            locale: None,
+            trace_id: "t".into(),
+            fired_at: Timestamp(at),
+        }
+    }
+
+    #[test]
+    fn an_erased_customer_who_comes_back_is_evicted_and_expired_in_its_new_place() {
+        let mut table = PendingTable::default();
+        let (old, other) = (nudge(1, 2, 0), nudge(2, 2, 10));
+        assert!(table.hold(&old) && table.hold(&other));
+        table.forget(&old.key.merchant, Some(1));
+        // The same customer and version again, the newest row now.
+        assert!(table.hold(&nudge(1, 2, 20)));
+        assert_eq!(table.fired.len(), 2, "the erased row left no entry");
+        assert_eq!(table.evict_beyond(1), 1);
+        assert!(table.get(&other.key).is_none(), "the oldest row went");
+        assert!(table.get(&old.key).is_some());
+
+        let mut table = PendingTable::default();
+        table.hold(&nudge(1, 2, 0));
+        table.forget(&old.key.merchant, None);
+        table.hold(&nudge(1, 2, 100));
+        table.hold(&nudge(2, 2, 100));
+        table.hold(&nudge(3, 2, 200));
+        assert_eq!(table.expire(Timestamp(250), 60), 2);
+        assert_eq!(table.len(), 1);
     }
 }

@@ -180,9 +180,11 @@ async fn past_the_cap_the_oldest_nudges_are_evicted_and_past_the_window_they_exp
 
 #[actix::test]
 async fn a_watcher_that_stops_reading_is_disconnected_and_gets_the_latest_on_return() {
+    // A long linger: the stream must end because the watcher lagged, not because the actor passivated.
     let config = NudgeDeskConfig {
         watcher_buffer: 1,
-        ..quick()
+        linger: Duration::from_secs(600),
+        ..NudgeDeskConfig::default()
     };
     let (desk, _) = desk(config);
     let mut slow = desk.watch(key(SHOP, 9)).await.unwrap();
@@ -192,6 +194,12 @@ async fn a_watcher_that_stops_reading_is_disconnected_and_gets_the_latest_on_ret
     desk.settle().await;
     assert_eq!(next(&mut slow.updates).await.unwrap().version, 2);
     assert_eq!(next(&mut slow.updates).await, None, "disconnected");
+    let stats = desk.stats().await;
+    assert_eq!(
+        (stats.active, stats.passivations),
+        (1, 0),
+        "the actor stays"
+    );
     let back = desk.watch(key(SHOP, 9)).await.unwrap();
     assert_eq!(back.current.map(|n| n.version), Some(3));
 }
