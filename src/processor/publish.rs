@@ -41,7 +41,9 @@ impl Publisher {
 
     /// Enqueues the outcome's Kafka records now, in order (unless its actor did), and returns a future that
     /// completes once every record is acknowledged and every row written. Starting several outcomes before awaiting
-    /// them pipelines batches while keeping each partition's records in the order they were produced.
+    /// them pipelines batches while keeping each partition's records in the order they were produced. Each future
+    /// hands its nudges to the desk only after the one started before it did, so the futures must all be driven
+    /// (spawned, or awaited in start order): one never polled holds up every later one's hand-off.
     pub fn start(&self, mut outcome: Outcome) -> impl std::future::Future<Output = ()> + 'static {
         let records = std::mem::take(&mut outcome.records);
         let deliveries = match outcome.enqueued.take() {
