@@ -107,6 +107,8 @@ pub struct Watching {
 pub struct DeskStats {
     /// Nudges offered to the desk, including replays it ignored.
     pub offered: u64,
+    /// Erasures (of a customer or a shop) the desk has carried out.
+    pub erasures: u64,
     pub pending: usize,
     pub active: usize,
     pub activations: u64,
@@ -331,6 +333,7 @@ impl Handler<Forget> for DeskActor {
             k.merchant == forget.merchant && forget.customer_id.is_none_or(|c| c == k.customer_id)
         };
         self.pending.forget(&forget.merchant, forget.customer_id);
+        self.stats.erasures += 1;
         self.deferred.retain(|k| !erased(k));
         let gone: Vec<CustomerKey> = self.active.keys().filter(|k| erased(k)).cloned().collect();
         for key in gone {

@@ -59,7 +59,8 @@ impl Publisher {
         debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
         // Outcomes complete out of order (up to 8 are in flight, and one with only erasures has no records to
         // wait for), so the desk hand-offs are chained in the order the outcomes started.
-        let turn = self.nudges.is_some().then(|| {
+        let for_desk = !outcome.nudges.is_empty() || !outcome.redactions.is_empty();
+        let turn = (self.nudges.is_some() && for_desk).then(|| {
             let (mine, next) = oneshot::channel();
             let previous = self
                 .desk_turn
@@ -81,13 +82,23 @@ impl Publisher {
                 }
             }
             this.resend(failed).await;
-            if let (Some(desk), Some((previous, mine))) = (&this.nudges, turn) {
-                // A dropped predecessor (its task ended) has nothing left to hand over.
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                hand_to_desk(desk, &mut outcome).await;
-                let _ = mine.send(());
+            if let (Some(desk), Some((previous, mine))) = (this.nudges.clone(), turn) {
+                let nudges = std::mem::take(&mut outcome.nudges);
+                let erased: Vec<_> = outcome
+                    .redactions
+                    .iter()
+                    .map(|(m, c, _)| (m.clone(), *c))
+                    .collect();
+                // On a task of its own, so neither this outcome's rows nor a tick the loop awaits wait for an
+                // earlier outcome (whose acknowledgements may be held up by an outage).
+                tokio::task::spawn_local(async move {
+                    // A dropped predecessor (its task ended) has nothing left to hand over.
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    hand_to_desk(&desk, nudges, &erased).await;
+                    let _ = mine.send(());
+                });
             }
             this.write_rows(&outcome).await;
             if let Some(cache) = &this.cache {
@@ -135,9 +146,13 @@ impl Publisher {
 
 /// Offers the outcome's nudges before its erasures, so a customer changed and erased in one batch keeps no nudge.
 /// Before the Postgres rows: a widget shows the nudge as soon as its record is durable on Kafka.
-async fn hand_to_desk(desk: &NudgeDesk, outcome: &mut Outcome) {
-    desk.offer(std::mem::take(&mut outcome.nudges)).await;
-    for (merchant, customer, _) in &outcome.redactions {
+async fn hand_to_desk(
+    desk: &NudgeDesk,
+    nudges: Vec<actors::customer::PendingNudge>,
+    erased: &[(streams::MerchantId, Option<u64>)],
+) {
+    desk.offer(nudges).await;
+    for (merchant, customer) in erased {
         desk.forget(merchant, *customer).await;
     }
 }
@@ -175,7 +190,7 @@ pub enum PublishError {
 mod tests {
     use super::*;
     use actors::customer::{CustomerKey, PendingNudge, DEFAULT_VARIANT};
-    use actors::nudges::NudgeDeskConfig;
+    use actors::nudges::{DeskStats, NudgeDeskConfig};
     use functions::Timestamp;
     use streams::{MerchantId, SinkConfig};
 
@@ -224,8 +239,21 @@ mod tests {
         let second = tokio::task::spawn_local(publisher.start(erased));
         second.await.unwrap();
         first.await.unwrap();
-        let stats = desk.stats().await;
-        assert_eq!(stats.offered, 1);
+        // The hand-offs run on tasks of their own; wait for both to have reached the desk.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while desk.stats().await
+            != (DeskStats {
+                offered: 1,
+                erasures: 1,
+                ..desk.stats().await
+            })
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hand-offs never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(desk.current(key).await, None, "the erasure came last");
     }
 }
