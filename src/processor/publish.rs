@@ -57,18 +57,7 @@ impl Publisher {
             metrics::counter!("processor_output_queue_full_total").increment(refused as u64);
         }
         debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
-        // Outcomes complete out of order (up to 8 are in flight, and one with only erasures has no records to
-        // wait for), so the desk hand-offs are chained in the order the outcomes started.
-        let for_desk = !outcome.nudges.is_empty() || !outcome.redactions.is_empty();
-        let turn = (self.nudges.is_some() && for_desk).then(|| {
-            let (mine, next) = oneshot::channel();
-            let previous = self
-                .desk_turn
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .replace(next);
-            (previous, mine)
-        });
+        let turn = self.take_turn(&outcome);
         let this = self.clone();
         async move {
             let mut failed = Vec::new();
@@ -82,23 +71,8 @@ impl Publisher {
                 }
             }
             this.resend(failed).await;
-            if let (Some(desk), Some((previous, mine))) = (this.nudges.clone(), turn) {
-                let nudges = std::mem::take(&mut outcome.nudges);
-                let erased: Vec<_> = outcome
-                    .redactions
-                    .iter()
-                    .map(|(m, c, _)| (m.clone(), *c))
-                    .collect();
-                // On a task of its own, so neither this outcome's rows nor a tick the loop awaits wait for an
-                // earlier outcome (whose acknowledgements may be held up by an outage).
-                tokio::task::spawn_local(async move {
-                    // A dropped predecessor (its task ended) has nothing left to hand over.
-                    if let Some(previous) = previous {
-                        let _ = previous.await;
-                    }
-                    hand_to_desk(&desk, nudges, &erased).await;
-                    let _ = mine.send(());
-                });
+            if let Some(turn) = turn {
+                turn.hand_over(&mut outcome);
             }
             this.write_rows(&outcome).await;
             if let Some(cache) = &this.cache {
@@ -106,6 +80,27 @@ impl Publisher {
             }
             metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
         }
+    }
+
+    /// This outcome's place in the chain of desk hand-offs, when it has something for the desk. Outcomes complete
+    /// out of order (up to 8 are in flight, and one with only erasures has no records to wait for), so the hand-offs
+    /// are chained in the order the outcomes started.
+    fn take_turn(&self, outcome: &Outcome) -> Option<Turn> {
+        let desk = self.nudges.clone()?;
+        if outcome.nudges.is_empty() && outcome.redactions.is_empty() {
+            return None;
+        }
+        let (mine, next) = oneshot::channel();
+        let previous = self
+            .desk_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .replace(next);
+        Some(Turn {
+            desk,
+            previous,
+            mine,
+        })
     }
 
     /// Resends records until acknowledged. An output that landed but whose acknowledgement was lost becomes a
@@ -141,6 +136,34 @@ impl Publisher {
             })
             .await;
         }
+    }
+}
+
+/// An outcome's place in the chain of desk hand-offs.
+struct Turn {
+    desk: NudgeDesk,
+    previous: Option<oneshot::Receiver<()>>,
+    mine: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Hands the outcome's nudges and erasures to the desk on a task of its own, so neither the outcome's rows nor
+    /// a tick the loop awaits wait for an earlier outcome (whose acknowledgements an outage may hold up).
+    fn hand_over(self, outcome: &mut Outcome) {
+        let nudges = std::mem::take(&mut outcome.nudges);
+        let erased: Vec<_> = outcome
+            .redactions
+            .iter()
+            .map(|(m, c, _)| (m.clone(), *c))
+            .collect();
+        tokio::task::spawn_local(async move {
+            // A dropped predecessor (its task ended) has nothing left to hand over.
+            if let Some(previous) = self.previous {
+                let _ = previous.await;
+            }
+            hand_to_desk(&self.desk, nudges, &erased).await;
+            let _ = self.mine.send(());
+        });
     }
 }
 
