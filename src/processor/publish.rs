@@ -147,8 +147,10 @@ struct Turn {
 }
 
 impl Turn {
-    /// Hands the outcome's nudges and erasures to the desk on a task of its own, so neither the outcome's rows nor
-    /// a tick the loop awaits wait for an earlier outcome (whose acknowledgements an outage may hold up).
+    /// Hands the outcome's nudges and then its erasures to the desk, on a task of its own so that neither the
+    /// outcome's rows nor a tick the loop awaits wait for an earlier outcome (whose acknowledgements an outage may
+    /// hold up). Nudges first, so a customer changed and erased in one batch keeps no nudge; before the Postgres
+    /// rows, so a widget shows the nudge as soon as its record is durable on Kafka.
     fn hand_over(self, outcome: &mut Outcome) {
         let nudges = std::mem::take(&mut outcome.nudges);
         let erased: Vec<_> = outcome
@@ -161,22 +163,12 @@ impl Turn {
             if let Some(previous) = self.previous {
                 let _ = previous.await;
             }
-            hand_to_desk(&self.desk, nudges, &erased).await;
+            self.desk.offer(nudges).await;
+            for (merchant, customer) in &erased {
+                self.desk.forget(merchant, *customer).await;
+            }
             let _ = self.mine.send(());
         });
-    }
-}
-
-/// Offers the outcome's nudges before its erasures, so a customer changed and erased in one batch keeps no nudge.
-/// Before the Postgres rows: a widget shows the nudge as soon as its record is durable on Kafka.
-async fn hand_to_desk(
-    desk: &NudgeDesk,
-    nudges: Vec<actors::customer::PendingNudge>,
-    erased: &[(streams::MerchantId, Option<u64>)],
-) {
-    desk.offer(nudges).await;
-    for (merchant, customer) in erased {
-        desk.forget(merchant, *customer).await;
     }
 }
 

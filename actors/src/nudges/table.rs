@@ -127,7 +127,7 @@ impl PendingTable {
             let Some((m, c, seq)) = self.fired.pop_front() else {
                 break;
             };
-            if self.rows.get(&(m, c)).is_some_and(|h| h.seq == seq) {
+            if live(&self.rows, &(m, c, seq)).is_some() {
                 self.rows.remove(&(m, c));
                 evicted += 1;
             }
@@ -139,7 +139,7 @@ impl PendingTable {
     pub(crate) fn expire(&mut self, now: Timestamp, window: i64) -> u64 {
         let mut expired = 0;
         while let Some(&(m, c, seq)) = self.fired.front() {
-            if let Some(held) = self.rows.get(&(m, c)).filter(|h| h.seq == seq) {
+            if let Some(held) = live(&self.rows, &(m, c, seq)) {
                 if now.unix() - held.fired_at.unix() < window {
                     break;
                 }
@@ -167,10 +167,14 @@ impl PendingTable {
     /// Drops the queue's stale entries, and gives back the room they took.
     fn compact(&mut self) {
         let rows = &self.rows;
-        self.fired
-            .retain(|(m, c, seq)| rows.get(&(*m, *c)).is_some_and(|h| h.seq == *seq));
+        self.fired.retain(|entry| live(rows, entry).is_some());
         self.fired.shrink_to(2 * self.rows.len() + 1024);
     }
+}
+
+/// The row an expiry-queue entry stands for, unless the entry is stale (its row was replaced, evicted or erased).
+fn live<'a>(rows: &'a HashMap<Key, Held>, &(m, c, seq): &(u32, u64, u64)) -> Option<&'a Held> {
+    rows.get(&(m, c)).filter(|h| h.seq == seq)
 }
 
 #[cfg(test)]
