@@ -43,21 +43,16 @@ impl ScoreCache {
             .collect();
         let sets = changes
             .iter()
-            .filter(|c| forget.is_empty() || !forget.contains(&key(&c.merchant, c.customer_id)))
-            .map(Command::Set);
+            .map(|c| (key(&c.merchant, c.customer_id), c))
+            .filter(|(k, _)| !forget.contains(k))
+            .map(|(k, c)| Command::Set(k, c));
         let forgets = forget.iter().map(|k| Command::Forget(k.clone()));
         let commands: Vec<Command<'_>> = forgets.chain(sets).collect();
         for (i, chunk) in commands.chunks(PIPELINE_MAX).enumerate() {
             let mut pipe = redis::pipe();
             for command in chunk {
                 match command {
-                    Command::Set(change) => pipe
-                        .set_ex(
-                            key(&change.merchant, change.customer_id),
-                            value(change),
-                            TTL_SECS,
-                        )
-                        .ignore(),
+                    Command::Set(key, change) => pipe.set_ex(key, value(change), TTL_SECS).ignore(),
                     Command::Forget(key) => pipe.del(key).ignore(),
                 };
             }
@@ -75,7 +70,8 @@ impl ScoreCache {
 const PIPELINE_MAX: usize = 512;
 
 enum Command<'a> {
-    Set(&'a Change),
+    /// The customer's key, computed once for the erasure check and the write.
+    Set(String, &'a Change),
     Forget(String),
 }
 
