@@ -19,6 +19,11 @@ use crate::shopify::hmac::WebhookSecrets;
 /// Clock skew tolerated on `exp` and `nbf`, as Shopify's own libraries do.
 const LEEWAY_SECS: i64 = 5;
 
+/// The longest lifetime (`exp - nbf`) a token may claim. Shopify's live one minute; the CLI's and the demo's
+/// development tokens live up to a day. A longer claim is refused, so a leaked token cannot have been minted to
+/// live for ever.
+pub const MAX_LIFETIME_SECS: i64 = 86_400;
+
 /// The WebSocket sub-protocol a browser offers, followed by the token, since browsers cannot set headers on a
 /// WebSocket handshake.
 pub const WS_PROTOCOL: &str = "bearer";
@@ -41,6 +46,10 @@ pub enum AuthError {
     Audience,
     #[error("token does not name a shop")]
     Destination,
+    #[error("token claims a lifetime longer than allowed")]
+    Lifetime,
+    #[error("token issuer is not its destination shop")]
+    Issuer,
 }
 
 /// The claims of a Shopify session token that we read or write.
@@ -70,8 +79,17 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Checks signature, algorithm, audience, lifetime and destination; returns the shop.
+    /// Checks signature, algorithm, audience, lifetime, issuer and destination; returns the shop.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<MerchantId, AuthError> {
+        self.verify_claims(token, now_unix).map(|(shop, _)| shop)
+    }
+
+    /// [`Verifier::verify`], also returning the verified claims.
+    pub fn verify_claims(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<(MerchantId, Claims), AuthError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -99,13 +117,14 @@ impl Verifier {
         if claims.aud != self.api_key {
             return Err(AuthError::Audience);
         }
-        if now_unix >= claims.exp + LEEWAY_SECS {
-            return Err(AuthError::Expired);
+        check_lifetime(&claims, now_unix)?;
+        let shop = shop_of(&claims.dest)?;
+        // Shopify's `iss` is the shop's admin URL: a token whose issuer names another shop is not Shopify's.
+        let issuer = claims.iss.strip_prefix("https://").unwrap_or("");
+        if issuer.split('/').next() != Some(shop.as_str()) {
+            return Err(AuthError::Issuer);
         }
-        if now_unix + LEEWAY_SECS < claims.nbf {
-            return Err(AuthError::NotYetValid);
-        }
-        shop_of(&claims.dest)
+        Ok((shop, claims))
     }
 
     /// Verifies the token a request carries: `Authorization: Bearer …`, or for a browser's WebSocket the
@@ -116,10 +135,12 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<Authenticated, AuthError> {
         let (token, via_protocol) = bearer(headers).ok_or(AuthError::Missing)?;
-        let merchant = self.verify(token, now_unix)?;
+        let (merchant, claims) = self.verify_claims(token, now_unix)?;
         Ok(Authenticated {
             merchant,
             via_protocol,
+            subject: claims.sub,
+            expires_at: claims.exp,
         })
     }
 }
@@ -130,6 +151,24 @@ impl Verifier {
 pub struct Authenticated {
     pub merchant: MerchantId,
     pub via_protocol: bool,
+    /// The token's `sub` (the staff member), for audit rows.
+    pub subject: String,
+    /// The token's `exp`, in Unix seconds: a socket opened with it is closed then.
+    pub expires_at: i64,
+}
+
+/// Lifetime checks in saturating arithmetic: the claims are attacker-chosen integers.
+fn check_lifetime(claims: &Claims, now_unix: i64) -> Result<(), AuthError> {
+    if claims.exp.saturating_sub(claims.nbf) > MAX_LIFETIME_SECS {
+        return Err(AuthError::Lifetime);
+    }
+    if now_unix >= claims.exp.saturating_add(LEEWAY_SECS) {
+        return Err(AuthError::Expired);
+    }
+    if now_unix.saturating_add(LEEWAY_SECS) < claims.nbf {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<(&str, bool)> {
@@ -252,6 +291,61 @@ mod tests {
         let payload_b = other.split('.').nth(1).unwrap();
         let spliced = format!("{h}.{payload_b}.{sig}");
         assert_eq!(verifier().verify(&spliced, NOW), Err(AuthError::Signature));
+    }
+
+    /// Signs arbitrary claims the way `mint` does, for tests of claims `mint` would never produce.
+    fn sign_claims(claims: &serde_json::Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{header}.{payload}");
+        let sig =
+            URL_SAFE_NO_PAD.encode(hs256(b"new").chain_update(&signed).finalize().into_bytes());
+        format!("{signed}.{sig}")
+    }
+
+    fn claims_json(exp: i64, nbf: i64, iss: &str) -> serde_json::Value {
+        serde_json::json!({
+            "iss": iss, "dest": "https://a-shop.myshopify.com", "aud": "key", "sub": "1",
+            "exp": exp, "nbf": nbf, "iat": nbf, "jti": "j", "sid": "s",
+        })
+    }
+
+    #[test]
+    fn extreme_lifetimes_are_refused_without_overflow() {
+        let iss = "https://a-shop.myshopify.com/admin";
+        let v = verifier();
+        let huge = sign_claims(&claims_json(i64::MAX, NOW, iss));
+        assert_eq!(v.verify(&huge, NOW), Err(AuthError::Lifetime));
+        let wrapped = sign_claims(&claims_json(i64::MAX, i64::MIN, iss));
+        assert_eq!(v.verify(&wrapped, NOW), Err(AuthError::Lifetime));
+        let day_and_more = sign_claims(&claims_json(NOW + MAX_LIFETIME_SECS + 1, NOW, iss));
+        assert_eq!(v.verify(&day_and_more, NOW), Err(AuthError::Lifetime));
+        let a_day = sign_claims(&claims_json(NOW + MAX_LIFETIME_SECS, NOW, iss));
+        assert!(v.verify(&a_day, NOW).is_ok());
+        let at_max = sign_claims(&claims_json(i64::MAX, i64::MAX - 10, iss));
+        assert_eq!(v.verify(&at_max, i64::MAX), Err(AuthError::Expired));
+        let at_min = sign_claims(&claims_json(i64::MIN + 110, i64::MIN + 100, iss));
+        assert_eq!(v.verify(&at_min, i64::MIN), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn the_issuer_must_be_the_destination_shop() {
+        let v = verifier();
+        for iss in [
+            "https://b-shop.myshopify.com/admin",
+            "https://a-shop.myshopify.com.evil.com/admin",
+            "a-shop.myshopify.com/admin",
+            "",
+        ] {
+            let token = sign_claims(&claims_json(NOW + 60, NOW, iss));
+            assert_eq!(v.verify(&token, NOW), Err(AuthError::Issuer), "{iss}");
+        }
+        let token = sign_claims(&claims_json(
+            NOW + 60,
+            NOW,
+            "https://a-shop.myshopify.com/admin",
+        ));
+        assert_eq!(v.verify(&token, NOW), Ok(shop()));
     }
 
     #[test]

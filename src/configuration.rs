@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use streams::Topics;
 
-use crate::pii::KeyRing;
+use crate::pii::{KeyRing, PiiError};
 use crate::shopify::hmac::WebhookSecrets;
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,16 @@ impl Settings {
             get("SHOPIFY_API_SECRET").ok_or_else(|| err("SHOPIFY_API_SECRET", "is required"))?;
         let keys = match get("ENCRYPTION_KEYS") {
             Some(spec) => {
-                KeyRing::parse(&spec).map_err(|e| err("ENCRYPTION_KEYS", e.to_string()))?
+                let index = get("PII_INDEX_KEY").ok_or_else(|| {
+                    err(
+                        "PII_INDEX_KEY",
+                        "is required with ENCRYPTION_KEYS (base64 of 32 bytes)",
+                    )
+                })?;
+                KeyRing::parse(&spec, &index).map_err(|e| match e {
+                    PiiError::BadIndexKey => err("PII_INDEX_KEY", e.to_string()),
+                    e => err("ENCRYPTION_KEYS", e.to_string()),
+                })?
             }
             None => KeyRing::empty(),
         };

@@ -4,8 +4,17 @@
 //! Keys come from `ENCRYPTION_KEYS` as `id:base64key,...`; the first key seals, every listed key opens, so a key
 //! rotates by prepending a new one while old ciphertexts stay readable. With no keys configured the ingress drops
 //! PII instead of storing it.
+//!
+//! Each ciphertext is bound to its shop and customer as associated data, so a sealed value copied onto another
+//! customer's row does not open. Nonces are 96 random bits from the operating system's generator; a key is good
+//! for about 2^32 random nonces, so each key counts its seals and warns long before that. The blind index of the
+//! email is an HMAC under a key of its own (`PII_INDEX_KEY`), not one derived from a sealing key, so rotating the
+//! sealing key leaves every index, and every lookup by email, as it was.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -13,27 +22,35 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use streams::events::SealedPii;
+use streams::MerchantId;
+
+/// Seals under one key past which a warning is logged (once per power of two): 2^30 is a quarter of the point
+/// where random 96-bit nonces start to risk a collision, leaving time to rotate.
+pub const SEAL_WARNING: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PiiError {
     #[error("key entry {0:?} is not id:base64-of-32-bytes")]
     BadKey(String),
+    #[error("the blind index key is not base64 of 32 bytes")]
+    BadIndexKey,
     #[error("no key with id {0:?}")]
     UnknownKey(String),
     #[error("sealed value could not be opened")]
     Corrupt,
 }
 
-#[derive(Clone)]
 struct NamedKey {
     id: String,
     cipher: Aes256Gcm,
-    index_key: [u8; 32],
+    /// Seals made under this key by this process.
+    seals: AtomicU64,
 }
 
 #[derive(Clone, Default)]
 pub struct KeyRing {
-    keys: Vec<NamedKey>,
+    keys: Arc<Vec<NamedKey>>,
+    index_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -65,30 +82,49 @@ impl Pii {
     }
 }
 
+/// Who a sealed value belongs to; bound into the ciphertext as associated data.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub merchant: &'a MerchantId,
+    pub customer_id: u64,
+}
+
+impl Owner<'_> {
+    fn aad(&self) -> Vec<u8> {
+        format!("loyalnest pii v2|{}|{}", self.merchant, self.customer_id).into_bytes()
+    }
+}
+
+fn decode_key(b64: &str) -> Option<[u8; 32]> {
+    STANDARD.decode(b64.trim()).ok()?.try_into().ok()
+}
+
 impl KeyRing {
     pub fn empty() -> Self {
         KeyRing::default()
     }
 
-    pub fn parse(spec: &str) -> Result<Self, PiiError> {
+    /// Parses `ENCRYPTION_KEYS` (`id:base64,...`, newest first) and `PII_INDEX_KEY` (base64 of 32 bytes).
+    pub fn parse(spec: &str, index_key: &str) -> Result<Self, PiiError> {
         let keys = spec
             .split(',')
             .filter(|entry| !entry.trim().is_empty())
             .map(|entry| {
                 let bad = || PiiError::BadKey(entry.split(':').next().unwrap_or("").to_owned());
                 let (id, b64) = entry.trim().split_once(':').ok_or_else(bad)?;
-                let raw = STANDARD.decode(b64).map_err(|_| bad())?;
-                let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| bad())?;
-                let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(&raw).map_err(|_| bad())?;
-                derive.update(b"loyalnest blind index v1");
+                let raw = decode_key(b64).ok_or_else(bad)?;
                 Ok(NamedKey {
                     id: id.to_owned(),
-                    cipher,
-                    index_key: derive.finalize().into_bytes().into(),
+                    cipher: Aes256Gcm::new(&raw.into()),
+                    seals: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(KeyRing { keys })
+        let index_key = decode_key(index_key).ok_or(PiiError::BadIndexKey)?;
+        Ok(KeyRing {
+            keys: Arc::new(keys),
+            index_key: Some(index_key),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,27 +132,35 @@ impl KeyRing {
     }
 
     /// Seals with the current (first) key; `None` when no key is configured or there is nothing to seal.
-    pub fn seal(&self, pii: &Pii) -> Option<SealedPii> {
+    pub fn seal(&self, pii: &Pii, owner: Owner<'_>) -> Option<SealedPii> {
         let key = self.keys.first()?;
         if pii.is_empty() {
             return None;
         }
         let plaintext = serde_json::to_vec(pii).ok()?;
-        let nonce_bytes: [u8; 12] = rand_nonce();
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = owner.aad();
         let ciphertext = key
             .cipher
-            .encrypt(Nonce::from_slice(&nonce_bytes), plaintext.as_slice())
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
             .ok()?;
-        let mut sealed = nonce_bytes.to_vec();
+        count_seal(key);
+        let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
         Some(SealedPii {
             key_id: key.id.clone(),
             sealed: STANDARD.encode(sealed),
-            email_index: pii.email.as_deref().map(|e| blind_index(&key.index_key, e)),
+            email_index: pii.email.as_deref().and_then(|e| self.email_index(e)),
         })
     }
 
-    pub fn open(&self, sealed: &SealedPii) -> Result<Pii, PiiError> {
+    pub fn open(&self, sealed: &SealedPii, owner: Owner<'_>) -> Result<Pii, PiiError> {
         let key = self
             .keys
             .iter()
@@ -129,106 +173,172 @@ impl KeyRing {
             return Err(PiiError::Corrupt);
         }
         let (nonce, ciphertext) = raw.split_at(12);
+        let aad = owner.aad();
         let plaintext = key
             .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| PiiError::Corrupt)?;
         serde_json::from_slice(&plaintext).map_err(|_| PiiError::Corrupt)
     }
+
+    /// The blind index of an email (lower-cased, trimmed): equal emails give equal indexes under any sealing key.
+    pub fn email_index(&self, email: &str) -> Option<String> {
+        let key = self.index_key.as_ref()?;
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(email.trim().to_lowercase().as_bytes());
+        Some(
+            mac.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// Seals made by this process under key `id`.
+    pub fn seals(&self, id: &str) -> Option<u64> {
+        let key = self.keys.iter().find(|k| k.id == id)?;
+        Some(key.seals.load(Ordering::Relaxed))
+    }
 }
 
-fn blind_index(index_key: &[u8; 32], email: &str) -> String {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(index_key).expect("HMAC takes any key length");
-    mac.update(email.trim().to_lowercase().as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A GCM nonce must never repeat under one key; 96 random bits from the OS make a repeat negligible for the number
-/// of seals one key will see before rotation.
-fn rand_nonce() -> [u8; 12] {
-    let uuid = uuid::Uuid::new_v4();
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&uuid.as_bytes()[..12]);
-    nonce
+fn count_seal(key: &NamedKey) {
+    let count = key.seals.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::counter!("pii_seals_total").increment(1);
+    if count >= SEAL_WARNING && count.is_power_of_two() {
+        tracing::warn!(key_id = %key.id, seals = count,
+            "this sealing key has sealed many values; rotate it (prepend a new key to ENCRYPTION_KEYS)");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const INDEX: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
     fn ring(spec: &str) -> KeyRing {
-        KeyRing::parse(spec).unwrap()
+        KeyRing::parse(spec, INDEX).unwrap()
+    }
+
+    fn shop() -> MerchantId {
+        MerchantId::parse("a.myshopify.com").unwrap()
+    }
+
+    fn owner(m: &MerchantId) -> Owner<'_> {
+        Owner {
+            merchant: m,
+            customer_id: 7,
+        }
     }
 
     const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const K2: &str = "k2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 
-    #[test]
-    fn seals_without_plaintext_and_opens_after_rotation() {
-        let pii = Pii {
+    fn ana() -> Pii {
+        Pii {
             email: Some("Ana@Example.com".into()),
             first_name: Some("Ana".into()),
             ..Pii::default()
-        };
-        let sealed = ring(K1).seal(&pii).unwrap();
+        }
+    }
+
+    #[test]
+    fn seals_without_plaintext_and_opens_after_rotation() {
+        let m = shop();
+        let sealed = ring(K1).seal(&ana(), owner(&m)).unwrap();
         assert_eq!(sealed.key_id, "k1");
         assert!(!sealed.sealed.contains("Ana"));
         let rotated = ring(&format!("{K2},{K1}"));
-        assert_eq!(rotated.open(&sealed).unwrap(), pii);
-        assert_eq!(rotated.seal(&pii).unwrap().key_id, "k2");
+        assert_eq!(rotated.open(&sealed, owner(&m)).unwrap(), ana());
+        assert_eq!(rotated.seal(&ana(), owner(&m)).unwrap().key_id, "k2");
         assert!(matches!(
-            ring(K2).open(&sealed),
+            ring(K2).open(&sealed, owner(&m)),
             Err(PiiError::UnknownKey(_))
         ));
     }
 
     #[test]
-    fn blind_index_ignores_case_and_differs_per_key() {
-        let a = ring(K1)
-            .seal(&Pii {
-                email: Some("ana@example.com".into()),
+    fn a_ciphertext_opens_only_for_its_shop_and_customer() {
+        let (m, other_shop) = (shop(), MerchantId::parse("b.myshopify.com").unwrap());
+        let sealed = ring(K1).seal(&ana(), owner(&m)).unwrap();
+        let other_customer = Owner {
+            merchant: &m,
+            customer_id: 8,
+        };
+        assert!(matches!(
+            ring(K1).open(&sealed, other_customer),
+            Err(PiiError::Corrupt)
+        ));
+        assert!(matches!(
+            ring(K1).open(&sealed, owner(&other_shop)),
+            Err(PiiError::Corrupt)
+        ));
+    }
+
+    #[test]
+    fn blind_index_ignores_case_and_survives_key_rotation() {
+        let m = shop();
+        let index = |ring: &KeyRing, email: &str| {
+            let pii = Pii {
+                email: Some(email.into()),
                 ..Pii::default()
-            })
-            .unwrap();
-        let b = ring(K1)
-            .seal(&Pii {
-                email: Some(" ANA@example.com".into()),
-                ..Pii::default()
-            })
-            .unwrap();
-        let c = ring(K2)
-            .seal(&Pii {
-                email: Some("ana@example.com".into()),
-                ..Pii::default()
-            })
-            .unwrap();
+            };
+            ring.seal(&pii, owner(&m)).unwrap()
+        };
+        let a = index(&ring(K1), "ana@example.com");
+        let b = index(&ring(K1), " ANA@example.com");
+        let rotated = index(&ring(&format!("{K2},{K1}")), "ana@example.com");
         assert_eq!(a.email_index, b.email_index);
-        assert_ne!(a.email_index, c.email_index);
+        assert_eq!(
+            a.email_index, rotated.email_index,
+            "rotation keeps the index"
+        );
         assert_ne!(a.sealed, b.sealed, "nonces must differ");
+        let other_index = KeyRing::parse(K1, &STANDARD.encode([9u8; 32])).unwrap();
+        assert_ne!(a.email_index, other_index.email_index("ana@example.com"));
+    }
+
+    #[test]
+    fn nonces_are_random_and_seals_are_counted() {
+        let m = shop();
+        let keys = ring(K1);
+        let mut nonces = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            let sealed = keys.seal(&ana(), owner(&m)).unwrap();
+            let raw = STANDARD.decode(&sealed.sealed).unwrap();
+            assert!(nonces.insert(raw[..12].to_vec()), "a nonce repeated");
+        }
+        assert_eq!(keys.seals("k1"), Some(1_000));
+        assert_eq!(
+            keys.clone().seals("k1"),
+            Some(1_000),
+            "clones share the count"
+        );
     }
 
     #[test]
     fn rejects_bad_keys_and_tampering() {
-        assert!(KeyRing::parse("k1:short").is_err());
-        assert!(KeyRing::parse("nocolon").is_err());
-        let mut sealed = ring(K1)
-            .seal(&Pii {
-                first_name: Some("Ana".into()),
-                ..Pii::default()
-            })
-            .unwrap();
+        assert!(KeyRing::parse("k1:short", INDEX).is_err());
+        assert!(KeyRing::parse("nocolon", INDEX).is_err());
+        assert!(matches!(
+            KeyRing::parse(K1, "short"),
+            Err(PiiError::BadIndexKey)
+        ));
+        let m = shop();
+        let mut sealed = ring(K1).seal(&ana(), owner(&m)).unwrap();
         sealed.sealed = STANDARD.encode(b"0123456789ab-tampered-bytes");
-        assert!(matches!(ring(K1).open(&sealed), Err(PiiError::Corrupt)));
-        assert!(KeyRing::empty()
-            .seal(&Pii {
-                first_name: Some("x".into()),
-                ..Pii::default()
-            })
-            .is_none());
+        assert!(matches!(
+            ring(K1).open(&sealed, owner(&m)),
+            Err(PiiError::Corrupt)
+        ));
+        assert!(KeyRing::empty().seal(&ana(), owner(&m)).is_none());
     }
 }

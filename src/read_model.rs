@@ -189,16 +189,21 @@ impl ReadModel {
         &self,
         merchant: &MerchantId,
         customer_id: u64,
+        after_version: i32,
+        limit: usize,
     ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
         let Some(store) = &self.store else {
             return Ok(None);
         };
         let rows = sqlx::query(
             "SELECT version, segment, recency, frequency, monetary, score::float8, lifecycle_stage, occurred_at
-             FROM rfm_score_history WHERE merchant_id = $1 AND customer_id = $2 ORDER BY version",
+             FROM rfm_score_history WHERE merchant_id = $1 AND customer_id = $2 AND version > $3
+             ORDER BY version LIMIT $4",
         )
         .bind(merchant.as_str())
         .bind(customer_id as i64)
+        .bind(after_version)
+        .bind(limit as i64)
         .fetch_all(store.pool())
         .await?;
         let entries = rows.iter().map(|r| {

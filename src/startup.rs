@@ -130,6 +130,8 @@ fn ingress_state(settings: &Settings) -> anyhow::Result<webhooks::IngressState> 
         redis_url: settings.redis_url.clone(),
         ttl: settings.dedupe_ttl,
         timeout: settings.redis_timeout,
+        // A produce is given up after the delivery timeout; the margin covers the answer and clock steps.
+        claim: settings.kafka_delivery_timeout + std::time::Duration::from_secs(2),
     };
     let dedupe = settings.redis_enabled.then(|| dedupe.build()).transpose()?;
     if settings.keys.is_empty() {

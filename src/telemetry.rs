@@ -53,14 +53,15 @@ pub mod events {
     use std::time::Duration;
 
     /// A webhook was answered; one per request.
-    pub struct WebhookHandled<'a> {
-        pub topic: &'a str,
+    /// `topic` is `'static` so only a parsed topic name (or "other") can become a label, never a raw header.
+    pub struct WebhookHandled {
+        pub topic: &'static str,
         pub outcome: &'static str,
         pub status: u16,
         pub elapsed: Duration,
     }
 
-    impl WebhookHandled<'_> {
+    impl WebhookHandled {
         pub fn emit(&self) {
             tracing::debug!(
                 topic = self.topic,
@@ -69,7 +70,7 @@ pub mod events {
                 elapsed_ms = self.elapsed.as_secs_f64() * 1e3,
                 "webhook handled"
             );
-            metrics::counter!("ingress_webhooks_total", "topic" => self.topic.to_owned(), "outcome" => self.outcome)
+            metrics::counter!("ingress_webhooks_total", "topic" => self.topic, "outcome" => self.outcome)
                 .increment(1);
             metrics::histogram!("ingress_webhook_duration_seconds", "outcome" => self.outcome)
                 .record(self.elapsed.as_secs_f64());

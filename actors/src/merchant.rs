@@ -102,7 +102,7 @@ impl MerchantState {
                 };
                 let fact = Fact::Points {
                     event_key: event_key(&e.event_id),
-                    delta: sign * e.points.abs(),
+                    delta: sign * e.points.saturating_abs(),
                     at: Timestamp(e.created_at.timestamp()),
                 };
                 self.update(e.customer_id, &fact, now, effects);

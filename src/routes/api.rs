@@ -140,13 +140,28 @@ pub async fn customer(
     }
 }
 
+/// `/history` is keyset-paginated by version: `?after=<version>&limit=<1..=MAX_PER_PAGE>`.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    pub after: Option<i32>,
+    pub limit: Option<usize>,
+}
+
 pub async fn history(
     shop: AuthedShop,
     path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
     state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_customer(&path)?;
-    let Some(entries) = state.model.history(&shop.0, id).await? else {
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PER_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit is 1 to {MAX_PER_PAGE}"
+        )));
+    }
+    let after = query.after.unwrap_or(0);
+    let Some(entries) = state.model.history(&shop.0, id, after, limit).await? else {
         return Err(ApiError::Unavailable(
             "history is kept in Postgres, and DATABASE_URL is not set".into(),
         ));
@@ -157,7 +172,12 @@ pub async fn history(
             return Err(ApiError::NotFound(format!("customer {id} not found")));
         }
     }
-    Ok(HttpResponse::Ok().json(json!({ "customer_id": id, "history": entries })))
+    let next_after = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.version))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "customer_id": id, "history": entries, "next_after": next_after,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +188,19 @@ pub struct PageQuery {
 
 pub const MAX_PER_PAGE: usize = 200;
 
+/// The row offset of a 1-based page; a page whose offset does not fit is a client error, not an overflow.
+fn page_offset(page: usize, per_page: usize) -> Result<usize, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "page starts at 1 and per_page is 1 to {MAX_PER_PAGE}"
+        ))
+    };
+    if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(bad());
+    }
+    (page - 1).checked_mul(per_page).ok_or_else(bad)
+}
+
 pub async fn churn_risk(
     shop: AuthedShop,
     query: web::Query<PageQuery>,
@@ -175,21 +208,32 @@ pub async fn churn_risk(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page.unwrap_or(1);
     let per_page = query.per_page.unwrap_or(50);
-    if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE {
-        return Err(ApiError::BadRequest(format!(
-            "page starts at 1 and per_page is 1 to {MAX_PER_PAGE}"
-        )));
-    }
-    let offset = (page - 1).saturating_mul(per_page);
+    let offset = page_offset(page, per_page)?;
     let now = Timestamp::from_unix(now_unix());
     let (source, result) = state
         .model
         .churn_risk(&shop.0, offset, per_page, now)
         .await?;
-    let next_page =
-        (offset as u64 + (result.customers.len() as u64) < result.total).then_some(page + 1);
+    let next_page = (offset.saturating_add(result.customers.len()) as u64) < result.total;
+    let next_page = next_page.then(|| page.checked_add(1)).flatten();
     Ok(HttpResponse::Ok().json(json!({
         "merchant": shop.0, "source": source, "page": page, "per_page": per_page,
         "total": result.total, "next_page": next_page, "customers": result.customers,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_offsets_never_overflow() {
+        assert_eq!(page_offset(1, 50).unwrap(), 0);
+        assert_eq!(page_offset(3, 50).unwrap(), 100);
+        assert!(page_offset(0, 50).is_err());
+        assert!(page_offset(1, 0).is_err());
+        assert!(page_offset(1, MAX_PER_PAGE + 1).is_err());
+        assert!(page_offset(usize::MAX, 50).is_err());
+        assert_eq!(page_offset(usize::MAX, 1).unwrap(), usize::MAX - 1);
+    }
 }

@@ -11,15 +11,18 @@ use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
+use futures_util::future::OptionFuture;
 use futures_util::StreamExt;
 use serde_json::json;
 use streams::sink::{EventSink, Outgoing};
 use streams::{MerchantId, Topics};
 
-use crate::dedupe::DedupeStore;
+use crate::dedupe::{Claim, DedupeStore};
 use crate::pii::KeyRing;
 use crate::shopify::hmac::WebhookSecrets;
-use crate::shopify::normalize::{normalize, Envelope, Normalized, WebhookTopic};
+use crate::shopify::normalize::{
+    check_unhandled, normalize, Envelope, NormalizeError, Normalized, WebhookTopic,
+};
 use crate::telemetry::events::{DedupeUnavailable, ProduceFailed, WebhookHandled};
 
 /// What the webhook route needs, shared by all workers.
@@ -73,12 +76,13 @@ pub async fn receive(
     state: web::Data<IngressState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let topic_header = shopify_header(req.headers(), "topic")
-        .unwrap_or("")
-        .to_owned();
+    // The label is the parsed topic, never the raw header: unsigned requests must not grow `/metrics`.
+    let topic_label = shopify_header(req.headers(), "topic")
+        .and_then(WebhookTopic::parse)
+        .map_or("other", WebhookTopic::as_str);
     let answer = handle(&req, payload, &state).await;
     WebhookHandled {
-        topic: &topic_header,
+        topic: topic_label,
         outcome: answer.outcome,
         status: answer.status.as_u16(),
         elapsed: started.elapsed(),
@@ -109,72 +113,116 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
         );
     };
     let Some(topic) = WebhookTopic::parse(raw_topic) else {
+        if let Err(e) = check_unhandled(&body) {
+            return Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string());
+        }
         // Signed by Shopify but not one we subscribe to: acknowledge so Shopify stops retrying, produce nothing.
-        tracing::info!(topic = raw_topic, "ignoring webhook topic we do not handle");
+        tracing::info!(
+            topic = %raw_topic.chars().take(64).collect::<String>(),
+            "ignoring webhook topic we do not handle"
+        );
         return Answer::ok(
             "unknown_topic",
             json!({ "status": "ignored", "reason": "unknown_topic" }),
         );
     };
-    let merchant = match shopify_header(headers, "shop-domain").map(MerchantId::parse) {
-        Some(Ok(m)) => m,
-        _ => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                "bad_shop_domain",
-                "X-Shopify-Shop-Domain is missing or invalid",
-            )
-        }
+    let (merchant, webhook_id) = match delivery_headers(headers) {
+        Ok(ids) => ids,
+        Err(answer) => return answer,
     };
-    let webhook_id = match shopify_header(headers, "webhook-id").filter(|id| id.len() <= 128) {
-        Some(id) => id.to_owned(),
-        None => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                "missing_webhook_id",
-                "X-Shopify-Webhook-Id is required",
-            )
-        }
-    };
-    if let Some(dedupe) = &state.dedupe {
-        match dedupe.already_processed(&merchant, &webhook_id).await {
-            Ok(true) => return Answer::ok("duplicate", json!({ "status": "duplicate" })),
-            Ok(false) => {}
-            Err(e) => DedupeUnavailable {
-                operation: "check",
-                error: &e,
-            }
-            .emit(),
-        }
-    }
     let env = Envelope {
         event_id: &webhook_id,
         merchant_id: &merchant,
         keys: &state.keys,
     };
-    let answer = match normalize(topic, &body, &env) {
-        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
-        Ok(Normalized::Ignored(reason)) => {
-            Answer::ok(reason, json!({ "status": "ignored", "reason": reason }))
+    match normalize(topic, &body, &env) {
+        Err(e @ NormalizeError::ShopMismatch { .. }) => {
+            Answer::error(StatusCode::UNAUTHORIZED, "shop_mismatch", e.to_string())
         }
-        Ok(Normalized::Event(event)) => {
-            match produce(state, &event, &merchant, &webhook_id, topic).await {
-                Ok(()) => Answer::ok(
-                    "accepted",
-                    json!({ "status": "accepted", "event_id": webhook_id }),
-                ),
-                Err(answer) => return answer,
-            }
-        }
+        Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Ok(normalized) => deliver(state, normalized, &merchant, &webhook_id, topic).await,
+    }
+}
+
+/// The shop and the delivery id, both required: the shop scopes everything, the id deduplicates.
+fn delivery_headers(headers: &HeaderMap) -> Result<(MerchantId, String), Answer> {
+    let Some(Ok(merchant)) = shopify_header(headers, "shop-domain").map(MerchantId::parse) else {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "bad_shop_domain",
+            "X-Shopify-Shop-Domain is missing or invalid",
+        ));
     };
-    if let Some(dedupe) = &state.dedupe {
-        if let Err(e) = dedupe.mark_processed(&merchant, &webhook_id).await {
-            DedupeUnavailable {
-                operation: "record",
+    match shopify_header(headers, "webhook-id").filter(|id| id.len() <= 128) {
+        Some(id) => Ok((merchant, id.to_owned())),
+        None => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "missing_webhook_id",
+            "X-Shopify-Webhook-Id is required",
+        )),
+    }
+}
+
+/// Claims the delivery id, produces (unless there is nothing to produce), then records it as done; a failed
+/// produce gives the claim back so Shopify's retry is not mistaken for a duplicate.
+async fn deliver(
+    state: &IngressState,
+    normalized: Normalized,
+    merchant: &MerchantId,
+    webhook_id: &str,
+    topic: WebhookTopic,
+) -> Answer {
+    let dedupe = state.dedupe.as_ref();
+    if let Some(dedupe) = dedupe {
+        match dedupe.claim(merchant, webhook_id).await {
+            Ok(Claim::Fresh) => {}
+            Ok(Claim::Done) => return Answer::ok("duplicate", json!({ "status": "duplicate" })),
+            Ok(Claim::InFlight) => {
+                return Answer::error(
+                    StatusCode::CONFLICT,
+                    "in_flight",
+                    "the same webhook id is being stored right now; retry later",
+                )
+            }
+            Err(e) => DedupeUnavailable {
+                operation: "claim",
                 error: &e,
             }
-            .emit();
+            .emit(),
         }
+    }
+    let answer = match normalized {
+        Normalized::Ignored(reason) => {
+            Answer::ok(reason, json!({ "status": "ignored", "reason": reason }))
+        }
+        Normalized::Event(event) => match produce(state, &event, merchant, webhook_id, topic).await
+        {
+            Ok(()) => Answer::ok(
+                "accepted",
+                json!({ "status": "accepted", "event_id": webhook_id }),
+            ),
+            Err(answer) => {
+                if let Some(Err(e)) =
+                    OptionFuture::from(dedupe.map(|d| d.release(merchant, webhook_id))).await
+                {
+                    DedupeUnavailable {
+                        operation: "release",
+                        error: &e,
+                    }
+                    .emit();
+                }
+                return answer;
+            }
+        },
+    };
+    if let Some(Err(e)) =
+        OptionFuture::from(dedupe.map(|d| d.mark_processed(merchant, webhook_id))).await
+    {
+        DedupeUnavailable {
+            operation: "record",
+            error: &e,
+        }
+        .emit();
     }
     answer
 }

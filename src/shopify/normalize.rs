@@ -13,7 +13,7 @@ use streams::events::{
 };
 use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
 
-use crate::pii::{KeyRing, Pii};
+use crate::pii::{KeyRing, Owner, Pii};
 
 /// The webhook topics we act on, from `X-Shopify-Topic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +62,16 @@ pub enum NormalizeError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("body of {topic} is not a JSON object")]
+    NotAnObject { topic: &'static str },
     #[error("invalid amount in {field}: {message}")]
     Money {
         field: &'static str,
         message: String,
     },
+    /// A GDPR body names another shop than the header: a replayed or forged request, refused as unauthenticated.
+    #[error("body names shop {body:?}, the header names another")]
+    ShopMismatch { body: String },
 }
 
 /// What a webhook becomes: an event to produce, or a reason nothing is produced.
@@ -89,13 +94,19 @@ struct CustomerRef {
 }
 
 impl CustomerRef {
-    fn pii(&self) -> Pii {
-        Pii {
+    /// The customer's personal fields, sealed for this shop and customer.
+    fn sealed_pii(&self, env: &Envelope<'_>) -> Option<streams::events::SealedPii> {
+        let pii = Pii {
             email: self.email.clone(),
             first_name: self.first_name.clone(),
             last_name: self.last_name.clone(),
             phone: self.phone.clone(),
-        }
+        };
+        let owner = Owner {
+            merchant: env.merchant_id,
+            customer_id: self.id,
+        };
+        env.keys.seal(&pii, owner)
     }
 }
 
@@ -163,8 +174,31 @@ struct GdprCustomer {
     id: u64,
 }
 
+/// The shop a GDPR body names. Shopify puts it in every GDPR body; it is required here because those topics
+/// erase or export data, so a body must say which shop it is about and that must be the header's shop.
+#[derive(Deserialize)]
+struct GdprShop {
+    shop_domain: String,
+    // Type-checked only: no header carries the shop's numeric id to compare it with.
+    #[serde(rename = "shop_id")]
+    _shop_id: Option<u64>,
+}
+
+impl GdprShop {
+    fn check(&self, header_shop: &MerchantId) -> Result<(), NormalizeError> {
+        match MerchantId::parse(&self.shop_domain) {
+            Ok(shop) if &shop == header_shop => Ok(()),
+            _ => Err(NormalizeError::ShopMismatch {
+                body: self.shop_domain.chars().take(80).collect(),
+            }),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct GdprCustomerPayload {
+    #[serde(flatten)]
+    shop: GdprShop,
     customer: GdprCustomer,
     #[serde(default)]
     orders_to_redact: Vec<u64>,
@@ -183,14 +217,37 @@ pub struct Envelope<'a> {
     pub keys: &'a KeyRing,
 }
 
+/// Every body Shopify signs for these topics is a JSON object. Checking the first byte keeps serde from accepting
+/// a struct in its array form, and refuses anything else that happens to carry a valid HMAC under the app secret
+/// (a session token's signing input, for one) before a single field is read.
+fn require_object(topic: &'static str, body: &[u8]) -> Result<(), NormalizeError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(NormalizeError::NotAnObject { topic }),
+    }
+}
+
 fn parse<'de, T: Deserialize<'de>>(
     topic: WebhookTopic,
     body: &'de [u8],
 ) -> Result<T, NormalizeError> {
+    require_object(topic.as_str(), body)?;
     serde_json::from_slice(body).map_err(|source| NormalizeError::Json {
         topic: topic.as_str(),
         source,
     })
+}
+
+/// A signed body of a topic we do not act on must still be what Shopify sends: a JSON object.
+pub fn check_unhandled(body: &[u8]) -> Result<(), NormalizeError> {
+    const TOPIC: &str = "an unhandled topic";
+    require_object(TOPIC, body)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map(drop)
+        .map_err(|source| NormalizeError::Json {
+            topic: TOPIC,
+            source,
+        })
 }
 
 fn utc(t: DateTime<FixedOffset>) -> DateTime<Utc> {
@@ -231,17 +288,21 @@ pub fn normalize(
                 customer_id: customer.id,
                 created_at: customer.created_at.map_or_else(Utc::now, utc),
                 locale: customer.locale.clone(),
-                pii: env.keys.seal(&customer.pii()),
+                pii: customer.sealed_pii(env),
             })
         }
         WebhookTopic::CustomersRedact | WebhookTopic::CustomersDataRequest => {
             gdpr_customer(topic, body, env)?
         }
-        WebhookTopic::ShopRedact => InputEvent::ShopRedact(ShopRedact {
-            event_id: env.event_id.to_owned(),
-            schema_version: SCHEMA_VERSION,
-            merchant_id: env.merchant_id.clone(),
-        }),
+        WebhookTopic::ShopRedact => {
+            let shop: GdprShop = parse(topic, body)?;
+            shop.check(env.merchant_id)?;
+            InputEvent::ShopRedact(ShopRedact {
+                event_id: env.event_id.to_owned(),
+                schema_version: SCHEMA_VERSION,
+                merchant_id: env.merchant_id.clone(),
+            })
+        }
     };
     Ok(Normalized::Event(Box::new(event)))
 }
@@ -289,7 +350,7 @@ fn order_created(order: Order, env: &Envelope<'_>) -> Result<Normalized, Normali
             test: order.test,
             cancelled: order.cancelled_at.is_some(),
             locale: order.customer_locale.clone(),
-            pii: env.keys.seal(&customer.pii()),
+            pii: customer.sealed_pii(env),
         },
     ))))
 }
@@ -360,6 +421,7 @@ fn gdpr_customer(
     env: &Envelope<'_>,
 ) -> Result<InputEvent, NormalizeError> {
     let payload: GdprCustomerPayload = parse(topic, body)?;
+    payload.shop.check(env.merchant_id)?;
     let (event_id, schema_version, merchant_id) = (
         env.event_id.to_owned(),
         SCHEMA_VERSION,

@@ -18,6 +18,7 @@ use streams::Topics;
 pub const SECRET: &str = "test-secret";
 pub const PREVIOUS_SECRET: &str = "old-test-secret";
 pub const ENCRYPTION_KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const PII_INDEX_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 pub struct TestApp {
     pub address: String,
@@ -45,6 +46,13 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .join("tests/fixtures/shopify")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A GDPR fixture rewritten to name `shop`, as Shopify's body for that shop would.
+pub fn gdpr_fixture(name: &str, shop: &str) -> Vec<u8> {
+    let body = String::from_utf8(fixture(name)).expect("fixtures are UTF-8");
+    body.replace("fixture-shop.myshopify.com", shop)
+        .into_bytes()
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -80,6 +88,7 @@ pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestAp
         ("SHOPIFY_API_SECRET", SECRET),
         ("SHOPIFY_API_SECRET_PREVIOUS", PREVIOUS_SECRET),
         ("ENCRYPTION_KEYS", ENCRYPTION_KEYS),
+        ("PII_INDEX_KEY", PII_INDEX_KEY),
         ("WEBHOOK_MAX_BODY_BYTES", "1048576"),
     ]
     .into_iter()
@@ -119,6 +128,8 @@ pub struct Webhook<'a> {
     pub secret: &'a str,
     /// `X-Shopify-*` when true, the prefix-less `Shopify-*` style otherwise.
     pub x_prefix: bool,
+    /// A signature header to send instead of the body's HMAC under `secret` (forgery tests).
+    pub signature: Option<String>,
 }
 
 impl<'a> Webhook<'a> {
@@ -129,6 +140,7 @@ impl<'a> Webhook<'a> {
             id: unique("wh-"),
             secret: SECRET,
             x_prefix: true,
+            signature: None,
         }
     }
 }
@@ -142,7 +154,9 @@ impl TestApp {
             .header(format!("{p}Topic"), w.topic)
             .header(
                 format!("{p}Hmac-Sha256"),
-                sign(w.secret.as_bytes(), &w.body),
+                w.signature
+                    .clone()
+                    .unwrap_or_else(|| sign(w.secret.as_bytes(), &w.body)),
             )
             .header(format!("{p}Shop-Domain"), &self.shop)
             .header(format!("{p}Webhook-Id"), &w.id)

@@ -13,3 +13,4 @@ mod recovery;
 mod score_cache;
 mod webhooks;
 mod webhooks_faults;
+mod webhooks_forgery;

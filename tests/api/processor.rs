@@ -347,6 +347,15 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
         locale: Some("es".into()),
         pii: None,
     });
+    // A valid order of another shop filed under this shop's key: it would slip into the wrong partition.
+    let mut foreign: serde_json::Value = serde_json::from_slice(&order.encode()).unwrap();
+    foreign["merchant_id"] = format!("{}.myshopify.com", unique("other-")).into();
+    h.produce_raw(
+        &h.topics.orders_create,
+        merchant.as_str(),
+        foreign.to_string().as_bytes(),
+    )
+    .await;
     // A well-formed order from a producer on a newer schema than this build understands.
     let mut future: serde_json::Value = serde_json::from_slice(&order.encode()).unwrap();
     future["schema_version"] = 99.into();
@@ -361,9 +370,9 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     h.wait_processed(1).await;
     let stats = h.stats.clone();
     eventually(
-        "both poison records dead-lettered",
+        "the three poison records dead-lettered",
         Duration::from_secs(30),
-        async || stats.dead_lettered.load(Ordering::SeqCst) >= 2,
+        async || stats.dead_lettered.load(Ordering::SeqCst) >= 3,
     )
     .await;
     let dlq = read_records(
@@ -377,8 +386,9 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
         Duration::from_secs(20),
     )
     .await;
-    assert_eq!(dlq.len(), 2);
+    assert_eq!(dlq.len(), 3);
     assert_eq!(dlq[0].raw, b"{not json");
+    assert!(dlq[1].headers["dlq.reason"].contains("record key"));
     assert_eq!(dlq[0].headers["dlq.original_topic"], h.topics.orders_create);
     assert_eq!(dlq[0].headers["dlq.original_offset"], "0");
     assert!(dlq[0].headers["dlq.reason"].contains("not a valid"));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{fixture, read_records, spawn_app, Webhook, PREVIOUS_SECRET};
+use crate::helpers::{fixture, gdpr_fixture, read_records, spawn_app, Webhook, PREVIOUS_SECRET};
 
 /// Posts a valid webhook and returns the single record it produced on `kafka_topic`.
 async fn produce_one(
@@ -10,7 +10,26 @@ async fn produce_one(
     body: Vec<u8>,
     kafka_topic: &str,
 ) -> (crate::helpers::TestApp, crate::helpers::Record, String) {
+    produce_on(spawn_app().await, topic, body, kafka_topic).await
+}
+
+/// [`produce_one`] for a GDPR fixture, rewritten to name the test's shop as Shopify's body would.
+async fn produce_one_gdpr(
+    topic: &str,
+    fixture_name: &str,
+    kafka_topic: &str,
+) -> (crate::helpers::TestApp, crate::helpers::Record, String) {
     let app = spawn_app().await;
+    let body = gdpr_fixture(fixture_name, &app.shop);
+    produce_on(app, topic, body, kafka_topic).await
+}
+
+async fn produce_on(
+    app: crate::helpers::TestApp,
+    topic: &str,
+    body: Vec<u8>,
+    kafka_topic: &str,
+) -> (crate::helpers::TestApp, crate::helpers::Record, String) {
     let webhook = Webhook::new(topic, body);
     let response = app.post(&webhook).await;
     assert_eq!(
@@ -31,7 +50,7 @@ async fn produce_one(
     (app, records.pop().unwrap(), webhook.id)
 }
 
-fn kafka_topic_of<'a>(app: &'a crate::helpers::TestApp, name: &str) -> &'a str {
+pub(crate) fn kafka_topic_of<'a>(app: &'a crate::helpers::TestApp, name: &str) -> &'a str {
     let t = &app.topics;
     match name {
         "orders.create" => &t.orders_create,
@@ -130,9 +149,9 @@ async fn cancellation_refund_and_customer_events() {
 
 #[tokio::test]
 async fn gdpr_topics_produce_their_events() {
-    let (_, redact, _) = produce_one(
+    let (_, redact, _) = produce_one_gdpr(
         "customers/redact",
-        fixture("customers_redact.json"),
+        "customers_redact.json",
         "customers.redact",
     )
     .await;
@@ -140,16 +159,15 @@ async fn gdpr_topics_produce_their_events() {
     assert!(redact.value["orders_to_redact"]
         .as_array()
         .is_some_and(|a| !a.is_empty()));
-    let (_, request, _) = produce_one(
+    let (_, request, _) = produce_one_gdpr(
         "customers/data_request",
-        fixture("customers_data_request.json"),
+        "customers_data_request.json",
         "customers.data_request",
     )
     .await;
     assert_eq!(request.value["customer_id"], 115310627314723954u64);
     assert!(request.value["data_request_id"].is_u64());
-    let (app, shop, _) =
-        produce_one("shop/redact", fixture("shop_redact.json"), "shop.redact").await;
+    let (app, shop, _) = produce_one_gdpr("shop/redact", "shop_redact.json", "shop.redact").await;
     assert_eq!(shop.value["merchant_id"], app.shop.as_str());
 }
 

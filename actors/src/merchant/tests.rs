@@ -1,7 +1,7 @@
 //! The merchant state from the inside: attribution of refunds, segment counts, redaction, reconfiguration.
 
 use chrono::DateTime;
-use streams::events::{OrderCreated, RefundCreated};
+use streams::events::{OrderCreated, PointsChanged, PointsSource, RefundCreated};
 use streams::SCHEMA_VERSION;
 
 use super::*;
@@ -194,4 +194,32 @@ fn an_order_two_customers_hold_is_attributed_the_same_live_and_after_a_restore()
     restored.reindex_orders();
     assert_eq!(restored.order_customer(10), Some(1));
     assert_eq!(restored.order_customer(20), Some(1));
+}
+
+#[test]
+fn extreme_point_amounts_saturate_instead_of_overflowing() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    for (i, points) in [i64::MIN, i64::MIN, i64::MAX].into_iter().enumerate() {
+        let change = PointsChanged {
+            event_id: format!("p{i}"),
+            schema_version: SCHEMA_VERSION,
+            merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+            customer_id: 5,
+            points,
+            source: PointsSource::Admin,
+            created_at: DateTime::from_timestamp(T0, 0).unwrap(),
+        };
+        m.apply(
+            &InputEvent::PointsRedeemed(change),
+            Timestamp(T0),
+            &mut effects,
+        );
+    }
+    let points = m.customer(5).unwrap().aggregate.points();
+    assert_eq!(
+        points,
+        i64::MIN,
+        "|MIN| saturates to MAX, and the balance floors at MIN"
+    );
 }

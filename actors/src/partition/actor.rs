@@ -172,11 +172,7 @@ impl Handler<ApplyBatch> for PartitionActor {
         let mut rejected = Vec::new();
         for record in msg.records {
             let timestamp = record.timestamp_ms;
-            let decoded = match record.kind {
-                Some(kind) => InputEvent::decode(kind, &record.payload).map_err(|e| e.to_string()),
-                None => Err(format!("not an input topic: {}", record.topic)),
-            };
-            match decoded {
+            match decode_record(&record) {
                 Ok(event) => {
                     events.push(event);
                     timestamps.push(timestamp);
@@ -193,6 +189,20 @@ impl Handler<ApplyBatch> for PartitionActor {
         outcome.rejected = rejected;
         MessageResult(self.encoded(outcome))
     }
+}
+
+/// Decodes an input record. Its key must be the merchant its value names: the key decides which partition (and
+/// so which instance) holds the merchant, and a record filed under another key would be counted apart from the
+/// merchant's state, or let a producer for one shop slip an event into another's partition unnoticed.
+fn decode_record(record: &RawRecord) -> Result<InputEvent, String> {
+    let kind = record
+        .kind
+        .ok_or_else(|| format!("not an input topic: {}", record.topic))?;
+    let event = InputEvent::decode(kind, &record.payload).map_err(|e| e.to_string())?;
+    if record.key.as_deref() != Some(event.merchant_id().as_str().as_bytes()) {
+        return Err("record key is not the value's merchant_id".to_owned());
+    }
+    Ok(event)
 }
 
 /// Changes come out in event order and carry their event's id, so one forward walk pairs each with its record's
