@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use streams::Topics;
 
+use crate::limits::LimitsConfig;
 use crate::pii::{KeyRing, PiiError};
 use crate::shopify::hmac::WebhookSecrets;
 
@@ -36,6 +37,7 @@ pub struct Settings {
     pub webhook_max_body_bytes: usize,
     pub kafka_delivery_timeout: Duration,
     pub dedupe_ttl: Duration,
+    pub limits: LimitsConfig,
     pub redis_timeout: Duration,
     /// Shortest time between two dashboard frames of one merchant (coalescing window).
     pub live_frame_interval: Duration,
@@ -120,6 +122,17 @@ impl Settings {
                 "3000",
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
+            limits: LimitsConfig {
+                webhook_per_ip: parse_or(&get, "WEBHOOK_RATE_PER_IP", "10000")?,
+                api_per_shop: parse_or(&get, "API_RATE_PER_SHOP", "50")?,
+                dashboard_sockets_per_shop: parse_or(&get, "DASHBOARD_SOCKETS_PER_SHOP", "50")?,
+                body_deadline: Duration::from_millis(parse_or(
+                    &get,
+                    "WEBHOOK_BODY_TIMEOUT_MS",
+                    "5000",
+                )?),
+                max_connections: parse_or(&get, "HTTP_MAX_CONNECTIONS", "65536")?,
+            },
             redis_timeout: Duration::from_millis(parse_or(&get, "REDIS_TIMEOUT_MS", "250")?),
             live_frame_interval: Duration::from_millis(parse_or(
                 &get,

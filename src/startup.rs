@@ -52,7 +52,8 @@ impl Application {
     pub fn build_with(settings: &Settings, shared: Shared) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.http_addr)?;
         let port = listener.local_addr()?.port();
-        let ingress = web::Data::new(ingress_state(settings)?);
+        let limits = Arc::new(settings.limits.build());
+        let ingress = web::Data::new(ingress_state(settings, limits.clone())?);
         let store = settings
             .database_url
             .as_deref()
@@ -73,7 +74,11 @@ impl Application {
                 .then(|| redis::Client::open(settings.redis_url.as_str()))
                 .transpose()?,
             redis_timeout: settings.redis_timeout,
+            limits,
         });
+        // actix counts connections per worker; the setting is for the whole instance.
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let per_worker = settings.limits.max_connections.div_ceil(workers).max(1);
         let assets = web::Data::new(dashboard::Assets::default());
         let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
         let server = HttpServer::new(move || {
@@ -102,6 +107,8 @@ impl Application {
                 .route("/ready", web::get().to(health::ready))
                 .route("/metrics", web::get().to(health::metrics))
         })
+        .workers(workers)
+        .max_connections(per_worker)
         .listen(listener)?
         .run();
         Ok(Application { port, server })
@@ -120,7 +127,10 @@ impl Application {
     }
 }
 
-fn ingress_state(settings: &Settings) -> anyhow::Result<webhooks::IngressState> {
+fn ingress_state(
+    settings: &Settings,
+    limits: Arc<crate::limits::Limits>,
+) -> anyhow::Result<webhooks::IngressState> {
     let sink = SinkConfig {
         delivery_timeout: settings.kafka_delivery_timeout,
         ..SinkConfig::new(settings.kafka_brokers.clone())
@@ -146,6 +156,7 @@ fn ingress_state(settings: &Settings) -> anyhow::Result<webhooks::IngressState> 
         topics: settings.topics.clone(),
         keys: settings.keys.clone(),
         max_body_bytes: settings.webhook_max_body_bytes,
+        limits,
     })
 }
 

@@ -120,8 +120,22 @@
       setStatus("live", "Live");
     };
     socket.onmessage = (event) => render(JSON.parse(event.data));
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (state.socket !== socket) return;
+      // 4001: the session token expired. Inside the Shopify admin App Bridge hands out a fresh one; standalone,
+      // the token came from the link, so retrying with it would only be refused.
+      if (event.code === 4001) {
+        if (window.shopify && typeof window.shopify.idToken === "function") {
+          window.shopify.idToken().then((fresh) => {
+            sessionStorage.setItem("loyalnest-token", fresh);
+            connect();
+          });
+        } else {
+          sessionStorage.removeItem("loyalnest-token");
+          setStatus("closed", "Session expired: open a fresh dashboard link (`loyalnest-rfm token`).");
+        }
+        return;
+      }
       setStatus("closed", "Disconnected; retrying in " + Math.round(state.retry / 1000) + " s");
       setTimeout(connect, state.retry);
       state.retry = Math.min(state.retry * 2, 15000);

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 use streams::MerchantId;
 
-use crate::auth::{AuthError, Verifier};
+use crate::auth::{AuthError, Authenticated, Verifier};
+use crate::limits::{Limits, RetryAfter};
 use crate::live::Channels;
 use crate::read_model::ReadModel;
 use crate::store::StoreError;
@@ -26,6 +27,7 @@ pub struct ReadState {
     /// For the latest frame of a merchant this instance has not seen yet (fan-out through Redis).
     pub redis: Option<redis::Client>,
     pub redis_timeout: std::time::Duration,
+    pub limits: Arc<Limits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error("the database could not answer")]
     Store(#[from] StoreError),
+    #[error("too many requests for this shop")]
+    RateLimited(RetryAfter),
+    #[error("too many dashboards open for this shop")]
+    TooManySockets,
 }
 
 impl ResponseError for ApiError {
@@ -49,6 +55,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) | ApiError::TooManySockets => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -57,8 +64,17 @@ impl ResponseError for ApiError {
             tracing::warn!(error = %e, "read API query failed");
         }
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Auth(_)) {
-            response.insert_header(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+        match self {
+            ApiError::Auth(_) => {
+                response.insert_header(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+            }
+            ApiError::RateLimited(RetryAfter(seconds)) => {
+                response.insert_header(("Retry-After", seconds.to_string()));
+            }
+            ApiError::TooManySockets => {
+                response.insert_header(("Retry-After", "5"));
+            }
+            _ => {}
         }
         response.json(json!({ "error": self.to_string() }))
     }
@@ -79,12 +95,24 @@ impl FromRequest for AuthedShop {
         let Some(state) = req.app_data::<web::Data<ReadState>>() else {
             return ready(Err(ApiError::Unavailable("read API not configured".into())));
         };
-        let verified = state.verifier.verify_request(req.headers(), now_unix());
-        ready(verified.map(|a| AuthedShop(a.merchant)).map_err(|e| {
+        ready(authenticate(state, req).map(|a| AuthedShop(a.merchant)))
+    }
+}
+
+/// Verifies the request's session token, then spends one request of the shop's budget.
+pub fn authenticate(state: &ReadState, req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    let auth = state
+        .verifier
+        .verify_request(req.headers(), now_unix())
+        .map_err(|e| {
             metrics::counter!("api_auth_failures_total", "reason" => auth_reason(&e)).increment(1);
             ApiError::Auth(e)
-        }))
-    }
+        })?;
+    state
+        .limits
+        .api(&auth.merchant)
+        .map_err(ApiError::RateLimited)?;
+    Ok(auth)
 }
 
 fn auth_reason(e: &AuthError) -> &'static str {

@@ -4,7 +4,9 @@
 //! `Sec-WebSocket-Protocol: bearer, <token>` pair, which the handshake answers with `bearer`. The socket then gets
 //! the merchant's current frame and every newer one, but never a backlog: it waits on the merchant's latest-frame
 //! slot, so a client that reads slowly skips to the newest state. Pings go out every `PING_EVERY`; a client silent
-//! for `IDLE_TIMEOUT` is closed, and so is one that cannot take a frame within `SEND_TIMEOUT`.
+//! for `IDLE_TIMEOUT` is closed, and so is one that cannot take a frame within `SEND_TIMEOUT`. A socket is closed
+//! with code 4001 when its token expires (the page then asks for a fresh token), and a shop may hold at most
+//! `DASHBOARD_SOCKETS_PER_SHOP` sockets on one instance (429 past that).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use streams::MerchantId;
 
-use super::api::{now_unix, ApiError, ReadState};
+use super::api::{authenticate, now_unix, ApiError, ReadState};
 use crate::auth::WS_PROTOCOL;
+use crate::limits::SocketPermit;
 use crate::live::fanout::{last_frame, Slot};
 use crate::live::{Board, LiveFrame};
 
@@ -29,10 +32,11 @@ pub async fn stream(
     body: web::Payload,
     state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state
-        .verifier
-        .verify_request(req.headers(), now_unix())
-        .map_err(ApiError::Auth)?;
+    let auth = authenticate(&state, &req)?;
+    let permit = state
+        .limits
+        .dashboard_socket(&auth.merchant)
+        .ok_or(ApiError::TooManySockets)?;
     let (mut response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     if auth.via_protocol {
@@ -44,12 +48,16 @@ pub async fn stream(
     let slot = state.channels.subscribe(&auth.merchant);
     let first = first_frame(&state, &auth.merchant, &slot).await;
     tracing::debug!(merchant = %auth.merchant, "dashboard socket opened");
-    actix_web::rt::spawn(serve(
+    // The socket lives no longer than the token that opened it; the page then reconnects with a fresh one.
+    let lifetime = Duration::from_secs(auth.expires_at.saturating_sub(now_unix()).max(0) as u64);
+    let socket = Socket {
         session,
-        messages.max_frame_size(MAX_CLIENT_FRAME),
+        messages: messages.max_frame_size(MAX_CLIENT_FRAME),
         slot,
-        first,
-    ));
+        expires: tokio::time::Instant::now() + lifetime,
+        _permit: permit,
+    };
+    actix_web::rt::spawn(serve(socket, first));
     Ok(response)
 }
 
@@ -93,12 +101,26 @@ enum Step {
     Close(Option<CloseReason>),
 }
 
-async fn serve(
-    mut session: Session,
-    mut messages: MessageStream,
-    mut slot: Slot,
-    first: LiveFrame,
-) {
+/// An open dashboard socket and what bounds it: the token's expiry and the shop's socket permit.
+struct Socket {
+    session: Session,
+    messages: MessageStream,
+    slot: Slot,
+    expires: tokio::time::Instant,
+    _permit: SocketPermit,
+}
+
+/// The close code a page reads as "get a fresh token and reconnect" (4000–4999 are the application's).
+const TOKEN_EXPIRED: u16 = 4001;
+
+async fn serve(socket: Socket, first: LiveFrame) {
+    let Socket {
+        mut session,
+        mut messages,
+        mut slot,
+        expires,
+        _permit,
+    } = socket;
     metrics::gauge!("dashboard_sockets_open").increment(1.0);
     let mut last_seq = first.seq;
     let mut step = send(&mut session, &first).await;
@@ -128,6 +150,10 @@ async fn serve(
                 last_heard = Instant::now();
                 handle(&mut session, message).await
             }
+            _ = tokio::time::sleep_until(expires) => Step::Close(Some(CloseReason {
+                code: CloseCode::Other(TOKEN_EXPIRED),
+                description: Some("token expired".into()),
+            })),
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     Step::Close(Some(CloseReason { code: CloseCode::Away, description: Some("idle".into()) }))

@@ -5,6 +5,7 @@
 //! Shopify retry. The dedupe key is written after the acknowledgement, so a crash in between can only cause a
 //! duplicate record, which the consumer absorbs, never a lost one.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::HeaderMap;
@@ -18,6 +19,7 @@ use streams::sink::{EventSink, Outgoing};
 use streams::{MerchantId, Topics};
 
 use crate::dedupe::{Claim, DedupeStore};
+use crate::limits::Limits;
 use crate::pii::KeyRing;
 use crate::shopify::hmac::WebhookSecrets;
 use crate::shopify::normalize::{
@@ -33,6 +35,7 @@ pub struct IngressState {
     pub topics: Topics,
     pub keys: KeyRing,
     pub max_body_bytes: usize,
+    pub limits: Arc<Limits>,
 }
 
 /// A finished answer: status, a machine-readable outcome for metrics, and the JSON body.
@@ -40,6 +43,7 @@ struct Answer {
     status: StatusCode,
     outcome: &'static str,
     body: serde_json::Value,
+    retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -48,6 +52,7 @@ impl Answer {
             status: StatusCode::OK,
             outcome,
             body,
+            retry_after: None,
         }
     }
 
@@ -56,6 +61,7 @@ impl Answer {
             status,
             outcome,
             body: json!({ "error": outcome, "message": message.into() }),
+            retry_after: None,
         }
     }
 }
@@ -80,7 +86,19 @@ pub async fn receive(
     let topic_label = shopify_header(req.headers(), "topic")
         .and_then(WebhookTopic::parse)
         .map_or("other", WebhookTopic::as_str);
-    let answer = handle(&req, payload, &state).await;
+    // Checked before the body is read or hashed, so a flood costs us as little as possible.
+    let limited = state.limits.webhook(req.peer_addr().map(|a| a.ip()));
+    let answer = match limited {
+        Ok(()) => handle(&req, payload, &state).await,
+        Err(wait) => Answer {
+            retry_after: Some(wait.0),
+            ..Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address",
+            )
+        },
+    };
     WebhookHandled {
         topic: topic_label,
         outcome: answer.outcome,
@@ -88,11 +106,24 @@ pub async fn receive(
         elapsed: started.elapsed(),
     }
     .emit();
-    HttpResponse::build(answer.status).json(answer.body)
+    let mut response = HttpResponse::build(answer.status);
+    if let Some(seconds) = answer.retry_after {
+        response.insert_header(("Retry-After", seconds.to_string()));
+    }
+    response.json(answer.body)
 }
 
 async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) -> Answer {
-    let body = match read_body(req, payload, state.max_body_bytes).await {
+    let read = read_body(req, payload, state.max_body_bytes);
+    let body = match tokio::time::timeout(state.limits.body_deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Answer::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            ))
+        }) {
         Ok(body) => body,
         Err(answer) => return answer,
     };

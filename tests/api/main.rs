@@ -6,6 +6,7 @@ mod dashboard;
 mod demo;
 mod harness;
 mod helpers;
+mod limits;
 mod live;
 mod nudges;
 mod processor;
