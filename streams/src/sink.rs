@@ -6,13 +6,18 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 /// The broker's acknowledgement of one enqueued record, as `EventSink::enqueue` returns it.
 pub use rdkafka::producer::DeliveryFuture;
+
+/// How much longer than the delivery timeout [`EventSink::send`] waits before it gives up on its own. librdkafka
+/// has normally expired the record by then, so a record given up on is rarely delivered afterwards (and if it is,
+/// the retry is a duplicate the consumer absorbs).
+pub const EXPIRY_SLACK: Duration = Duration::from_millis(1_000);
 
 /// Settings for [`EventSink`]; `build()` turns them into a connected producer.
 #[derive(Debug, Clone)]
@@ -130,15 +135,24 @@ impl Health {
 }
 
 impl EventSink {
-    /// Sends one record and waits for the broker's acknowledgement (all in-sync replicas).
+    /// Sends one record and waits for the broker's acknowledgement (all in-sync replicas), at most the delivery
+    /// timeout plus [`EXPIRY_SLACK`].
     pub async fn send(&self, record: Outgoing<'_>) -> Result<Delivered, ProduceError> {
         let future = future_record(&record);
         let producer = self.producer();
-        // A full local queue waits at most the delivery timeout as well, so the total stays bounded.
-        match producer
-            .send(future, Timeout::After(self.config.delivery_timeout))
-            .await
-        {
+        // A full local queue waits at most the delivery timeout as well. librdkafka expires a record only when it
+        // next scans its queues (about once a second), so the wait is also capped here: a caller with a deadline
+        // of its own (Shopify's 5 s) is answered in time whatever the broker is doing.
+        let sent = producer.send(future, Timeout::After(self.config.delivery_timeout));
+        let cap = self.config.delivery_timeout + EXPIRY_SLACK;
+        let outcome = match tokio::time::timeout(cap, sent).await {
+            Ok(Ok(delivered)) => Ok(delivered),
+            Ok(Err((e, _))) => Err(e),
+            Err(_) => Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            )),
+        };
+        let result = match outcome {
             Ok(d) => {
                 self.health
                     .last_delivery_ms
@@ -148,11 +162,21 @@ impl EventSink {
                     offset: d.offset,
                 })
             }
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::debug!(error = %e, topic = record.topic, "record not delivered");
                 self.replace_if_stuck(&producer);
                 Err(ProduceError::NotDelivered(e))
             }
+        };
+        self.release(producer);
+        result
+    }
+
+    /// Drops this call's handle on the producer. When the producer was replaced meanwhile, this may be the last
+    /// handle, and destroying it blocks (see `replace_if_stuck`), so that happens on a thread of its own.
+    fn release(&self, producer: FutureProducer) {
+        if self.producer().client().native_ptr() != producer.client().native_ptr() {
+            std::thread::spawn(move || drop(producer));
         }
     }
 
@@ -190,7 +214,10 @@ impl EventSink {
             Ok(fresh) => {
                 tracing::warn!(fatal = ?fatal, quiet_ms = quiet_for, "Kafka producer stuck; replaced it");
                 metrics::counter!("kafka_producer_replaced_total").increment(1);
-                *slot = fresh;
+                let stuck = std::mem::replace(&mut *slot, fresh);
+                // Destroying a librdkafka handle waits for its broker threads, which can take seconds against a
+                // dead broker; that must block neither this lock nor the caller's async worker.
+                std::thread::spawn(move || drop(stuck));
                 self.health
                     .last_replaced_ms
                     .store(self.health.now_ms(), Ordering::Relaxed);

@@ -78,6 +78,13 @@ pub fn init_test_logs() {
 }
 
 pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let app = spawn_app_on(brokers, overrides);
+    create_topics(brokers, &app.topics).await;
+    app
+}
+
+/// [`spawn_app_with`] without creating topics first: for a broker that is not there.
+pub fn spawn_app_on(brokers: &str, overrides: &[(&str, &str)]) -> TestApp {
     init_test_logs();
     let prefix = unique("t");
     let prefix = format!("{prefix}.");
@@ -101,7 +108,6 @@ pub async fn spawn_app_with(brokers: &str, overrides: &[(&str, &str)]) -> TestAp
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
-    create_topics(brokers, &settings.topics).await;
     let app = Application::build(&settings).expect("app starts");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());

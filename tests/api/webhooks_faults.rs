@@ -153,3 +153,81 @@ async fn broker_down_is_503_within_shopifys_budget_and_the_retry_lands_once() {
     assert_eq!(copies, 1);
     drop(broker);
 }
+
+/// Posts `count` fresh webhooks one after another, then `count` at once, and returns the slowest answer and the
+/// statuses seen.
+async fn slowest_answer(app: &crate::helpers::TestApp, count: usize) -> (Duration, Vec<u16>) {
+    let mut slowest = Duration::ZERO;
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        let started = Instant::now();
+        statuses.push(
+            app.post(&Webhook::new(
+                "orders/create",
+                fixture("orders_create.json"),
+            ))
+            .await
+            .status()
+            .as_u16(),
+        );
+        slowest = slowest.max(started.elapsed());
+    }
+    let webhooks: Vec<_> = (0..count)
+        .map(|_| Webhook::new("orders/create", fixture("orders_create.json")))
+        .collect();
+    let started = Instant::now();
+    let answers = futures_util::future::join_all(webhooks.iter().map(|w| app.post(w))).await;
+    slowest = slowest.max(started.elapsed());
+    statuses.extend(answers.iter().map(|r| r.status().as_u16()));
+    (slowest, statuses)
+}
+
+/// Shopify's budget is 5 s; the ingress promises the delivery timeout plus librdkafka's expiry slack, and keeps
+/// that promise with the broker killed, frozen or never there, including while the stuck producer is replaced.
+#[tokio::test]
+async fn every_webhook_is_answered_within_the_delivery_timeout_whatever_the_broker_does() {
+    let timeout = Duration::from_millis(1500);
+    let promise = timeout + streams::sink::EXPIRY_SLACK + Duration::from_millis(500);
+    let settings = [("KAFKA_DELIVERY_TIMEOUT_MS", "1500")];
+
+    let mut killed = PrivateBroker::start(free_port());
+    let app = spawn_app_with(&format!("127.0.0.1:{}", killed.port), &settings).await;
+    let healthy = app
+        .post(&Webhook::new(
+            "orders/create",
+            fixture("orders_create.json"),
+        ))
+        .await;
+    assert_eq!(healthy.status(), 200);
+    killed.stop();
+    // Four in a row take longer than two delivery timeouts, so the producer is replaced during this phase.
+    let (slowest, statuses) = slowest_answer(&app, 4).await;
+    assert!(statuses.iter().all(|s| *s == 503), "killed: {statuses:?}");
+    assert!(slowest <= promise, "killed: slowest answer {slowest:?}");
+
+    let frozen = PrivateBroker::start(free_port());
+    let app = spawn_app_with(&format!("127.0.0.1:{}", frozen.port), &settings).await;
+    let healthy = app
+        .post(&Webhook::new(
+            "orders/create",
+            fixture("orders_create.json"),
+        ))
+        .await;
+    assert_eq!(healthy.status(), 200);
+    frozen.set_frozen(true);
+    let (slowest, statuses) = slowest_answer(&app, 4).await;
+    frozen.set_frozen(false);
+    assert!(statuses.iter().all(|s| *s == 503), "frozen: {statuses:?}");
+    assert!(slowest <= promise, "frozen: slowest answer {slowest:?}");
+
+    let nowhere = crate::helpers::spawn_app_on(&format!("127.0.0.1:{}", free_port()), &settings);
+    let (slowest, statuses) = slowest_answer(&nowhere, 2).await;
+    assert!(
+        statuses.iter().all(|s| *s == 503),
+        "unreachable: {statuses:?}"
+    );
+    assert!(
+        slowest <= promise,
+        "unreachable: slowest answer {slowest:?}"
+    );
+}
