@@ -80,12 +80,14 @@ impl Application {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let per_worker = settings.limits.max_connections.div_ceil(workers).max(1);
         let assets = web::Data::new(dashboard::Assets::default());
+        let ready_cache = web::Data::new(health::ReadyCache::default());
         let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(ingress.clone())
                 .app_data(reads.clone())
                 .app_data(assets.clone())
+                .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))

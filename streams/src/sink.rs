@@ -233,11 +233,12 @@ impl EventSink {
             .map_err(ProduceError::NotDelivered)
     }
 
-    /// Whether the producer currently knows at least one broker, for readiness probes.
-    pub fn broker_reachable(&self, timeout: Duration) -> bool {
+    /// Whether a broker answers a metadata request for `topic`, for readiness probes. One topic, not the whole
+    /// cluster's metadata, so a probe stays cheap on a cluster with many topics.
+    pub fn broker_reachable(&self, topic: &str, timeout: Duration) -> bool {
         self.producer()
             .client()
-            .fetch_metadata(None, Timeout::After(timeout))
+            .fetch_metadata(Some(topic), Timeout::After(timeout))
             .map(|m| !m.brokers().is_empty())
             .unwrap_or(false)
     }

@@ -145,3 +145,46 @@ async fn a_socket_is_closed_when_its_token_expires() {
     assert_eq!(closed.code, CloseCode::from(4001));
     assert_eq!(closed.reason.as_str(), "token expired");
 }
+
+/// The value of an unlabelled counter in the Prometheus text, 0 when it has not been exported yet.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn readiness_is_cached_so_a_flood_of_probes_costs_one_check() {
+    let app = crate::helpers::spawn_app().await;
+    let metrics = || async {
+        let url = format!("{}/metrics", app.address);
+        app.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let first = app
+        .client
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let before = counter(&metrics().await, "ready_checks_total");
+    assert!(before >= 1);
+    let probes = (0..50).map(|_| app.client.get(format!("{}/ready", app.address)).send());
+    let answers = futures_util::future::join_all(probes).await;
+    assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 200));
+    let after = counter(&metrics().await, "ready_checks_total");
+    // One more check at most when the 50 probes straddle the end of the cached answer's second.
+    assert!(
+        after - before <= 1,
+        "{} checks for 50 probes",
+        after - before
+    );
+}
