@@ -34,15 +34,22 @@ impl ScoreCache {
     /// Writes the newest state of every changed customer and deletes the redacted ones, in round trips of at most
     /// [`PIPELINE_MAX`] commands. One pipeline of a restore's 4,096 changes could take longer than the Redis timeout
     /// on a busy machine and lose all of them; each smaller one fits, and the first that fails (Redis down) ends the
-    /// write, so a dead Redis still costs one timeout. Deletions go first, so that failure cannot skip them, and a
-    /// customer erased in the same outcome is not written back: its change may come before its erasure.
+    /// write, so a dead Redis still costs one timeout. Deletions go first, and a customer (or any customer of a
+    /// shop) erased in the same outcome is not written back: its change may come before its erasure. The erasure
+    /// itself is made sure of by [`ScoreCache::erase`], retried by the publisher.
     pub async fn apply(&self, changes: &[Change], redacted: &[(MerchantId, Option<u64>, String)]) {
         let forget: HashSet<String> = redacted
             .iter()
             .filter_map(|(m, c, _)| c.map(|c| key(m, c)))
             .collect();
+        let gone_shops: HashSet<&MerchantId> = redacted
+            .iter()
+            .filter(|(_, c, _)| c.is_none())
+            .map(|(m, _, _)| m)
+            .collect();
         let sets = changes
             .iter()
+            .filter(|c| !gone_shops.contains(&c.merchant))
             .map(|c| (key(&c.merchant, c.customer_id), c))
             .filter(|(k, _)| !forget.contains(k))
             .map(|(k, c)| Command::Set(k, c));
@@ -64,6 +71,54 @@ impl ScoreCache {
             }
         }
     }
+}
+
+impl ScoreCache {
+    /// Erases a redacted customer's entry, or every entry and the preview of a redacted shop (found with `SCAN`,
+    /// since a shop's customers are not listed anywhere else once its state is gone). Unlike the writes above, an
+    /// erasure must not be dropped: errors come back so the caller retries until it is done.
+    pub async fn erase(&self, merchant: &MerchantId, customer: Option<u64>) -> Result<(), String> {
+        if let Some(customer) = customer {
+            return self
+                .link
+                .run(redis::pipe().del(key(merchant, customer)))
+                .await;
+        }
+        let pattern = format!("rfm:customer:{}:*", glob_escape(merchant.as_str()));
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000);
+            let (next, keys): (u64, Vec<String>) = self.link.query(&scan).await?;
+            if !keys.is_empty() {
+                self.link.run(redis::pipe().del(keys)).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.link
+            .run(redis::pipe().del(format!("rfm:preview:{merchant}")))
+            .await
+    }
+}
+
+/// A shop domain as a literal in a `SCAN MATCH` pattern (domains have no glob characters, but the pattern must
+/// not depend on that).
+fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Commands per round trip: a few hundred kilobytes at most.

@@ -133,7 +133,8 @@ impl Store {
         Ok(())
     }
 
-    /// GDPR: forgets one customer (or, with `None`, the whole merchant) and records the request.
+    /// GDPR: forgets one customer (or, with `None`, the whole merchant) from every table, and records the request
+    /// as received. It is marked complete by [`Store::complete_request`] once the other stores are erased too.
     pub async fn redact(
         &self,
         merchant: &MerchantId,
@@ -142,27 +143,65 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = customer.map(|c| c as i64);
-        for table in [
-            "customers",
-            "rfm_segment_deltas",
-            "rfm_score_history",
-            "nudges",
-        ] {
-            sqlx::query(&format!(
+        // Nudge events name nudges, not customers: they go before the nudges that tell whose they are.
+        scoped(
+            merchant,
+            id,
+            "DELETE FROM nudge_events e USING nudges n
+             WHERE e.merchant_id = $1 AND n.merchant_id = $1 AND e.nudge_id = n.nudge_id
+               AND ($2::int8 IS NULL OR n.customer_id = $2)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for table in CUSTOMER_TABLES {
+            scoped(merchant, id, &format!(
                 "DELETE FROM {table} WHERE merchant_id = $1 AND ($2::int8 IS NULL OR customer_id = $2)"
             ))
-            .bind(merchant.as_str())
-            .bind(id)
             .execute(&mut *tx)
             .await?;
         }
         let kind = if customer.is_some() {
             "customers_redact"
         } else {
+            // The whole shop: its settings, audit trail and every other record of it. Earlier requests of its
+            // customers name them and go too; this request's own row is the record that the shop was erased.
+            for table in SHOP_TABLES {
+                scoped(
+                    merchant,
+                    id,
+                    &format!("DELETE FROM {table} WHERE merchant_id = $1 AND $2::int8 IS NULL"),
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            scoped(
+                merchant,
+                id,
+                "DELETE FROM gdpr_requests WHERE merchant_id = $1 AND $2::int8 IS NULL",
+            )
+            .execute(&mut *tx)
+            .await?;
             "shop_redact"
         };
-        record_request(&mut tx, merchant, event_id, kind, id).await?;
+        record_request(&mut tx, merchant, event_id, kind, id, false).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a GDPR request done: every store it had to reach has been erased.
+    pub async fn complete_request(
+        &self,
+        merchant: &MerchantId,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE gdpr_requests SET completed_at = now()
+             WHERE merchant_id = $1 AND event_id = $2 AND completed_at IS NULL",
+        )
+        .bind(merchant.as_str())
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -179,6 +218,7 @@ impl Store {
             event_id,
             "customers_data_request",
             Some(customer as i64),
+            true,
         )
         .await?;
         tx.commit().await?;
@@ -186,21 +226,43 @@ impl Store {
     }
 }
 
+/// A statement over one merchant (`$1`) and, where it matters, one customer (`$2`, NULL for the whole shop).
+fn scoped<'q>(
+    merchant: &'q MerchantId,
+    customer: Option<i64>,
+    sql: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql).bind(merchant.as_str()).bind(customer)
+}
+
+/// Tables whose rows belong to one customer of one merchant.
+const CUSTOMER_TABLES: [&str; 4] = [
+    "customers",
+    "rfm_segment_deltas",
+    "rfm_score_history",
+    "nudges",
+];
+
+/// Tables whose rows belong to a merchant as a whole; `merchants` last, as the others may reference it.
+const SHOP_TABLES: [&str; 3] = ["program_settings", "audit_logs", "merchants"];
+
 async fn record_request(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     merchant: &MerchantId,
     event_id: &str,
     kind: &str,
     customer: Option<i64>,
+    completed: bool,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO gdpr_requests (merchant_id, event_id, kind, customer_id, completed_at)
-         VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END) ON CONFLICT DO NOTHING",
     )
     .bind(merchant.as_str())
     .bind(event_id)
     .bind(kind)
     .bind(customer)
+    .bind(completed)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -142,6 +142,14 @@ impl Board {
         self.dirty = true;
     }
 
+    /// Drops an erased customer from the recent moves and deltas, so no later frame names them; the board is
+    /// dirty, so the next frame (which overwrites the last one everywhere) goes out at once.
+    pub fn forget(&mut self, customer_id: u64) {
+        self.moves.retain(|m| m.customer_id != customer_id);
+        self.deltas.retain(|d| d.customer_id != customer_id);
+        self.dirty = true;
+    }
+
     /// Renders the current state as the next frame and marks the board clean.
     pub fn frame(&mut self, merchant: &str, now_ms: i64) -> Frame {
         self.seq += 1;

@@ -72,6 +72,21 @@ impl Channels {
         }
     }
 
+    /// Applies an erasure to this process's slots: a cleared slot holds no frame until the next one; a gone
+    /// shop's slot is dropped, which ends its sockets.
+    pub fn erase(&self, erasure: &Erasure) {
+        match erasure {
+            Erasure::Clear(merchant) => {
+                if let Some(slot) = self.slots.get(merchant) {
+                    slot.send_replace(None);
+                }
+            }
+            Erasure::Gone(merchant) => {
+                self.slots.remove(merchant);
+            }
+        }
+    }
+
     pub fn subscribe(&self, merchant: &MerchantId) -> Slot {
         self.slots
             .entry(merchant.clone())
@@ -79,6 +94,33 @@ impl Channels {
             .subscribe()
     }
 }
+
+/// A GDPR erasure of what dashboards hold: a redacted customer may be named in a shop's last frame (`Clear`), a
+/// redacted shop has nothing left to show (`Gone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erasure {
+    Clear(MerchantId),
+    Gone(MerchantId),
+}
+
+impl Erasure {
+    fn merchant(&self) -> &MerchantId {
+        match self {
+            Erasure::Clear(m) | Erasure::Gone(m) => m,
+        }
+    }
+
+    /// The pub/sub message: the merchant, then an empty line for `Clear` or `GONE` for `Gone` (a frame is JSON,
+    /// so neither can be mistaken for one).
+    fn message(&self) -> String {
+        match self {
+            Erasure::Clear(m) => format!("{m}\n"),
+            Erasure::Gone(m) => format!("{m}\n{GONE}"),
+        }
+    }
+}
+
+const GONE: &str = "GONE";
 
 /// Where the processor's frames go.
 #[derive(Clone)]
@@ -113,6 +155,22 @@ impl FrameSink {
                 link: RedisLink::new(url, timeout)?,
             }),
         })
+    }
+
+    /// Deletes the erased shops' last frames from Redis and tells every instance to apply the erasures to its
+    /// slots; without Redis, applies them here. An error leaves the erasures to be tried again.
+    pub async fn erase(&self, erasures: &[Erasure]) -> Result<(), String> {
+        let Some(redis) = &self.redis else {
+            erasures.iter().for_each(|e| self.local.erase(e));
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        for erasure in erasures {
+            pipe.del(last_frame_key(erasure.merchant().as_str()))
+                .ignore();
+            pipe.publish(CHANNEL, erasure.message()).ignore();
+        }
+        redis.link.run(&pipe).await
     }
 
     pub async fn publish(&self, frames: Vec<(MerchantId, LiveFrame)>) {
@@ -194,6 +252,15 @@ async fn relay(client: &redis::Client, channels: &Channels) -> redis::RedisResul
         let Some((merchant, json)) = payload.split_once('\n') else {
             continue;
         };
+        let erasure = match (MerchantId::parse(merchant), json) {
+            (Ok(m), "") => Some(Erasure::Clear(m)),
+            (Ok(m), GONE) => Some(Erasure::Gone(m)),
+            _ => None,
+        };
+        if let Some(erasure) = erasure {
+            channels.erase(&erasure);
+            continue;
+        }
         let (Ok(merchant), Some(frame)) = (MerchantId::parse(merchant), LiveFrame::parse(json))
         else {
             tracing::debug!("ignoring a malformed dashboard message");

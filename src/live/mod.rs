@@ -17,7 +17,7 @@ use actors::Outcome;
 use streams::MerchantId;
 
 pub use board::{Board, Delta, Frame, Move, SegmentSize};
-pub use fanout::{Channels, FrameSink, LiveFrame};
+pub use fanout::{Channels, Erasure, FrameSink, LiveFrame};
 
 const IDLE_BOARD_MS: i64 = 15 * 60 * 1000;
 
@@ -42,6 +42,8 @@ impl Default for LiveConfig {
 /// The processor side: boards per merchant, fed by outcomes, flushed to a [`FrameSink`].
 pub struct LiveFeed {
     boards: Mutex<HashMap<MerchantId, Board>>,
+    /// Erasures not yet carried out on the frames outside this process (Redis, other instances' slots).
+    erasures: Mutex<Vec<Erasure>>,
     sink: FrameSink,
     config: LiveConfig,
 }
@@ -50,6 +52,7 @@ impl LiveFeed {
     pub fn new(sink: FrameSink, config: LiveConfig) -> Arc<LiveFeed> {
         Arc::new(LiveFeed {
             boards: Mutex::new(HashMap::new()),
+            erasures: Mutex::new(Vec::new()),
             sink,
             config,
         })
@@ -74,11 +77,39 @@ impl LiveFeed {
                 .or_default()
                 .change(change, now_ms);
         }
+        let mut erasures = Vec::new();
         for (merchant, customer, _) in &outcome.redactions {
-            // A shop that is gone has nothing to show; a redacted customer is already out of the counts.
-            if customer.is_none() {
-                boards.remove(merchant);
+            match (customer, boards.get_mut(merchant)) {
+                // The board's next frame no longer names the customer and replaces the last one everywhere.
+                (Some(customer), Some(board)) => board.forget(*customer),
+                // No board here: the last frame elsewhere may still name the customer, so it is cleared.
+                (Some(_), None) => erasures.push(Erasure::Clear(merchant.clone())),
+                (None, _) => {
+                    boards.remove(merchant);
+                    erasures.push(Erasure::Gone(merchant.clone()));
+                }
             }
+        }
+        drop(boards);
+        if !erasures.is_empty() {
+            self.erasures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(erasures);
+        }
+    }
+
+    /// Carries out pending erasures; those that fail (Redis down) are kept for the next tick.
+    async fn erase(&self) {
+        let pending = std::mem::take(&mut *self.erasures.lock().unwrap_or_else(|p| p.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.sink.erase(&pending).await {
+            metrics::counter!("dashboard_erasure_retries_total").increment(1);
+            tracing::warn!(error = %e, erasures = pending.len(), "dashboard erasure failed; retrying");
+            let mut queue = self.erasures.lock().unwrap_or_else(|p| p.into_inner());
+            queue.splice(0..0, pending);
         }
     }
 
@@ -109,6 +140,7 @@ impl LiveFeed {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {}
             }
+            self.erase().await;
             let due = self.due(chrono::Utc::now().timestamp_millis());
             if !due.is_empty() {
                 self.sink.publish(due).await;

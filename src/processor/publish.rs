@@ -15,7 +15,7 @@ use streams::{ProduceError, Topics};
 use tokio::sync::oneshot;
 
 use crate::score_cache::ScoreCache;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -121,20 +121,39 @@ impl Publisher {
     }
 
     async fn write_rows(&self, outcome: &Outcome) {
-        let Some(store) = &self.store else { return };
-        retry("write changes", || store.write_changes(&outcome.changes)).await;
-        retry("rewrite published changes", || {
-            store.write_changes(&outcome.rewrites)
-        })
-        .await;
-        for (merchant, customer, event_id) in &outcome.redactions {
-            retry("redact", || store.redact(merchant, *customer, event_id)).await;
+        if let Some(store) = &self.store {
+            retry("write changes", || store.write_changes(&outcome.changes)).await;
+            retry("rewrite published changes", || {
+                store.write_changes(&outcome.rewrites)
+            })
+            .await;
         }
+        self.erase(outcome).await;
+        let Some(store) = &self.store else { return };
         for (merchant, customer, event_id) in &outcome.data_requests {
             retry("data request", || {
                 store.record_data_request(merchant, *customer, event_id)
             })
             .await;
+        }
+    }
+
+    /// GDPR erasures: Postgres rows, then the score cache, each retried until done; only then is the request
+    /// marked complete. (The nudge desk and the dashboards are erased on their own paths.)
+    async fn erase(&self, outcome: &Outcome) {
+        for (merchant, customer, event_id) in &outcome.redactions {
+            if let Some(store) = &self.store {
+                retry("redact", || store.redact(merchant, *customer, event_id)).await;
+            }
+            if let Some(cache) = &self.cache {
+                retry("erase score cache", || cache.erase(merchant, *customer)).await;
+            }
+            if let Some(store) = &self.store {
+                retry("complete redaction", || {
+                    store.complete_request(merchant, event_id)
+                })
+                .await;
+            }
         }
     }
 }
@@ -172,19 +191,20 @@ impl Turn {
     }
 }
 
-/// Retries a Postgres write with capped exponential backoff until it succeeds. The consumer is waiting on this,
-/// so while Postgres is down consumption pauses instead of dropping rows.
-async fn retry<F, Fut>(what: &'static str, mut op: F)
+/// Retries a write (Postgres rows, or an erasure in Redis) with capped exponential backoff until it succeeds. The
+/// consumer is waiting on this, so while the store is down consumption pauses instead of dropping rows.
+async fn retry<F, Fut, E>(what: &'static str, mut op: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let mut delay = Duration::from_millis(50);
     loop {
         match op().await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "postgres write failed");
+                tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
                 metrics::counter!("processor_store_retries_total").increment(1);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

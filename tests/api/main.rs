@@ -4,6 +4,7 @@
 mod browser;
 mod dashboard;
 mod demo;
+mod erasure;
 mod harness;
 mod helpers;
 mod limits;
