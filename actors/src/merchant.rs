@@ -44,6 +44,12 @@ pub struct MerchantState {
     /// Slots of the customers updated since the last `take_touched`, so the partition can schedule their next
     /// boundary.
     touched: Vec<u32>,
+    /// Erased customers and when their erasure was requested (Unix seconds): events dated up to then are late
+    /// deliveries, retries or replays of the old relationship and must not bring the customer back. A customer id
+    /// and a time, no personal data; kept in snapshots.
+    pub(crate) tombstones: HashMap<u64, i64>,
+    /// When the whole shop was erased, with the same meaning for every event of the shop.
+    pub(crate) shop_erased_at: Option<i64>,
 }
 
 impl MerchantState {
@@ -58,6 +64,8 @@ impl MerchantState {
             segment_counts: vec![0; segments],
             exponent: 2,
             touched: Vec::new(),
+            tombstones: HashMap::new(),
+            shop_erased_at: None,
         }
     }
 
@@ -75,6 +83,9 @@ impl MerchantState {
 
     /// Applies one event at `now`, pushing what must be published onto `effects`.
     pub fn apply(&mut self, event: &InputEvent, now: Timestamp, effects: &mut Vec<Effect>) {
+        if self.erased_before(event) {
+            return;
+        }
         match event {
             InputEvent::OrderCreated(e) => self.order_created(e, now, effects),
             InputEvent::OrderCancelled(e) => {
@@ -109,6 +120,9 @@ impl MerchantState {
             }
             InputEvent::CustomerRedact(e) => {
                 self.forget(e.customer_id);
+                let at = e.requested_at.map_or(now.unix(), |t| t.timestamp());
+                let line = self.tombstones.entry(e.customer_id).or_insert(at);
+                *line = (*line).max(at);
                 effects.push(Effect::Redacted {
                     customer_id: e.customer_id,
                 });
@@ -116,7 +130,11 @@ impl MerchantState {
             InputEvent::CustomerDataRequest(e) => effects.push(Effect::DataRequested {
                 customer_id: e.customer_id,
             }),
-            InputEvent::ShopRedact(_) => {
+            InputEvent::ShopRedact(e) => {
+                let at = e.requested_at.map_or(now.unix(), |t| t.timestamp());
+                self.shop_erased_at = Some(self.shop_erased_at.map_or(at, |t| t.max(at)));
+                // The shop's line covers every customer: theirs add nothing.
+                self.tombstones = HashMap::new();
                 self.customers.clear();
                 self.order_customers.clear();
                 self.orphan_refunds.clear();
@@ -333,6 +351,34 @@ impl MerchantState {
                 .map(move |o| (o.order_id(), slot))
         });
         self.order_customers.rebuild(entries);
+    }
+
+    /// Whether `event` dates from before an erasure of its customer or its shop. Erasure requests themselves always
+    /// apply; a refund names no customer, and its order's customer is gone from the order index after an erasure.
+    fn erased_before(&self, event: &InputEvent) -> bool {
+        let (customer, at) = match event {
+            InputEvent::OrderCreated(e) => (e.customer_id, e.created_at),
+            InputEvent::OrderCancelled(e) => (e.customer_id, e.cancelled_at),
+            InputEvent::CustomerCreated(e) => (e.customer_id, e.created_at),
+            InputEvent::PointsEarned(e) | InputEvent::PointsRedeemed(e) => {
+                (e.customer_id, e.created_at)
+            }
+            InputEvent::RefundCreated(e) => {
+                return self
+                    .shop_erased_at
+                    .is_some_and(|t| e.created_at.timestamp() <= t)
+            }
+            InputEvent::CustomerRedact(_)
+            | InputEvent::CustomerDataRequest(_)
+            | InputEvent::ShopRedact(_) => return false,
+        };
+        let at = at.timestamp();
+        let line = self
+            .tombstones
+            .get(&customer)
+            .copied()
+            .max(self.shop_erased_at);
+        line.is_some_and(|line| at <= line)
     }
 
     fn forget(&mut self, customer_id: u64) {

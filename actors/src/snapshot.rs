@@ -10,7 +10,8 @@
 //! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
 //! input is an error, never a panic.
 //!
-//! Layout, version 2. Version 1, which this build still reads, also had an order-index bit (0x80) in each order's
+//! Layout, version 3. Version 2 lacks the tombstones at the end of each merchant, and is still read (with none).
+//! Version 1, which this build still reads, also had an order-index bit (0x80) in each order's
 //! flags and, after each merchant's customers, a list of other index entries (count, then order id gap and customer
 //! id each); both are ignored, since the index is rebuilt from the order records. A build older than version 2
 //! refuses these snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones
@@ -26,6 +27,8 @@
 //!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8;
 //!     with extra: refund ids (count, gaps), points event keys (count, u64 LE each), points (signed)
 //!   orphan refunds: count, then per order by ascending id: order id gap, count, per refund: id, amount (signed)
+//!   (version 3) shop erased: 0, or 1 then the time (signed); tombstones: count, then per customer by ascending
+//!     id: id gap, erasure requested at (signed Unix seconds)
 //! checksum u64 LE of every byte before it
 //! ```
 
@@ -148,6 +151,7 @@ impl PartitionCore {
         }
         let mut core = PartitionCore::new(partition);
         let mut scratch = Scratch {
+            version,
             version_1: version == 1,
             ..Scratch::default()
         };
@@ -203,6 +207,39 @@ fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
         write_customer(out, state);
     }
     write_orphans(out, &merchant.orphan_refunds);
+    write_tombstones(out, merchant);
+}
+
+fn write_tombstones(out: &mut Vec<u8>, merchant: &MerchantState) {
+    match merchant.shop_erased_at {
+        Some(at) => {
+            out.push(1);
+            put_signed(out, at);
+        }
+        None => out.push(0),
+    }
+    let mut tombstones: Vec<(&u64, &i64)> = merchant.tombstones.iter().collect();
+    tombstones.sort_unstable();
+    put_len(out, tombstones.len());
+    let mut ids = Gaps::default();
+    for (customer, at) in tombstones {
+        ids.put(out, *customer);
+        put_signed(out, *at);
+    }
+}
+
+fn read_tombstones(r: &mut Reader<'_>, merchant: &mut MerchantState) -> Result<(), SnapshotError> {
+    merchant.shop_erased_at = match r.u8()? {
+        0 => None,
+        1 => Some(r.signed()?),
+        _ => return Err(Corrupt("shop erasure flag")),
+    };
+    let mut ids = Gaps::default();
+    for _ in 0..r.count(2)? {
+        let customer = ids.get(r)?;
+        merchant.tombstones.insert(customer, r.signed()?);
+    }
+    Ok(())
 }
 
 fn write_customer(out: &mut Vec<u8>, state: &CustomerState) {
@@ -260,6 +297,7 @@ fn write_orphans(out: &mut Vec<u8>, orphans: &HashMap<u64, Vec<(u64, Money)>>) {
 /// version being read.
 #[derive(Default)]
 struct Scratch {
+    version: u16,
     version_1: bool,
     orders: Vec<OrderRecord>,
     refund_ids: Vec<u64>,
@@ -296,6 +334,9 @@ fn read_merchant(
             refunds.push((r.varint()?, Money::from_minor(r.signed()?)));
         }
         merchant.orphan_refunds.insert(order, refunds);
+    }
+    if scratch.version >= 3 {
+        read_tombstones(r, merchant)?;
     }
     Ok(())
 }

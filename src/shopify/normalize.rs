@@ -301,6 +301,7 @@ pub fn normalize(
                 event_id: env.event_id.to_owned(),
                 schema_version: SCHEMA_VERSION,
                 merchant_id: env.merchant_id.clone(),
+                requested_at: Some(Utc::now()),
             })
         }
     };
@@ -434,6 +435,7 @@ fn gdpr_customer(
             merchant_id,
             customer_id: payload.customer.id,
             orders_to_redact: payload.orders_to_redact,
+            requested_at: Some(Utc::now()),
         })
     } else {
         InputEvent::CustomerDataRequest(CustomerDataRequest {

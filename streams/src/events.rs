@@ -98,6 +98,10 @@ event!(CustomerRedact {
     customer_id: u64,
     #[serde(default)]
     orders_to_redact: Vec<u64>,
+    /// When the ingress accepted the request: events dated up to then never bring the customer back. Set once, at
+    /// the ingress, so every replay of the record draws the same line. Absent from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_at: Option<DateTime<Utc>>,
 });
 
 event!(CustomerDataRequest {
@@ -106,7 +110,11 @@ event!(CustomerDataRequest {
     data_request_id: Option<u64>,
 });
 
-event!(ShopRedact {});
+event!(ShopRedact {
+    /// As `CustomerRedact::requested_at`, for the whole shop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_at: Option<DateTime<Utc>>,
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -197,6 +197,23 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     })
     .await;
 
+    // A retried webhook of the old relationship (dated yesterday) must not bring 7 back. An order of 8 after it,
+    // on the same partition, shows when it has been processed.
+    post_order(&app.address, &a, 3, 7, "80.00", 1).await;
+    post_order(&app.address, &a, 4, 8, "60.00", 0).await;
+    eventually("the marker order of 8", WAIT, async || {
+        let orders: Option<i32> = sqlx::query_scalar(
+            "SELECT orders FROM customers WHERE merchant_id = $1 AND customer_id = 8",
+        )
+        .bind(a.as_str())
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        orders == Some(2)
+    })
+    .await;
+    assert_eq!(rows_left(&pool, &a, Some(7)).await, vec![], "7 came back");
+
     // shop/redact for the whole shop.
     let request = post_gdpr(
         &app,

@@ -85,6 +85,7 @@ fn segment_counts_follow_moves_and_redactions() {
         merchant_id: m.id.clone(),
         customer_id: 1,
         orders_to_redact: vec![1],
+        requested_at: None,
     });
     m.apply(&redact, Timestamp(T0), &mut effects);
     assert_eq!(m.segment_counts()[new], 1);
@@ -222,4 +223,99 @@ fn extreme_point_amounts_saturate_instead_of_overflowing() {
         i64::MIN,
         "|MIN| saturates to MAX, and the balance floors at MIN"
     );
+}
+
+fn redaction(customer: Option<u64>, requested_at: i64) -> InputEvent {
+    let (event_id, merchant_id) = (
+        format!("g{requested_at}"),
+        MerchantId::parse("m.myshopify.com").unwrap(),
+    );
+    let requested_at = Some(DateTime::from_timestamp(requested_at, 0).unwrap());
+    match customer {
+        Some(customer_id) => InputEvent::CustomerRedact(streams::events::CustomerRedact {
+            event_id,
+            schema_version: SCHEMA_VERSION,
+            merchant_id,
+            customer_id,
+            orders_to_redact: vec![],
+            requested_at,
+        }),
+        None => InputEvent::ShopRedact(streams::events::ShopRedact {
+            event_id,
+            schema_version: SCHEMA_VERSION,
+            merchant_id,
+            requested_at,
+        }),
+    }
+}
+
+fn dated(event: InputEvent, at: i64) -> InputEvent {
+    let at = DateTime::from_timestamp(at, 0).unwrap();
+    match event {
+        InputEvent::OrderCreated(mut e) => {
+            e.created_at = at;
+            InputEvent::OrderCreated(e)
+        }
+        InputEvent::RefundCreated(mut e) => {
+            e.created_at = at;
+            InputEvent::RefundCreated(e)
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn an_erased_customer_is_not_brought_back_by_older_events_but_a_new_order_counts() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
+    m.apply(
+        &redaction(Some(1), T0 + 100),
+        Timestamp(T0 + 100),
+        &mut effects,
+    );
+    assert!(m.customer(1).is_none());
+    effects.clear();
+    // A retried webhook and a replayed record, both of the old relationship.
+    m.apply(&order(1, 10, "50.00"), Timestamp(T0 + 200), &mut effects);
+    m.apply(
+        &dated(order(1, 11, "20.00"), T0 + 100),
+        Timestamp(T0 + 200),
+        &mut effects,
+    );
+    assert!(m.customer(1).is_none() && effects.is_empty(), "{effects:?}");
+    // A genuinely new order afterwards is a new relationship.
+    m.apply(
+        &dated(order(1, 12, "30.00"), T0 + 300),
+        Timestamp(T0 + 300),
+        &mut effects,
+    );
+    assert_eq!(net(&m, 1), 3_000);
+    // Another customer was never affected.
+    m.apply(&order(2, 20, "10.00"), Timestamp(T0 + 300), &mut effects);
+    assert_eq!(net(&m, 2), 1_000);
+}
+
+#[test]
+fn an_erased_shop_keeps_out_every_older_event() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
+    m.apply(
+        &redaction(None, T0 + 100),
+        Timestamp(T0 + 100),
+        &mut effects,
+    );
+    m.apply(&order(5, 50, "50.00"), Timestamp(T0 + 200), &mut effects);
+    m.apply(&refund(10, 1, "5.00"), Timestamp(T0 + 200), &mut effects);
+    assert!(
+        m.is_empty() && m.orphan_refunds.is_empty(),
+        "nothing older comes back"
+    );
+    m.apply(
+        &dated(order(5, 51, "40.00"), T0 + 300),
+        Timestamp(T0 + 300),
+        &mut effects,
+    );
+    assert_eq!(net(&m, 5), 4_000);
 }

@@ -44,6 +44,9 @@ fn sample() -> PartitionCore {
     m.reindex_orders();
     m.orphan_refunds
         .insert(999, vec![(5, Money::from_minor(700)), (6, Money::ZERO)]);
+    m.tombstones.insert(5_000, T0 - 10);
+    m.tombstones.insert(70, T0);
+    m.shop_erased_at = Some(T0 - 86_400);
     let mut core = PartitionCore::new(7);
     core.slots.insert(id, 0);
     core.merchants.push(m);
@@ -84,7 +87,28 @@ fn index_and_orphans_survive_exactly() {
     assert_eq!(a.orphan_refunds, b.orphan_refunds);
     assert_eq!(a.customers, b.customers);
     assert_eq!(a.segment_counts, b.segment_counts);
+    assert_eq!(a.tombstones, b.tombstones);
+    assert_eq!(b.shop_erased_at, Some(T0 - 86_400));
     assert_eq!(restored.encode_snapshot(&offsets()), bytes);
+}
+
+#[test]
+fn a_version_2_snapshot_restores_with_no_tombstones() {
+    let mut core = sample();
+    core.merchants[0].tombstones.clear();
+    core.merchants[0].shop_erased_at = None;
+    let v3 = core.encode_snapshot(&offsets());
+    // Version 2 is version 3 without the two bytes an untombstoned merchant ends with (no shop erasure, none).
+    let mut content = v3[..v3.len() - wire::TRAILER - 2].to_vec();
+    assert_eq!(
+        &v3[v3.len() - wire::TRAILER - 2..v3.len() - wire::TRAILER],
+        &[0, 0]
+    );
+    content[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let (restored, _) = decode(&reseal(content)).unwrap();
+    assert_eq!(restored.merchants[0].customers, core.merchants[0].customers);
+    assert!(restored.merchants[0].tombstones.is_empty());
+    assert_eq!(restored.encode_snapshot(&offsets()), v3);
 }
 
 /// A version 1 snapshot as the previous build wrote it: one customer with one order flagged indexed, and an entry

@@ -7,7 +7,8 @@ use super::SnapshotError::Corrupt;
 
 const MAGIC: &[u8; 4] = b"LNRS";
 /// Version 2 dropped version 1's order-index flag bit and list (the index is rebuilt from the order records).
-pub(super) const FORMAT_VERSION: u16 = 2;
+/// Version 3 added each merchant's erasure tombstones.
+pub(super) const FORMAT_VERSION: u16 = 3;
 /// The oldest version this build still reads.
 pub(super) const OLDEST_VERSION: u16 = 1;
 /// Magic, version and total length: the part read before the checksum can be checked.

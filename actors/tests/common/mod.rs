@@ -110,6 +110,7 @@ pub fn redact(shop: &str, customer: u64) -> InputEvent {
         merchant_id: mid(shop),
         customer_id: customer,
         orders_to_redact: vec![],
+        requested_at: None,
     })
 }
 
