@@ -37,6 +37,8 @@ pub struct Settings {
     pub webhook_max_body_bytes: usize,
     pub kafka_delivery_timeout: Duration,
     pub dedupe_ttl: Duration,
+    /// How long a data request's export is kept for the merchant to download.
+    pub gdpr_export_retention: Duration,
     pub limits: LimitsConfig,
     pub redis_timeout: Duration,
     /// Shortest time between two dashboard frames of one merchant (coalescing window).
@@ -122,6 +124,9 @@ impl Settings {
                 "3000",
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
+            gdpr_export_retention: Duration::from_secs(
+                86_400 * parse_or::<u64>(&get, "GDPR_EXPORT_RETENTION_DAYS", "30")?,
+            ),
             limits: LimitsConfig {
                 webhook_per_ip: parse_or(&get, "WEBHOOK_RATE_PER_IP", "10000")?,
                 api_per_shop: parse_or(&get, "API_RATE_PER_SHOP", "50")?,

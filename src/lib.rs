@@ -7,6 +7,7 @@ pub mod bench;
 pub mod configuration;
 pub mod dedupe;
 pub mod demo;
+pub mod gdpr;
 pub mod limits;
 pub mod live;
 pub mod mock_broker;

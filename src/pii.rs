@@ -89,9 +89,24 @@ pub struct Owner<'a> {
     pub customer_id: u64,
 }
 
+/// What a sealed value is, bound into it with its owner, so a sealed export cannot pass for sealed PII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Pii,
+    DataExport,
+}
+
 impl Owner<'_> {
-    fn aad(&self) -> Vec<u8> {
-        format!("loyalnest pii v2|{}|{}", self.merchant, self.customer_id).into_bytes()
+    fn aad(&self, purpose: Purpose) -> Vec<u8> {
+        let purpose = match purpose {
+            Purpose::Pii => "pii",
+            Purpose::DataExport => "data-export",
+        };
+        format!(
+            "loyalnest {purpose} v2|{}|{}",
+            self.merchant, self.customer_id
+        )
+        .into_bytes()
     }
 }
 
@@ -133,58 +148,70 @@ impl KeyRing {
 
     /// Seals with the current (first) key; `None` when no key is configured or there is nothing to seal.
     pub fn seal(&self, pii: &Pii, owner: Owner<'_>) -> Option<SealedPii> {
-        let key = self.keys.first()?;
         if pii.is_empty() {
             return None;
         }
         let plaintext = serde_json::to_vec(pii).ok()?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = owner.aad();
-        let ciphertext = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .ok()?;
-        count_seal(key);
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
+        let (key_id, sealed) = self.seal_bytes(&plaintext, owner, Purpose::Pii)?;
         Some(SealedPii {
-            key_id: key.id.clone(),
-            sealed: STANDARD.encode(sealed),
+            key_id,
+            sealed,
             email_index: pii.email.as_deref().and_then(|e| self.email_index(e)),
         })
     }
 
     pub fn open(&self, sealed: &SealedPii, owner: Owner<'_>) -> Result<Pii, PiiError> {
+        let plaintext = self.open_bytes(&sealed.key_id, &sealed.sealed, owner, Purpose::Pii)?;
+        serde_json::from_slice(&plaintext).map_err(|_| PiiError::Corrupt)
+    }
+
+    /// Seals any bytes for `owner` and `purpose` with the current key: the key id and base64 of nonce ‖ sealed.
+    pub fn seal_bytes(
+        &self,
+        plaintext: &[u8],
+        owner: Owner<'_>,
+        purpose: Purpose,
+    ) -> Option<(String, String)> {
+        let key = self.keys.first()?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = owner.aad(purpose);
+        let payload = Payload {
+            msg: plaintext,
+            aad: &aad,
+        };
+        let ciphertext = key.cipher.encrypt(&nonce, payload).ok()?;
+        count_seal(key);
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        Some((key.id.clone(), STANDARD.encode(sealed)))
+    }
+
+    /// The inverse of [`KeyRing::seal_bytes`]; fails for another owner or purpose, or a key not configured.
+    pub fn open_bytes(
+        &self,
+        key_id: &str,
+        sealed: &str,
+        owner: Owner<'_>,
+        purpose: Purpose,
+    ) -> Result<Vec<u8>, PiiError> {
         let key = self
             .keys
             .iter()
-            .find(|k| k.id == sealed.key_id)
-            .ok_or_else(|| PiiError::UnknownKey(sealed.key_id.clone()))?;
-        let raw = STANDARD
-            .decode(&sealed.sealed)
-            .map_err(|_| PiiError::Corrupt)?;
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| PiiError::UnknownKey(key_id.to_owned()))?;
+        let raw = STANDARD.decode(sealed).map_err(|_| PiiError::Corrupt)?;
         if raw.len() < 12 {
             return Err(PiiError::Corrupt);
         }
         let (nonce, ciphertext) = raw.split_at(12);
-        let aad = owner.aad();
-        let plaintext = key
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| PiiError::Corrupt)?;
-        serde_json::from_slice(&plaintext).map_err(|_| PiiError::Corrupt)
+        let aad = owner.aad(purpose);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        key.cipher
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| PiiError::Corrupt)
     }
 
     /// The blind index of an email (lower-cased, trimmed): equal emails give equal indexes under any sealing key.
@@ -322,6 +349,24 @@ mod tests {
             Some(1_000),
             "clones share the count"
         );
+    }
+
+    #[test]
+    fn a_sealed_export_does_not_open_as_pii() {
+        let m = shop();
+        let keys = ring(K1);
+        let (key_id, sealed) = keys
+            .seal_bytes(br#"{"first_name":"Ana"}"#, owner(&m), Purpose::DataExport)
+            .unwrap();
+        let as_pii = SealedPii {
+            key_id,
+            sealed,
+            email_index: None,
+        };
+        assert!(matches!(
+            keys.open(&as_pii, owner(&m)),
+            Err(PiiError::Corrupt)
+        ));
     }
 
     #[test]

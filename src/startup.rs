@@ -20,7 +20,7 @@ use crate::live::fanout::subscribe_forever;
 use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::processor::{ProcessorStats, Registry};
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, health, stream, webhooks};
+use crate::routes::{api, dashboard, gdpr, health, stream, webhooks};
 use crate::score_cache::ScoreCache;
 use crate::store::Store;
 use crate::telemetry;
@@ -64,6 +64,11 @@ impl Application {
                 api_key: settings.shopify_api_key.clone(),
                 secrets: settings.webhook_secrets.clone(),
             },
+            gdpr: store.clone().map(|store| crate::gdpr::Gdpr {
+                store,
+                keys: settings.keys.clone(),
+                retention: settings.gdpr_export_retention,
+            }),
             model: ReadModel {
                 registry: shared.registry,
                 store,
@@ -98,6 +103,8 @@ impl Application {
                 )
                 .route("/api/v1/rfm/churn-risk", web::get().to(api::churn_risk))
                 .route("/api/v1/rfm/stream", web::get().to(stream::stream))
+                .route("/api/v1/gdpr/requests", web::get().to(gdpr::list))
+                .route("/api/v1/gdpr/requests/{id}", web::get().to(gdpr::one))
                 .route("/dashboard", web::get().to(dashboard::page))
                 .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
                 .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
@@ -199,9 +206,15 @@ pub async fn build_processor(
         ..Default::default()
     }
     .build(clock.clone());
+    let gdpr = store.clone().map(|store| crate::gdpr::Gdpr {
+        store,
+        keys: settings.keys.clone(),
+        retention: settings.gdpr_export_retention,
+    });
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),
+        gdpr,
         store,
         cache,
         nudges: Some(nudges),

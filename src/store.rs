@@ -161,6 +161,15 @@ impl Store {
             .await?;
         }
         let kind = if customer.is_some() {
+            // An export made for an earlier data request holds the same personal data.
+            scoped(
+                merchant,
+                id,
+                "UPDATE gdpr_requests SET export = NULL, export_key_id = NULL, status = 'expired'
+                 WHERE merchant_id = $1 AND customer_id = $2 AND export IS NOT NULL",
+            )
+            .execute(&mut *tx)
+            .await?;
             "customers_redact"
         } else {
             // The whole shop: its settings, audit trail and every other record of it. Earlier requests of its
@@ -183,7 +192,7 @@ impl Store {
             .await?;
             "shop_redact"
         };
-        record_request(&mut tx, merchant, event_id, kind, id, false).await?;
+        record_request(&mut tx, merchant, event_id, kind, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -195,33 +204,13 @@ impl Store {
         event_id: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE gdpr_requests SET completed_at = now()
+            "UPDATE gdpr_requests SET completed_at = now(), status = 'completed'
              WHERE merchant_id = $1 AND event_id = $2 AND completed_at IS NULL",
         )
         .bind(merchant.as_str())
         .bind(event_id)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    pub async fn record_data_request(
-        &self,
-        merchant: &MerchantId,
-        customer: u64,
-        event_id: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        record_request(
-            &mut tx,
-            merchant,
-            event_id,
-            "customers_data_request",
-            Some(customer as i64),
-            true,
-        )
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -252,17 +241,15 @@ async fn record_request(
     event_id: &str,
     kind: &str,
     customer: Option<i64>,
-    completed: bool,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO gdpr_requests (merchant_id, event_id, kind, customer_id, completed_at)
-         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END) ON CONFLICT DO NOTHING",
+        "INSERT INTO gdpr_requests (merchant_id, event_id, kind, customer_id)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(merchant.as_str())
     .bind(event_id)
     .bind(kind)
     .bind(customer)
-    .bind(completed)
     .execute(&mut **tx)
     .await?;
     Ok(())

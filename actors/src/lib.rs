@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod customer;
 pub mod customer_table;
+pub mod held;
 pub mod merchant;
 pub mod nudges;
 pub mod order_index;
@@ -20,6 +21,7 @@ pub mod snapshot;
 pub mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use held::{DataRequest, HeldCustomer};
 pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Rejected, Tick,

@@ -27,7 +27,11 @@ pub enum Effect {
     /// The whole merchant was erased.
     ShopRedacted,
     /// A data request was received; the export is produced downstream.
-    DataRequested { customer_id: u64 },
+    DataRequested {
+        customer_id: u64,
+        /// Shopify's id of the request, which the merchant sees in the Shopify admin.
+        data_request_id: Option<u64>,
+    },
 }
 
 pub struct MerchantState {
@@ -129,6 +133,7 @@ impl MerchantState {
             }
             InputEvent::CustomerDataRequest(e) => effects.push(Effect::DataRequested {
                 customer_id: e.customer_id,
+                data_request_id: e.data_request_id,
             }),
             InputEvent::ShopRedact(e) => {
                 let at = e.requested_at.map_or(now.unix(), |t| t.timestamp());

@@ -51,7 +51,7 @@ pub struct Outcome {
     pub changes: Vec<Change>,
     /// GDPR erasures: merchant, customer (`None`: the whole shop), and the request's event id.
     pub redactions: Vec<(MerchantId, Option<u64>, String)>,
-    pub data_requests: Vec<(MerchantId, u64, String)>,
+    pub data_requests: Vec<crate::held::DataRequest>,
     /// Records that could not be decoded, for the dead-letter topic.
     pub rejected: Vec<Rejected>,
     /// The Kafka records of `changes`, encoded by the actor.
@@ -65,6 +65,8 @@ pub struct Outcome {
     pub rewrites: Vec<Change>,
     /// Live segment counts of every merchant this batch or tick touched, for the dashboards.
     pub live: Vec<LiveCounts>,
+    /// Sealed personal data that arrived with applied events, for the customer's row (never opened here).
+    pub pii: Vec<(MerchantId, u64, streams::events::SealedPii)>,
 }
 
 /// One merchant's segment sizes after a batch, in rule order, and how many of the batch's events were its.
@@ -166,7 +168,16 @@ impl PartitionCore {
                 None => touched.push((slot, 1)),
             }
             effects.clear();
-            self.merchants[slot as usize].apply(event, now, &mut effects);
+            let merchant = &mut self.merchants[slot as usize];
+            merchant.apply(event, now, &mut effects);
+            if let Some((customer, pii)) = sealed_pii(event) {
+                // Only for a customer the event reached: one refused by a tombstone left nothing to attach it to.
+                if merchant.customer(customer).is_some() {
+                    outcome
+                        .pii
+                        .push((merchant.id.clone(), customer, pii.clone()));
+                }
+            }
             let locale = match event {
                 InputEvent::OrderCreated(e) => e.locale.clone(),
                 InputEvent::CustomerCreated(e) => e.locale.clone(),
@@ -372,13 +383,28 @@ impl PartitionCore {
                         .redactions
                         .push((merchant.id.clone(), None, trace_id.to_owned()))
                 }
-                Effect::DataRequested { customer_id } => outcome.data_requests.push((
-                    merchant.id.clone(),
-                    *customer_id,
-                    trace_id.to_owned(),
-                )),
+                Effect::DataRequested {
+                    customer_id,
+                    data_request_id,
+                } => outcome.data_requests.push(crate::held::DataRequest {
+                    merchant: merchant.id.clone(),
+                    customer_id: *customer_id,
+                    data_request_id: *data_request_id,
+                    event_id: trace_id.to_owned(),
+                    held: merchant
+                        .customer(*customer_id)
+                        .map(|state| crate::held::HeldCustomer::of(state, &merchant.config)),
+                }),
             }
         }
+    }
+}
+
+fn sealed_pii(event: &InputEvent) -> Option<(u64, &streams::events::SealedPii)> {
+    match event {
+        InputEvent::OrderCreated(e) => Some((e.customer_id, e.pii.as_ref()?)),
+        InputEvent::CustomerCreated(e) => Some((e.customer_id, e.pii.as_ref()?)),
+        _ => None,
     }
 }
 

@@ -14,6 +14,7 @@ use streams::sink::EventSink;
 use streams::{ProduceError, Topics};
 use tokio::sync::oneshot;
 
+use crate::gdpr::{write_pii, Gdpr};
 use crate::score_cache::ScoreCache;
 use crate::store::Store;
 
@@ -29,6 +30,8 @@ pub struct Publisher {
     /// Completion of the latest outcome's hand-off to the desk: each waits for the one before, so an erasure can
     /// never reach the desk ahead of an earlier batch's nudge for the same customer (see `start`).
     pub desk_turn: DeskTurn,
+    /// Sealed personal data at rest and data-request exports; with the store.
+    pub gdpr: Option<Gdpr>,
 }
 
 /// The previous outcome's desk hand-off, for the next one to wait on.
@@ -127,14 +130,15 @@ impl Publisher {
                 store.write_changes(&outcome.rewrites)
             })
             .await;
-        }
-        self.erase(outcome).await;
-        let Some(store) = &self.store else { return };
-        for (merchant, customer, event_id) in &outcome.data_requests {
-            retry("data request", || {
-                store.record_data_request(merchant, *customer, event_id)
+            retry("write sealed personal data", || {
+                write_pii(store, &outcome.pii)
             })
             .await;
+        }
+        self.erase(outcome).await;
+        let Some(gdpr) = &self.gdpr else { return };
+        for request in &outcome.data_requests {
+            retry("answer data request", || gdpr.answer(request)).await;
         }
     }
 
@@ -243,6 +247,7 @@ mod tests {
             cache: None,
             nudges: Some(desk.clone()),
             desk_turn: DeskTurn::default(),
+            gdpr: None,
         };
         let key = CustomerKey {
             merchant: MerchantId::parse("order.myshopify.com").unwrap(),

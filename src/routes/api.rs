@@ -28,6 +28,8 @@ pub struct ReadState {
     pub redis: Option<redis::Client>,
     pub redis_timeout: std::time::Duration,
     pub limits: Arc<Limits>,
+    /// GDPR requests and their exports; with the store.
+    pub gdpr: Option<crate::gdpr::Gdpr>,
 }
 
 #[derive(Debug, thiserror::Error)]

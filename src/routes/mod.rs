@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod gdpr;
 pub mod health;
 pub mod stream;
 pub mod webhooks;

@@ -21,7 +21,8 @@ pub struct SealedPii {
     pub key_id: String,
     /// base64 of nonce ‖ ciphertext ‖ tag.
     pub sealed: String,
-    /// hex HMAC-SHA256 of the lower-cased email, keyed by the same key id.
+    /// hex HMAC-SHA256 of the lower-cased email, under the blind-index key (`PII_INDEX_KEY`), which does not
+    /// change when the sealing key rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_index: Option<String>,
 }

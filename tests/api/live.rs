@@ -68,8 +68,15 @@ pub fn test_settings(extra: &[(&str, String)]) -> Settings {
 /// Ingress, processor and dashboards on port 0, with fresh topics, group and database. Call inside an actix
 /// system (`#[actix_web::test]`).
 pub async fn spawn_engine() -> LiveApp {
+    spawn_engine_with(&[]).await
+}
+
+/// [`spawn_engine`] with extra settings.
+pub async fn spawn_engine_with(extra: &[(&str, String)]) -> LiveApp {
     crate::helpers::init_test_logs();
-    let settings = test_settings(&[("DATABASE_URL", fresh_database().await)]);
+    let mut extra = extra.to_vec();
+    extra.push(("DATABASE_URL", fresh_database().await));
+    let settings = test_settings(&extra);
     streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, 1, 1)
         .await
         .expect("topics");

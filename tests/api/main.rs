@@ -3,6 +3,7 @@
 
 mod browser;
 mod dashboard;
+mod data_request;
 mod demo;
 mod erasure;
 mod harness;

@@ -412,7 +412,7 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     assert_eq!(tasks[0].value["locale"], "es");
     assert_eq!(tasks[0].value["customer_id"], 42);
 
-    // `replay-dlq` puts both records back on their topic; still poison, they come back to the DLQ, once each.
+    // `replay-dlq` puts the three records back on their topic; still poison, they come back to the DLQ, once each.
     let report = loyalnest_rfm::replay::replay_dlq(
         &brokers(),
         &unique("replay-"),
@@ -422,17 +422,17 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     )
     .await
     .unwrap();
-    assert_eq!((report.replayed, report.skipped), (2, 0));
+    assert_eq!((report.replayed, report.skipped), (3, 0));
     let stats = h.stats.clone();
     eventually(
         "the replayed records dead-lettered again",
         Duration::from_secs(30),
-        async || stats.dead_lettered.load(Ordering::SeqCst) >= 4,
+        async || stats.dead_lettered.load(Ordering::SeqCst) >= 6,
     )
     .await;
     assert_eq!(
         record_count(&brokers(), &h.topics.orders_create).await,
-        5,
-        "3 originals + 2 replayed"
+        7,
+        "4 originals + 3 replayed"
     );
 }
