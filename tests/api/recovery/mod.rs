@@ -6,6 +6,7 @@
 
 mod broker_outage;
 mod crash;
+mod erasure_proof;
 mod outage;
 mod postgres_outage;
 mod rebalance;
