@@ -17,7 +17,8 @@ use sqlx::{PgPool, Row};
 use streams::events::SealedPii;
 use streams::MerchantId;
 
-use crate::pii::{KeyRing, Owner, Purpose};
+use crate::pii::{KeyRing, Owner, Purpose, ShopKey, SHOP_KEY_PREFIX};
+use crate::shop_keys::{self, ShopKeyError};
 use crate::store::{Store, StoreError};
 
 /// What answering data requests needs: the database, the keys, and how long an export is kept.
@@ -132,8 +133,12 @@ impl Gdpr {
             merchant: &request.merchant,
             customer_id: request.customer_id,
         };
+        let shop_key = shop_keys::load(pool, &self.keys, &request.merchant).await;
         let (scores, personal) = match &row {
-            Some(r) => (Some(stored_scores(r)?), self.personal_data(r, owner)?),
+            Some(r) => (
+                Some(stored_scores(r)?),
+                self.personal_data(r, owner, shop_key)?,
+            ),
             None => (None, Value::Null),
         };
         let listed = |sql: &'static str| rows_as_json(pool, sql, merchant, customer);
@@ -169,6 +174,7 @@ impl Gdpr {
         &self,
         row: &sqlx::postgres::PgRow,
         owner: Owner<'_>,
+        shop_key: Result<Option<ShopKey>, ShopKeyError>,
     ) -> Result<Value, StoreError> {
         let key_id: Option<String> = row.try_get("pii_key_id")?;
         let sealed: Option<String> = row.try_get("pii_sealed")?;
@@ -181,9 +187,18 @@ impl Gdpr {
             sealed,
             email_index: email_index.clone(),
         };
-        Ok(match self.keys.open(&pii, owner) {
+        let opened = if key_id.starts_with(SHOP_KEY_PREFIX) {
+            match shop_key {
+                Ok(Some(key)) => key.open(&pii, owner).map_err(|e| e.to_string()),
+                Ok(None) => Err("the shop's data key was destroyed".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            self.keys.open(&pii, owner).map_err(|e| e.to_string())
+        };
+        Ok(match opened {
             Ok(pii) => json!({ "fields": pii, "email_blind_index": email_index }),
-            Err(e) => json!({ "unreadable": e.to_string(), "key_id": key_id }),
+            Err(e) => json!({ "unreadable": e, "key_id": key_id }),
         })
     }
 

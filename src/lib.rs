@@ -18,6 +18,7 @@ pub mod redis_link;
 pub mod replay;
 pub mod routes;
 pub mod score_cache;
+pub mod shop_keys;
 pub mod shopify;
 pub mod snapshots;
 pub mod startup;

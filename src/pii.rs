@@ -173,17 +173,9 @@ impl KeyRing {
         purpose: Purpose,
     ) -> Option<(String, String)> {
         let key = self.keys.first()?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = owner.aad(purpose);
-        let payload = Payload {
-            msg: plaintext,
-            aad: &aad,
-        };
-        let ciphertext = key.cipher.encrypt(&nonce, payload).ok()?;
+        let sealed = seal_with(&key.cipher, plaintext, &owner.aad(purpose))?;
         count_seal(key);
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
-        Some((key.id.clone(), STANDARD.encode(sealed)))
+        Some((key.id.clone(), sealed))
     }
 
     /// The inverse of [`KeyRing::seal_bytes`]; fails for another owner or purpose, or a key not configured.
@@ -194,24 +186,57 @@ impl KeyRing {
         owner: Owner<'_>,
         purpose: Purpose,
     ) -> Result<Vec<u8>, PiiError> {
-        let key = self
-            .keys
+        open_with(&self.key(key_id)?.cipher, sealed, &owner.aad(purpose))
+    }
+
+    fn key(&self, key_id: &str) -> Result<&NamedKey, PiiError> {
+        self.keys
             .iter()
             .find(|k| k.id == key_id)
-            .ok_or_else(|| PiiError::UnknownKey(key_id.to_owned()))?;
-        let raw = STANDARD.decode(sealed).map_err(|_| PiiError::Corrupt)?;
-        if raw.len() < 12 {
-            return Err(PiiError::Corrupt);
-        }
-        let (nonce, ciphertext) = raw.split_at(12);
-        let aad = owner.aad(purpose);
-        let payload = Payload {
-            msg: ciphertext,
-            aad: &aad,
+            .ok_or_else(|| PiiError::UnknownKey(key_id.to_owned()))
+    }
+
+    /// A fresh data key for `merchant`, and its copy wrapped by the current key (base64), to store.
+    pub fn new_shop_key(&self, merchant: &MerchantId) -> Option<(ShopKey, String)> {
+        let kek = self.keys.first()?;
+        let dek = Aes256Gcm::generate_key(&mut OsRng);
+        let wrapped = seal_with(&kek.cipher, dek.as_slice(), &shop_key_aad(merchant))?;
+        count_seal(kek);
+        let key = ShopKey {
+            kek_id: kek.id.clone(),
+            cipher: Aes256Gcm::new(&dek),
         };
-        key.cipher
-            .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| PiiError::Corrupt)
+        Some((key, wrapped))
+    }
+
+    /// Unwraps a shop's stored data key with the configured key `kek_id`.
+    pub fn unwrap_shop_key(
+        &self,
+        merchant: &MerchantId,
+        kek_id: &str,
+        wrapped: &str,
+    ) -> Result<ShopKey, PiiError> {
+        let raw = open_with(&self.key(kek_id)?.cipher, wrapped, &shop_key_aad(merchant))?;
+        let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| PiiError::Corrupt)?;
+        Ok(ShopKey {
+            kek_id: kek_id.to_owned(),
+            cipher,
+        })
+    }
+
+    /// Seals under the shop's own data key; the key id says so (`shop:<wrapping key id>`).
+    pub fn seal_for_shop(&self, key: &ShopKey, pii: &Pii, owner: Owner<'_>) -> Option<SealedPii> {
+        if pii.is_empty() || self.keys.is_empty() {
+            return None;
+        }
+        let plaintext = serde_json::to_vec(pii).ok()?;
+        let sealed = seal_with(&key.cipher, &plaintext, &owner.aad(Purpose::Pii))?;
+        metrics::counter!("pii_seals_total").increment(1);
+        Some(SealedPii {
+            key_id: format!("{SHOP_KEY_PREFIX}{}", key.kek_id),
+            sealed,
+            email_index: pii.email.as_deref().and_then(|e| self.email_index(e)),
+        })
     }
 
     /// The blind index of an email (lower-cased, trimmed): equal emails give equal indexes under any sealing key.
@@ -234,6 +259,64 @@ impl KeyRing {
         let key = self.keys.iter().find(|k| k.id == id)?;
         Some(key.seals.load(Ordering::Relaxed))
     }
+}
+
+/// Sealed with a shop's data key rather than a configured key: `shop:` and the id of the key that wraps it.
+pub const SHOP_KEY_PREFIX: &str = "shop:";
+
+/// A shop's own data key (crypto-shredding). Its only stored copy is wrapped by a configured key; deleting that
+/// copy (`shop/redact`) leaves every value sealed under it unreadable, including copies in Kafka's retention.
+#[derive(Clone)]
+pub struct ShopKey {
+    pub kek_id: String,
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for ShopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShopKey")
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShopKey {
+    pub fn open(&self, sealed: &SealedPii, owner: Owner<'_>) -> Result<Pii, PiiError> {
+        let plaintext = open_with(&self.cipher, &sealed.sealed, &owner.aad(Purpose::Pii))?;
+        serde_json::from_slice(&plaintext).map_err(|_| PiiError::Corrupt)
+    }
+}
+
+fn shop_key_aad(merchant: &MerchantId) -> Vec<u8> {
+    format!("loyalnest shop data key v1|{merchant}").into_bytes()
+}
+
+/// AES-256-GCM with a fresh 96-bit nonce from the OS: base64 of nonce ‖ ciphertext ‖ tag.
+fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Option<String> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let payload = Payload {
+        msg: plaintext,
+        aad,
+    };
+    let ciphertext = cipher.encrypt(&nonce, payload).ok()?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Some(STANDARD.encode(sealed))
+}
+
+fn open_with(cipher: &Aes256Gcm, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, PiiError> {
+    let raw = STANDARD.decode(sealed).map_err(|_| PiiError::Corrupt)?;
+    if raw.len() < 12 {
+        return Err(PiiError::Corrupt);
+    }
+    let (nonce, ciphertext) = raw.split_at(12);
+    let payload = Payload {
+        msg: ciphertext,
+        aad,
+    };
+    cipher
+        .decrypt(Nonce::from_slice(nonce), payload)
+        .map_err(|_| PiiError::Corrupt)
 }
 
 fn count_seal(key: &NamedKey) {
@@ -367,6 +450,32 @@ mod tests {
             keys.open(&as_pii, owner(&m)),
             Err(PiiError::Corrupt)
         ));
+    }
+
+    #[test]
+    fn a_shop_key_seals_only_for_its_shop_and_survives_rotation_of_its_wrapping_key() {
+        let (m, other) = (shop(), MerchantId::parse("b.myshopify.com").unwrap());
+        let keys = ring(K1);
+        let (key, wrapped) = keys.new_shop_key(&m).unwrap();
+        let sealed = keys.seal_for_shop(&key, &ana(), owner(&m)).unwrap();
+        assert_eq!(sealed.key_id, "shop:k1");
+        assert!(matches!(
+            keys.open(&sealed, owner(&m)),
+            Err(PiiError::UnknownKey(_))
+        ));
+        let rotated = ring(&format!("{K2},{K1}"));
+        let unwrapped = rotated.unwrap_shop_key(&m, "k1", &wrapped).unwrap();
+        assert_eq!(unwrapped.open(&sealed, owner(&m)).unwrap(), ana());
+        assert!(
+            rotated.unwrap_shop_key(&other, "k1", &wrapped).is_err(),
+            "bound to its shop"
+        );
+        assert!(ring(K2).unwrap_shop_key(&m, "k1", &wrapped).is_err());
+        let (another, _) = keys.new_shop_key(&m).unwrap();
+        assert!(
+            another.open(&sealed, owner(&m)).is_err(),
+            "a new key opens nothing old"
+        );
     }
 
     #[test]

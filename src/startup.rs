@@ -22,6 +22,7 @@ use crate::processor::{ProcessorStats, Registry};
 use crate::read_model::ReadModel;
 use crate::routes::{api, dashboard, gdpr, health, stream, webhooks};
 use crate::score_cache::ScoreCache;
+use crate::shop_keys::ShopKeys;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -153,6 +154,14 @@ fn ingress_state(
         claim: settings.kafka_delivery_timeout + std::time::Duration::from_secs(2),
     };
     let dedupe = settings.redis_enabled.then(|| dedupe.build()).transpose()?;
+    // Crypto-shredding needs somewhere to keep the shops' wrapped keys; without Postgres the configured key seals.
+    let shop_keys = match (&settings.database_url, settings.keys.is_empty()) {
+        (Some(url), false) => Some(ShopKeys::new(
+            Store::connect_lazy(url)?,
+            settings.keys.clone(),
+        )),
+        _ => None,
+    };
     if settings.keys.is_empty() {
         tracing::warn!(
             "ENCRYPTION_KEYS is not set: customer email and names are dropped at the ingress"
@@ -166,6 +175,7 @@ fn ingress_state(
         keys: settings.keys.clone(),
         max_body_bytes: settings.webhook_max_body_bytes,
         limits,
+        shop_keys,
     })
 }
 

@@ -233,7 +233,13 @@ const CUSTOMER_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to a merchant as a whole; `merchants` last, as the others may reference it.
-const SHOP_TABLES: [&str; 3] = ["program_settings", "audit_logs", "merchants"];
+/// `shop_data_keys` is the crypto-shredding: without it, the shop's sealed values left on Kafka cannot be opened.
+const SHOP_TABLES: [&str; 4] = [
+    "shop_data_keys",
+    "program_settings",
+    "audit_logs",
+    "merchants",
+];
 
 async fn record_request(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

@@ -21,6 +21,7 @@ use streams::{MerchantId, Topics};
 use crate::dedupe::{Claim, DedupeStore};
 use crate::limits::Limits;
 use crate::pii::KeyRing;
+use crate::shop_keys::ShopKeys;
 use crate::shopify::hmac::WebhookSecrets;
 use crate::shopify::normalize::{
     check_unhandled, normalize, Envelope, NormalizeError, Normalized, WebhookTopic,
@@ -36,6 +37,8 @@ pub struct IngressState {
     pub keys: KeyRing,
     pub max_body_bytes: usize,
     pub limits: Arc<Limits>,
+    /// Per-shop data keys, when Postgres and sealing keys are configured.
+    pub shop_keys: Option<ShopKeys>,
 }
 
 /// A finished answer: status, a machine-readable outcome for metrics, and the JSON body.
@@ -161,10 +164,25 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
         Ok(ids) => ids,
         Err(answer) => return answer,
     };
+    let shop_key = match (&state.shop_keys, topic.carries_pii()) {
+        (Some(shop_keys), true) => match shop_keys.for_sealing(&merchant).await {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(merchant = %merchant, error = %e, "no data key for the shop; refusing for now");
+                return Answer::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "pii_key_unavailable",
+                    "personal data cannot be sealed right now; retry later",
+                );
+            }
+        },
+        _ => None,
+    };
     let env = Envelope {
         event_id: &webhook_id,
         merchant_id: &merchant,
         keys: &state.keys,
+        shop_key: shop_key.as_ref(),
     };
     match normalize(topic, &body, &env) {
         Err(e @ NormalizeError::ShopMismatch { .. }) => {

@@ -13,7 +13,7 @@ use streams::events::{
 };
 use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
 
-use crate::pii::{KeyRing, Owner, Pii};
+use crate::pii::{KeyRing, Owner, Pii, ShopKey};
 
 /// The webhook topics we act on, from `X-Shopify-Topic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,14 @@ pub enum WebhookTopic {
 }
 
 impl WebhookTopic {
+    /// Whether the topic's body may carry personal data to seal.
+    pub fn carries_pii(self) -> bool {
+        matches!(
+            self,
+            WebhookTopic::OrdersCreate | WebhookTopic::CustomersCreate
+        )
+    }
+
     pub fn parse(raw: &str) -> Option<Self> {
         Some(match raw.trim() {
             "orders/create" => WebhookTopic::OrdersCreate,
@@ -106,7 +114,10 @@ impl CustomerRef {
             merchant: env.merchant_id,
             customer_id: self.id,
         };
-        env.keys.seal(&pii, owner)
+        match env.shop_key {
+            Some(key) => env.keys.seal_for_shop(key, &pii, owner),
+            None => env.keys.seal(&pii, owner),
+        }
     }
 }
 
@@ -215,6 +226,8 @@ pub struct Envelope<'a> {
     pub event_id: &'a str,
     pub merchant_id: &'a MerchantId,
     pub keys: &'a KeyRing,
+    /// The shop's own data key, when the ingress has one (crypto-shredding); else the configured key seals.
+    pub shop_key: Option<&'a ShopKey>,
 }
 
 /// Every body Shopify signs for these topics is a JSON object. Checking the first byte keeps serde from accepting

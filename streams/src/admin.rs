@@ -4,6 +4,11 @@
 //! `KAFKA_CREATE_TOPICS=false`, so a developer's broker works without a separate step. All input topics get the
 //! same partition count: a merchant's events must land on the same partition number in every input topic, because
 //! one partition actor owns them all.
+//!
+//! Input topics are created with an explicit retention, [`INPUT_RETENTION_MS`] (seven days): long enough to
+//! replay after any outage the snapshots cover, short enough that what they hold of a shop does not outlive its
+//! erasure by much. What they hold is sealed under the shop's own data key anyway, which `shop/redact` destroys.
+//! Output topics keep the broker's default. Operators who create topics themselves should set the same.
 
 use std::time::Duration;
 
@@ -26,6 +31,9 @@ pub enum AdminError {
     },
 }
 
+/// How long input topics keep records: seven days.
+pub const INPUT_RETENTION_MS: i64 = 7 * 24 * 3_600 * 1_000;
+
 /// Creates every topic of `topics` that does not exist, with `partitions` partitions and `replication` replicas.
 pub async fn ensure_topics(
     brokers: &str,
@@ -36,10 +44,19 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
+    let inputs = topics.inputs();
+    let retention = INPUT_RETENTION_MS.to_string();
     let new: Vec<NewTopic> = topics
         .all()
         .into_iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
+            if inputs.contains(&t) {
+                topic.set("retention.ms", &retention)
+            } else {
+                topic
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {

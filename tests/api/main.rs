@@ -2,6 +2,7 @@
 //! One test binary, as in zero2prod: the app starts in-process on port 0 with fresh topics per test.
 
 mod browser;
+mod crypto_shred;
 mod dashboard;
 mod data_request;
 mod demo;

@@ -176,3 +176,24 @@ async fn invented_topics_never_become_metric_labels() {
         "unknown topics share one label"
     );
 }
+
+/// Input topics are created with an explicit retention, so what they hold of an erased shop expires.
+#[tokio::test]
+async fn input_topics_are_created_with_an_explicit_retention() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let app = spawn_app().await;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &app.brokers)
+        .create()
+        .unwrap();
+    let topic = ResourceSpecifier::Topic(&app.topics.orders_create);
+    let described = admin
+        .describe_configs([&topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    let config = described.into_iter().next().unwrap().unwrap();
+    let retention = config.get("retention.ms").and_then(|e| e.value.clone());
+    let expected = streams::admin::INPUT_RETENTION_MS.to_string();
+    assert_eq!(retention.as_deref(), Some(expected.as_str()));
+}

@@ -1,0 +1,115 @@
+//! Crypto-shredding: a shop's personal data leaves the ingress sealed under the shop's own data key, so erasing the
+//! shop (`shop/redact`) destroys the one thing that could open the copies Kafka still keeps.
+
+use std::time::Duration;
+
+use loyalnest_rfm::pii::{KeyRing, Owner, PiiError};
+use loyalnest_rfm::shop_keys;
+use loyalnest_rfm::shopify::hmac::sign;
+use sqlx::PgPool;
+use streams::events::SealedPii;
+use streams::MerchantId;
+
+use crate::helpers::{
+    brokers, eventually, fixture, gdpr_fixture, read_records, unique, ENCRYPTION_KEYS,
+    PII_INDEX_KEY, SECRET,
+};
+use crate::live::{shop, spawn_engine_with, LiveApp};
+
+const WAIT: Duration = Duration::from_secs(30);
+const CUSTOMER: u64 = 115310627314723954;
+
+async fn post(app: &LiveApp, shop: &MerchantId, topic: &str, body: Vec<u8>) -> String {
+    let id = unique("wh-");
+    let response = app
+        .client
+        .post(format!("{}/webhooks/shopify", app.address))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Hmac-Sha256", sign(SECRET.as_bytes(), &body))
+        .header("X-Shopify-Shop-Domain", shop.as_str())
+        .header("X-Shopify-Webhook-Id", &id)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{topic}");
+    id
+}
+
+#[actix_web::test]
+async fn erasing_a_shop_leaves_its_sealed_data_on_kafka_unreadable() {
+    let keys = [
+        ("ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
+        ("PII_INDEX_KEY", PII_INDEX_KEY.to_owned()),
+    ];
+    let app = spawn_engine_with(&keys).await;
+    let pool = PgPool::connect(app.settings.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let ring = KeyRing::parse(ENCRYPTION_KEYS, PII_INDEX_KEY).unwrap();
+    let a = shop();
+    let owner = Owner {
+        merchant: &a,
+        customer_id: CUSTOMER,
+    };
+
+    let id = post(
+        &app,
+        &a,
+        "customers/create",
+        fixture("customers_create.json"),
+    )
+    .await;
+    let records = read_records(
+        &brokers(),
+        &app.settings.topics.customer_created,
+        move |r| r.value["event_id"] == id.as_str(),
+        WAIT,
+    )
+    .await;
+    let sealed: SealedPii =
+        serde_json::from_value(records.last().unwrap().value["pii"].clone()).unwrap();
+    assert_eq!(
+        sealed.key_id, "shop:k1",
+        "sealed under the shop's key, wrapped by k1"
+    );
+    assert!(
+        matches!(ring.open(&sealed, owner), Err(PiiError::UnknownKey(_))),
+        "the configured key alone does not open it"
+    );
+    let key = shop_keys::load(&pool, &ring, &a)
+        .await
+        .unwrap()
+        .expect("the shop's key");
+    assert_eq!(
+        key.open(&sealed, owner).unwrap().email.as_deref(),
+        Some("ana@example.com")
+    );
+
+    let request = post(
+        &app,
+        &a,
+        "shop/redact",
+        gdpr_fixture("shop_redact.json", a.as_str()),
+    )
+    .await;
+    eventually("the shop's erasure completed", WAIT, async || {
+        sqlx::query_scalar::<_, Option<bool>>(
+            "SELECT completed_at IS NOT NULL FROM gdpr_requests WHERE merchant_id = $1 AND event_id = $2",
+        )
+        .bind(a.as_str())
+        .bind(&request)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .flatten()
+            == Some(true)
+    })
+    .await;
+    assert!(
+        shop_keys::load(&pool, &ring, &a).await.unwrap().is_none(),
+        "the key is destroyed"
+    );
+    // The record is still on Kafka, and with the key gone nothing configured opens it.
+    assert!(ring.open(&sealed, owner).is_err());
+}
