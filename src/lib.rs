@@ -16,6 +16,7 @@ pub mod processor;
 pub mod read_model;
 pub mod redis_link;
 pub mod replay;
+pub mod reseal;
 pub mod routes;
 pub mod score_cache;
 pub mod shop_keys;

@@ -46,6 +46,16 @@ enum Command {
         #[arg(long, default_value = "loyalnest-rfm-dlq-replay")]
         group: String,
     },
+    /// After a key rotation: re-seal everything stored under an older key of `ENCRYPTION_KEYS` under the newest,
+    /// in batches, then print a report. Resumable: run it again after an interruption.
+    Reseal {
+        /// Rows per batch and table.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+        /// Pause between batches, in milliseconds, to leave room for live traffic.
+        #[arg(long, default_value_t = 50)]
+        pause_ms: u64,
+    },
     /// Print a development session token for a shop (HS256 with `SHOPIFY_API_SECRET`, audience
     /// `SHOPIFY_API_KEY`), for the read API, the dashboard socket and k6.
     Token {
@@ -92,6 +102,26 @@ async fn main() -> anyhow::Result<()> {
                 &sink,
                 idle,
             )
+            .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Reseal { batch, pause_ms } => {
+            let settings =
+                Settings::from_env().context("reading configuration from the environment")?;
+            let url = settings
+                .database_url
+                .as_deref()
+                .context("DATABASE_URL is required for reseal")?;
+            let store = Store::connect_lazy(url)?;
+            store.migrate().await.context("applying migrations")?;
+            let report = loyalnest_rfm::reseal::Resealer {
+                pool: store.pool(),
+                keys: &settings.keys,
+                batch: batch.max(1),
+                pause: std::time::Duration::from_millis(pause_ms),
+            }
+            .run()
             .await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

@@ -205,8 +205,27 @@ impl KeyRing {
         let key = ShopKey {
             kek_id: kek.id.clone(),
             cipher: Aes256Gcm::new(&dek),
+            cipher_key: dek,
         };
         Some((key, wrapped))
+    }
+
+    /// The id of the key that seals now (the first configured).
+    pub fn current_id(&self) -> Option<&str> {
+        self.keys.first().map(|k| k.id.as_str())
+    }
+
+    /// A shop's data key wrapped anew by the current key: (that key's id, wrapped base64).
+    pub fn rewrap_shop_key(
+        &self,
+        merchant: &MerchantId,
+        key: &ShopKey,
+    ) -> Option<(String, String)> {
+        let kek = self.keys.first()?;
+        let raw = key.cipher_key.as_slice();
+        let wrapped = seal_with(&kek.cipher, raw, &shop_key_aad(merchant))?;
+        count_seal(kek);
+        Some((kek.id.clone(), wrapped))
     }
 
     /// Unwraps a shop's stored data key with the configured key `kek_id`.
@@ -217,10 +236,12 @@ impl KeyRing {
         wrapped: &str,
     ) -> Result<ShopKey, PiiError> {
         let raw = open_with(&self.key(kek_id)?.cipher, wrapped, &shop_key_aad(merchant))?;
-        let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| PiiError::Corrupt)?;
+        let cipher_key: [u8; 32] = raw.try_into().map_err(|_| PiiError::Corrupt)?;
+        let cipher_key = cipher_key.into();
         Ok(ShopKey {
             kek_id: kek_id.to_owned(),
-            cipher,
+            cipher: Aes256Gcm::new(&cipher_key),
+            cipher_key,
         })
     }
 
@@ -270,6 +291,8 @@ pub const SHOP_KEY_PREFIX: &str = "shop:";
 pub struct ShopKey {
     pub kek_id: String,
     cipher: Aes256Gcm,
+    /// Kept to wrap the key anew when the configured key rotates.
+    cipher_key: aes_gcm::Key<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for ShopKey {

@@ -14,6 +14,7 @@ mod live;
 mod nudges;
 mod processor;
 mod recovery;
+mod reseal;
 mod score_cache;
 mod webhooks;
 mod webhooks_faults;
