@@ -13,9 +13,11 @@ use loyalnest_rfm::telemetry;
 
 /// mimalloc rather than glibc's allocator: the engine allocates and frees many small records (Kafka records,
 /// decoded events, outputs) across threads, and glibc's malloc and free were about a fifth of the pipeline
-/// benchmark's CPU profile (docs/PERFORMANCE.md).
+/// benchmark's CPU profile (docs/PERFORMANCE.md). Wrapped so freed memory is wiped: personal data must not outlive
+/// the request that carried it in freed heap blocks (`ZERO_FREED_MEMORY=false` turns that off).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: loyalnest_rfm::zeroing::ZeroingAllocator =
+    loyalnest_rfm::zeroing::ZeroingAllocator::new();
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +85,8 @@ enum Role {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    let wipe = std::env::var("ZERO_FREED_MEMORY").map_or(true, |v| v.trim() != "false");
+    ALLOCATOR.set_enabled(wipe);
     telemetry::init_tracing();
     let cli = Cli::parse();
     match cli.command {

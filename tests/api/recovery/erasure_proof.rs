@@ -2,9 +2,9 @@
 //! personal data, the customer is redacted, and then a `pg_dump` of the database, a `DUMP` of every Redis key and
 //! the decoded partition snapshot are searched byte for byte.
 //!
-//! Not proven yet, and written down as open in docs/SECURITY.md: the process's own memory. Searching
-//! `/proc/PID/mem` after the redaction still finds the email, names and phone, in freed heap blocks and reused
-//! read buffers of the webhooks that carried them.
+//! And the process's own memory: every readable mapping of the running binary (`/proc/PID/mem`) is searched too.
+//! Freed heap blocks are wiped by the binary's allocator (`zeroing`); without that, the email, names and phone are
+//! found there, in the freed bodies and parsed strings of the webhooks that carried them.
 
 use std::time::Duration;
 
@@ -82,6 +82,57 @@ fn find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Which of `needles` some readable mapping of process `pid` holds. Read in chunks that overlap by the longest
+/// needle, so a match across a chunk boundary is still found.
+fn memory_holds(pid: u32, needles: &[(&'static str, &[u8])]) -> Vec<&'static str> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 8 << 20;
+    let finders: Vec<_> = needles
+        .iter()
+        .map(|(what, n)| (*what, memchr::memmem::Finder::new(n)))
+        .collect();
+    let overlap = needles
+        .iter()
+        .map(|(_, n)| n.len() as u64)
+        .max()
+        .unwrap_or(0);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    let mut buffer = vec![0u8; (CHUNK + overlap) as usize];
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        let mut at = start;
+        while at < end {
+            let len = (end - at).min(CHUNK + overlap) as usize;
+            let chunk = &mut buffer[..len];
+            if mem.seek(SeekFrom::Start(at)).is_err() || mem.read_exact(chunk).is_err() {
+                break;
+            }
+            for (what, finder) in &finders {
+                if !found.contains(what) && finder.find(chunk).is_some() {
+                    found.push(*what);
+                }
+            }
+            at += CHUNK;
+        }
+    }
+    found
+}
+
 async fn redis_dump(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, Vec<u8>)> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap();
     let mut dumped = Vec::new();
@@ -97,7 +148,7 @@ async fn redis_dump(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String
 }
 
 #[tokio::test]
-async fn after_a_redaction_no_database_or_redis_dump_holds_the_customer() {
+async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
     let prefix = format!("{}.", unique("proof"));
     let topics = Topics::with_prefix(&prefix);
     streams::admin::ensure_topics(&brokers(), &topics, 1, 1)
@@ -236,5 +287,13 @@ async fn after_a_redaction_no_database_or_redis_dump_holds_the_customer() {
     assert!(
         held.is_none(),
         "the snapshot after the erasure still holds the customer"
+    );
+
+    // The process: every readable byte of its memory.
+    let pid = instance.pid().expect("running");
+    let found = memory_holds(pid, &person.needles());
+    assert!(
+        found.is_empty(),
+        "the process's memory still holds: {found:?}"
     );
 }

@@ -234,6 +234,10 @@ impl Instance {
         self.starts += 1;
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn address(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
