@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use actors::{Configs, PartitionCore};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use functions::Timestamp;
 use loyalnest_rfm::shopify::hmac::sign;
 use serde_json::json;
@@ -208,6 +210,23 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
         },
     )
     .await;
+
+    // First the forgery the security review found, against the binary: a session token's signing input posted as a
+    // shop/redact body with the token's signature. Refused, and nothing is erased.
+    let token = loyalnest_rfm::auth::mint(&shop, API_KEY, SECRET.as_bytes(), chrono::Utc::now().timestamp(), 60);
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let signature = STANDARD.encode(URL_SAFE_NO_PAD.decode(signature).unwrap());
+    let forged = reqwest::Client::new()
+        .post(format!("{address}/webhooks/shopify"))
+        .header("X-Shopify-Topic", "shop/redact")
+        .header("X-Shopify-Hmac-Sha256", signature)
+        .header("X-Shopify-Shop-Domain", shop.as_str())
+        .header("X-Shopify-Webhook-Id", unique("wh-"))
+        .body(signed.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400, "the forged shop/redact is refused");
 
     // Shopify's redaction body names the customer's email and phone too.
     let redact = json!({"shop_id": 1, "shop_domain": shop.as_str(),
