@@ -125,7 +125,9 @@ impl Settings {
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
             gdpr_export_retention: Duration::from_secs(
-                86_400 * parse_or::<u64>(&get, "GDPR_EXPORT_RETENTION_DAYS", "30")?,
+                parse_or::<u64>(&get, "GDPR_EXPORT_RETENTION_DAYS", "30")?
+                    .checked_mul(86_400)
+                    .ok_or_else(|| err("GDPR_EXPORT_RETENTION_DAYS", "too large"))?,
             ),
             limits: LimitsConfig {
                 webhook_per_ip: parse_or(&get, "WEBHOOK_RATE_PER_IP", "10000")?,

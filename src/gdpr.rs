@@ -104,7 +104,8 @@ impl Gdpr {
              VALUES ($1, $2, 'customers_data_request', $3, $4, 'completed', now(), $5, $6,
                      now() + make_interval(secs => $7))
              ON CONFLICT (merchant_id, event_id) DO UPDATE SET status = 'completed',
-                 completed_at = now(), export_key_id = $5, export = $6, expires_at = EXCLUDED.expires_at",
+                 completed_at = now(), export_key_id = $5, export = $6,
+                 expires_at = COALESCE(gdpr_requests.expires_at, EXCLUDED.expires_at)",
         )
         .bind(request.merchant.as_str())
         .bind(&request.event_id)

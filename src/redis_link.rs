@@ -38,6 +38,27 @@ impl RedisLink {
         self.settle(result).await
     }
 
+    /// Deletes every key matching the `SCAN` pattern, a page at a time (never `KEYS`, which blocks Redis).
+    pub async fn delete_matching(&self, pattern: &str) -> Result<(), String> {
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1_000);
+            let (next, keys): (u64, Vec<String>) = self.query(&scan).await?;
+            if !keys.is_empty() {
+                self.run(redis::pipe().del(keys)).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     async fn settle<T>(
         &self,
         result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,

@@ -74,9 +74,11 @@ impl ScoreCache {
 }
 
 impl ScoreCache {
-    /// Erases a redacted customer's entry, or every entry and the preview of a redacted shop (found with `SCAN`,
-    /// since a shop's customers are not listed anywhere else once its state is gone). Unlike the writes above, an
-    /// erasure must not be dropped: errors come back so the caller retries until it is done.
+    /// Erases a redacted customer's entry, or, for a redacted shop, every key that names it: its entries, its
+    /// preview and the ingress's dedupe marks `processed:{shop}:*` (found with `SCAN`, since a shop's customers are
+    /// not listed anywhere else once its state is gone; late copies of its old webhooks are kept out by the
+    /// processor's tombstone). Unlike the writes above, an erasure must not be dropped: errors come back so the
+    /// caller retries until it is done.
     pub async fn erase(&self, merchant: &MerchantId, customer: Option<u64>) -> Result<(), String> {
         if let Some(customer) = customer {
             return self
@@ -84,23 +86,12 @@ impl ScoreCache {
                 .run(redis::pipe().del(key(merchant, customer)))
                 .await;
         }
-        let pattern = format!("rfm:customer:{}:*", glob_escape(merchant.as_str()));
-        let mut cursor = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1_000);
-            let (next, keys): (u64, Vec<String>) = self.link.query(&scan).await?;
-            if !keys.is_empty() {
-                self.link.run(redis::pipe().del(keys)).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        let shop = glob_escape(merchant.as_str());
+        for pattern in [
+            format!("rfm:customer:{shop}:*"),
+            format!("processed:{shop}:*"),
+        ] {
+            self.link.delete_matching(&pattern).await?;
         }
         self.link
             .run(redis::pipe().del(format!("rfm:preview:{merchant}")))

@@ -3,8 +3,9 @@
 //! The ingress seals a shop's personal data under the shop's own key, created on first use. Sealed values travel
 //! on Kafka, where retention keeps them beyond our reach; deleting the shop's wrapped key (`shop/redact`) is what
 //! makes them unreadable. Keys are cached for `CACHE_TTL`, so an instance keeps sealing under a just-destroyed key
-//! for at most that long: values nobody can open, which is the safe side. When the key cannot be had (Postgres
-//! down) the webhook is refused with 503 and Shopify retries, rather than sealing without the shop's key.
+//! for at most that long: values nobody can open, which is the safe side. While Postgres is down an instance keeps
+//! using the key it has; when it has none, the webhook is refused with 503 and Shopify retries, rather than sealing
+//! without the shop's key.
 
 use std::time::{Duration, Instant};
 
@@ -55,9 +56,20 @@ impl ShopKeys {
             }
         }
         let pool = self.store.pool();
-        let key = match load(pool, &self.keys, merchant).await? {
-            Some(key) => key,
-            None => create(pool, &self.keys, merchant).await?,
+        let fetched = match load(pool, &self.keys, merchant).await {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => create(pool, &self.keys, merchant).await,
+            Err(e) => Err(e),
+        };
+        let key = match (fetched, self.cache.get(merchant)) {
+            (Ok(key), _) => key,
+            // Postgres is down: a key this instance had is still the shop's (a destroyed one only seals values
+            // nobody can open), and refusing every order until Postgres is back would be worse.
+            (Err(ShopKeyError::Store(e)), Some(entry)) => {
+                tracing::warn!(merchant = %merchant, error = %e, "using the cached data key past its time");
+                return Ok(entry.1.clone());
+            }
+            (Err(e), _) => return Err(e),
         };
         if self.cache.len() > 100_000 {
             self.cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);

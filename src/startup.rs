@@ -160,6 +160,13 @@ fn ingress_state(
             Store::connect_lazy(url)?,
             settings.keys.clone(),
         )),
+        (None, false) => {
+            tracing::warn!(
+                "ENCRYPTION_KEYS is set but DATABASE_URL is not: personal data on Kafka is sealed under the \
+                 configured key, not per shop, so shop/redact cannot crypto-shred it; set DATABASE_URL on the ingress"
+            );
+            None
+        }
         _ => None,
     };
     if settings.keys.is_empty() {
@@ -225,6 +232,7 @@ pub async fn build_processor(
         sink,
         topics: settings.topics.clone(),
         gdpr,
+        rows_order: Default::default(),
         store,
         cache,
         nudges: Some(nudges),

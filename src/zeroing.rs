@@ -57,6 +57,8 @@ unsafe impl GlobalAlloc for ZeroingAllocator {
         if self.wipes() {
             // SAFETY: the caller owns `layout.size()` bytes at `ptr` until this call returns.
             unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
+            // The block is freed next: keep the compiler from treating the wipe as a dead store.
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
         }
         // SAFETY: forwarded as is.
         unsafe { self.inner.dealloc(ptr, layout) }

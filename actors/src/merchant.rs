@@ -85,10 +85,11 @@ impl MerchantState {
         &self.segment_counts
     }
 
-    /// Applies one event at `now`, pushing what must be published onto `effects`.
-    pub fn apply(&mut self, event: &InputEvent, now: Timestamp, effects: &mut Vec<Effect>) {
+    /// Applies one event at `now`, pushing what must be published onto `effects`. False when an erasure refused
+    /// it (see `erased_before`), so whatever came with it (sealed personal data) is not kept either.
+    pub fn apply(&mut self, event: &InputEvent, now: Timestamp, effects: &mut Vec<Effect>) -> bool {
         if self.erased_before(event) {
-            return;
+            return false;
         }
         match event {
             InputEvent::OrderCreated(e) => self.order_created(e, now, effects),
@@ -138,8 +139,10 @@ impl MerchantState {
             InputEvent::ShopRedact(e) => {
                 let at = e.requested_at.map_or(now.unix(), |t| t.timestamp());
                 self.shop_erased_at = Some(self.shop_erased_at.map_or(at, |t| t.max(at)));
-                // The shop's line covers every customer: theirs add nothing.
-                self.tombstones = HashMap::new();
+                // The shop's line covers every customer erased before it; one erased later (ingress clocks differ)
+                // keeps its own, later line.
+                let line = self.shop_erased_at.unwrap_or(at);
+                self.tombstones.retain(|_, t| *t > line);
                 self.customers.clear();
                 self.order_customers.clear();
                 self.orphan_refunds.clear();
@@ -147,6 +150,7 @@ impl MerchantState {
                 effects.push(Effect::ShopRedacted);
             }
         }
+        true
     }
 
     fn order_created(&mut self, e: &OrderCreated, now: Timestamp, effects: &mut Vec<Effect>) {
@@ -358,36 +362,36 @@ impl MerchantState {
         self.order_customers.rebuild(entries);
     }
 
-    /// Whether `event` dates from before an erasure of its customer or its shop. Erasure requests themselves always
-    /// apply; a refund names no customer, and its order's customer is gone from the order index after an erasure.
+    /// Whether `event` belongs to a relationship that an erasure ended: dated up to the erasure request of its
+    /// customer (or shop), or a cancel or refund of an erased customer who has not come back. A cancel or refund
+    /// names an order of the old relationship, and its date says nothing about the order's, so for a customer
+    /// erased and absent it is refused whatever its date. (A cancel that arrives before the new order it cancels,
+    /// delivery being unordered, is refused as well: the one case this rule gets wrong.) Erasure and data requests
+    /// always apply.
     fn erased_before(&self, event: &InputEvent) -> bool {
         // Almost every merchant has erased nobody: no hashing on the hot path for them.
         if self.tombstones.is_empty() && self.shop_erased_at.is_none() {
             return false;
         }
-        let (customer, at) = match event {
-            InputEvent::OrderCreated(e) => (e.customer_id, e.created_at),
-            InputEvent::OrderCancelled(e) => (e.customer_id, e.cancelled_at),
-            InputEvent::CustomerCreated(e) => (e.customer_id, e.created_at),
+        let (customer, at, names_old_order) = match event {
+            InputEvent::OrderCreated(e) => (Some(e.customer_id), e.created_at, false),
+            InputEvent::OrderCancelled(e) => (Some(e.customer_id), e.cancelled_at, true),
+            InputEvent::CustomerCreated(e) => (Some(e.customer_id), e.created_at, false),
             InputEvent::PointsEarned(e) | InputEvent::PointsRedeemed(e) => {
-                (e.customer_id, e.created_at)
+                (Some(e.customer_id), e.created_at, false)
             }
-            InputEvent::RefundCreated(e) => {
-                return self
-                    .shop_erased_at
-                    .is_some_and(|t| e.created_at.timestamp() <= t)
-            }
+            // Without a customer id the refund's order decides: an erased customer's orders left the index.
+            InputEvent::RefundCreated(e) => (e.customer_id, e.created_at, true),
             InputEvent::CustomerRedact(_)
             | InputEvent::CustomerDataRequest(_)
             | InputEvent::ShopRedact(_) => return false,
         };
-        let at = at.timestamp();
-        let line = self
-            .tombstones
-            .get(&customer)
-            .copied()
+        let line = customer
+            .and_then(|c| self.tombstones.get(&c).copied())
             .max(self.shop_erased_at);
-        line.is_some_and(|line| at <= line)
+        let Some(line) = line else { return false };
+        let gone = customer.is_none_or(|c| self.customers.get(c).is_none());
+        at.timestamp() <= line || (names_old_order && gone)
     }
 
     fn forget(&mut self, customer_id: u64) {

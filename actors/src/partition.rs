@@ -169,14 +169,12 @@ impl PartitionCore {
             }
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
-            merchant.apply(event, now, &mut effects);
-            if let Some((customer, pii)) = sealed_pii(event) {
-                // Only for a customer the event reached: one refused by a tombstone left nothing to attach it to.
-                if merchant.customer(customer).is_some() {
-                    outcome
-                        .pii
-                        .push((merchant.id.clone(), customer, pii.clone()));
-                }
+            let applied = merchant.apply(event, now, &mut effects);
+            // Not for an event an erasure refused: its personal data belongs to the ended relationship.
+            if let (true, Some((customer, pii))) = (applied, sealed_pii(event)) {
+                outcome
+                    .pii
+                    .push((merchant.id.clone(), customer, pii.clone()));
             }
             let locale = match event {
                 InputEvent::OrderCreated(e) => e.locale.clone(),

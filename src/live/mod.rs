@@ -137,7 +137,11 @@ impl LiveFeed {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => {
+                    // Erasures already marked complete must not be left to a process that is going away.
+                    self.erase().await;
+                    break;
+                }
                 _ = ticker.tick() => {}
             }
             self.erase().await;

@@ -17,6 +17,7 @@ mod hydrate;
 pub mod publish;
 mod readback;
 mod recovery;
+mod rows_order;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

@@ -15,6 +15,7 @@ use streams::{ProduceError, Topics};
 use tokio::sync::oneshot;
 
 use crate::gdpr::{write_pii, Gdpr};
+use crate::processor::rows_order::RowsOrder;
 use crate::score_cache::ScoreCache;
 use crate::store::Store;
 
@@ -32,6 +33,8 @@ pub struct Publisher {
     pub desk_turn: DeskTurn,
     /// Sealed personal data at rest and data-request exports; with the store.
     pub gdpr: Option<Gdpr>,
+    /// Start order of outcomes, so erasures and data requests come after every earlier outcome's rows.
+    pub rows_order: RowsOrder,
 }
 
 /// The previous outcome's desk hand-off, for the next one to wait on.
@@ -61,6 +64,7 @@ impl Publisher {
         }
         debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
         let turn = self.take_turn(&outcome);
+        let seq = self.rows_order.begin();
         let this = self.clone();
         async move {
             let mut failed = Vec::new();
@@ -77,10 +81,11 @@ impl Publisher {
             if let Some(turn) = turn {
                 turn.hand_over(&mut outcome);
             }
-            this.write_rows(&outcome).await;
+            this.write_rows(&outcome, seq).await;
             if let Some(cache) = &this.cache {
                 cache.apply(&outcome.changes, &outcome.redactions).await;
             }
+            this.rows_order.finish(seq);
             metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
         }
     }
@@ -123,7 +128,7 @@ impl Publisher {
         }
     }
 
-    async fn write_rows(&self, outcome: &Outcome) {
+    async fn write_rows(&self, outcome: &Outcome, seq: u64) {
         if let Some(store) = &self.store {
             retry("write changes", || store.write_changes(&outcome.changes)).await;
             retry("rewrite published changes", || {
@@ -135,11 +140,18 @@ impl Publisher {
             })
             .await;
         }
-        self.erase(outcome).await;
-        let Some(gdpr) = &self.gdpr else { return };
-        for request in &outcome.data_requests {
-            retry("answer data request", || gdpr.answer(request)).await;
+        if outcome.redactions.is_empty() && outcome.data_requests.is_empty() {
+            return;
         }
+        // No earlier outcome may write back what this one erases, or miss an export's rows.
+        self.rows_order.after_earlier(seq).await;
+        // Data requests first: one followed by its customer's erasure in this outcome is erased with them.
+        if let Some(gdpr) = &self.gdpr {
+            for request in &outcome.data_requests {
+                retry("answer data request", || gdpr.answer(request)).await;
+            }
+        }
+        self.erase(outcome).await;
     }
 
     /// GDPR erasures: Postgres rows, then the score cache, each retried until done; only then is the request
@@ -248,6 +260,7 @@ mod tests {
             nudges: Some(desk.clone()),
             desk_turn: DeskTurn::default(),
             gdpr: None,
+            rows_order: Default::default(),
         };
         let key = CustomerKey {
             merchant: MerchantId::parse("order.myshopify.com").unwrap(),

@@ -72,6 +72,8 @@ pub enum NormalizeError {
     },
     #[error("body of {topic} is not a JSON object")]
     NotAnObject { topic: &'static str },
+    #[error("body is not a {topic} body (another GDPR topic's?)")]
+    WrongBody { topic: &'static str },
     #[error("invalid amount in {field}: {message}")]
     Money {
         field: &'static str,
@@ -206,14 +208,24 @@ impl GdprShop {
     }
 }
 
+/// A customer GDPR body. Which fields it carries tells the topics apart (`orders_to_redact` for a redaction,
+/// `data_request` for a data request), so a genuine body of one cannot be replayed as another: the topic header is
+/// not signed.
 #[derive(Deserialize)]
 struct GdprCustomerPayload {
     #[serde(flatten)]
     shop: GdprShop,
     customer: GdprCustomer,
-    #[serde(default)]
-    orders_to_redact: Vec<u64>,
+    orders_to_redact: Option<Vec<u64>>,
     data_request: Option<DataRequestRef>,
+}
+
+/// A `shop/redact` body: a shop and nothing about a customer.
+#[derive(Deserialize)]
+struct ShopRedactPayload {
+    #[serde(flatten)]
+    shop: GdprShop,
+    customer: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -308,8 +320,13 @@ pub fn normalize(
             gdpr_customer(topic, body, env)?
         }
         WebhookTopic::ShopRedact => {
-            let shop: GdprShop = parse(topic, body)?;
-            shop.check(env.merchant_id)?;
+            let payload: ShopRedactPayload = parse(topic, body)?;
+            payload.shop.check(env.merchant_id)?;
+            if payload.customer.is_some() {
+                return Err(NormalizeError::WrongBody {
+                    topic: topic.as_str(),
+                });
+            }
             InputEvent::ShopRedact(ShopRedact {
                 event_id: env.event_id.to_owned(),
                 schema_version: SCHEMA_VERSION,
@@ -436,6 +453,17 @@ fn gdpr_customer(
 ) -> Result<InputEvent, NormalizeError> {
     let payload: GdprCustomerPayload = parse(topic, body)?;
     payload.shop.check(env.merchant_id)?;
+    let redaction = topic == WebhookTopic::CustomersRedact;
+    let fits = match (&payload.orders_to_redact, &payload.data_request) {
+        (Some(_), None) => redaction,
+        (None, Some(_)) => !redaction,
+        _ => false,
+    };
+    if !fits {
+        return Err(NormalizeError::WrongBody {
+            topic: topic.as_str(),
+        });
+    }
     let (event_id, schema_version, merchant_id) = (
         env.event_id.to_owned(),
         SCHEMA_VERSION,
@@ -447,7 +475,7 @@ fn gdpr_customer(
             schema_version,
             merchant_id,
             customer_id: payload.customer.id,
-            orders_to_redact: payload.orders_to_redact,
+            orders_to_redact: payload.orders_to_redact.unwrap_or_default(),
             requested_at: Some(Utc::now()),
         })
     } else {

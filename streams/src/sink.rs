@@ -176,7 +176,7 @@ impl EventSink {
     /// handle, and destroying it blocks (see `replace_if_stuck`), so that happens on a thread of its own.
     fn release(&self, producer: FutureProducer) {
         if self.producer().client().native_ptr() != producer.client().native_ptr() {
-            std::thread::spawn(move || drop(producer));
+            retire(producer);
         }
     }
 
@@ -217,7 +217,7 @@ impl EventSink {
                 let stuck = std::mem::replace(&mut *slot, fresh);
                 // Destroying a librdkafka handle waits for its broker threads, which can take seconds against a
                 // dead broker; that must block neither this lock nor the caller's async worker.
-                std::thread::spawn(move || drop(stuck));
+                retire(stuck);
                 self.health
                     .last_replaced_ms
                     .store(self.health.now_ms(), Ordering::Relaxed);
@@ -241,6 +241,31 @@ impl EventSink {
             .fetch_metadata(Some(topic), Timeout::After(timeout))
             .map(|m| !m.brokers().is_empty())
             .unwrap_or(false)
+    }
+}
+
+/// Destroys retired producer handles on one thread of its own: destroying a librdkafka handle waits for its broker
+/// threads, which can take seconds against a dead broker, and must block neither a lock nor an async worker. One
+/// thread, fed by a channel, however many in-flight sends held the retired producer; if it cannot be started, the
+/// handle is dropped where it is.
+fn retire(producer: FutureProducer) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<FutureProducer>>> =
+        std::sync::OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<FutureProducer>();
+        std::thread::Builder::new()
+            .name("kafka-producer-reaper".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| tx)
+    });
+    match reaper {
+        Some(tx) => {
+            if let Err(returned) = tx.send(producer) {
+                drop(returned.0);
+            }
+        }
+        None => drop(producer),
     }
 }
 

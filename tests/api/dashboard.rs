@@ -115,6 +115,33 @@ async fn a_dashboard_sees_its_customer_move_into_champions_and_nothing_of_other_
         .await
         .unwrap();
     assert!(ttl > 86_000 && ttl <= 86_400, "24 h TTL, got {ttl}");
+
+    // History in pages: the customer's versions, `limit` at a time, from `next_after`.
+    let page = |query: String| {
+        let path = format!("/api/v1/rfm/customers/7/history{query}");
+        let token = token(&a);
+        let app = &app;
+        async move { get(app, &path, &token).await }
+    };
+    let mut all = Vec::new();
+    eventually("customer 7's history in Postgres", WAIT, async || {
+        let (_, body) = page("?limit=200".into()).await;
+        all = body["history"].as_array().cloned().unwrap_or_default();
+        all.last().is_some_and(|h| h["segment"] == "champions")
+    })
+    .await;
+    assert!(all.len() >= 2, "several versions: {all:?}");
+    let (status, first) = page("?limit=1".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["history"].as_array().unwrap().len(), 1);
+    let after = first["next_after"].as_i64().expect("a next page");
+    assert_eq!(after, all[0]["version"].as_i64().unwrap());
+    let (_, rest) = page(format!("?after={after}&limit=200")).await;
+    assert_eq!(rest["history"].as_array().unwrap()[..], all[1..]);
+    assert_eq!(rest["next_after"], Value::Null);
+    for bad in ["?limit=0", "?limit=201", "?after=x"] {
+        assert_eq!(page(bad.into()).await.0, 400, "{bad}");
+    }
 }
 
 #[actix_web::test]

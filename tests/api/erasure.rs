@@ -75,14 +75,12 @@ async fn rows_left(pool: &PgPool, shop: &MerchantId, customer: Option<i64>) -> V
             .unwrap();
         left.push((table.to_owned(), n));
     }
+    // A customer's nudge events by its nudge id; for the whole shop, every row of it.
     let events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM nudge_events WHERE merchant_id = $1 AND nudge_id = ANY($2)",
+        "SELECT count(*) FROM nudge_events WHERE merchant_id = $1 AND ($2::text IS NULL OR nudge_id = $2)",
     )
     .bind(shop.as_str())
-    .bind(vec![
-        format!("n-{}", customer.unwrap_or(-1)),
-        "shop-wide".to_owned(),
-    ])
+    .bind(customer.map(|c| format!("n-{c}")))
     .fetch_one(pool)
     .await
     .unwrap();
@@ -111,6 +109,13 @@ async fn seed_merchant_rows(pool: &PgPool, shop: &MerchantId) {
     ] {
         sqlx::query(sql).bind(shop.as_str()).execute(pool).await.unwrap();
     }
+    sqlx::query(
+        "INSERT INTO nudge_events (merchant_id, nudge_id, kind) VALUES ($1, 'orphan', 'view')",
+    )
+    .bind(shop.as_str())
+    .execute(pool)
+    .await
+    .unwrap();
     for customer in [7, 8] {
         sqlx::query(
             "INSERT INTO nudges (merchant_id, nudge_id, customer_id, version, segment, variant)
@@ -241,6 +246,12 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
         keys,
         Vec::<String>::new(),
         "score cache entries of the shop"
+    );
+    let marks: Vec<String> = conn.keys(format!("processed:{a}:*")).await.unwrap();
+    assert_eq!(
+        marks,
+        Vec::<String>::new(),
+        "the ingress's dedupe marks of the shop"
     );
     eventually("the shop's last frame to be deleted", WAIT, async || {
         let frame: Option<String> = conn.get(&last_frame_key).await.unwrap();

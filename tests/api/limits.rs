@@ -24,7 +24,7 @@ fn instance(extra: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn a_webhook_flood_from_one_address_gets_429_with_retry_after() {
-    let app = spawn_app_with(&brokers(), &[("WEBHOOK_RATE_PER_IP", "2")]).await;
+    let app = spawn_app_with(&brokers(), &[("WEBHOOK_RATE_PER_IP", "1")]).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let mut unsigned = Webhook::new("orders/create", b"{}".to_vec());
@@ -37,8 +37,12 @@ async fn a_webhook_flood_from_one_address_gets_429_with_retry_after() {
             assert!((1..=2).contains(&seconds), "Retry-After {seconds}");
         }
     }
-    assert_eq!(&statuses[..4], &[401; 4], "the burst is twice the rate");
-    assert_eq!(&statuses[4..], &[429; 2], "then the address waits");
+    // One token a second comes back, so on a slow machine one of the later requests may find one.
+    assert_eq!(&statuses[..2], &[401; 2], "the burst is twice the rate");
+    assert!(
+        statuses[2..].iter().filter(|s| **s == 429).count() >= 3,
+        "then the address waits: {statuses:?}"
+    );
 }
 
 #[tokio::test]

@@ -247,3 +247,20 @@ async fn test_orders_are_forwarded_flagged() {
     .await;
     assert_eq!(record.value["test"], true);
 }
+
+/// Shopify can deliver one webhook twice at the same moment. The dedupe claim is atomic, so however the copies
+/// interleave exactly one is produced; the others are told `duplicate` or, while the first is in flight, to retry.
+#[tokio::test]
+async fn concurrent_copies_of_one_webhook_give_one_record() {
+    let app = spawn_app().await;
+    let webhook = Webhook::new("orders/create", fixture("orders_create.json"));
+    let answers = futures_util::future::join_all((0..8).map(|_| app.post(&webhook))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(
+        statuses.iter().all(|s| [200, 409].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200));
+    let records = app.orders_before_marker().await;
+    assert_eq!(records.len(), 1, "{statuses:?} produced {records:?}");
+}

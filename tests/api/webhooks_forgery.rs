@@ -197,3 +197,25 @@ async fn input_topics_are_created_with_an_explicit_retention() {
     let expected = streams::admin::INPUT_RETENTION_MS.to_string();
     assert_eq!(retention.as_deref(), Some(expected.as_str()));
 }
+
+/// The topic header is not signed: a genuine GDPR body of this very shop must not act as another GDPR topic (a
+/// customer's redaction replayed as the whole shop's, a data request as a redaction).
+#[tokio::test]
+async fn a_gdpr_body_cannot_be_replayed_as_another_gdpr_topic() {
+    let app = spawn_app().await;
+    let swaps = [
+        ("shop/redact", "customers_redact.json"),
+        ("shop/redact", "customers_data_request.json"),
+        ("customers/redact", "customers_data_request.json"),
+        ("customers/redact", "shop_redact.json"),
+        ("customers/data_request", "customers_redact.json"),
+    ];
+    for (topic, fixture_name) in swaps {
+        let body = gdpr_fixture(fixture_name, &app.shop);
+        let response = app.post(&Webhook::new(topic, body)).await;
+        assert_eq!(response.status(), 400, "{fixture_name} as {topic}");
+    }
+    for (topic, kafka_topic, fixture_name) in &TOPICS[4..] {
+        assert_nothing_produced(&app, topic, kafka_topic, fixture_name).await;
+    }
+}

@@ -319,3 +319,75 @@ fn an_erased_shop_keeps_out_every_older_event() {
     );
     assert_eq!(net(&m, 5), 4_000);
 }
+
+fn cancel(customer_id: u64, order_id: u64, at: i64) -> InputEvent {
+    InputEvent::OrderCancelled(streams::events::OrderCancelled {
+        event_id: format!("c{order_id}"),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: MerchantId::parse("m.myshopify.com").unwrap(),
+        customer_id,
+        order_id,
+        cancelled_at: DateTime::from_timestamp(at, 0).unwrap(),
+    })
+}
+
+#[test]
+fn late_cancels_and_refunds_naming_an_erased_customer_do_not_bring_them_back() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(1, 10, "50.00"), Timestamp(T0), &mut effects);
+    m.apply(
+        &redaction(Some(1), T0 + 100),
+        Timestamp(T0 + 100),
+        &mut effects,
+    );
+    // Dated after the erasure, but about an order of the old relationship.
+    assert!(!m.apply(&cancel(1, 10, T0 + 500), Timestamp(T0 + 500), &mut effects));
+    let mut named = refund(10, 7, "5.00");
+    if let InputEvent::RefundCreated(e) = &mut named {
+        e.customer_id = Some(1);
+        e.created_at = DateTime::from_timestamp(T0 + 500, 0).unwrap();
+    }
+    assert!(!m.apply(&named, Timestamp(T0 + 500), &mut effects));
+    assert!(m.customer(1).is_none() && m.is_empty());
+    // Once a new order brought the customer back, their cancels apply again.
+    m.apply(
+        &dated(order(1, 12, "30.00"), T0 + 600),
+        Timestamp(T0 + 600),
+        &mut effects,
+    );
+    assert!(m.apply(&cancel(1, 12, T0 + 700), Timestamp(T0 + 700), &mut effects));
+    assert_eq!(net(&m, 1), 0, "the new order is cancelled");
+}
+
+#[test]
+fn a_shop_erasure_keeps_customer_tombstones_drawn_after_it() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(
+        &redaction(Some(1), T0 + 500),
+        Timestamp(T0 + 500),
+        &mut effects,
+    );
+    m.apply(
+        &redaction(Some(2), T0 + 50),
+        Timestamp(T0 + 500),
+        &mut effects,
+    );
+    m.apply(
+        &redaction(None, T0 + 100),
+        Timestamp(T0 + 500),
+        &mut effects,
+    );
+    assert_eq!(
+        m.tombstones.get(&1),
+        Some(&(T0 + 500)),
+        "later than the shop's line"
+    );
+    assert_eq!(m.tombstones.get(&2), None, "covered by the shop's line");
+    assert!(!m.apply(
+        &dated(order(1, 10, "5.00"), T0 + 300),
+        Timestamp(T0 + 600),
+        &mut effects
+    ));
+}

@@ -213,7 +213,13 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
 
     // First the forgery the security review found, against the binary: a session token's signing input posted as a
     // shop/redact body with the token's signature. Refused, and nothing is erased.
-    let token = loyalnest_rfm::auth::mint(&shop, API_KEY, SECRET.as_bytes(), chrono::Utc::now().timestamp(), 60);
+    let token = loyalnest_rfm::auth::mint(
+        &shop,
+        API_KEY,
+        SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        60,
+    );
     let (signed, signature) = token.rsplit_once('.').unwrap();
     let signature = STANDARD.encode(URL_SAFE_NO_PAD.decode(signature).unwrap());
     let forged = reqwest::Client::new()
@@ -310,9 +316,18 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
 
     // The process: every readable byte of its memory.
     let pid = instance.pid().expect("running");
-    let found = memory_holds(pid, &person.needles());
+    // A control the process must hold (its consumer group, from its environment and settings): a search that
+    // reads nothing cannot pass.
+    let mut searched = person.needles().to_vec();
+    searched.push(("control", group.as_bytes()));
+    let found = memory_holds(pid, &searched);
     assert!(
-        found.is_empty(),
-        "the process's memory still holds: {found:?}"
+        found.contains(&"control"),
+        "the search read the process's memory"
+    );
+    assert_eq!(
+        found,
+        vec!["control"],
+        "the process's memory still holds more than the control"
     );
 }
