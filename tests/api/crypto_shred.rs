@@ -5,36 +5,17 @@ use std::time::Duration;
 
 use loyalnest_rfm::pii::{KeyRing, Owner, PiiError};
 use loyalnest_rfm::shop_keys;
-use loyalnest_rfm::shopify::hmac::sign;
 use sqlx::PgPool;
 use streams::events::SealedPii;
-use streams::MerchantId;
 
 use crate::helpers::{
-    brokers, eventually, fixture, gdpr_fixture, read_records, unique, ENCRYPTION_KEYS,
-    PII_INDEX_KEY, SECRET,
+    brokers, eventually, fixture, gdpr_fixture, post_webhook, read_records, ENCRYPTION_KEYS,
+    PII_INDEX_KEY,
 };
-use crate::live::{shop, spawn_engine_with, LiveApp};
+use crate::live::{shop, spawn_engine_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CUSTOMER: u64 = 115310627314723954;
-
-async fn post(app: &LiveApp, shop: &MerchantId, topic: &str, body: Vec<u8>) -> String {
-    let id = unique("wh-");
-    let response = app
-        .client
-        .post(format!("{}/webhooks/shopify", app.address))
-        .header("X-Shopify-Topic", topic)
-        .header("X-Shopify-Hmac-Sha256", sign(SECRET.as_bytes(), &body))
-        .header("X-Shopify-Shop-Domain", shop.as_str())
-        .header("X-Shopify-Webhook-Id", &id)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{topic}");
-    id
-}
 
 #[actix_web::test]
 async fn erasing_a_shop_leaves_its_sealed_data_on_kafka_unreadable() {
@@ -53,8 +34,8 @@ async fn erasing_a_shop_leaves_its_sealed_data_on_kafka_unreadable() {
         customer_id: CUSTOMER,
     };
 
-    let id = post(
-        &app,
+    let id = post_webhook(
+        &app.address,
         &a,
         "customers/create",
         fixture("customers_create.json"),
@@ -86,8 +67,8 @@ async fn erasing_a_shop_leaves_its_sealed_data_on_kafka_unreadable() {
         Some("ana@example.com")
     );
 
-    let request = post(
-        &app,
+    let request = post_webhook(
+        &app.address,
         &a,
         "shop/redact",
         gdpr_fixture("shop_redact.json", a.as_str()),

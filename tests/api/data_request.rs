@@ -3,34 +3,18 @@
 
 use std::time::Duration;
 
-use loyalnest_rfm::shopify::hmac::sign;
 use serde_json::Value;
 use sqlx::PgPool;
 use streams::MerchantId;
 
 use crate::helpers::{
-    eventually, fixture, gdpr_fixture, unique, ENCRYPTION_KEYS, PII_INDEX_KEY, SECRET,
+    eventually, fixture, gdpr_fixture, post_webhook, ENCRYPTION_KEYS, PII_INDEX_KEY,
 };
 use crate::live::{shop, spawn_engine_with, token, LiveApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CUSTOMER: i64 = 115310627314723954;
 const DATA_REQUEST_ID: &str = "7310246";
-
-async fn post(app: &LiveApp, shop: &MerchantId, topic: &str, body: Vec<u8>) {
-    let response = app
-        .client
-        .post(format!("{}/webhooks/shopify", app.address))
-        .header("X-Shopify-Topic", topic)
-        .header("X-Shopify-Hmac-Sha256", sign(SECRET.as_bytes(), &body))
-        .header("X-Shopify-Shop-Domain", shop.as_str())
-        .header("X-Shopify-Webhook-Id", unique("wh-"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{topic}");
-}
 
 async fn get(app: &LiveApp, path: &str, token: &str) -> (u16, Value) {
     let response = app
@@ -64,14 +48,20 @@ async fn a_data_request_exports_everything_held_to_the_shop_alone() {
         .await
         .unwrap();
     let (a, b) = (shop(), shop());
-    post(
-        &app,
+    post_webhook(
+        &app.address,
         &a,
         "customers/create",
         fixture("customers_create.json"),
     )
     .await;
-    post(&app, &a, "orders/create", fixture("orders_create.json")).await;
+    post_webhook(
+        &app.address,
+        &a,
+        "orders/create",
+        fixture("orders_create.json"),
+    )
+    .await;
     let sealed_sql = "SELECT pii_sealed FROM customers WHERE merchant_id = $1";
     eventually("the sealed personal data at rest", WAIT, async || {
         stored(&pool, sealed_sql, &a).await.is_some()
@@ -83,8 +73,8 @@ async fn a_data_request_exports_everything_held_to_the_shop_alone() {
         "{sealed}"
     );
 
-    post(
-        &app,
+    post_webhook(
+        &app.address,
         &a,
         "customers/data_request",
         gdpr_fixture("customers_data_request.json", a.as_str()),
@@ -128,8 +118,8 @@ async fn a_data_request_exports_everything_held_to_the_shop_alone() {
     assert!(list["requests"][0].get("export").is_none());
 
     // Erasing the customer erases the export made for them.
-    post(
-        &app,
+    post_webhook(
+        &app.address,
         &a,
         "customers/redact",
         gdpr_fixture("customers_redact.json", a.as_str()),

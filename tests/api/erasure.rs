@@ -4,43 +4,16 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use loyalnest_rfm::shopify::hmac::sign;
 use redis::AsyncCommands;
 use serde_json::json;
 use sqlx::PgPool;
 use streams::MerchantId;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{eventually, unique, SECRET};
-use crate::live::{frames_until, open_socket, post_order, shop, spawn_engine, token, LiveApp};
+use crate::helpers::{eventually, post_webhook};
+use crate::live::{frames_until, open_socket, post_order, shop, spawn_engine, token};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn post_gdpr(
-    app: &LiveApp,
-    shop: &MerchantId,
-    topic: &str,
-    body: serde_json::Value,
-) -> String {
-    let body = body.to_string();
-    let webhook_id = unique("gdpr-");
-    let response = app
-        .client
-        .post(format!("{}/webhooks/shopify", app.address))
-        .header("X-Shopify-Topic", topic)
-        .header(
-            "X-Shopify-Hmac-Sha256",
-            sign(SECRET.as_bytes(), body.as_bytes()),
-        )
-        .header("X-Shopify-Shop-Domain", shop.as_str())
-        .header("X-Shopify-Webhook-Id", &webhook_id)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{topic} accepted");
-    webhook_id
-}
 
 async fn completed(pool: &PgPool, shop: &MerchantId, event_id: &str) -> bool {
     sqlx::query_scalar::<_, bool>(
@@ -169,7 +142,7 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
 
     // customers/redact for 7.
     let body = json!({"shop_id": 1, "shop_domain": a.as_str(), "customer": {"id": 7}, "orders_to_redact": [1]});
-    let request = post_gdpr(&app, &a, "customers/redact", body).await;
+    let request = post_webhook(&app.address, &a, "customers/redact", body.to_string()).await;
     eventually("the customer redaction to complete", WAIT, async || {
         completed(&pool, &a, &request).await
     })
@@ -220,11 +193,11 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     assert_eq!(rows_left(&pool, &a, Some(7)).await, vec![], "7 came back");
 
     // shop/redact for the whole shop.
-    let request = post_gdpr(
-        &app,
+    let request = post_webhook(
+        &app.address,
         &a,
         "shop/redact",
-        json!({"shop_id": 1, "shop_domain": a.as_str()}),
+        json!({"shop_id": 1, "shop_domain": a.as_str()}).to_string(),
     )
     .await;
     eventually("the shop redaction to complete", WAIT, async || {

@@ -48,6 +48,29 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// Posts `body` as a signed webhook of `topic` for `shop` to the ingress at `address`, asserts it was accepted, and
+/// returns its webhook id.
+pub async fn post_webhook(
+    address: &str,
+    shop: &streams::MerchantId,
+    topic: &str,
+    body: impl Into<Vec<u8>>,
+) -> String {
+    let (body, id) = (body.into(), unique("wh-"));
+    let response = reqwest::Client::new()
+        .post(format!("{address}/webhooks/shopify"))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Hmac-Sha256", sign(SECRET.as_bytes(), &body))
+        .header("X-Shopify-Shop-Domain", shop.as_str())
+        .header("X-Shopify-Webhook-Id", &id)
+        .body(body)
+        .send()
+        .await
+        .expect("the ingress answers");
+    assert_eq!(response.status(), 200, "{topic} accepted");
+    id
+}
+
 /// A GDPR fixture rewritten to name `shop`, as Shopify's body for that shop would.
 pub fn gdpr_fixture(name: &str, shop: &str) -> Vec<u8> {
     let body = String::from_utf8(fixture(name)).expect("fixtures are UTF-8");

@@ -12,14 +12,14 @@ use actors::{Configs, PartitionCore};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use functions::Timestamp;
-use loyalnest_rfm::shopify::hmac::sign;
 use serde_json::json;
 use sqlx::PgPool;
 use streams::{MerchantId, Topics};
 
 use super::{free_port, metric, Instance};
 use crate::helpers::{
-    brokers, eventually, fresh_database, unique, ENCRYPTION_KEYS, PII_INDEX_KEY, SECRET,
+    brokers, eventually, fresh_database, post_webhook, unique, ENCRYPTION_KEYS, PII_INDEX_KEY,
+    SECRET,
 };
 use crate::live::API_KEY;
 
@@ -60,24 +60,6 @@ impl Person {
                "last_name": self.last_name, "phone": self.phone,
                "created_at": "2026-11-20T10:12:31-05:00", "locale": "en"})
     }
-}
-
-async fn post(address: &str, shop: &MerchantId, topic: &str, body: serde_json::Value) {
-    let body = body.to_string();
-    let response = reqwest::Client::new()
-        .post(format!("{address}/webhooks/shopify"))
-        .header("X-Shopify-Topic", topic)
-        .header(
-            "X-Shopify-Hmac-Sha256",
-            sign(SECRET.as_bytes(), body.as_bytes()),
-        )
-        .header("X-Shopify-Shop-Domain", shop.as_str())
-        .header("X-Shopify-Webhook-Id", unique("wh-"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{topic}");
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> bool {
@@ -189,12 +171,18 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
         metric(&address, "processor_snapshots_total").await > 0.0
     })
     .await;
-    post(&address, &shop, "customers/create", person.customer()).await;
+    post_webhook(
+        &address,
+        &shop,
+        "customers/create",
+        person.customer().to_string(),
+    )
+    .await;
     let order = json!({"id": 77001, "customer": person.customer(), "created_at": "2026-11-21T10:00:00Z",
         "total_price": "120.00", "currency": "USD", "financial_status": "paid", "test": false,
         "email": person.email, "phone": person.phone,
         "billing_address": {"first_name": person.first_name, "last_name": person.last_name, "phone": person.phone}});
-    post(&address, &shop, "orders/create", order).await;
+    post_webhook(&address, &shop, "orders/create", order.to_string()).await;
     eventually(
         "the customer stored with sealed personal data",
         WAIT,
@@ -237,7 +225,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
     // Shopify's redaction body names the customer's email and phone too.
     let redact = json!({"shop_id": 1, "shop_domain": shop.as_str(),
         "customer": {"id": person.id, "email": person.email, "phone": person.phone}, "orders_to_redact": [77001]});
-    post(&address, &shop, "customers/redact", redact).await;
+    post_webhook(&address, &shop, "customers/redact", redact.to_string()).await;
     eventually("the redaction completed", WAIT, async || {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM gdpr_requests WHERE merchant_id = $1 AND completed_at IS NOT NULL",
