@@ -84,6 +84,15 @@ pub async fn write_pii(
 }
 
 impl Gdpr {
+    /// With the store, the configured keys and export retention from `settings`.
+    pub fn new(store: Store, settings: &crate::configuration::Settings) -> Gdpr {
+        Gdpr {
+            store,
+            keys: settings.keys.clone(),
+            retention: settings.gdpr_export_retention,
+        }
+    }
+
     /// Builds, seals and stores the export of one data request, marks it completed, and sweeps expired exports.
     /// Idempotent: a replayed request writes the same request row again with a fresh export.
     pub async fn answer(&self, request: &DataRequest) -> Result<(), StoreError> {

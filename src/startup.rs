@@ -65,11 +65,9 @@ impl Application {
                 api_key: settings.shopify_api_key.clone(),
                 secrets: settings.webhook_secrets.clone(),
             },
-            gdpr: store.clone().map(|store| crate::gdpr::Gdpr {
-                store,
-                keys: settings.keys.clone(),
-                retention: settings.gdpr_export_retention,
-            }),
+            gdpr: store
+                .clone()
+                .map(|store| crate::gdpr::Gdpr::new(store, settings)),
             model: ReadModel {
                 registry: shared.registry,
                 store,
@@ -223,11 +221,9 @@ pub async fn build_processor(
         ..Default::default()
     }
     .build(clock.clone());
-    let gdpr = store.clone().map(|store| crate::gdpr::Gdpr {
-        store,
-        keys: settings.keys.clone(),
-        retention: settings.gdpr_export_retention,
-    });
+    let gdpr = store
+        .clone()
+        .map(|store| crate::gdpr::Gdpr::new(store, settings));
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),

@@ -5,28 +5,20 @@ use std::time::Duration;
 
 use loyalnest_rfm::pii::{KeyRing, Owner, PiiError};
 use loyalnest_rfm::shop_keys;
-use sqlx::PgPool;
 use streams::events::SealedPii;
 
 use crate::helpers::{
     brokers, eventually, fixture, gdpr_fixture, post_webhook, read_records, ENCRYPTION_KEYS,
     PII_INDEX_KEY,
 };
-use crate::live::{shop, spawn_engine_with};
+use crate::live::{shop, spawn_sealing_engine};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CUSTOMER: u64 = 115310627314723954;
 
 #[actix_web::test]
 async fn erasing_a_shop_leaves_its_sealed_data_on_kafka_unreadable() {
-    let keys = [
-        ("ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
-        ("PII_INDEX_KEY", PII_INDEX_KEY.to_owned()),
-    ];
-    let app = spawn_engine_with(&keys).await;
-    let pool = PgPool::connect(app.settings.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
+    let (app, pool) = spawn_sealing_engine().await;
     let ring = KeyRing::parse(ENCRYPTION_KEYS, PII_INDEX_KEY).unwrap();
     let a = shop();
     let owner = Owner {

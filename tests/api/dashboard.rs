@@ -16,7 +16,7 @@ use crate::live::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn get(app: &crate::live::LiveApp, path: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn get(app: &crate::live::LiveApp, path: &str, token: &str) -> (u16, Value) {
     let response = app
         .client
         .get(format!("{}{path}", app.address))

@@ -7,26 +7,13 @@ use serde_json::Value;
 use sqlx::PgPool;
 use streams::MerchantId;
 
-use crate::helpers::{
-    eventually, fixture, gdpr_fixture, post_webhook, ENCRYPTION_KEYS, PII_INDEX_KEY,
-};
-use crate::live::{shop, spawn_engine_with, token, LiveApp};
+use crate::dashboard::get;
+use crate::helpers::{eventually, fixture, gdpr_fixture, post_webhook};
+use crate::live::{shop, spawn_sealing_engine, token};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CUSTOMER: i64 = 115310627314723954;
 const DATA_REQUEST_ID: &str = "7310246";
-
-async fn get(app: &LiveApp, path: &str, token: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 async fn stored(pool: &PgPool, sql: &str, shop: &MerchantId) -> Option<String> {
     sqlx::query_scalar::<_, Option<String>>(sql)
@@ -39,14 +26,7 @@ async fn stored(pool: &PgPool, sql: &str, shop: &MerchantId) -> Option<String> {
 
 #[actix_web::test]
 async fn a_data_request_exports_everything_held_to_the_shop_alone() {
-    let keys = [
-        ("ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
-        ("PII_INDEX_KEY", PII_INDEX_KEY.to_owned()),
-    ];
-    let app = spawn_engine_with(&keys).await;
-    let pool = PgPool::connect(app.settings.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
+    let (app, pool) = spawn_sealing_engine().await;
     let (a, b) = (shop(), shop());
     post_webhook(
         &app.address,

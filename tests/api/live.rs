@@ -71,6 +71,23 @@ pub async fn spawn_engine() -> LiveApp {
     spawn_engine_with(&[]).await
 }
 
+/// [`spawn_engine`] with sealing keys configured, and a pool on its database.
+pub async fn spawn_sealing_engine() -> (LiveApp, sqlx::PgPool) {
+    use crate::helpers::{ENCRYPTION_KEYS, PII_INDEX_KEY};
+    let keys = [
+        ("ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
+        ("PII_INDEX_KEY", PII_INDEX_KEY.to_owned()),
+    ];
+    let app = spawn_engine_with(&keys).await;
+    let url = app
+        .settings
+        .database_url
+        .clone()
+        .expect("the engine's database");
+    let pool = sqlx::PgPool::connect(&url).await.expect("postgres");
+    (app, pool)
+}
+
 /// [`spawn_engine`] with extra settings.
 pub async fn spawn_engine_with(extra: &[(&str, String)]) -> LiveApp {
     crate::helpers::init_test_logs();
