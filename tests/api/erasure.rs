@@ -137,8 +137,12 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     })
     .await;
     seed_merchant_rows(&pool, &a).await;
-    let cached: Option<String> = conn.get(format!("rfm:customer:{a}:7")).await.unwrap();
-    assert!(cached.is_some(), "the score cache held customer 7");
+    // The cache is written after the outputs are published, which can come after the frame.
+    eventually("the score cache to hold customer 7", WAIT, async || {
+        let cached: Option<String> = conn.get(format!("rfm:customer:{a}:7")).await.unwrap();
+        cached.is_some()
+    })
+    .await;
 
     // customers/redact for 7.
     let body = json!({"shop_id": 1, "shop_domain": a.as_str(), "customer": {"id": 7}, "orders_to_redact": [1]});
