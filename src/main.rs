@@ -196,7 +196,8 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         return Ok(());
     }
     if role == Role::Processor {
-        let processor = startup::build_processor(&settings, Arc::new(SystemClock)).await?;
+        let (processor, _channels) =
+            startup::build_live_processor(&settings, Arc::new(SystemClock)).await?;
         tracing::info!(group = %settings.kafka_group_id, "processor consuming");
         return processor
             .run(startup::shutdown_signal())

@@ -259,6 +259,36 @@ pub async fn build_processor(
     .build(publisher, clock)
 }
 
+/// The processor with its live feed attached, as every role that consumes runs it (`all` and `processor`): frames
+/// go through Redis when it is enabled, so dashboards served by any instance (an `ingress` one included) see the
+/// merchants this one owns. Returns the channels local dashboards subscribe to.
+pub async fn build_live_processor(
+    settings: &Settings,
+    clock: Arc<dyn actors::Clock>,
+) -> anyhow::Result<(crate::processor::Processor, Arc<Channels>)> {
+    let mut processor = build_processor(settings, clock).await?;
+    let channels = Arc::new(Channels::default());
+    let sink = if settings.redis_enabled {
+        let client = redis::Client::open(settings.redis_url.as_str())?;
+        tokio::spawn(subscribe_forever(client, channels.clone()));
+        FrameSink::redis(
+            &settings.redis_url,
+            channels.clone(),
+            settings.redis_timeout,
+        )?
+    } else {
+        FrameSink::local(channels.clone())
+    };
+    let live = LiveConfig {
+        min_interval: settings.live_frame_interval,
+        ..LiveConfig::default()
+    };
+    let feed = LiveFeed::new(sink, live);
+    processor.attach_live(feed.clone());
+    tokio::spawn(feed.run(std::future::pending()));
+    Ok((processor, channels))
+}
+
 /// Ingress, processor and dashboards in one process.
 pub struct Engine {
     pub port: u16,
@@ -278,26 +308,7 @@ impl Engine {
         clock: Arc<dyn actors::Clock>,
         shutdown: impl std::future::Future<Output = ()> + 'static,
     ) -> anyhow::Result<Engine> {
-        let mut processor = build_processor(settings, clock).await?;
-        let channels = Arc::new(Channels::default());
-        let sink = if settings.redis_enabled {
-            let client = redis::Client::open(settings.redis_url.as_str())?;
-            tokio::spawn(subscribe_forever(client, channels.clone()));
-            FrameSink::redis(
-                &settings.redis_url,
-                channels.clone(),
-                settings.redis_timeout,
-            )?
-        } else {
-            FrameSink::local(channels.clone())
-        };
-        let live = LiveConfig {
-            min_interval: settings.live_frame_interval,
-            ..LiveConfig::default()
-        };
-        let feed = LiveFeed::new(sink, live);
-        processor.attach_live(feed.clone());
-        tokio::spawn(feed.run(std::future::pending()));
+        let (processor, channels) = build_live_processor(settings, clock).await?;
         let (stats, registry, nudges) =
             (processor.stats(), processor.registry(), processor.nudges());
         let shared = Shared {

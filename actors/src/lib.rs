@@ -24,7 +24,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use held::{DataRequest, HeldCustomer};
 pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
-    RawRecord, Reconfigure, Rejected, Tick,
+    RawRecord, Reconfigure, Tick,
 };
 pub use restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
 pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};

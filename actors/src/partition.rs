@@ -53,7 +53,7 @@ pub struct Outcome {
     pub redactions: Vec<(MerchantId, Option<u64>, String)>,
     pub data_requests: Vec<crate::held::DataRequest>,
     /// Records that could not be decoded, for the dead-letter topic.
-    pub rejected: Vec<Rejected>,
+    pub rejected: Vec<streams::dlq::DeadLetter>,
     /// The Kafka records of `changes`, encoded by the actor.
     pub records: Vec<crate::outputs::Record>,
     /// `records` already handed to the producer by the actor (see `PartitionActor::publishing_to`).
@@ -90,13 +90,6 @@ pub struct RawRecord {
     pub payload: Vec<u8>,
     /// The broker's timestamp, in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
-}
-
-/// A record that failed to decode, and why.
-#[derive(Debug, Clone)]
-pub struct Rejected {
-    pub record: RawRecord,
-    pub reason: String,
 }
 
 /// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).

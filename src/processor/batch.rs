@@ -9,7 +9,7 @@ use actix::Addr;
 use actors::{ApplyBatch, Outcome, PartitionActor, RawRecord};
 use streams::MerchantId;
 
-use super::consumer::{self, Polled};
+use super::consumer::Polled;
 use super::publish::PublishError;
 use super::recovery::Position;
 use super::Processor;
@@ -25,14 +25,27 @@ impl Processor {
                 .or_default()
                 .push(polled);
         }
-        // Records of partitions not owned, or still hydrating, are dropped unstored. A partition is moved back to
-        // its restored position when its hydration is installed, so these are fetched again.
-        let mut shares: Vec<Share> = by_partition
-            .into_iter()
-            .filter_map(|(partition, records)| self.share(partition, records))
-            .collect();
-        let keys = shares.iter().flat_map(|s| s.records.iter());
-        self.load_configs(keys).await;
+        let keys = by_partition
+            .iter()
+            .filter(|(p, _)| self.positions.contains_key(p))
+            .flat_map(|(_, records)| records.iter().map(|r| &r.raw));
+        let unavailable = self.load_configs(keys).await;
+        // Records of partitions not owned, still hydrating, or waiting for a configuration are dropped unstored. A
+        // partition is moved back to its position when it is installed or its configurations arrive, so these are
+        // fetched again.
+        let mut shares = Vec::with_capacity(by_partition.len());
+        for (partition, records) in by_partition {
+            let waiting: Vec<MerchantId> = unavailable
+                .iter()
+                .filter(|m| records.iter().any(|r| keyed_by(&r.raw, m)))
+                .cloned()
+                .collect();
+            if !waiting.is_empty() {
+                self.wait_for_configs(partition, waiting);
+            } else if !self.config_wait.contains_key(&partition) {
+                shares.extend(self.share(partition, records));
+            }
+        }
         let now = self.clock.now();
         let requests = shares.iter_mut().map(|share| {
             let batch = ApplyBatch {
@@ -101,16 +114,10 @@ impl Processor {
 
     async fn publish_share(&mut self, share: Share, outcome: Outcome) -> Result<(), PublishError> {
         let partition = share.partition;
-        for rejected in &outcome.rejected {
-            consumer::dead_letter(
-                &self.publisher.sink,
-                &self.publisher.topics,
-                partition,
-                rejected,
-            )
-            .await?;
-            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        }
+        // Written by the publishing task with the batch's outputs, retried until acknowledged (see `publish`).
+        self.stats
+            .dead_lettered
+            .fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
         self.publish(outcome, share.timestamps, share.events)
             .await?;
         if share.quiet {
@@ -119,9 +126,41 @@ impl Processor {
         Ok(())
     }
 
+    /// Holds `partition` back until the configurations of `merchants` can be read: paused, its position not
+    /// moved, retried every tick (`retry_configs`).
+    fn wait_for_configs(&mut self, partition: i32, merchants: Vec<MerchantId>) {
+        tracing::warn!(partition, merchants = merchants.len(), "partition waits for merchant configurations");
+        self.source.set_paused(&[partition], true);
+        self.config_wait
+            .entry(partition)
+            .or_default()
+            .extend(merchants);
+    }
+
+    /// Loads the configurations partitions wait for; each partition whose configurations all arrived resumes
+    /// from its position.
+    pub(super) async fn retry_configs(&mut self) {
+        let waiting: Vec<(i32, Vec<MerchantId>)> = self.config_wait.drain().collect();
+        for (partition, merchants) in waiting {
+            let failed = self.load_configs_of(merchants).await;
+            if !failed.is_empty() {
+                self.config_wait.insert(partition, failed);
+                continue;
+            }
+            tracing::info!(partition, "merchant configurations loaded; partition resumes");
+            if !self.paused {
+                self.source.set_paused(&[partition], false);
+                self.rewind_to_position(partition);
+            }
+        }
+    }
+
     /// Loads configurations of merchants seen for the first time (the record key is the merchant); defaults when
-    /// there is no database or no row.
-    pub(super) async fn load_configs(&self, records: impl Iterator<Item = &RawRecord>) {
+    /// there is no database or no row. Returns the merchants whose configuration could not be read now.
+    pub(super) async fn load_configs(
+        &self,
+        records: impl Iterator<Item = &RawRecord>,
+    ) -> Vec<MerchantId> {
         let mut keys: Vec<&[u8]> = records.filter_map(|r| r.key.as_deref()).collect();
         keys.sort_unstable();
         keys.dedup();
@@ -130,8 +169,13 @@ impl Processor {
             .filter_map(|k| std::str::from_utf8(k).ok())
             .filter_map(|k| MerchantId::parse(k).ok())
             .collect();
-        self.load_configs_of(merchants).await;
+        self.load_configs_of(merchants).await
     }
+}
+
+/// Whether `record` is one of `merchant`'s (the record key is the merchant).
+fn keyed_by(record: &RawRecord, merchant: &MerchantId) -> bool {
+    record.key.as_deref() == Some(merchant.as_str().as_bytes())
 }
 
 /// One partition's share of a polled batch, admitted and on its way to the partition's actor.

@@ -13,16 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use actors::{RawRecord, Rejected};
+use actors::RawRecord;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use streams::outputs::dlq_headers;
-use streams::sink::{EventSink, Outgoing};
-use streams::{InputKind, ProduceError, Topics};
+use streams::{InputKind, Topics};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -37,6 +35,27 @@ pub struct ConsumerSettings {
     pub debug: Option<String>,
 }
 
+/// Partitions the group took back, for the processor to hand over.
+#[derive(Debug, Default)]
+pub struct Revocation {
+    pub partitions: Vec<i32>,
+    /// The group revoked them without waiting for this member: another member may already own them, so no
+    /// hand-over snapshot may be written and no offset committed for them.
+    pub lost: bool,
+}
+
+/// Why the input topics cannot be consumed as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum InputTopicsError {
+    #[error(
+        "the input topics do not all have the same partition count ({0}); a merchant's events must meet in one \
+         partition, so create every input topic with one count (KAFKA_PARTITIONS) or re-create the odd ones"
+    )]
+    Mismatched(String),
+    #[error("the input topics' partition counts are unknown: {0}")]
+    Metadata(#[from] rdkafka::error::KafkaError),
+}
+
 #[derive(Debug)]
 pub struct Polled {
     pub partition: i32,
@@ -46,9 +65,9 @@ pub struct Polled {
 /// Receives rebalance callbacks on the consumer's thread and leaves notes for the processing loop.
 #[derive(Default)]
 pub struct Rebalances {
-    /// A revocation waiting for `Source::release`, with its partitions (possibly none: an instance that owned
-    /// nothing must still answer it, or the rebalance never completes).
-    revoked: Mutex<Option<Vec<i32>>>,
+    /// A revocation waiting for `Source::release` (possibly of no partition: an instance that owned nothing must
+    /// still answer it, or the rebalance never completes).
+    revoked: Mutex<Option<Revocation>>,
     assigned: Mutex<Vec<i32>>,
     /// Set once the processor stops: a revocation during `close` is answered at once, nobody is left to snapshot.
     closing: AtomicBool,
@@ -82,11 +101,21 @@ impl ConsumerContext for Rebalances {
                 tracing::info!(partitions = ?revoked, "partitions revoked");
                 metrics::counter!("processor_partitions_revoked_total")
                     .increment(revoked.len() as u64);
+                // Lost: the group already moved the partitions on (this member missed its session or poll
+                // interval), so another member may own them now.
+                let lost = consumer.assignment_lost();
+                if lost {
+                    tracing::warn!(partitions = ?revoked, "assignment lost; its partitions are fenced");
+                    metrics::counter!("processor_assignments_lost_total").increment(1);
+                }
                 if self.closing.load(Ordering::SeqCst) {
                     release(consumer);
                 } else {
-                    // The processor snapshots these partitions and then calls `Source::release`.
-                    lock(&self.revoked).get_or_insert_default().extend(revoked);
+                    // The processor snapshots these partitions (unless lost) and then calls `Source::release`.
+                    let mut pending = lock(&self.revoked);
+                    let pending = pending.get_or_insert_default();
+                    pending.partitions.extend(revoked);
+                    pending.lost |= lost;
                 }
             }
             other => {
@@ -212,6 +241,18 @@ impl Source {
         release(&self.consumer);
     }
 
+    /// Gives up a lost assignment without committing: the offsets stored for it belong to the new owner now.
+    pub fn release_lost(&self) {
+        if let Err(e) = self.consumer.unassign() {
+            tracing::error!(error = %e, "could not release the lost assignment");
+        }
+    }
+
+    /// Whether the current assignment was lost (see [`Revocation::lost`]).
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
+    }
+
     /// Leaves the group and joins it again as a new member, which starts a fresh rebalance.
     pub fn rejoin(&self) -> KafkaResult<()> {
         self.consumer.unsubscribe();
@@ -247,7 +288,7 @@ impl Source {
     }
 
     /// The pending revocation, if any; the caller must answer it with [`Source::release`].
-    pub fn take_revoked(&self) -> Option<Vec<i32>> {
+    pub fn take_revoked(&self) -> Option<Revocation> {
         lock(&self.consumer.context().revoked).take()
     }
 
@@ -274,6 +315,28 @@ impl Source {
     /// How many partitions `topic` has. Blocks for a broker round trip.
     pub fn partition_count(&self, topic: &str) -> KafkaResult<i32> {
         partition_count(&self.consumer, topic)
+    }
+
+    /// The input topics' common partition count. They must agree: a merchant's orders, refunds and GDPR requests
+    /// meet in one partition actor only when every topic hashes the merchant to the same partition number, and
+    /// the range assignor hands a member partitions that the shorter topics lack. Blocks for broker round trips.
+    pub fn input_partitions(&self) -> Result<i32, InputTopicsError> {
+        let mut counts = Vec::new();
+        for topic in self.topics.inputs() {
+            counts.push((topic.to_owned(), self.partition_count(topic)?));
+        }
+        let first = counts.first().map_or(0, |(_, n)| *n);
+        if first > 0 && counts.iter().all(|(_, n)| *n == first) {
+            return Ok(first);
+        }
+        let listed: Vec<String> = counts
+            .iter()
+            .map(|(topic, n)| match n {
+                0 => format!("{topic}: missing"),
+                n => format!("{topic}: {n}"),
+            })
+            .collect();
+        Err(InputTopicsError::Mismatched(listed.join(", ")))
     }
 
     pub fn commit_stored(&self) {
@@ -347,38 +410,4 @@ pub fn partition_count<C: ConsumerContext>(
 
 fn lock<T>(notes: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     notes.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Sends an undecodable record to `rfm.dlq` with headers saying where it came from and why.
-pub async fn dead_letter(
-    sink: &EventSink,
-    topics: &Topics,
-    partition: i32,
-    rejected: &Rejected,
-) -> Result<(), ProduceError> {
-    let record = &rejected.record;
-    let topic = record.topic.as_str();
-    let (partition, offset) = (partition.to_string(), record.offset.to_string());
-    tracing::warn!(topic, partition, offset, reason = %rejected.reason, "record sent to the dead-letter topic");
-    metrics::counter!("processor_dead_lettered_total").increment(1);
-    let key = record
-        .key
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
-    sink.send(Outgoing {
-        topic: &topics.dlq,
-        key: &key,
-        payload: &record.payload,
-        headers: &[
-            (dlq_headers::REASON, rejected.reason.as_str()),
-            // Decoding is deterministic: a record that fails once fails every time, so it is not retried.
-            (dlq_headers::ATTEMPTS, "1"),
-            (dlq_headers::TOPIC, topic),
-            (dlq_headers::PARTITION, &partition),
-            (dlq_headers::OFFSET, &offset),
-        ],
-    })
-    .await
-    .map(drop)
 }

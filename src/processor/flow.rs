@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::consumer::Revocation;
 use super::publish::PublishError;
 use super::Processor;
 
@@ -111,7 +112,12 @@ impl Processor {
         if !self.paused {
             return;
         }
-        let owned: Vec<i32> = self.positions.keys().copied().collect();
+        let owned: Vec<i32> = self
+            .positions
+            .keys()
+            .filter(|p| !self.config_wait.contains_key(p))
+            .copied()
+            .collect();
         self.source.set_paused(&owned, false);
         for partition in &owned {
             self.rewind_to_position(*partition);
@@ -124,20 +130,34 @@ impl Processor {
 
     /// Answers a revocation: waits for what is in flight, snapshots the revoked partitions so their next owner
     /// starts from their exact state, stores and commits those offsets, and only then gives the partitions up.
-    pub(super) async fn hand_over(&mut self, revoked: Vec<i32>) -> Result<(), PublishError> {
+    /// A lost assignment is fenced instead: its partitions may already be restored and written by their new owner,
+    /// so this member writes no snapshot of them and commits nothing; their outputs in flight are still driven to
+    /// the end (the new owner's read-back recognises them as already published).
+    pub(super) async fn hand_over(&mut self, revocation: Revocation) -> Result<(), PublishError> {
+        let Revocation {
+            partitions: revoked,
+            lost,
+        } = revocation;
         self.drain_chunks(|p| revoked.contains(&p)).await?;
         self.settle(0).await?;
-        let written = self.snapshot_now(&revoked).await;
-        let handed = written.iter().filter(|(_, _, r)| r.is_ok()).count();
-        self.store_written(written);
-        metrics::counter!("processor_handover_snapshots_total").increment(handed as u64);
-        tracing::info!(partitions = ?revoked, snapshotted = handed, "handing partitions over");
-        self.source.release();
+        if lost {
+            metrics::counter!("processor_fenced_handovers_total").increment(1);
+            tracing::warn!(partitions = ?revoked, "assignment lost; fenced: no hand-over snapshot, no commit");
+            self.source.release_lost();
+        } else {
+            let written = self.snapshot_now(&revoked).await;
+            let handed = written.iter().filter(|(_, _, r)| r.is_ok()).count();
+            self.store_written(written);
+            metrics::counter!("processor_handover_snapshots_total").increment(handed as u64);
+            tracing::info!(partitions = ?revoked, snapshotted = handed, "handing partitions over");
+            self.source.release();
+        }
         for partition in &revoked {
             self.partitions.remove(partition);
             self.positions.remove(partition);
             self.owned.remove(partition);
             self.hydrating.remove(partition);
+            self.config_wait.remove(partition);
         }
         Ok(())
     }

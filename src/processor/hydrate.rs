@@ -124,12 +124,17 @@ impl Hydration {
             }
         };
         let merchants = SnapshotSummary::read(&bytes).map(|s| s.merchants);
-        super::load_configs_of(
+        let unavailable = super::load_configs_of(
             &self.configs,
             self.store.as_ref(),
             merchants.unwrap_or_default(),
         )
         .await;
+        if !unavailable.is_empty() {
+            // Decoding under a guessed configuration would refuse the snapshot (its fingerprints would differ).
+            tracing::warn!(partition, merchants = unavailable.len(), "restore postponed: merchant configurations unavailable");
+            return None;
+        }
         let (configs, now) = (self.configs.clone(), self.now);
         let decoded = tokio::task::spawn_blocking(move || {
             PartitionCore::decode_snapshot(partition, &bytes, &configs, now)

@@ -69,6 +69,8 @@ where
 pub struct ProcessorStats {
     pub events: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Merchant configurations that could not be read (their records waited).
+    pub config_load_failures: AtomicU64,
     /// The clock value of the last completed tick, published included.
     pub last_tick: AtomicI64,
     /// Partitions are assigned and none is restoring: what arrives now is published live.
@@ -170,6 +172,8 @@ impl ProcessorConfig {
 
     pub fn build(self, publisher: Publisher, clock: Arc<dyn Clock>) -> anyhow::Result<Processor> {
         let consumer = Arc::new(consumer::Source::new(&self.consumer, &self.topics)?);
+        let partitions = consumer.input_partitions()?;
+        tracing::info!(partitions, "input topics co-partitioned");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Processor {
             source: consumer,
@@ -190,6 +194,7 @@ impl ProcessorConfig {
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
             steps: tokio::sync::mpsc::unbounded_channel(),
             paused: false,
+            config_wait: HashMap::new(),
             idle_since: None,
             session_timeout: self.consumer.session_timeout,
             brokers: self.consumer.brokers.clone(),
@@ -246,6 +251,8 @@ pub struct Processor {
     ),
     /// Every owned partition is paused because outputs are not completing (see `flow`).
     paused: bool,
+    /// Partitions paused until these merchants' configurations can be read (see `batch`).
+    config_wait: HashMap<i32, Vec<MerchantId>>,
     /// Since when this member has owned no partition, and the group's session timeout (see `flow`).
     idle_since: Option<Instant>,
     session_timeout: Duration,
@@ -301,7 +308,8 @@ impl Processor {
                     self.settle(MAX_IN_FLIGHT).await?;
                     self.take_assignments().await?;
                     self.snapshot_if_due(false).await?;
-                    self.tick().await;
+                    self.retry_configs().await;
+                    self.tick().await?;
                 }
                 Wake::Step(step) => self.on_step(step).await?,
                 Wake::Chunk(chunk) => self.on_chunk(chunk).await?,
@@ -322,6 +330,7 @@ impl Processor {
         self.snapshot_if_due(true).await?;
         self.source.closing();
         match self.source.take_revoked() {
+            Some(revocation) if revocation.lost => self.source.release_lost(),
             Some(_) => self.source.release(),
             None => self.source.commit_stored(),
         }
@@ -357,11 +366,22 @@ impl Processor {
         Ok(())
     }
 
-    async fn load_configs_of(&self, merchants: Vec<MerchantId>) {
-        load_configs_of(&self.configs, self.publisher.store.as_ref(), merchants).await;
+    /// Loads the configurations of `merchants` not loaded yet; those that could not be read are returned (see
+    /// [`load_configs_of`]).
+    async fn load_configs_of(&self, merchants: Vec<MerchantId>) -> Vec<MerchantId> {
+        let failed = load_configs_of(&self.configs, self.publisher.store.as_ref(), merchants).await;
+        if !failed.is_empty() {
+            self.stats
+                .config_load_failures
+                .fetch_add(failed.len() as u64, Ordering::SeqCst);
+        }
+        failed
     }
 
-    async fn tick(&mut self) {
+    /// Recency boundaries of every settled partition. Their outcomes join the in-flight window like a batch's, so
+    /// a boundary inside a Postgres or broker outage pauses consumption and keeps the loop polling (and the member
+    /// in its group) instead of blocking it on the writes.
+    async fn tick(&mut self) -> Result<(), PublishError> {
         let now = self.clock.now();
         // Restoring partitions fire their boundaries in the restore's reconciliation instead.
         let actors: Vec<Addr<PartitionActor>> = self
@@ -372,13 +392,11 @@ impl Processor {
             .collect();
         for addr in actors {
             if let Ok(outcome) = addr.send(Tick { now }).await {
-                if let Some(live) = &self.live {
-                    live.observe(&outcome);
-                }
-                self.publisher.start(outcome).await;
+                self.publish(outcome, Vec::new(), 0).await?;
             }
         }
         self.stats.last_tick.store(now.unix(), Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -391,19 +409,30 @@ enum Wake {
 }
 
 /// Loads the configuration of each merchant not loaded yet: from Postgres when there is a store, the default
-/// (medium preset) without one, without a row, or when the row cannot be read.
-async fn load_configs_of(configs: &Configs, store: Option<&Store>, merchants: Vec<MerchantId>) {
-    for merchant in merchants.iter().filter(|m| !configs.contains_key(*m)) {
+/// (medium preset) without one or without a row. A row that cannot be read now (Postgres down) is not replaced by
+/// the default: a merchant's state keeps the configuration it was created with, so scoring it under the wrong
+/// thresholds would last until a restart, and a snapshot checked against the default would be refused. Those
+/// merchants are returned; their records wait (see `batch`) and their snapshots are loaded later (see `hydrate`).
+async fn load_configs_of(
+    configs: &Configs,
+    store: Option<&Store>,
+    merchants: Vec<MerchantId>,
+) -> Vec<MerchantId> {
+    let mut failed = Vec::new();
+    for merchant in merchants.into_iter().filter(|m| !configs.contains_key(m)) {
         let config = match store {
-            Some(store) => match store.load_config(merchant).await {
+            Some(store) => match store.load_config(&merchant).await {
                 Ok(config) => config.unwrap_or_default(),
                 Err(e) => {
-                    tracing::warn!(merchant = %merchant, error = %e, "using default RFM configuration");
-                    Default::default()
+                    tracing::warn!(merchant = %merchant, error = %e, "RFM configuration unavailable; the merchant's records wait");
+                    metrics::counter!("processor_config_load_failures_total").increment(1);
+                    failed.push(merchant);
+                    continue;
                 }
             },
             None => Default::default(),
         };
-        configs.insert(merchant.clone(), config);
+        configs.insert(merchant, config);
     }
+    failed
 }

@@ -66,7 +66,11 @@ impl Publisher {
         let turn = self.take_turn(&outcome);
         let seq = self.rows_order.begin();
         let this = self.clone();
+        let dead_letters = std::mem::take(&mut outcome.rejected);
         async move {
+            for letter in &dead_letters {
+                letter.deliver(&this.sink, &this.topics.dlq).await;
+            }
             let mut failed = Vec::new();
             for (record, delivery) in records.into_iter().zip(deliveries) {
                 let delivered = match delivery {

@@ -192,6 +192,10 @@ impl Processor {
         if !self.collect_snapshots(force).await || !due {
             return Ok(());
         }
+        // Fenced: a member whose assignment was lost must not write over its partitions' new owner.
+        if self.source.assignment_lost() {
+            return Ok(());
+        }
         self.last_snapshot = Instant::now();
         self.settle(0).await?;
         let round = self.encode_round(|_| true).await;

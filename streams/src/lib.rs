@@ -2,6 +2,7 @@
 //! and consumer settings every process shares.
 
 pub mod admin;
+pub mod dlq;
 pub mod events;
 pub mod ids;
 pub mod outputs;

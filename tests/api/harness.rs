@@ -25,6 +25,7 @@ pub(crate) struct Harness {
     pub(crate) topics: Topics,
     pub(crate) sink: EventSink,
     pub(crate) db: PgPool,
+    pub(crate) db_url: String,
     pub(crate) clock: ManualClock,
     pub(crate) stats: Arc<ProcessorStats>,
     pub(crate) registry: Registry,
@@ -67,6 +68,7 @@ pub(crate) async fn start_processor(partitions: i32) -> Harness {
             .build()
             .unwrap(),
         db: PgPool::connect(&db_url).await.unwrap(),
+        db_url,
         clock,
         stats,
         registry,

@@ -13,6 +13,7 @@ mod limits;
 mod live;
 mod nudges;
 mod processor;
+mod processor_faults;
 mod recovery;
 mod reseal;
 mod score_cache;

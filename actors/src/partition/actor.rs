@@ -6,7 +6,8 @@ use actix::{Actor, Context, Handler, Message, MessageResult};
 use functions::{RfmConfig, Timestamp};
 use streams::{InputEvent, MerchantId, Topics};
 
-use super::{Change, Configs, Outcome, PartitionCore, RawRecord, Rejected};
+use super::{Change, Configs, Outcome, PartitionCore, RawRecord};
+use streams::dlq::DeadLetter;
 
 /// The actix actor around [`PartitionCore`]. Its mailbox is small and callers `send` (never `do_send`) and await,
 /// so a slow downstream slows the consumer instead of growing a queue.
@@ -177,7 +178,14 @@ impl Handler<ApplyBatch> for PartitionActor {
                     events.push(event);
                     timestamps.push(timestamp);
                 }
-                Err(reason) => rejected.push(Rejected { record, reason }),
+                Err(reason) => rejected.push(DeadLetter {
+                    partition: self.core.partition,
+                    topic: record.topic,
+                    offset: record.offset,
+                    key: record.key,
+                    payload: record.payload,
+                    reason,
+                }),
             }
         }
         let mut outcome = if msg.quiet {
