@@ -129,7 +129,11 @@ impl Processor {
     /// Holds `partition` back until the configurations of `merchants` can be read: paused, its position not
     /// moved, retried every tick (`retry_configs`).
     fn wait_for_configs(&mut self, partition: i32, merchants: Vec<MerchantId>) {
-        tracing::warn!(partition, merchants = merchants.len(), "partition waits for merchant configurations");
+        tracing::warn!(
+            partition,
+            merchants = merchants.len(),
+            "partition waits for merchant configurations"
+        );
         self.source.set_paused(&[partition], true);
         self.config_wait
             .entry(partition)
@@ -147,7 +151,10 @@ impl Processor {
                 self.config_wait.insert(partition, failed);
                 continue;
             }
-            tracing::info!(partition, "merchant configurations loaded; partition resumes");
+            tracing::info!(
+                partition,
+                "merchant configurations loaded; partition resumes"
+            );
             if !self.paused {
                 self.source.set_paused(&[partition], false);
                 self.rewind_to_position(partition);

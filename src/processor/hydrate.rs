@@ -132,7 +132,11 @@ impl Hydration {
         .await;
         if !unavailable.is_empty() {
             // Decoding under a guessed configuration would refuse the snapshot (its fingerprints would differ).
-            tracing::warn!(partition, merchants = unavailable.len(), "restore postponed: merchant configurations unavailable");
+            tracing::warn!(
+                partition,
+                merchants = unavailable.len(),
+                "restore postponed: merchant configurations unavailable"
+            );
             return None;
         }
         let (configs, now) = (self.configs.clone(), self.now);

@@ -48,7 +48,10 @@ async fn input_topics_with_different_partition_counts_are_refused_at_start() {
         .unwrap();
 
     let refused = build_processor(&settings, Arc::new(actors::SystemClock)).await;
-    let message = format!("{:#}", refused.err().expect("the processor refuses to start"));
+    let message = format!(
+        "{:#}",
+        refused.err().expect("the processor refuses to start")
+    );
     assert!(message.contains(&format!("{odd}: 12")), "{message}");
     assert!(
         message.contains(&format!("{}: 3", settings.topics.orders_create)),
@@ -112,11 +115,13 @@ async fn a_configuration_that_cannot_be_read_holds_the_records_until_it_can() {
     h.wait_processed(1).await;
     let db = h.db.clone();
     let monetary = async || -> Option<i16> {
-        sqlx::query_scalar("SELECT monetary FROM customers WHERE merchant_id = $1 AND customer_id = 1")
-            .bind(merchant.as_str())
-            .fetch_optional(&db)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT monetary FROM customers WHERE merchant_id = $1 AND customer_id = 1",
+        )
+        .bind(merchant.as_str())
+        .fetch_optional(&db)
+        .await
+        .unwrap()
     };
     eventually(
         "the customer's row to be written",
@@ -129,4 +134,75 @@ async fn a_configuration_that_cannot_be_read_holds_the_records_until_it_can() {
         Some(5),
         "scored under the merchant's own thresholds, without a restart"
     );
+}
+
+/// How long the private broker answers nothing: longer than the sink's delivery timeout, so the first attempt at
+/// the dead letter fails.
+const HICCUP: Duration = Duration::from_secs(3);
+
+#[actix_web::test]
+async fn a_dead_letter_outlasts_a_broker_hiccup() {
+    crate::helpers::init_test_logs();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = crate::helpers::PrivateBroker::start(port);
+    let topics = streams::Topics::with_prefix(&format!("{}.", unique("dlq")));
+    streams::admin::ensure_topics(&broker.address(), &topics, 1, 1)
+        .await
+        .unwrap();
+    let sink = streams::SinkConfig {
+        delivery_timeout: Duration::from_millis(1_000),
+        ..streams::SinkConfig::new(broker.address())
+    }
+    .build()
+    .unwrap();
+    let letter = streams::dlq::DeadLetter {
+        topic: topics.orders_create.clone(),
+        partition: 0,
+        offset: 41,
+        key: Some(b"poison.myshopify.com".to_vec()),
+        payload: b"{not json".to_vec(),
+        reason: "invalid JSON".into(),
+    };
+
+    broker.set_frozen(true);
+    let hiccup = std::time::Instant::now();
+    let delivering = actix_web::rt::spawn({
+        let (sink, dlq) = (sink.clone(), topics.dlq.clone());
+        async move { letter.deliver(&sink, &dlq).await }
+    });
+    while hiccup.elapsed() < HICCUP {
+        assert!(
+            !delivering.is_finished(),
+            "the letter waits for the broker instead of being given up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.set_frozen(false);
+    tokio::time::timeout(Duration::from_secs(30), delivering)
+        .await
+        .expect("delivered once the broker answers")
+        .unwrap();
+    let records = crate::helpers::read_all_records(&broker.address(), &topics.dlq).await;
+    // An attempt that timed out while the broker was frozen may still land once it wakes: at least once, and
+    // every copy is the letter.
+    assert!(
+        !records.is_empty(),
+        "the letter is on the dead-letter topic"
+    );
+    for record in &records {
+        assert_eq!(record.raw, b"{not json");
+        assert_eq!(
+            record
+                .headers
+                .get(streams::outputs::dlq_headers::OFFSET)
+                .map(String::as_str),
+            Some("41"),
+            "{:?}",
+            record.headers
+        );
+    }
 }

@@ -156,6 +156,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
     ];
     let mut instance = Instance {
         env,
+        role: "all",
         port: free_port(),
         child: None,
         starts: 0,

@@ -10,6 +10,7 @@ mod erasure_proof;
 mod outage;
 mod postgres_outage;
 mod rebalance;
+mod split;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -121,6 +122,7 @@ impl Scenario {
     fn instance(&self) -> Instance {
         Instance {
             env: self.env.clone(),
+            role: "all",
             port: free_port(),
             child: None,
             starts: 0,
@@ -212,6 +214,8 @@ async fn until_agreed(
 /// The binary under test with one fixed environment, restarted on the same port after each kill.
 struct Instance {
     env: Vec<(&'static str, String)>,
+    /// `serve --role`: `all` unless a test splits the deployment.
+    role: &'static str,
     port: u16,
     child: Option<Child>,
     starts: u32,
@@ -225,7 +229,7 @@ impl Instance {
             .open("artifacts/recovery-instance.log")
             .expect("instance log");
         let child = Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
-            .args(["serve", "--role", "all"])
+            .args(["serve", "--role", self.role])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HTTP_ADDR", format!("127.0.0.1:{}", self.port))
             .stdout(Stdio::from(log.try_clone().expect("log handle")))

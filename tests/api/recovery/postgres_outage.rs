@@ -111,6 +111,10 @@ async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
     let (instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
 
+    // A customer whose recency boundary (day 8: R5 → R4) falls a few seconds into the outage: the tick that
+    // fires it must not block the loop on the unreachable Postgres.
+    let (boundary_shop, boundary_customer) = boundary_customer(&scenario, &pg).await;
+
     // Postgres goes away while the next third arrives: writes are retried, not dropped, and consumption pauses.
     pg.stop();
     scenario.produce(parts[1]).await;
@@ -144,4 +148,56 @@ async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
     pg.start();
     scenario.produce(parts[2]).await;
     scenario.check(&[address]).await;
+    let db = PgPool::connect(&pg.url()).await.unwrap();
+    eventually(
+        "the boundary that fired during the outage to be written",
+        Duration::from_secs(60),
+        async || recency(&db, &boundary_shop, boundary_customer).await == Some(4),
+    )
+    .await;
+}
+
+/// Seconds after its order is produced that the boundary customer crosses day 8.
+const BOUNDARY_LEAD: i64 = 6;
+
+/// Produces one order dated eight days minus `BOUNDARY_LEAD` seconds ago for a shop of its own, and waits for its
+/// row (R5) to be written.
+async fn boundary_customer(scenario: &Scenario, pg: &PrivatePostgres) -> (String, i64) {
+    let shop = MerchantId::parse(&format!("{}.myshopify.com", unique("boundary"))).unwrap();
+    let created = chrono::Utc::now().timestamp() - 8 * 86_400 + BOUNDARY_LEAD;
+    let order = InputEvent::OrderCreated(streams::events::OrderCreated {
+        event_id: unique("e"),
+        schema_version: streams::SCHEMA_VERSION,
+        merchant_id: shop.clone(),
+        customer_id: 1,
+        order_id: 1,
+        total_price: "20.00".into(),
+        currency: "USD".into(),
+        created_at: chrono::DateTime::from_timestamp(created, 0).unwrap(),
+        financial_status: "paid".into(),
+        test: false,
+        cancelled: false,
+        locale: None,
+        pii: None,
+    });
+    scenario.produce(&[order]).await;
+    let db = PgPool::connect(&pg.url()).await.unwrap();
+    eventually(
+        "the boundary customer's first row",
+        Duration::from_secs(30),
+        async || recency(&db, shop.as_str(), 1).await == Some(5),
+    )
+    .await;
+    db.close().await;
+    (shop.to_string(), 1)
+}
+
+async fn recency(db: &PgPool, shop: &str, customer: i64) -> Option<i16> {
+    sqlx::query_scalar("SELECT recency FROM customers WHERE merchant_id = $1 AND customer_id = $2")
+        .bind(shop)
+        .bind(customer)
+        .fetch_optional(db)
+        .await
+        .ok()
+        .flatten()
 }
