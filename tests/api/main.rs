@@ -7,6 +7,7 @@ mod dashboard;
 mod data_request;
 mod demo;
 mod erasure;
+mod erasure_order;
 mod harness;
 mod helpers;
 mod limits;
