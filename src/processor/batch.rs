@@ -11,7 +11,6 @@ use streams::MerchantId;
 
 use super::consumer::Polled;
 use super::publish::PublishError;
-use super::recovery::Position;
 use super::Processor;
 
 impl Processor {
@@ -87,9 +86,13 @@ impl Processor {
 
     /// Admits one partition's records; `None` when there is nothing to apply.
     fn share(&mut self, partition: i32, records: Vec<Polled>) -> Option<Share> {
-        if !self.positions.contains_key(&partition) {
+        let installed = self
+            .lifecycles
+            .get(&partition)
+            .map(|l| (l.installed(), l.quiet()));
+        let Some((true, quiet)) = installed else {
             return None;
-        }
+        };
         let raw = self.admit(partition, records.into_iter().map(|p| p.raw).collect());
         if raw.is_empty() {
             return None;
@@ -99,10 +102,6 @@ impl Processor {
             let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
             tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
         }
-        let quiet = self
-            .positions
-            .get(&partition)
-            .is_some_and(Position::restoring);
         Some(Share {
             partition,
             events: raw.len() as u64,
@@ -121,7 +120,7 @@ impl Processor {
         self.publish(outcome, share.timestamps, share.events)
             .await?;
         if share.quiet {
-            self.finish_if_caught_up(partition);
+            self.report_progress(partition).await?;
         }
         Ok(())
     }

@@ -1,5 +1,4 @@
-//! Backpressure and hand-over: the in-flight window of batches being published, and what the loop does when it
-//! cannot drain (DESIGN.md §6: "when a buffer is full the consumer pauses, it does not drop").
+//! Backpressure: the in-flight window of batches being published, and what the loop does when it cannot drain (DESIGN.md §6: "when a buffer is full the consumer pauses, it does not drop").
 //!
 //! While the window drains normally the loop just awaits its oldest batch. When that takes longer than `STALL`
 //! (Postgres or the broker is down and the publishing tasks are retrying), every owned partition is paused and
@@ -10,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::consumer::Revocation;
 use super::publish::PublishError;
 use super::Processor;
 
@@ -126,79 +124,5 @@ impl Processor {
         let paused_ms = stalled_since.map_or(0, |s| s.elapsed().as_millis() as u64);
         tracing::info!(partitions = ?owned, paused_ms, "outputs completing again; consumption resumed");
         metrics::gauge!("processor_paused").set(0.0);
-    }
-
-    /// Answers a revocation: waits for what is in flight, snapshots the revoked partitions so their next owner
-    /// starts from their exact state, stores and commits those offsets, and only then gives the partitions up.
-    /// A lost assignment is fenced instead: its partitions may already be restored and written by their new owner,
-    /// so this member writes no snapshot of them and commits nothing; their outputs in flight are still driven to
-    /// the end (the new owner's read-back recognises them as already published).
-    pub(super) async fn hand_over(&mut self, revocation: Revocation) -> Result<(), PublishError> {
-        let Revocation {
-            partitions: revoked,
-            lost,
-        } = revocation;
-        self.drain_chunks(|p| revoked.contains(&p)).await?;
-        self.settle(0).await?;
-        if lost {
-            metrics::counter!("processor_fenced_handovers_total").increment(1);
-            tracing::warn!(partitions = ?revoked, "assignment lost; fenced: no hand-over snapshot, no commit");
-            self.source.release_lost();
-        } else {
-            let written = self.snapshot_now(&revoked).await;
-            let handed = written.iter().filter(|(_, _, r)| r.is_ok()).count();
-            self.store_written(written);
-            metrics::counter!("processor_handover_snapshots_total").increment(handed as u64);
-            tracing::info!(partitions = ?revoked, snapshotted = handed, "handing partitions over");
-            self.source.release();
-        }
-        for partition in &revoked {
-            self.partitions.remove(partition);
-            self.positions.remove(partition);
-            self.owned.remove(partition);
-            self.hydrating.remove(partition);
-            self.config_wait.remove(partition);
-        }
-        Ok(())
-    }
-}
-
-impl Processor {
-    /// Tansu 0.6 can settle a rebalance with the only live member holding no partitions: when a restarted
-    /// instance joins while the dead leader's session is still running, the leader's expiry lets the newcomer's
-    /// follower SyncGroup (which carries no assignment) complete the generation, and nothing rebalances again. So a
-    /// member that has owned nothing for two session timeouts checks whether any owner is alive (owners refresh
-    /// `rfm:snapshot:{group}:alive` with every snapshot round); when none is, nobody consumes the partitions, which
-    /// is wrong on any broker, and it leaves and joins the group again. Legitimately idle members (more instances
-    /// than partitions) see the owners' mark and stay put.
-    pub(super) async fn check_empty_assignment(&mut self) {
-        let Some(store) = self.snapshots.as_ref().map(|s| s.store.clone()) else {
-            return;
-        };
-        if !self.owned.is_empty() {
-            self.idle_since = None;
-            return;
-        }
-        let since = *self.idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.session_timeout * 2 {
-            return;
-        }
-        self.idle_since = Some(Instant::now());
-        match store.someone_alive().await {
-            Ok(false) => {
-                tracing::warn!("no partitions and no live owner in the group; rejoining");
-                metrics::counter!("processor_group_rejoins_total").increment(1);
-                if let Err(e) = self.source.rejoin() {
-                    tracing::warn!(error = %e, "could not rejoin the group");
-                }
-            }
-            Ok(true) => tracing::debug!("no partitions; other members own them"),
-            Err(e) => tracing::debug!(error = %e, "owners unknown"),
-        }
-    }
-
-    /// How long an owner's mark stays after its last snapshot round.
-    pub(super) fn alive_ttl(&self) -> Duration {
-        self.session_timeout * 2
     }
 }

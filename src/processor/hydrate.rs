@@ -5,23 +5,21 @@
 //! meanwhile. At most `restore_concurrency` partitions hydrate at once, so a rebalance that moves many big
 //! partitions leaves cores for the live ones. When a partition is installed it resumes and is moved back to its
 //! restored position: records delivered before the pause took effect were dropped unstored, and must be fetched
-//! again even if nothing new arrives. The read-back that ends a restore runs in the background too.
+//! again even if nothing new arrives. What happens next is the partition's lifecycle's to say (`lifecycle`); the
+//! end of the restore is in `restore`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actors::{
-    Configs, FinishRestore, NextRestoreChunk, PartitionActor, PartitionCore, PublishedVersion,
-    SnapshotOffsets, SnapshotSummary,
+    Configs, PartitionActor, PartitionCore, PublishedVersion, SnapshotOffsets, SnapshotSummary,
 };
-use futures_util::StreamExt;
-use streams::MerchantId;
 
 use super::consumer::Source;
+use super::lifecycle::{Event, Phase};
 use super::publish::PublishError;
-use super::readback::ReadBack;
 use super::recovery::Position;
 use super::Processor;
 use crate::snapshots::SnapshotStore;
@@ -160,50 +158,36 @@ impl Hydration {
 }
 
 impl Processor {
-    /// Starts hydrating every owned partition that has no state yet and is not hydrating already.
-    pub(super) fn hydrate_missing(&mut self) {
-        let missing: Vec<i32> = self
-            .owned
-            .iter()
-            .filter(|p| !self.positions.contains_key(p) && !self.hydrating.contains_key(p))
-            .copied()
-            .collect();
-        for partition in missing {
-            self.generation += 1;
-            self.hydrating.insert(partition, self.generation);
-            self.source.set_paused(&[partition], true);
-            let job = Hydration {
-                partition,
-                snapshots: self.snapshots.as_ref().map(|s| s.store.clone()),
-                configs: self.configs.clone(),
-                store: self.publisher.store.clone(),
-                now: self.clock.now(),
-                source: self.source.clone(),
-                inputs: self
-                    .publisher
-                    .topics
-                    .inputs()
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect(),
+    /// Starts loading `partition`'s snapshot in the background, tagged with `attempt`; at most
+    /// `restore_concurrency` load at once.
+    pub(super) fn start_hydration(&mut self, partition: i32, attempt: u64) {
+        let job = Hydration {
+            partition,
+            snapshots: self.snapshots.as_ref().map(|s| s.store.clone()),
+            configs: self.configs.clone(),
+            store: self.publisher.store.clone(),
+            now: self.clock.now(),
+            source: self.source.clone(),
+            inputs: self
+                .publisher
+                .topics
+                .inputs()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+        };
+        let (permits, steps) = (self.restore_permits.clone(), self.steps.0.clone());
+        tokio::task::spawn_local(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
             };
-            let (permits, steps, generation) = (
-                self.restore_permits.clone(),
-                self.steps.0.clone(),
-                self.generation,
-            );
-            tokio::task::spawn_local(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                let restored = job.run().await.map(Box::new);
-                let _ = steps.send(Step::Hydrated {
-                    partition,
-                    generation,
-                    restored,
-                });
+            let restored = job.run().await.map(Box::new);
+            let _ = steps.send(Step::Hydrated {
+                partition,
+                generation: attempt,
+                restored,
             });
-        }
+        });
     }
 
     pub(super) async fn on_step(&mut self, step: Step) -> Result<(), PublishError> {
@@ -214,20 +198,38 @@ impl Processor {
                 restored,
             } => {
                 // A partition revoked (and perhaps assigned again) meanwhile has a newer hydration or none.
-                if self.hydrating.get(&partition) != Some(&generation) {
+                let current = self.lifecycles.get(&partition).is_some_and(|l| {
+                    l.phase()
+                        == &Phase::Hydrating {
+                            attempt: Some(generation),
+                        }
+                });
+                if !current {
                     return Ok(());
                 }
-                self.hydrating.remove(&partition);
+                let loaded = restored.is_some();
                 if let Some(hydrated) = restored {
                     self.install(partition, *hydrated);
                 }
-                Ok(())
+                let event = Event::Hydrated {
+                    attempt: generation,
+                    loaded,
+                };
+                self.dispatch(partition, event, None).await?;
+                // The quiet replay may have nothing to do (the snapshot is at the frontier already).
+                self.report_progress(partition).await
             }
             Step::ReadBack {
                 partition,
                 generation,
                 published,
-            } => self.finish_restore(partition, generation, published).await,
+            } => {
+                let event = Event::ReadBack {
+                    attempt: generation,
+                    read: published.is_some(),
+                };
+                self.dispatch(partition, event, published).await
+            }
         }
     }
 
@@ -258,191 +260,5 @@ impl Processor {
             elapsed_ms = elapsed.as_millis() as u64,
             "partition restored from snapshot"
         );
-        self.finish_if_caught_up(partition);
-    }
-
-    /// Once the quiet replay reached the frontier, reads back in the background what the old owner published.
-    pub(super) fn finish_if_caught_up(&mut self, partition: i32) {
-        let Some(position) = self.positions.get_mut(&partition) else {
-            return;
-        };
-        if !position.restoring() || !position.reached_frontier() || position.reading_back.is_some()
-        {
-            return;
-        }
-        let Some(addr) = self.partitions.get(&partition).map(|a| a.value().clone()) else {
-            return;
-        };
-        self.generation += 1;
-        let generation = self.generation;
-        position.reading_back = Some(generation);
-        tracing::info!(
-            partition,
-            "quiet replay reached the frontier; reading back the outputs"
-        );
-        let marks = position.read_back_from();
-        let (brokers, topic) = (
-            self.brokers.clone(),
-            self.publisher.topics.rfm_updated.clone(),
-        );
-        let steps = self.steps.0.clone();
-        tokio::task::spawn_local(async move {
-            let published = read_back(addr, brokers, topic, marks, partition).await;
-            let _ = steps.send(Step::ReadBack {
-                partition,
-                generation,
-                published,
-            });
-        });
-    }
-
-    /// Takes over what the old owner published and publishes the first chunk of the restore's net changes; the
-    /// rest come through `on_chunk`, interleaved with live records and with other partitions' restores (whose
-    /// actors re-evaluate in parallel). A failed read-back is tried again on the next tick.
-    async fn finish_restore(
-        &mut self,
-        partition: i32,
-        generation: u64,
-        published: Option<Vec<PublishedVersion>>,
-    ) -> Result<(), PublishError> {
-        let Some(position) = self
-            .positions
-            .get_mut(&partition)
-            .filter(|p| p.reading_back == Some(generation))
-        else {
-            return Ok(());
-        };
-        position.reading_back = None;
-        let (Some(published), Some(addr)) = (
-            published,
-            self.partitions.get(&partition).map(|a| a.value().clone()),
-        ) else {
-            return Ok(());
-        };
-        let now = self.clock.now();
-        let Ok(outcome) = addr.send(FinishRestore { published, now }).await else {
-            return Ok(());
-        };
-        // From here records are published live; the partition is not snapshotted until the last chunk is out (a
-        // snapshot in between would hold customers whose change was never published).
-        position.frontier = None;
-        position.publishing = Some((generation, 0));
-        self.on_chunk(Chunk {
-            partition,
-            generation,
-            addr,
-            outcome: Ok(Some(outcome)),
-        })
-        .await
-    }
-
-    /// Publishes one chunk of a restore's net changes and asks the actor for the next, at most `MAX_IN_FLIGHT`
-    /// batches publishing; the last (empty) chunk settles the partition. A chunk of an earlier restore of the
-    /// partition, or of an actor that stopped, is dropped: the restore that replaced it publishes its own.
-    pub(super) async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), PublishError> {
-        let Chunk {
-            partition,
-            generation,
-            addr,
-            outcome,
-        } = chunk;
-        let Some(position) = self
-            .positions
-            .get_mut(&partition)
-            .filter(|p| p.publishes(generation))
-        else {
-            return Ok(());
-        };
-        let Ok(Some(outcome)) = outcome else {
-            let changes = position.publishing.take().map_or(0, |(_, n)| n);
-            tracing::info!(partition, changes, "restore finished");
-            return Ok(());
-        };
-        if let Some((_, published)) = &mut position.publishing {
-            *published += outcome.changes.len();
-        }
-        // Each chunk is evaluated when it is asked for: live records applied meanwhile were applied at their time,
-        // and a chunk evaluated at the restore's start would move their customers back.
-        let next = addr.send(NextRestoreChunk {
-            now: self.clock.now(),
-        });
-        self.chunks.push(Box::pin(async move {
-            Chunk {
-                partition,
-                generation,
-                outcome: next.await,
-                addr,
-            }
-        }));
-        self.publish(outcome, Vec::new(), 0).await
-    }
-
-    /// Takes in every chunk already asked for. Its actor enqueued the chunk's records when it computed it, so the
-    /// chunk's rows, score-cache entries and acknowledgements must be waited for before a hand-over or shutdown;
-    /// partitions for which `ending` holds get no further chunk and stay unsettled (not snapshotted), so their
-    /// next owner restores them.
-    pub(super) async fn drain_chunks(
-        &mut self,
-        ending: impl Fn(i32) -> bool,
-    ) -> Result<(), PublishError> {
-        let pending: Vec<Chunk> = std::mem::take(&mut self.chunks).collect().await;
-        for chunk in pending {
-            if !ending(chunk.partition) {
-                self.on_chunk(chunk).await?;
-                continue;
-            }
-            let current = self
-                .positions
-                .get(&chunk.partition)
-                .is_some_and(|p| p.publishes(chunk.generation));
-            if let (true, Ok(Some(outcome))) = (current, chunk.outcome) {
-                self.publish(outcome, Vec::new(), 0).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A chunk of a restore's net changes, as its partition actor returned it (`None` once all are out).
-pub(super) struct Chunk {
-    partition: i32,
-    generation: u64,
-    addr: Addr<PartitionActor>,
-    outcome: Result<Option<actors::Outcome>, actix::MailboxError>,
-}
-
-/// The actor's answer to a request for the next chunk, on its way.
-pub(super) type ChunkRequest = futures_util::future::LocalBoxFuture<'static, Chunk>;
-
-async fn read_back(
-    addr: Addr<PartitionActor>,
-    brokers: String,
-    topic: String,
-    marks: std::collections::BTreeMap<i32, i64>,
-    partition: i32,
-) -> Option<Vec<PublishedVersion>> {
-    let merchants = super::inspect_one(&addr, |core: &PartitionCore| {
-        core.merchants()
-            .map(|m| m.id.clone())
-            .collect::<HashSet<MerchantId>>()
-    })
-    .await?;
-    let read = ReadBack {
-        brokers,
-        topic,
-        marks,
-        merchants,
-        deadline: Duration::from_secs(10),
-    };
-    match tokio::task::spawn_blocking(move || read.run()).await {
-        Ok(Ok(published)) => Some(published),
-        Ok(Err(e)) => {
-            tracing::warn!(partition, error = %e, "read-back failed; will retry");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "read-back task failed; will retry");
-            None
-        }
     }
 }

@@ -14,12 +14,15 @@ mod batch;
 pub(crate) mod consumer;
 mod flow;
 mod hydrate;
+mod lifecycle;
+mod partitions;
 pub mod publish;
 mod readback;
 mod recovery;
+mod restore;
 mod rows_order;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +35,6 @@ use streams::{MerchantId, Topics};
 use crate::store::Store;
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
-use recovery::Position;
 pub use recovery::SnapshotSettings;
 
 /// The partition actors this instance owns, shared with the read API.
@@ -186,11 +188,10 @@ impl ProcessorConfig {
             in_flight: VecDeque::new(),
             live: None,
             positions: HashMap::new(),
-            owned: HashSet::new(),
-            hydrating: HashMap::new(),
+            lifecycles: HashMap::new(),
+            attempts: lifecycle::Attempts::default(),
             chunks: futures_util::stream::FuturesUnordered::new(),
             prefetched: Vec::new(),
-            generation: 0,
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
             steps: tokio::sync::mpsc::unbounded_channel(),
             paused: false,
@@ -232,17 +233,15 @@ pub struct Processor {
     /// Dashboards' feed; sees each outcome before it is published, since showing a change early is harmless
     /// (a replay after a crash reproduces the same state).
     live: Option<Arc<crate::live::LiveFeed>>,
-    /// Where each owned partition stands (see `recovery`).
-    positions: HashMap<i32, Position>,
-    /// Partitions the group gave this instance; those without a position are hydrating or wait to.
-    owned: HashSet<i32>,
-    /// Partitions loading their snapshot in the background, with the generation of that attempt.
-    hydrating: HashMap<i32, u64>,
+    /// Where each installed partition's input stands (see `recovery`).
+    positions: HashMap<i32, recovery::Position>,
+    /// Every partition the group gave this instance, and where it is in its life (see `lifecycle`).
+    lifecycles: HashMap<i32, lifecycle::Lifecycle>,
+    attempts: lifecycle::Attempts,
     /// Records received while the previous batch was applied, not admitted yet (see `batch`).
     prefetched: Vec<Polled>,
     /// The next chunk of each restore that is publishing its net changes (see `hydrate`).
-    chunks: futures_util::stream::FuturesUnordered<hydrate::ChunkRequest>,
-    generation: u64,
+    chunks: futures_util::stream::FuturesUnordered<restore::ChunkRequest>,
     restore_permits: Arc<tokio::sync::Semaphore>,
     /// Background work reporting back to the loop (see `hydrate`).
     steps: (
@@ -309,6 +308,7 @@ impl Processor {
                     self.take_assignments().await?;
                     self.snapshot_if_due(false).await?;
                     self.retry_configs().await;
+                    self.tick_lifecycles().await?;
                     self.tick().await?;
                 }
                 Wake::Step(step) => self.on_step(step).await?,
@@ -337,35 +337,6 @@ impl Processor {
         Ok(())
     }
 
-    /// Hands revoked partitions over (snapshot first), notes new ones and starts hydrating them, so a partition
-    /// without new records still gets its state and timers.
-    async fn take_assignments(&mut self) -> Result<(), PublishError> {
-        if let Some(revoked) = self.source.take_revoked() {
-            self.hand_over(revoked).await?;
-        }
-        self.owned.extend(self.source.take_assigned());
-        self.check_empty_assignment().await;
-        self.hydrate_missing();
-        // A restore whose remaining records were all skipped, or whose read-back failed, ends here.
-        let restoring: Vec<i32> = self
-            .positions
-            .iter()
-            .filter(|(_, p)| p.restoring())
-            .map(|(partition, _)| *partition)
-            .collect();
-        for partition in restoring {
-            self.finish_if_caught_up(partition);
-        }
-        let restoring = self.positions.values().filter(|p| !p.settled()).count();
-        let caught_up =
-            !self.owned.is_empty() && self.positions.len() == self.owned.len() && restoring == 0;
-        self.stats.caught_up.store(caught_up, Ordering::SeqCst);
-        metrics::gauge!("processor_partitions_restoring")
-            .set((restoring + self.hydrating.len()) as f64);
-        metrics::gauge!("processor_partitions_owned").set(self.owned.len() as f64);
-        Ok(())
-    }
-
     /// Loads the configurations of `merchants` not loaded yet; those that could not be read are returned (see
     /// [`load_configs_of`]).
     async fn load_configs_of(&self, merchants: Vec<MerchantId>) -> Vec<MerchantId> {
@@ -387,7 +358,11 @@ impl Processor {
         let actors: Vec<Addr<PartitionActor>> = self
             .partitions
             .iter()
-            .filter(|e| self.positions.get(e.key()).is_none_or(Position::settled))
+            .filter(|e| {
+                self.lifecycles
+                    .get(e.key())
+                    .is_some_and(lifecycle::Lifecycle::live)
+            })
             .map(|e| e.value().clone())
             .collect();
         for addr in actors {
@@ -404,7 +379,7 @@ impl Processor {
 enum Wake {
     Tick,
     Step(hydrate::Step),
-    Chunk(hydrate::Chunk),
+    Chunk(restore::Chunk),
     Records(Option<Polled>),
 }
 

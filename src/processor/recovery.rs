@@ -25,19 +25,13 @@ const OUTPUT_MARK: char = '>';
 pub(super) struct Position {
     /// The next offset to apply, per input topic.
     next: HashMap<String, i64>,
-    /// While restoring: the input high watermarks at assignment. Records below them are applied quietly.
-    pub(super) frontier: Option<HashMap<String, i64>>,
+    /// The input high watermarks when the snapshot was loaded: records below them are replayed quietly.
+    frontier: HashMap<String, i64>,
     /// Where reading back the output topic starts, per output partition (from the snapshot).
     marks: BTreeMap<i32, i64>,
     /// Topics whose first record since the restore has not arrived yet. If it comes from past `next`, the consumer
     /// started after the snapshot (the snapshot was lost or is older than the commit), so it must seek back.
     awaiting: HashSet<String>,
-    /// The read-back of the output topic running for this restore, by its generation: one that finishes after
-    /// the partition was revoked and assigned again belongs to another restore.
-    pub(super) reading_back: Option<u64>,
-    /// The restore's net changes are still coming out in chunks, by the generation of that restore, with how many
-    /// changes were published so far: live (records are published as they come), but not snapshotted yet.
-    pub(super) publishing: Option<(u64, usize)>,
 }
 
 impl Position {
@@ -55,24 +49,10 @@ impl Position {
             position.next.insert(topic.clone(), next);
             frontier.insert(topic.clone(), *high);
         }
-        position.frontier = Some(frontier);
+        position.frontier = frontier;
         position.marks = output_marks(offsets, &topics.rfm_updated);
         position.resync();
         position
-    }
-
-    pub(super) fn restoring(&self) -> bool {
-        self.frontier.is_some()
-    }
-
-    /// Publishing the net changes of the restore of `generation` (a chunk of another restore is stale).
-    pub(super) fn publishes(&self, generation: u64) -> bool {
-        self.publishing.is_some_and(|(g, _)| g == generation)
-    }
-
-    /// Restored and every net change of the restore published: the partition may be snapshotted and ticked.
-    pub(super) fn settled(&self) -> bool {
-        !self.restoring() && self.publishing.is_none()
     }
 
     /// Checks the next record of every topic against `next`: the consumer may have moved past it (records
@@ -90,13 +70,51 @@ impl Position {
             .collect()
     }
 
-    pub(super) fn reached_frontier(&self) -> bool {
-        self.frontier.as_ref().is_none_or(|frontier| {
-            frontier
+    /// Splits `records` (in offset order per topic) into those to apply and the topics the consumer must move
+    /// back on: a record below `next` is already held; the first record of a topic awaiting its check that lies
+    /// past `next` reveals a gap (the consumer started after the position), and that topic's later records in
+    /// this batch are dropped too, to be fetched again after the seek.
+    pub(super) fn admit(&mut self, records: Vec<RawRecord>) -> Admitted {
+        let mut admitted = Admitted {
+            records: Vec::with_capacity(records.len()),
+            seeks: Vec::new(),
+        };
+        for record in records {
+            if admitted
+                .seeks
                 .iter()
-                .all(|(topic, high)| self.next.get(topic).is_some_and(|n| n >= high))
-        })
+                .any(|(topic, _)| *topic == record.topic)
+            {
+                continue;
+            }
+            let next = self.next.get(&record.topic).copied().unwrap_or(0);
+            if record.offset < next {
+                continue;
+            }
+            if record.offset > next && self.awaiting.contains(&record.topic) {
+                admitted.seeks.push((record.topic.clone(), next));
+                continue;
+            }
+            self.awaiting.remove(&record.topic);
+            self.next.insert(record.topic.clone(), record.offset + 1);
+            admitted.records.push(record);
+        }
+        admitted
     }
+
+    pub(super) fn reached_frontier(&self) -> bool {
+        self.frontier
+            .iter()
+            .all(|(topic, high)| self.next.get(topic).is_some_and(|n| n >= high))
+    }
+}
+
+/// What `Position::admit` made of a fetched batch.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    pub(super) records: Vec<RawRecord>,
+    /// Topics to move back, with the position to fetch from again.
+    pub(super) seeks: Vec<(String, i64)>,
 }
 
 /// One partition's snapshot of a round: the offsets it covers, and its size once written.
@@ -149,32 +167,19 @@ impl Processor {
         let Some(position) = self.positions.get_mut(&partition) else {
             return Vec::new();
         };
-        let mut sought: HashSet<String> = HashSet::new();
-        let mut admitted = Vec::with_capacity(records.len());
-        for record in records {
-            if sought.contains(&record.topic) {
-                continue;
+        let Admitted { records, seeks } = position.admit(records);
+        for (topic, next) in seeks {
+            tracing::info!(
+                partition,
+                topic,
+                from = next,
+                "seeking back to the position"
+            );
+            if let Err(e) = self.source.seek(&topic, partition, (next - REWIND).max(0)) {
+                tracing::warn!(partition, error = %e, "seek failed; will retry on the next record");
             }
-            let next = position.next.get(&record.topic).copied().unwrap_or(0);
-            if record.offset < next {
-                continue;
-            }
-            if record.offset > next && position.awaiting.contains(&record.topic) {
-                tracing::info!(partition, topic = %record.topic, from = next, at = record.offset, "seeking back to the snapshot's position");
-                let from = (next - REWIND).max(0);
-                if let Err(e) = self.source.seek(&record.topic, partition, from) {
-                    tracing::warn!(partition, error = %e, "seek failed; will retry on the next record");
-                }
-                sought.insert(record.topic.clone());
-                continue;
-            }
-            position.awaiting.remove(&record.topic);
-            position
-                .next
-                .insert(record.topic.clone(), record.offset + 1);
-            admitted.push(record);
         }
-        admitted
+        records
     }
 
     /// Snapshots every partition that is not restoring, if one is due and the previous round is written. Waits for
@@ -233,10 +238,13 @@ impl Processor {
             return Vec::new();
         };
         let mut round = Vec::with_capacity(self.positions.len());
-        let positions = self
-            .positions
-            .iter()
-            .filter(|(p, position)| chosen(**p) && position.settled());
+        let positions = self.positions.iter().filter(|(p, _)| {
+            chosen(**p)
+                && self
+                    .lifecycles
+                    .get(p)
+                    .is_some_and(super::lifecycle::Lifecycle::live)
+        });
         for (partition, position) in positions {
             let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
                 continue;
@@ -342,6 +350,67 @@ fn output_marks(offsets: &SnapshotOffsets, topic: &str) -> BTreeMap<i32, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(topic: &str, offset: i64) -> RawRecord {
+        RawRecord {
+            kind: None,
+            topic: topic.to_owned(),
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    fn position_at(next: &[(&str, i64)], high: &[(&str, i64)]) -> Position {
+        let offsets = SnapshotOffsets(next.iter().map(|(t, n)| (t.to_string(), *n)).collect());
+        let watermarks = high.iter().map(|(t, h)| (t.to_string(), (0, *h))).collect();
+        Position::restored(&offsets, &watermarks, &Topics::default())
+    }
+
+    fn offsets(admitted: &Admitted) -> Vec<(String, i64)> {
+        admitted
+            .records
+            .iter()
+            .map(|r| (r.topic.clone(), r.offset))
+            .collect()
+    }
+
+    #[test]
+    fn records_the_snapshot_holds_are_skipped_and_the_rest_advance_the_position() {
+        let mut position = position_at(&[("a", 5)], &[("a", 8)]);
+        let admitted = position.admit((3..8).map(|o| record("a", o)).collect());
+        assert!(admitted.seeks.is_empty());
+        assert_eq!(offsets(&admitted), [5, 6, 7].map(|o| ("a".to_owned(), o)));
+        assert!(position.reached_frontier());
+    }
+
+    #[test]
+    fn a_first_record_past_the_position_seeks_back_and_drops_that_topics_batch() {
+        let mut position = position_at(&[("a", 5), ("b", 0)], &[("a", 20), ("b", 2)]);
+        let admitted = position.admit(vec![record("a", 9), record("b", 0), record("a", 10)]);
+        assert_eq!(admitted.seeks, vec![("a".to_owned(), 5)]);
+        assert_eq!(
+            offsets(&admitted),
+            vec![("b".to_owned(), 0)],
+            "other topics go on"
+        );
+        assert!(!position.reached_frontier());
+        // Fetched again from the position, the topic is admitted; once checked, a later gap (records the broker
+        // compacted away) is not a reason to seek again.
+        let admitted = position.admit(vec![record("a", 5), record("a", 7)]);
+        assert!(admitted.seeks.is_empty());
+        assert_eq!(offsets(&admitted).len(), 2);
+    }
+
+    #[test]
+    fn after_a_resync_the_next_record_is_checked_again() {
+        let mut position = position_at(&[("a", 0)], &[("a", 0)]);
+        position.admit(vec![record("a", 0)]);
+        position.resync();
+        let admitted = position.admit(vec![record("a", 4)]);
+        assert_eq!(admitted.seeks, vec![("a".to_owned(), 1)]);
+    }
 
     #[test]
     fn a_snapshot_past_the_end_of_its_log_is_found() {
