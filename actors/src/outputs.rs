@@ -1,5 +1,6 @@
 //! The records a change publishes on Kafka, encoded where the change is computed (in the partition actor), so
-//! the consumer loop only hands finished bytes to the producer.
+//! the consumer loop only hands finished bytes to the producer; and the one record a restore reads back
+//! (`rfm.updated`, decoded by [`published_version`]), kept beside its encoder so the two cannot drift apart.
 
 use chrono::{DateTime, Utc};
 use streams::outputs::{
@@ -9,6 +10,7 @@ use streams::sink::{DeliveryFuture, EventSink, Outgoing};
 use streams::{MerchantId, Topics, SCHEMA_VERSION};
 
 use crate::partition::Change;
+use crate::restore::PublishedVersion;
 
 /// One encoded record, owned so many can be in flight at once.
 #[derive(Debug, Clone)]
@@ -140,4 +142,89 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
         ));
     }
     records
+}
+
+/// The version an `rfm.updated` payload announces, as a restore takes it over; `None` for a payload that does not
+/// parse (another producer's record) or names an unknown lifecycle stage.
+pub fn published_version(payload: &[u8]) -> Option<PublishedVersion> {
+    let record: RfmUpdated = serde_json::from_slice(payload).ok()?;
+    Some(PublishedVersion {
+        customer_id: record.customer_id,
+        version: record.version,
+        from_segment: record.segment.from,
+        occurred_at: functions::Timestamp(record.occurred_at.timestamp()),
+        trace_id: record.trace_id,
+        rfm: functions::Rfm::new(
+            record.score.recency,
+            record.score.frequency,
+            record.score.monetary,
+        ),
+        stage: functions::LifecycleStage::parse(&record.lifecycle_stage)?,
+        segment: record.segment.to,
+        merchant: record.merchant_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use functions::{LifecycleStage, Money, Rfm, Timestamp};
+
+    fn change() -> Change {
+        Change {
+            merchant: MerchantId::parse("round-trip.myshopify.com").unwrap(),
+            customer_id: 77,
+            version: 12,
+            from_segment: "new".into(),
+            to_segment: "at_risk".into(),
+            rfm: Rfm::new(2, 1, 3),
+            score_tenths: 19,
+            stage: LifecycleStage::OneTimeBuyer,
+            orders: 1,
+            net_spend: Money::parse("123.45", 2).unwrap(),
+            currency_exponent: 2,
+            last_order: Some(Timestamp(1_780_000_000)),
+            churn_risk: Some(0.8125),
+            occurred_at: Timestamp(1_780_086_400),
+            trace_id: "order-9".into(),
+            locale: Some("es".into()),
+            event_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_published_version_decodes_from_the_bytes_the_actor_encodes() {
+        let topics = Topics::default();
+        let change = change();
+        let records = records(&topics, &change);
+        let topics_written: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(
+            topics_written,
+            [
+                &topics.rfm_updated,
+                &topics.churn_risk_detected,
+                &topics.rfm_task
+            ]
+        );
+        assert!(records.iter().all(|r| r.key == change.merchant.as_str()));
+        let version = published_version(&records[0].payload).expect("rfm.updated decodes");
+        assert_eq!(
+            version,
+            PublishedVersion {
+                merchant: change.merchant.clone(),
+                customer_id: 77,
+                version: 12,
+                from_segment: "new".into(),
+                segment: "at_risk".into(),
+                rfm: Rfm::new(2, 1, 3),
+                stage: LifecycleStage::OneTimeBuyer,
+                occurred_at: Timestamp(1_780_086_400),
+                trace_id: "order-9".into(),
+            }
+        );
+        for other in &records[1..] {
+            assert_eq!(published_version(&other.payload), None, "{}", other.topic);
+        }
+        assert_eq!(published_version(b"{not json"), None);
+    }
 }

@@ -9,13 +9,11 @@ use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
 use actors::PublishedVersion;
-use functions::{LifecycleStage, Rfm};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{bindings, Offset, TopicPartitionList};
-use streams::outputs::RfmUpdated;
 use streams::MerchantId;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,25 +69,8 @@ impl ReadBack {
 
     /// Records of other merchants or that do not parse (written by another producer) are not ours to restore.
     fn decode(&self, payload: &[u8]) -> Option<PublishedVersion> {
-        let record: RfmUpdated = serde_json::from_slice(payload).ok()?;
-        if !self.merchants.contains(&record.merchant_id) {
-            return None;
-        }
-        Some(PublishedVersion {
-            customer_id: record.customer_id,
-            version: record.version,
-            from_segment: record.segment.from,
-            occurred_at: functions::Timestamp(record.occurred_at.timestamp()),
-            trace_id: record.trace_id,
-            rfm: Rfm::new(
-                record.score.recency,
-                record.score.frequency,
-                record.score.monetary,
-            ),
-            stage: LifecycleStage::parse(&record.lifecycle_stage)?,
-            segment: record.segment.to,
-            merchant: record.merchant_id,
-        })
+        actors::outputs::published_version(payload)
+            .filter(|version| self.merchants.contains(&version.merchant))
     }
 }
 
