@@ -21,35 +21,14 @@ use streams::outputs::output_event_id;
 use streams::MerchantId;
 use tokio::sync::mpsc;
 
-use crate::partition::Change;
+use crate::vocab::Change;
+pub use crate::vocab::{CustomerKey, PendingNudge};
 
 /// Messages a customer actor can hold before senders see `Full`; the desk is its only data-path sender.
 const MAILBOX: usize = 64;
 
 /// The variant every nudge gets until the merchant's A/B split exists (a later issue).
 pub const DEFAULT_VARIANT: &str = "A";
-
-/// A customer of a merchant, the key of everything per customer outside the merchant's state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CustomerKey {
-    pub merchant: MerchantId,
-    pub customer_id: u64,
-}
-
-/// A nudge that fired and waits to be shown: the `rfm.task` the change published, as a widget needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingNudge {
-    pub key: CustomerKey,
-    /// The customer's version whose segment change fired the nudge; a newer version replaces an older nudge.
-    pub version: u32,
-    /// The segment key the nudge is for.
-    pub segment: String,
-    pub variant: &'static str,
-    pub locale: Option<String>,
-    pub trace_id: String,
-    /// When the desk took it, by the processor's clock; it stays pending for a window from then.
-    pub fired_at: Timestamp,
-}
 
 impl PendingNudge {
     /// The nudge of a change that moved the customer to another segment; `None` when the segment stayed.

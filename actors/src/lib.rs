@@ -16,15 +16,15 @@ pub mod nudges;
 pub mod order_index;
 pub mod outputs;
 pub mod partition;
-pub mod restore;
 pub mod snapshot;
 pub mod timers;
+pub mod vocab;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use held::{DataRequest, HeldCustomer};
+pub use partition::restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
 pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Tick,
 };
-pub use restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
 pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};

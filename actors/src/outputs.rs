@@ -6,20 +6,11 @@ use chrono::{DateTime, Utc};
 use streams::outputs::{
     output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
 };
-use streams::sink::{DeliveryFuture, EventSink, Outgoing};
+use streams::sink::EventSink;
 use streams::{MerchantId, Topics, SCHEMA_VERSION};
 
-use crate::partition::Change;
-use crate::restore::PublishedVersion;
-
-/// One encoded record, owned so many can be in flight at once.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub topic: String,
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub trace_id: String,
-}
+use crate::vocab::{Change, PublishedVersion};
+pub use crate::vocab::{Enqueued, Record};
 
 fn time(t: functions::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.unix(), 0).unwrap_or_default()
@@ -37,33 +28,6 @@ fn encode<T: serde::Serialize>(topic: &str, change: &Change, value: &T) -> Recor
         // Plain structs of strings and numbers always serialise.
         payload: serde_json::to_vec(value).unwrap_or_default(),
         trace_id: change.trace_id.clone(),
-    }
-}
-
-impl Record {
-    /// The record as the producer takes it; `headers` is built by the caller because it borrows from `self`.
-    pub fn outgoing<'a>(&'a self, headers: &'a [(&'a str, &'a str)]) -> Outgoing<'a> {
-        Outgoing {
-            topic: &self.topic,
-            key: &self.key,
-            payload: &self.payload,
-            headers,
-        }
-    }
-
-    /// The headers every output record carries.
-    pub fn headers(&self) -> [(&str, &str); 1] {
-        [("trace_id", self.trace_id.as_str())]
-    }
-}
-
-/// The records of an outcome as the actor handed them to the producer, in order: each one's acknowledgement, or
-/// `None` where the producer's local queue was full (the publisher sends those again).
-pub struct Enqueued(pub Vec<Option<DeliveryFuture>>);
-
-impl std::fmt::Debug for Enqueued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Enqueued({} records)", self.0.len())
     }
 }
 

@@ -4,96 +4,13 @@
 //! batch covered, which is what makes consumption at-least-once with idempotent effects.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use dashmap::DashMap;
-use functions::{churn_risk, LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
-use streams::{InputEvent, InputKind, MerchantId};
+use functions::{churn_risk, RfmConfig, Timestamp};
+use streams::{InputEvent, MerchantId};
 
 use crate::merchant::{Effect, MerchantState};
 use crate::timers::TimerQueue;
-
-/// A published change, resolved to names so publishers need no configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub merchant: MerchantId,
-    pub customer_id: u64,
-    pub version: u32,
-    pub from_segment: String,
-    pub to_segment: String,
-    pub rfm: Rfm,
-    pub score_tenths: u8,
-    pub stage: LifecycleStage,
-    pub orders: u32,
-    pub net_spend: Money,
-    /// Decimals of the shop currency, for rendering `net_spend`.
-    pub currency_exponent: u8,
-    pub last_order: Option<Timestamp>,
-    /// Set when the customer entered a segment whose key is `at_risk`.
-    pub churn_risk: Option<f64>,
-    pub occurred_at: Timestamp,
-    /// The event that caused the change, or `timer:<instant>` for a recency boundary.
-    pub trace_id: String,
-    pub locale: Option<String>,
-    /// Broker timestamp (ms) of the record that caused the change, so the dashboard can measure accepted → shown.
-    pub event_ms: Option<i64>,
-}
-
-impl Change {
-    pub fn segment_changed(&self) -> bool {
-        self.from_segment != self.to_segment
-    }
-}
-
-/// Everything a batch or a tick asks the caller to publish.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub changes: Vec<Change>,
-    /// GDPR erasures: merchant, customer (`None`: the whole shop), and the request's event id.
-    pub redactions: Vec<(MerchantId, Option<u64>, String)>,
-    pub data_requests: Vec<crate::held::DataRequest>,
-    /// Records that could not be decoded, for the dead-letter topic.
-    pub rejected: Vec<streams::dlq::DeadLetter>,
-    /// The Kafka records of `changes`, encoded by the actor.
-    pub records: Vec<crate::outputs::Record>,
-    /// `records` already handed to the producer by the actor (see `PartitionActor::publishing_to`).
-    pub enqueued: Option<crate::outputs::Enqueued>,
-    /// The nudges of `changes`, for the desk where they wait for their shoppers.
-    pub nudges: Vec<crate::customer::PendingNudge>,
-    /// Versions already on Kafka whose database rows are written again (a restore's read-back): no records, no
-    /// live moves.
-    pub rewrites: Vec<Change>,
-    /// Live segment counts of every merchant this batch or tick touched, for the dashboards.
-    pub live: Vec<LiveCounts>,
-    /// Sealed personal data that arrived with applied events, for the customer's row (never opened here).
-    pub pii: Vec<(MerchantId, u64, streams::events::SealedPii)>,
-}
-
-/// One merchant's segment sizes after a batch, in rule order, and how many of the batch's events were its.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveCounts {
-    pub merchant: MerchantId,
-    /// (segment key, English display name, customers).
-    pub segments: Vec<(String, String, u64)>,
-    pub events: u64,
-}
-
-/// A record as it came off Kafka. Decoding happens in the partition actor, so it runs on the actor threads in
-/// parallel instead of on the consumer loop.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    /// `None` when the topic is not an input topic.
-    pub kind: Option<InputKind>,
-    pub topic: String,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    /// The broker's timestamp, in milliseconds since the epoch.
-    pub timestamp_ms: Option<i64>,
-}
-
-/// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).
-pub type Configs = Arc<DashMap<MerchantId, RfmConfig>>;
+pub use crate::vocab::{Change, Configs, LiveCounts, Outcome, RawRecord};
 
 /// Stale timer entries tolerated beyond one per customer before the queue is rebuilt, so small partitions never
 /// rebuild.
@@ -105,9 +22,9 @@ pub struct PartitionCore {
     pub(crate) merchants: Vec<MerchantState>,
     pub(crate) timers: TimerQueue,
     /// Set during a restore's quiet replay (see `restore`).
-    pub(crate) quiet: Option<crate::restore::QuietBefore>,
+    pub(crate) quiet: Option<restore::QuietBefore>,
     /// A finished restore's customers whose net change is still to be published.
-    pub(crate) restore_queue: crate::restore::RestoreQueue,
+    pub(crate) restore_queue: restore::RestoreQueue,
 }
 
 impl PartitionCore {
@@ -404,6 +321,7 @@ fn segment_keys(config: &RfmConfig) -> Vec<String> {
 }
 
 mod actor;
+pub mod restore;
 pub use actor::{ApplyBatch, Inspect, PartitionActor, Reconfigure, Tick};
 
 /// A change with plausible scores, for tests of what is done with changes.
@@ -421,11 +339,11 @@ pub(crate) fn test_change(
         version,
         from_segment: from.into(),
         to_segment: to.into(),
-        rfm: Rfm::new(3, 2, 4),
+        rfm: functions::Rfm::new(3, 2, 4),
         score_tenths: 30,
-        stage: LifecycleStage::RepeatBuyer,
+        stage: functions::LifecycleStage::RepeatBuyer,
         orders: 2,
-        net_spend: Money::from_minor(4_200),
+        net_spend: functions::Money::from_minor(4_200),
         currency_exponent: 2,
         last_order: None,
         churn_risk: None,

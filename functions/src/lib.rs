@@ -9,6 +9,7 @@ pub mod config;
 pub mod customer;
 pub mod lifecycle;
 pub mod money;
+pub mod rfm;
 pub mod score;
 pub mod segment;
 pub mod time;

@@ -1,35 +1,12 @@
 //! Recency, frequency and monetary scores, the weighted score, and when the recency score will next change.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
 use crate::aggregate::CustomerAggregate;
 use crate::config::RfmConfig;
 use crate::time::{Timestamp, SECONDS_PER_DAY};
 
-/// The three scores, each 1..=5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Rfm {
-    pub recency: u8,
-    pub frequency: u8,
-    pub monetary: u8,
-}
+pub use crate::rfm::Rfm;
 
 impl Rfm {
-    pub const fn new(recency: u8, frequency: u8, monetary: u8) -> Self {
-        Rfm {
-            recency,
-            frequency,
-            monetary,
-        }
-    }
-
-    /// All 125 triples, for totality checks.
-    pub fn all() -> impl Iterator<Item = Rfm> {
-        (1..=5).flat_map(|r| (1..=5).flat_map(move |f| (1..=5).map(move |m| Rfm::new(r, f, m))))
-    }
-
     /// Weighted score in tenths (41 means 4.1), rounded half up.
     pub fn score_tenths(self, config: &RfmConfig) -> u8 {
         let [wr, wf, wm] = config.weights.basis_points();
@@ -37,16 +14,6 @@ impl Rfm {
             + wf * u32::from(self.frequency)
             + wm * u32::from(self.monetary);
         ((sum + 500) / 1_000).min(50) as u8
-    }
-}
-
-impl fmt::Display for Rfm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "R{} F{} M{}",
-            self.recency, self.frequency, self.monetary
-        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::score::Rfm;
+use crate::rfm::Rfm;
 
 /// Index of a rule in the merchant's table. Compact enough to keep per customer.
 pub type SegmentId = u8;

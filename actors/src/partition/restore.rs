@@ -10,11 +10,12 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use actix::{Handler, Message, MessageResult};
-use functions::{Evaluation, LifecycleStage, Rfm, Timestamp, Transition};
-use streams::{InputEvent, MerchantId};
+use functions::{Evaluation, Timestamp, Transition};
+use streams::InputEvent;
 
+use super::{Configs, Outcome, PartitionActor, PartitionCore};
 use crate::merchant::Effect;
-use crate::partition::{Configs, Outcome, PartitionActor, PartitionCore};
+pub use crate::vocab::PublishedVersion;
 
 /// How many customers one chunk of a restore's net changes re-evaluates (see [`PartitionCore::next_restore_chunk`]).
 pub const RESTORE_CHUNK: usize = 4096;
@@ -24,22 +25,6 @@ pub const RESTORE_CHUNK: usize = 4096;
 pub(crate) struct RestoreQueue {
     due: VecDeque<(u32, u64)>,
     trace: String,
-}
-
-/// One `rfm.updated` record as read back from the output topic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublishedVersion {
-    pub merchant: MerchantId,
-    pub customer_id: u64,
-    pub version: u32,
-    /// The segment key the customer moved from.
-    pub from_segment: String,
-    /// The segment key the customer moved to.
-    pub segment: String,
-    pub rfm: Rfm,
-    pub stage: LifecycleStage,
-    pub occurred_at: Timestamp,
-    pub trace_id: String,
 }
 
 /// A version the old owner published after the snapshot, to be written to Postgres again: it may have died
