@@ -14,7 +14,8 @@ use streams::events::OrderCreated;
 use streams::{InputEvent, MerchantId, Topics, SCHEMA_VERSION};
 
 use crate::configuration::Settings;
-use crate::processor::{inspect_all, ProcessorStats, Registry};
+use crate::directory::{inspect_all, Registry};
+use crate::processor::ProcessorStats;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {

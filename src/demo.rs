@@ -15,8 +15,8 @@ use streams::MerchantId;
 
 use crate::auth::mint;
 use crate::configuration::Settings;
+use crate::directory::{inspect_all, Registry};
 use crate::mock_broker::MockBroker;
-use crate::processor::{inspect_all, Registry};
 use crate::routes::dashboard::Assets;
 use crate::shopify::hmac::sign;
 use crate::startup::Engine;

@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings::from_env()?;
             let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
             let idle = std::time::Duration::from_secs(3);
-            let report = loyalnest_rfm::replay::replay_dlq(
+            let report = streams::replay::replay_dlq(
                 &settings.kafka_brokers,
                 &group,
                 &settings.topics,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row;
 use streams::MerchantId;
 
-use crate::processor::{inspect_all, Registry};
+use crate::directory::{inspect_all, Registry};
 use crate::store::{Store, StoreError};
 
 /// The segment key whose members the churn-risk list shows.

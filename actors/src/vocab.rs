@@ -9,7 +9,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use functions::{LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
 use streams::sink::{DeliveryFuture, Outgoing};
-use streams::{InputKind, MerchantId};
+pub use streams::source::RawRecord;
+use streams::MerchantId;
 
 use crate::held::DataRequest;
 
@@ -76,20 +77,6 @@ pub struct LiveCounts {
     /// (segment key, English display name, customers).
     pub segments: Vec<(String, String, u64)>,
     pub events: u64,
-}
-
-/// A record as it came off Kafka. Decoding happens in the partition actor, so it runs on the actor threads in
-/// parallel instead of on the consumer loop.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    /// `None` when the topic is not an input topic.
-    pub kind: Option<InputKind>,
-    pub topic: String,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    /// The broker's timestamp, in milliseconds since the epoch.
-    pub timestamp_ms: Option<i64>,
 }
 
 /// Merchant configurations, loaded by the caller before it hands a batch over (loading is I/O).

@@ -28,43 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Addr, Arbiter};
-use actors::{Clock, Configs, Inspect, PartitionActor, PartitionCore, Tick};
+use actors::{Clock, Configs, PartitionActor, Tick};
 use futures_util::StreamExt;
 use streams::{MerchantId, Topics};
 
+use crate::directory::inspect_one;
+pub use crate::directory::{inspect_all, Registry};
 use crate::store::Store;
 pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
 pub use recovery::SnapshotSettings;
-
-/// The partition actors this instance owns, shared with the read API.
-pub type Registry = Arc<dashmap::DashMap<i32, Addr<PartitionActor>>>;
-
-/// Runs `read` inside every partition actor this instance owns and returns what each gave back. Actors that
-/// stopped meanwhile (their partition was revoked) are skipped.
-pub async fn inspect_all<R, F>(registry: &Registry, read: F) -> Vec<R>
-where
-    R: Send + 'static,
-    F: Fn(&PartitionCore) -> R + Clone + Send + 'static,
-{
-    let actors: Vec<Addr<PartitionActor>> = registry.iter().map(|e| e.value().clone()).collect();
-    let mut out = Vec::with_capacity(actors.len());
-    for addr in actors {
-        if let Ok(value) = addr.send(Inspect(read.clone())).await {
-            out.push(value);
-        }
-    }
-    out
-}
-
-/// Runs `read` inside one partition actor; `None` if it stopped.
-async fn inspect_one<R, F>(addr: &Addr<PartitionActor>, read: F) -> Option<R>
-where
-    R: Send + 'static,
-    F: FnOnce(&PartitionCore) -> R + Send + 'static,
-{
-    addr.send(Inspect(read)).await.ok()
-}
 
 /// Counters the tests and the benchmark read to know how far the processor got.
 #[derive(Debug, Default)]

@@ -1,12 +1,16 @@
-//! The vocabulary and plumbing between services: event schemas, topic names, identifiers, and the Kafka producer
-//! and consumer settings every process shares.
+//! The vocabulary and plumbing between services: event schemas, topic names, identifiers, and the Kafka side of
+//! every process: the producer (`sink`), the processor's consumer-group member (`source`), the dead-letter topic
+//! (`dlq`) and its replay (`replay`), and the reader of a topic's tail (`tail`).
 
 pub mod admin;
 pub mod dlq;
 pub mod events;
 pub mod ids;
 pub mod outputs;
+pub mod replay;
 pub mod sink;
+pub mod source;
+pub mod tail;
 pub mod topics;
 
 pub use events::{DecodeError, InputEvent, InputKind, SCHEMA_VERSION};

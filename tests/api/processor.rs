@@ -413,7 +413,7 @@ async fn a_poison_record_goes_to_the_dlq_and_the_partition_goes_on() {
     assert_eq!(tasks[0].value["customer_id"], 42);
 
     // `replay-dlq` puts the three records back on their topic; still poison, they come back to the DLQ, once each.
-    let report = loyalnest_rfm::replay::replay_dlq(
+    let report = streams::replay::replay_dlq(
         &brokers(),
         &unique("replay-"),
         &h.topics,

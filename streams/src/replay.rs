@@ -10,10 +10,20 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use streams::outputs::dlq_headers;
-use streams::sink::{EventSink, Outgoing};
-use streams::Topics;
+
+use crate::outputs::dlq_headers;
+use crate::sink::{EventSink, Outgoing};
+use crate::{ProduceError, Topics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+}
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ReplayReport {
@@ -29,7 +39,7 @@ pub async fn replay_dlq(
     topics: &Topics,
     sink: &EventSink,
     idle: Duration,
-) -> anyhow::Result<ReplayReport> {
+) -> Result<ReplayReport, ReplayError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
@@ -89,7 +99,7 @@ pub async fn replay_dlq(
 }
 
 /// The high watermark of every partition of `topic` that has records.
-fn end_offsets(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<HashMap<i32, i64>, KafkaError> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut ends = HashMap::new();
