@@ -27,4 +27,7 @@ pub use partition::{
     RawRecord, Reconfigure, Rejected, Tick,
 };
 pub use restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
-pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};
+pub use snapshot::{
+    assemble, Incarnation, RecordStamp, Restain, SnapshotError, SnapshotOffsets, SnapshotRound,
+    SnapshotSummary, TakeSnapshotRound,
+};
