@@ -234,14 +234,9 @@ pub async fn build_processor(
         nudges: Some(nudges),
         desk_turn: Default::default(),
     };
-    // Without Redis, snapshots stay in memory: they serve a partition that comes back to this process, and
-    // offsets are never committed, so a restart replays from the start.
-    let store = if settings.redis_enabled {
-        let timeout = std::time::Duration::from_secs(10);
-        SnapshotStore::redis(&settings.redis_url, &settings.kafka_group_id, timeout)?
-    } else {
-        SnapshotStore::memory()
-    };
+    // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
+    // committed, so a restart replays from the start.
+    let store = SnapshotStore::for_settings(settings, publisher.store.as_ref())?;
     ProcessorConfig {
         snapshots: Some(SnapshotSettings {
             store,

@@ -14,6 +14,7 @@ mod batch;
 pub(crate) mod consumer;
 mod flow;
 mod hydrate;
+mod incarnation;
 pub mod publish;
 mod readback;
 mod recovery;

@@ -93,7 +93,7 @@ impl ReadBack {
     }
 }
 
-fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+pub(super) fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -109,7 +109,11 @@ fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
 /// Neither ListOffsets nor end-of-partition events serve here: Tansu answers ListOffsets with the base offset of
 /// the last batch (short of the end whenever producers batch), and librdkafka reports the end of a partition that
 /// returned nothing on its global queue, without saying which partition it was.
-fn fetched_high_watermark(consumer: &BaseConsumer, topic: &CStr, partition: i32) -> Option<i64> {
+pub(super) fn fetched_high_watermark(
+    consumer: &BaseConsumer,
+    topic: &CStr,
+    partition: i32,
+) -> Option<i64> {
     let (mut low, mut high) = (-1_i64, -1_i64);
     // SAFETY: the client pointer is live for the borrow of `consumer`, `topic` is NUL-terminated, and librdkafka
     // only writes the two out-parameters, which are valid for the call.

@@ -16,6 +16,7 @@ mod processor;
 mod recovery;
 mod reseal;
 mod score_cache;
+mod snapshot_store;
 mod webhooks;
 mod webhooks_faults;
 mod webhooks_forgery;
