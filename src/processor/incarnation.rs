@@ -178,6 +178,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_snapshot_of_another_cluster_is_refused_and_an_unknown_cluster_is_not_compared() {
+        let incarnation = Incarnation {
+            cluster_id: Some("cluster-old".into()),
+            last: BTreeMap::from([(
+                "orders".to_owned(),
+                RecordStamp::of(7, Some(1), Some(b"k"), b"v"),
+            )]),
+        };
+        // No watermarks: no stamp is checkable, so nothing is read and no broker is needed.
+        let none = HashMap::new();
+        let verdict = |cluster: Option<&str>, incarnation: &Incarnation| {
+            verify(
+                "unused:1",
+                0,
+                cluster.map(str::to_owned),
+                incarnation,
+                &none,
+            )
+            .unwrap()
+        };
+        let other = verdict(Some("cluster-new"), &incarnation);
+        assert!(
+            other
+                .refused
+                .as_deref()
+                .is_some_and(|r| r.contains("cluster-old")),
+            "{other:?}"
+        );
+        assert_eq!(other.cluster.as_deref(), Some("cluster-new"));
+        assert_eq!(verdict(Some("cluster-old"), &incarnation).refused, None);
+        assert_eq!(
+            verdict(None, &incarnation).refused,
+            None,
+            "the broker gave none"
+        );
+        let older = Incarnation {
+            cluster_id: None,
+            ..incarnation.clone()
+        };
+        assert_eq!(
+            verdict(Some("cluster-new"), &older).refused,
+            None,
+            "taken before stamps"
+        );
+    }
+
+    #[test]
     fn stamps_below_the_start_of_their_log_are_trusted_unread() {
         let stamp = |offset| RecordStamp::of(offset, Some(1), Some(b"k"), b"v");
         let incarnation = Incarnation {
