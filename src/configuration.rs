@@ -9,6 +9,7 @@ use streams::Topics;
 use crate::limits::LimitsConfig;
 use crate::pii::{KeyRing, PiiError};
 use crate::shopify::hmac::WebhookSecrets;
+use crate::snapshots::SnapshotBackend;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -45,6 +46,8 @@ pub struct Settings {
     pub live_frame_interval: Duration,
     /// How often each partition's state is snapshotted (and its offsets committed).
     pub snapshot_interval: Duration,
+    /// Where snapshots go (`SNAPSHOT_STORE`); unset: Postgres with `DATABASE_URL`, else Redis.
+    pub snapshot_store: Option<SnapshotBackend>,
     /// How long a fired nudge waits in memory for its shopper's widget.
     pub nudge_pending: Duration,
     /// Most nudges waiting at once; the oldest is evicted beyond it.
@@ -89,6 +92,13 @@ impl Settings {
             None => KeyRing::empty(),
         };
         let prefix = get("KAFKA_TOPIC_PREFIX").unwrap_or_default();
+        let snapshot_store = get("SNAPSHOT_STORE")
+            .map(|raw| raw.parse::<SnapshotBackend>())
+            .transpose()
+            .map_err(|e| err("SNAPSHOT_STORE", e))?;
+        if snapshot_store == Some(SnapshotBackend::Postgres) && get("DATABASE_URL").is_none() {
+            return Err(err("SNAPSHOT_STORE", "postgres needs DATABASE_URL"));
+        }
         Ok(Settings {
             http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
             kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
@@ -151,6 +161,7 @@ impl Settings {
                 "SNAPSHOT_INTERVAL_MS",
                 "5000",
             )?),
+            snapshot_store,
             nudge_pending: Duration::from_secs(parse_or(&get, "NUDGE_PENDING_SECS", "900")?),
             nudge_pending_max: parse_or(&get, "NUDGE_PENDING_MAX", "100000")?,
             customer_actor_linger: Duration::from_millis(parse_or(
@@ -210,6 +221,18 @@ mod tests {
         assert_eq!(s.http_addr.port(), 9);
         assert_eq!(s.topics.orders_create, "t.orders.create");
         assert_eq!(s.webhook_max_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_snapshot_store_is_named_or_follows_the_database() {
+        let base = [("SHOPIFY_API_SECRET", "s")];
+        assert_eq!(settings(&base).unwrap().snapshot_store, None);
+        let redis = settings(&[base[0], ("SNAPSHOT_STORE", "Redis")]).unwrap();
+        assert_eq!(redis.snapshot_store, Some(SnapshotBackend::Redis));
+        let lonely = settings(&[base[0], ("SNAPSHOT_STORE", "postgres")]).unwrap_err();
+        assert_eq!(lonely.var, "SNAPSHOT_STORE", "postgres without a database");
+        let odd = settings(&[base[0], ("SNAPSHOT_STORE", "kafka")]).unwrap_err();
+        assert_eq!(odd.var, "SNAPSHOT_STORE");
     }
 
     #[test]

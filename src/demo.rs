@@ -49,6 +49,8 @@ pub fn settings() -> anyhow::Result<Settings> {
     })?;
     settings.redis_enabled = std::env::var("REDIS_URL").is_ok();
     settings.kafka_create_topics = false;
+    // The mock broker dies with the process, so a snapshot kept anywhere else would describe a log that is gone.
+    settings.snapshot_store = Some(crate::snapshots::SnapshotBackend::Memory);
     Ok(settings)
 }
 

@@ -1,20 +1,105 @@
-//! Where partition snapshots live between owners: Redis (`rfm:snapshot:{group}:{partition}`), or this process's
-//! memory when Redis is not configured (the embedded demo). Only a durable store lets the processor commit offsets:
-//! committed offsets must never pass what a restarted process can load (docs/RECOVERY.md).
+//! Where partition snapshots live between owners (docs/RECOVERY.md). Postgres when `DATABASE_URL` is set: a manifest
+//! row and one piece per merchant, written incrementally (`postgres`), on disk, so state outlives Redis and the input
+//! topics' retention. Without Postgres, Redis (`rfm:snapshot:{group}:{partition}`, the whole snapshot each round);
+//! for the embedded demo, this process's memory. Only a durable store lets the processor commit offsets: committed
+//! offsets must never pass what a restarted process can load.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::{SnapshotError, SnapshotRound};
 use dashmap::DashMap;
 
 use crate::redis_link::RedisLink;
 
+mod postgres;
+
+pub use postgres::PgSnapshots;
+
+/// Which store `SNAPSHOT_STORE` asks for; unset, Postgres when there is one, else Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotBackend {
+    Postgres,
+    Redis,
+    Memory,
+}
+
+impl std::str::FromStr for SnapshotBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "postgres" => Ok(SnapshotBackend::Postgres),
+            "redis" => Ok(SnapshotBackend::Redis),
+            "memory" => Ok(SnapshotBackend::Memory),
+            other => Err(format!("{other:?} is not postgres, redis or memory")),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot store: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    #[error("snapshot store: {0}")]
+    Unavailable(String),
+    /// The store holds a round this one does not build on (another owner wrote since, or an earlier commit's
+    /// answer was lost): only a full round may be written now.
+    #[error("snapshot store: the stored snapshot is not the one this round builds on")]
+    Conflict,
+    #[error("snapshot store: {0}")]
+    Encoding(#[from] SnapshotError),
+}
+
+/// Which round of a partition's snapshot a store holds: who wrote it, and its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub writer: String,
+    pub round: i64,
+}
+
+/// A snapshot as it came out of the store.
+#[derive(Debug)]
+pub enum Stored {
+    Whole(Vec<u8>),
+    Pieces {
+        manifest: Vec<u8>,
+        pieces: HashMap<String, Vec<u8>>,
+    },
+}
+
+impl Stored {
+    /// The whole snapshot `PartitionCore::decode_snapshot` reads. Pieces that are missing or are not the ones the
+    /// manifest names make it an error, like any other damage.
+    pub fn into_bytes(self) -> Result<Vec<u8>, SnapshotError> {
+        match self {
+            Stored::Whole(bytes) => Ok(bytes),
+            Stored::Pieces { manifest, pieces } => actors::assemble(&manifest, |merchant| {
+                pieces.get(merchant.as_str()).map(Vec::as_slice)
+            }),
+        }
+    }
+}
+
+/// A loaded snapshot and, from a store that keeps rounds apart, the stamp of the round it is.
+#[derive(Debug)]
+pub struct Loaded {
+    pub stored: Stored,
+    pub stamp: Option<Stamp>,
+}
+
+/// A round the store took.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// Bytes written: the manifest and changed pieces, or the whole snapshot.
+    pub bytes: usize,
+    pub pieces: usize,
+    /// The round's stamp, from a store that keeps rounds apart.
+    pub stamp: Option<Stamp>,
+}
 
 #[derive(Clone)]
 pub enum SnapshotStore {
+    Postgres(PgSnapshots),
     Redis { link: RedisLink, prefix: String },
     Memory(Arc<DashMap<i32, Vec<u8>>>),
 }
@@ -34,34 +119,54 @@ impl SnapshotStore {
 
     /// Whether a snapshot outlives this process, so the offsets it covers may be committed.
     pub fn durable(&self) -> bool {
-        matches!(self, SnapshotStore::Redis { .. })
+        !matches!(self, SnapshotStore::Memory(_))
     }
 
-    pub async fn save(&self, partition: i32, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// Whether the store keeps merchants' pieces apart, so a round need only send those that changed. Redis and
+    /// memory keep each snapshot whole, so every round there is full.
+    pub fn incremental(&self) -> bool {
+        matches!(self, SnapshotStore::Postgres(_))
+    }
+
+    /// Writes one round. An incremental round builds on `base`, the round the store is known to hold, and is
+    /// refused with [`StoreError::Conflict`] when the store holds another; `writer` names this owner in the new
+    /// stamp.
+    pub async fn save(
+        &self,
+        round: SnapshotRound,
+        base: Option<&Stamp>,
+        writer: &str,
+    ) -> Result<Saved, StoreError> {
+        let partition = round.partition;
         match self {
+            SnapshotStore::Postgres(pg) => pg.save(round, base, writer).await,
             SnapshotStore::Redis { link, prefix } => {
+                let (whole, saved) = whole_of(round).await?;
                 let key = format!("{prefix}:{partition}");
-                link.query::<()>(redis::cmd("SET").arg(key).arg(bytes))
+                link.query::<()>(redis::cmd("SET").arg(key).arg(whole))
                     .await
-                    .map_err(StoreError)
+                    .map_err(StoreError::Unavailable)?;
+                Ok(saved)
             }
             SnapshotStore::Memory(map) => {
-                map.insert(partition, bytes);
-                Ok(())
+                let (whole, saved) = whole_of(round).await?;
+                map.insert(partition, whole);
+                Ok(saved)
             }
         }
     }
 
-    /// Notes that an instance owning partitions of this group is alive and snapshotting, for `ttl`
-    /// (`{prefix}:alive`). Only read by members that own nothing (see `processor::flow`).
+    /// Notes that an instance owning partitions of this group is alive and snapshotting, for `ttl`. Only read by
+    /// members that own nothing (see `processor::flow`).
     pub async fn mark_alive(&self, ttl: Duration) -> Result<(), StoreError> {
         match self {
+            SnapshotStore::Postgres(pg) => pg.mark_alive(ttl).await,
             SnapshotStore::Redis { link, prefix } => {
                 let ms = ttl.as_millis().max(1) as u64;
                 let key = format!("{prefix}:alive");
                 link.query::<()>(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms))
                     .await
-                    .map_err(StoreError)
+                    .map_err(StoreError::Unavailable)
             }
             SnapshotStore::Memory(_) => Ok(()),
         }
@@ -71,21 +176,42 @@ impl SnapshotStore {
     /// always says yes.
     pub async fn someone_alive(&self) -> Result<bool, StoreError> {
         match self {
+            SnapshotStore::Postgres(pg) => pg.someone_alive().await,
             SnapshotStore::Redis { link, prefix } => link
                 .query::<bool>(redis::cmd("EXISTS").arg(format!("{prefix}:alive")))
                 .await
-                .map_err(StoreError),
+                .map_err(StoreError::Unavailable),
             SnapshotStore::Memory(_) => Ok(true),
         }
     }
 
-    pub async fn load(&self, partition: i32) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
+    pub async fn load(&self, partition: i32) -> Result<Option<Loaded>, StoreError> {
+        let whole = match self {
+            SnapshotStore::Postgres(pg) => return pg.load(partition).await,
             SnapshotStore::Redis { link, prefix } => link
                 .query::<Option<Vec<u8>>>(redis::cmd("GET").arg(format!("{prefix}:{partition}")))
                 .await
-                .map_err(StoreError),
-            SnapshotStore::Memory(map) => Ok(map.get(&partition).map(|b| b.clone())),
-        }
+                .map_err(StoreError::Unavailable)?,
+            SnapshotStore::Memory(map) => map.get(&partition).map(|b| b.clone()),
+        };
+        Ok(whole.map(|bytes| Loaded {
+            stored: Stored::Whole(bytes),
+            stamp: None,
+        }))
     }
+}
+
+/// The whole snapshot of a full round, for a store that keeps it in one piece. Concatenating and checksumming
+/// megabytes is kept off the processing loop's thread.
+async fn whole_of(round: SnapshotRound) -> Result<(Vec<u8>, Saved), StoreError> {
+    let pieces = round.pieces.len();
+    let whole = tokio::task::spawn_blocking(move || round.whole())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    let saved = Saved {
+        bytes: whole.len(),
+        pieces,
+        stamp: None,
+    };
+    Ok((whole, saved))
 }

@@ -24,6 +24,7 @@ use crate::read_model::ReadModel;
 use crate::routes::{api, dashboard, gdpr, health, stream, webhooks};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
+use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -192,7 +193,6 @@ pub async fn build_processor(
     clock: std::sync::Arc<dyn actors::Clock>,
 ) -> anyhow::Result<crate::processor::Processor> {
     use crate::processor::{publish::Publisher, ProcessorConfig, SnapshotSettings};
-    use crate::snapshots::SnapshotStore;
     let store = match &settings.database_url {
         Some(url) => {
             let store = Store::connect_lazy(url)?;
@@ -235,14 +235,9 @@ pub async fn build_processor(
         nudges: Some(nudges),
         desk_turn: Default::default(),
     };
-    // Without Redis, snapshots stay in memory: they serve a partition that comes back to this process, and
-    // offsets are never committed, so a restart replays from the start.
-    let store = if settings.redis_enabled {
-        let timeout = std::time::Duration::from_secs(10);
-        SnapshotStore::redis(&settings.redis_url, &settings.kafka_group_id, timeout)?
-    } else {
-        SnapshotStore::memory()
-    };
+    // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
+    // committed, so a restart replays from the start.
+    let store = snapshot_store(settings, publisher.store.as_ref())?;
     ProcessorConfig {
         snapshots: Some(SnapshotSettings {
             store,
@@ -288,6 +283,31 @@ pub async fn build_live_processor(
     processor.attach_live(feed.clone());
     tokio::spawn(feed.run(std::future::pending()));
     Ok((processor, channels))
+}
+
+/// The store `SNAPSHOT_STORE` names, or Postgres when there is a database, Redis when Redis is enabled, memory
+/// otherwise.
+fn snapshot_store(settings: &Settings, database: Option<&Store>) -> anyhow::Result<SnapshotStore> {
+    let backend = settings.snapshot_store.unwrap_or(match database {
+        Some(_) => SnapshotBackend::Postgres,
+        None if settings.redis_enabled => SnapshotBackend::Redis,
+        None => SnapshotBackend::Memory,
+    });
+    let group = &settings.kafka_group_id;
+    Ok(match (backend, database) {
+        (SnapshotBackend::Postgres, Some(db)) => {
+            SnapshotStore::Postgres(PgSnapshots::new(db.pool().clone(), group))
+        }
+        (SnapshotBackend::Postgres, None) => {
+            anyhow::bail!("SNAPSHOT_STORE=postgres needs DATABASE_URL")
+        }
+        (SnapshotBackend::Redis, _) => SnapshotStore::redis(
+            &settings.redis_url,
+            group,
+            std::time::Duration::from_secs(10),
+        )?,
+        (SnapshotBackend::Memory, _) => SnapshotStore::memory(),
+    })
 }
 
 /// Ingress, processor and dashboards in one process.

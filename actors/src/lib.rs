@@ -11,6 +11,7 @@ pub mod clock;
 pub mod customer;
 pub mod customer_table;
 pub mod held;
+mod ledger;
 pub mod merchant;
 pub mod nudges;
 pub mod order_index;
@@ -27,4 +28,7 @@ pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Tick,
 };
-pub use snapshot::{SnapshotError, SnapshotOffsets, SnapshotSummary};
+pub use snapshot::{
+    assemble, Incarnation, RecordStamp, Restain, SnapshotError, SnapshotOffsets, SnapshotRound,
+    SnapshotSummary, TakeSnapshotRound,
+};

@@ -25,6 +25,8 @@ pub struct PartitionCore {
     pub(crate) quiet: Option<restore::QuietBefore>,
     /// A finished restore's customers whose net change is still to be published.
     pub(crate) restore_queue: restore::RestoreQueue,
+    /// Which merchants changed since the last snapshot round (see `snapshot::pieces`).
+    pub(crate) pieces: crate::ledger::PieceLedger,
 }
 
 impl PartitionCore {
@@ -36,6 +38,7 @@ impl PartitionCore {
             timers: TimerQueue::default(),
             quiet: None,
             restore_queue: Default::default(),
+            pieces: Default::default(),
         }
     }
 
@@ -72,6 +75,7 @@ impl PartitionCore {
         let mut touched: Vec<(u32, u64)> = Vec::new();
         for event in events {
             let slot = self.slot(event.merchant_id(), configs);
+            self.pieces.touch(slot);
             // Batches are mostly runs of one merchant's events, so checking the last entry avoids a map.
             match touched.iter_mut().rev().find(|(s, _)| *s == slot) {
                 Some((_, n)) => *n += 1,
@@ -178,6 +182,10 @@ impl PartitionCore {
                     self.timers.schedule(next, slot, customer);
                 }
             }
+            // A boundary that moved nobody changed nothing a snapshot holds.
+            if !effects.is_empty() {
+                self.pieces.touch(slot);
+            }
             self.collect(slot, &effects, now, trace, None, &mut outcome);
         }
         outcome.live = touched
@@ -201,6 +209,7 @@ impl PartitionCore {
         let mut effects = Vec::new();
         // Transitions name their "from" segment by its index in the table being replaced.
         let old_keys: Vec<String> = segment_keys(&self.merchants[slot as usize].config);
+        self.pieces.touch(slot);
         self.merchants[slot as usize].reconfigure(config, now, &mut effects);
         self.collect(
             slot,

@@ -1,6 +1,6 @@
 //! A compact, versioned binary snapshot of one partition's state and the Kafka offsets it covers, so that a
 //! restarted or newly assigned processor loads it, seeks and replays only what came after, instead of whole topics
-//! (DESIGN.md §6, docs/RECOVERY.md). Pure code: the caller moves the bytes to and from Redis.
+//! (DESIGN.md §6, docs/RECOVERY.md). Pure code: the caller moves the bytes to and from the snapshot store.
 //!
 //! What can be derived is not stored. Merchant configurations come from [`Configs`] as in `PartitionCore::slot`
 //! (Postgres owns them; a fingerprint per merchant rejects a snapshot taken under another configuration, whose
@@ -10,18 +10,24 @@
 //! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
 //! input is an error, never a panic.
 //!
-//! Layout, version 3. Version 2 lacks the tombstones at the end of each merchant, and is still read (with none).
-//! Version 1, which this build still reads, also had an order-index bit (0x80) in each order's
+//! Layout, version 4. Version 3 lacks the incarnation and the piece lengths and checksums, and keeps each merchant's
+//! customers right after the front without them; version 2 also lacks the tombstones at the end of each merchant
+//! (read with none). Both are still read; so is version 1, which also had an order-index bit (0x80) in each order's
 //! flags and, after each merchant's customers, a list of other index entries (count, then order id gap and customer
-//! id each); both are ignored, since the index is rebuilt from the order records. A build older than version 2
-//! refuses these snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones
+//! id each); both are ignored, since the index is rebuilt from the order records. A build older than a version
+//! refuses its snapshots and replays from Kafka instead. Integers are LEB128 varints unless marked, signed ones
 //! zigzag; ascending ids are written as the first id then the gaps to the next, which the decoder requires to be at
-//! least one.
+//! least one. Everything before the pieces is the *front*; stored alone, framed as "LNRM", it is a round's
+//! manifest (`pieces`, `front`).
 //! ```text
 //! "LNRS" | format version u16 LE | total length u64 LE | partition i32 LE
 //! offsets:    count, then per topic: name length, name UTF-8, next offset (signed)
-//! merchants:  count, then per merchant: id length, id, config fingerprint u64 LE, currency exponent u8
-//! per merchant, in that order:
+//! incarnation: broker cluster id (length, UTF-8; empty when unknown), count, then per input topic the last record
+//!             applied: name, offset (signed), timestamp ms (signed, -1 for none), digest u64 LE of key and payload
+//! merchants:  count, then per merchant: id length, id, config fingerprint u64 LE, currency exponent u8,
+//!             piece length, piece checksum u64 LE
+//! per merchant, in that order, its piece: exactly the length its entry gives, with the checksum its entry holds
+//! (the frame's checksum function over the piece alone):
 //!   customers by ascending id: id gap, version, (r-1)·25+(f-1)·5+(m-1) u8, segment u8, stage | 8 if extra u8,
 //!     first seen, last engaged (compact seconds), order count, per order by ascending id:
 //!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8;
@@ -32,7 +38,7 @@
 //! checksum u64 LE of every byte before it
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use functions::{
     evaluate, next_change, AggregateParts, CustomerAggregate, CustomerState, Evaluation,
@@ -43,9 +49,15 @@ use streams::MerchantId;
 use crate::merchant::MerchantState;
 use crate::partition::{Configs, PartitionCore};
 
-use wire::{checksum, put_len, put_signed, put_str, put_varint, Gaps, Reader, FORMAT_VERSION};
+use front::{piece_mark, write_front, Front, PieceMark};
+use wire::{checksum, put_len, put_signed, put_varint, Gaps, Reader, FORMAT_VERSION};
 
+mod front;
+mod pieces;
 mod wire;
+
+pub use front::{Incarnation, RecordStamp};
+pub use pieces::{assemble, Restain, SnapshotRound, TakeSnapshotRound};
 
 #[cfg(test)]
 mod tests;
@@ -87,41 +99,40 @@ use SnapshotError::Corrupt;
 pub struct SnapshotSummary {
     pub partition: i32,
     pub offsets: SnapshotOffsets,
+    /// Which incarnation of the topics the snapshot covers (empty before format 4).
+    pub incarnation: Incarnation,
     pub merchants: Vec<MerchantId>,
 }
 
 impl SnapshotSummary {
     pub fn read(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let front = Front::read(bytes)?;
+        let (version, content) = wire::open(bytes)?;
+        let front = Front::read(version, content)?;
         Ok(SnapshotSummary {
             partition: front.partition,
             offsets: front.offsets,
+            incarnation: front.incarnation,
             merchants: front.merchants.into_iter().map(|m| m.id).collect(),
         })
     }
 }
 
 impl PartitionCore {
-    /// The partition's state and `offsets` as one self-checking byte string. Deterministic: the same state gives
-    /// the same bytes whatever the hash maps' iteration order.
+    /// The partition's state and `offsets` as one self-checking byte string, with no incarnation. Deterministic:
+    /// the same state gives the same bytes whatever the hash maps' iteration order. Leaves the round ledger alone.
     pub fn encode_snapshot(&self, offsets: &SnapshotOffsets) -> Vec<u8> {
-        let customers: usize = self.merchants.iter().map(MerchantState::len).sum();
-        let mut out = wire::begin(64 + 48 * customers);
-        out.extend_from_slice(&self.partition.to_le_bytes());
-        put_len(&mut out, offsets.0.len());
-        for (topic, offset) in &offsets.0 {
-            put_str(&mut out, topic);
-            put_signed(&mut out, *offset);
-        }
-        put_len(&mut out, self.merchants.len());
-        for merchant in &self.merchants {
-            put_str(&mut out, merchant.id.as_str());
-            out.extend_from_slice(&config_fingerprint(&merchant.config).to_le_bytes());
-            out.push(merchant.exponent);
-        }
-        for merchant in &self.merchants {
-            write_merchant(&mut out, merchant);
-        }
+        let pieces: Vec<Vec<u8>> = self.merchants.iter().map(pieces::encode_piece).collect();
+        let entries: Vec<_> = self
+            .merchants
+            .iter()
+            .zip(&pieces)
+            .map(|(merchant, piece)| pieces::entry(merchant, piece_mark(piece)))
+            .collect();
+        let size: usize = pieces.iter().map(Vec::len).sum();
+        let mut out = wire::begin(64 + 48 * entries.len() + size);
+        let incarnation = Incarnation::default();
+        write_front(&mut out, self.partition, offsets, &incarnation, &entries);
+        pieces.iter().for_each(|piece| out.extend_from_slice(piece));
         wire::seal(&mut out);
         out
     }
@@ -136,13 +147,15 @@ impl PartitionCore {
         configs: &Configs,
         now: Timestamp,
     ) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+        let (version, content) = wire::open(bytes)?;
         let Front {
             version,
             partition: found,
             offsets,
             merchants,
             mut rest,
-        } = Front::read(bytes)?;
+            ..
+        } = Front::read(version, content)?;
         if found != partition {
             return Err(SnapshotError::WrongPartition {
                 expected: partition,
@@ -165,8 +178,16 @@ impl PartitionCore {
             }
             let mut merchant = MerchantState::new(entry.id.clone(), config);
             merchant.exponent = entry.exponent;
-            read_merchant(&mut rest, &mut merchant, &mut scratch)?;
-            core.slots.insert(entry.id, core.merchants.len() as u32);
+            let slot = core.merchants.len();
+            match entry.piece {
+                Some(mark) => {
+                    read_piece(&mut rest, mark, &mut merchant, &mut scratch)?;
+                    // What the store holds of this merchant is this piece: the next round need not send it.
+                    core.pieces.set(slot, mark);
+                }
+                None => read_merchant(&mut rest, &mut merchant, &mut scratch)?,
+            }
+            core.slots.insert(entry.id, slot as u32);
             core.merchants.push(merchant);
         }
         if !rest.0.is_empty() {
@@ -193,11 +214,11 @@ fn schedule_all(core: &mut PartitionCore, now: Timestamp) {
 }
 
 /// A snapshot's identity of a configuration: any change to it, thresholds included, may move customers.
-fn config_fingerprint(config: &RfmConfig) -> u64 {
+pub(super) fn config_fingerprint(config: &RfmConfig) -> u64 {
     checksum(&serde_json::to_vec(config).unwrap_or_default())
 }
 
-fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
+pub(super) fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
     let mut customers: Vec<(u64, &CustomerState)> = merchant.customers().collect();
     customers.sort_unstable_by_key(|(id, _)| *id);
     put_len(out, customers.len());
@@ -302,6 +323,25 @@ struct Scratch {
     orders: Vec<OrderRecord>,
     refund_ids: Vec<u64>,
     points_event_keys: Vec<u64>,
+}
+
+/// A format-4 piece: exactly `mark.len` bytes, with `mark`'s checksum, holding one merchant and nothing more.
+fn read_piece(
+    r: &mut Reader<'_>,
+    mark: PieceMark,
+    merchant: &mut MerchantState,
+    scratch: &mut Scratch,
+) -> Result<(), SnapshotError> {
+    let bytes = r.take(mark.len)?;
+    if piece_mark(bytes) != mark {
+        return Err(Corrupt("a merchant's piece does not match its checksum"));
+    }
+    let mut piece = Reader(bytes);
+    read_merchant(&mut piece, merchant, scratch)?;
+    if !piece.0.is_empty() {
+        return Err(Corrupt("bytes after a merchant's piece"));
+    }
+    Ok(())
 }
 
 fn read_merchant(
@@ -420,61 +460,4 @@ fn read_extra(r: &mut Reader<'_>, s: &mut Scratch) -> Result<i64, SnapshotError>
         s.points_event_keys.push(u64::from_le_bytes(r.array()?));
     }
     r.signed()
-}
-
-struct MerchantEntry {
-    id: MerchantId,
-    fingerprint: u64,
-    exponent: u8,
-}
-
-/// Everything before the merchants' customers, and a reader positioned after it.
-struct Front<'a> {
-    version: u16,
-    partition: i32,
-    offsets: SnapshotOffsets,
-    merchants: Vec<MerchantEntry>,
-    rest: Reader<'a>,
-}
-
-impl<'a> Front<'a> {
-    fn read(bytes: &'a [u8]) -> Result<Self, SnapshotError> {
-        let (version, content) = wire::open(bytes)?;
-        let mut r = Reader(content);
-        let partition = i32::from_le_bytes(r.array()?);
-        let mut offsets = BTreeMap::new();
-        for _ in 0..r.count(2)? {
-            let topic = r.str()?.to_owned();
-            if offsets.insert(topic, r.signed()?).is_some() {
-                return Err(Corrupt("a topic is listed twice"));
-            }
-        }
-        let count = r.count(10)?;
-        let mut merchants = Vec::with_capacity(count);
-        let mut seen = HashSet::with_capacity(count);
-        for _ in 0..count {
-            let raw = r.str()?;
-            let id = MerchantId::parse(raw)
-                .ok()
-                .filter(|id| id.as_str() == raw && seen.insert(raw))
-                .ok_or(Corrupt("invalid or repeated merchant id"))?;
-            let fingerprint = u64::from_le_bytes(r.array()?);
-            let exponent = r.u8()?;
-            if exponent > MAX_EXPONENT {
-                return Err(Corrupt("currency exponent out of range"));
-            }
-            merchants.push(MerchantEntry {
-                id,
-                fingerprint,
-                exponent,
-            });
-        }
-        Ok(Front {
-            version,
-            partition,
-            offsets: SnapshotOffsets(offsets),
-            merchants,
-            rest: r,
-        })
-    }
 }

@@ -9,9 +9,9 @@ use actix::Addr;
 use actors::{ApplyBatch, Outcome, PartitionActor, RawRecord};
 use streams::MerchantId;
 
-use super::consumer::Polled;
 use super::publish::PublishError;
 use super::Processor;
+use streams::source::Polled;
 
 impl Processor {
     /// Hands each partition's share of `batch` to its actor, all at once so the actors (on one arbiter thread per

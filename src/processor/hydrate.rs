@@ -13,17 +13,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use actors::{
-    Configs, PartitionActor, PartitionCore, PublishedVersion, SnapshotOffsets, SnapshotSummary,
-};
+use actors::{Configs, PartitionActor, PublishedVersion};
 
-use super::consumer::Source;
 use super::lifecycle::{Event, Phase};
 use super::publish::PublishError;
-use super::recovery::Position;
+use super::recovery::{Lineage, Position};
 use super::Processor;
 use crate::snapshots::SnapshotStore;
 use crate::store::Store;
+use streams::source::Source;
+
+mod load;
+
+use load::Restored;
 
 /// Work finished in the background, for the loop to take in.
 pub(super) enum Step {
@@ -41,8 +43,7 @@ pub(super) enum Step {
 
 /// A partition's state as loaded, before it is owned by an actor.
 pub(super) struct Hydrated {
-    core: PartitionCore,
-    offsets: SnapshotOffsets,
+    restored: Restored,
     /// Low and high watermark of every input topic when the snapshot was loaded.
     watermarks: HashMap<String, (i64, i64)>,
     elapsed: Duration,
@@ -57,14 +58,60 @@ struct Hydration {
     now: functions::Timestamp,
     source: Arc<Source>,
     inputs: Vec<String>,
+    brokers: String,
 }
 
 impl Hydration {
     /// `None` when the snapshot store or the broker cannot answer now; the loop tries again on a later tick.
     async fn run(self) -> Option<Hydrated> {
         let started = Instant::now();
-        let (mut core, mut offsets) = self.load().await?;
-        let (source, inputs, partition) = (self.source, self.inputs, self.partition);
+        let mut restored = self.load().await?;
+        let watermarks = self.watermarks().await?;
+        let partition = self.partition;
+        let (brokers, source) = (self.brokers.clone(), self.source.clone());
+        let (incarnation, marks) = (restored.incarnation.clone(), watermarks.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let cluster = source.cluster_id();
+            super::incarnation::verify(&brokers, partition, cluster, &incarnation, &marks)
+        })
+        .await;
+        let verdict = match checked {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(e)) => {
+                tracing::warn!(partition, error = %e, "restore postponed: the snapshot's records could not be read back");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "restore postponed: incarnation task failed");
+                return None;
+            }
+        };
+        let ahead = super::recovery::ahead_of_log(&restored.offsets, &watermarks).map(
+            |(topic, next, high)| {
+                format!("its position {next} in {topic} is past the log's end {high}")
+            },
+        );
+        if let Some(reason) = ahead.or(verdict.refused) {
+            tracing::warn!(
+                partition,
+                reason,
+                "snapshot refused; replaying the partition from the start"
+            );
+            metrics::counter!("processor_snapshots_refused_total").increment(1);
+            restored = Restored::empty(partition);
+        }
+        restored.incarnation.cluster_id = verdict.cluster.or(restored.incarnation.cluster_id);
+        Some(Hydrated {
+            restored,
+            watermarks,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Low and high watermarks of every input topic of the partition, or `None` when the broker cannot say now.
+    async fn watermarks(&self) -> Option<HashMap<String, (i64, i64)>> {
+        let (source, inputs, partition) =
+            (self.source.clone(), self.inputs.clone(), self.partition);
         let asked = tokio::task::spawn_blocking(move || {
             inputs
                 .into_iter()
@@ -75,82 +122,14 @@ impl Hydration {
                 .collect::<rdkafka::error::KafkaResult<HashMap<String, (i64, i64)>>>()
         })
         .await;
-        let watermarks = match asked {
-            Ok(Ok(marks)) => marks,
+        match asked {
+            Ok(Ok(marks)) => Some(marks),
             Ok(Err(e)) => {
                 tracing::warn!(partition, error = %e, "restore postponed: no watermarks");
-                return None;
+                None
             }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: watermark task failed");
-                return None;
-            }
-        };
-        if let Some((topic, next, high)) = super::recovery::ahead_of_log(&offsets, &watermarks) {
-            tracing::warn!(
-                partition,
-                topic,
-                next,
-                high,
-                "snapshot ahead of the log; replaying the partition from the start"
-            );
-            metrics::counter!("processor_snapshots_refused_total").increment(1);
-            (core, offsets) = (PartitionCore::new(partition), SnapshotOffsets::default());
-        }
-        Some(Hydrated {
-            core,
-            offsets,
-            watermarks,
-            elapsed: started.elapsed(),
-        })
-    }
-
-    /// The decoded snapshot, an empty partition when there is none or it cannot be trusted, or `None` when the
-    /// store cannot be read now.
-    async fn load(&self) -> Option<(PartitionCore, SnapshotOffsets)> {
-        let partition = self.partition;
-        let empty = || Some((PartitionCore::new(partition), SnapshotOffsets::default()));
-        let Some(snapshots) = &self.snapshots else {
-            return empty();
-        };
-        let bytes = match snapshots.load(partition).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return empty(),
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "restore postponed: snapshot store unavailable");
-                return None;
-            }
-        };
-        let merchants = SnapshotSummary::read(&bytes).map(|s| s.merchants);
-        let unavailable = super::load_configs_of(
-            &self.configs,
-            self.store.as_ref(),
-            merchants.unwrap_or_default(),
-        )
-        .await;
-        if !unavailable.is_empty() {
-            // Decoding under a guessed configuration would refuse the snapshot (its fingerprints would differ).
-            tracing::warn!(
-                partition,
-                merchants = unavailable.len(),
-                "restore postponed: merchant configurations unavailable"
-            );
-            return None;
-        }
-        let (configs, now) = (self.configs.clone(), self.now);
-        let decoded = tokio::task::spawn_blocking(move || {
-            PartitionCore::decode_snapshot(partition, &bytes, &configs, now)
-        })
-        .await;
-        match decoded {
-            Ok(Ok(restored)) => Some(restored),
-            Ok(Err(e)) => {
-                // Replaying from the beginning is slower but exact.
-                tracing::warn!(partition, error = %e, "snapshot refused; replaying the partition from the start");
-                empty()
-            }
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "restore postponed: decode task failed");
                 None
             }
         }
@@ -175,6 +154,7 @@ impl Processor {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
+            brokers: self.brokers.clone(),
         };
         let (permits, steps) = (self.restore_permits.clone(), self.steps.0.clone());
         tokio::task::spawn_local(async move {
@@ -235,12 +215,18 @@ impl Processor {
 
     fn install(&mut self, partition: i32, hydrated: Hydrated) {
         let Hydrated {
-            core,
-            offsets,
+            restored,
             watermarks,
             elapsed,
         } = hydrated;
-        let position = Position::restored(&offsets, &watermarks, &self.publisher.topics);
+        let Restored {
+            core,
+            offsets,
+            incarnation,
+            stamp,
+        } = restored;
+        let position = Position::restored(&offsets, &watermarks, &self.publisher.topics)
+            .bound_to(incarnation, Lineage::restored(stamp));
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
         let sink = self.publisher.sink.clone();

@@ -11,9 +11,9 @@
 //! partition goes on.
 
 mod batch;
-pub(crate) mod consumer;
 mod flow;
 mod hydrate;
+mod incarnation;
 mod lifecycle;
 mod partitions;
 pub mod publish;
@@ -35,9 +35,9 @@ use streams::{MerchantId, Topics};
 use crate::directory::inspect_one;
 pub use crate::directory::{inspect_all, Registry};
 use crate::store::Store;
-pub use consumer::{ConsumerSettings, Polled};
 use publish::{PublishError, Publisher};
 pub use recovery::SnapshotSettings;
+pub use streams::source::{ConsumerSettings, Polled};
 
 /// Counters the tests and the benchmark read to know how far the processor got.
 #[derive(Debug, Default)]
@@ -146,7 +146,7 @@ impl ProcessorConfig {
     }
 
     pub fn build(self, publisher: Publisher, clock: Arc<dyn Clock>) -> anyhow::Result<Processor> {
-        let consumer = Arc::new(consumer::Source::new(&self.consumer, &self.topics)?);
+        let consumer = Arc::new(streams::source::Source::new(&self.consumer, &self.topics)?);
         let partitions = consumer.input_partitions()?;
         tracing::info!(partitions, "input topics co-partitioned");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -194,7 +194,7 @@ struct InFlight {
 const MAX_IN_FLIGHT: usize = 8;
 
 pub struct Processor {
-    source: Arc<consumer::Source>,
+    source: Arc<streams::source::Source>,
     publisher: Publisher,
     clock: Arc<dyn Clock>,
     configs: Configs,

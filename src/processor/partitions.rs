@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use actors::PublishedVersion;
 
-use super::consumer::Revocation;
 use super::lifecycle::{Command, Departure, Event, Lifecycle};
 use super::publish::PublishError;
 use super::Processor;
+use streams::source::Revocation;
 
 impl Processor {
     /// Hands revoked partitions over, starts the life of newly assigned ones (a partition without new records

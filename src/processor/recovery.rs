@@ -1,21 +1,27 @@
 //! Snapshots and restores (DESIGN.md §6, docs/RECOVERY.md).
 //!
-//! Every few seconds, with nothing in flight, each owned partition's state is encoded together with the next input
-//! offset of each topic and the output topic's high watermarks, and written to the snapshot store; only once that
-//! write succeeds are the covered offsets stored for commit, so the group's committed position never passes a
-//! snapshot. On assignment the partition is restored from its snapshot (or from nothing), records it already holds
+//! Every few seconds, with nothing in flight, each owned partition takes a snapshot round: the next input offset of
+//! each topic, the output topic's high watermarks and the incarnation of the topics (the last record applied per
+//! topic) go into a manifest, with the pieces of the merchants that changed since the last round (every merchant
+//! for a store that keeps snapshots whole), and are written to the snapshot store; only once that write succeeds
+//! are the covered offsets stored for commit, so the group's committed position never passes a snapshot. On
+//! assignment the partition is restored from its snapshot (or from nothing), records it already holds
 //! are skipped, records up to the input high watermark seen at assignment (the *frontier*) are applied quietly, and
 //! then the versions the old owner published are read back and one net change per affected customer is published.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actors::{PartitionCore, RawRecord, SnapshotOffsets};
+use actors::{Incarnation, RawRecord, RecordStamp, SnapshotOffsets};
 use streams::Topics;
 
-use super::consumer::REWIND;
 use super::Processor;
 use crate::snapshots::SnapshotStore;
+use streams::source::REWIND;
+
+mod rounds;
+
+pub(super) use rounds::{Lineage, Written};
 
 /// Output marks share the offsets map with input topics under this prefix, which Kafka topic names cannot contain.
 const OUTPUT_MARK: char = '>';
@@ -32,6 +38,11 @@ pub(super) struct Position {
     /// Topics whose first record since the restore has not arrived yet. If it comes from past `next`, the consumer
     /// started after the snapshot (the snapshot was lost or is older than the commit), so it must seek back.
     awaiting: HashSet<String>,
+    /// The incarnation of the topics this state was read from: the broker's cluster id and the last record applied
+    /// per topic, which every snapshot carries (see `incarnation`).
+    incarnation: Incarnation,
+    /// What this owner knows of the partition's snapshot in the store.
+    pub(super) lineage: Lineage,
 }
 
 impl Position {
@@ -53,6 +64,31 @@ impl Position {
         position.marks = output_marks(offsets, &topics.rfm_updated);
         position.resync();
         position
+    }
+
+    /// Binds the position to the incarnation its state was read from and to what the store holds of it.
+    pub(super) fn bound_to(mut self, incarnation: Incarnation, lineage: Lineage) -> Position {
+        self.incarnation = incarnation;
+        self.lineage = lineage;
+        self
+    }
+
+    /// Remembers the last admitted record of each topic: the last one a snapshot taken after them has applied.
+    fn stamp(&mut self, admitted: &[RawRecord]) {
+        let mut seen: Vec<&str> = Vec::new();
+        for record in admitted.iter().rev() {
+            if seen.contains(&record.topic.as_str()) {
+                continue;
+            }
+            seen.push(&record.topic);
+            let stamp = RecordStamp::of(
+                record.offset,
+                record.timestamp_ms,
+                record.key.as_deref(),
+                &record.payload,
+            );
+            self.incarnation.last.insert(record.topic.clone(), stamp);
+        }
     }
 
     /// Checks the next record of every topic against `next`: the consumer may have moved past it (records
@@ -109,39 +145,18 @@ impl Position {
     }
 }
 
+/// Settings of the snapshot loop.
+pub struct SnapshotSettings {
+    pub store: SnapshotStore,
+    pub every: Duration,
+}
+
 /// What `Position::admit` made of a fetched batch.
 #[derive(Debug)]
 pub(super) struct Admitted {
     pub(super) records: Vec<RawRecord>,
     /// Topics to move back, with the position to fetch from again.
     pub(super) seeks: Vec<(String, i64)>,
-}
-
-/// One partition's snapshot of a round: the offsets it covers, and its size once written.
-pub(super) type Written = (
-    i32,
-    HashMap<String, i64>,
-    Result<usize, crate::snapshots::StoreError>,
-);
-
-/// One partition's encoded snapshot and the offsets it covers, not written yet.
-type Encoded = (i32, Vec<u8>, HashMap<String, i64>);
-
-/// Writes a round one partition after another.
-async fn write_round(store: SnapshotStore, round: Vec<Encoded>) -> Vec<Written> {
-    let mut written = Vec::with_capacity(round.len());
-    for (partition, bytes, covered) in round {
-        let size = bytes.len();
-        let result = store.save(partition, bytes).await.map(|()| size);
-        written.push((partition, covered, result));
-    }
-    written
-}
-
-/// Settings of the snapshot loop.
-pub struct SnapshotSettings {
-    pub store: SnapshotStore,
-    pub every: Duration,
 }
 
 impl Processor {
@@ -179,141 +194,8 @@ impl Processor {
                 tracing::warn!(partition, error = %e, "seek failed; will retry on the next record");
             }
         }
+        position.stamp(&records);
         records
-    }
-
-    /// Snapshots every partition that is not restoring, if one is due and the previous round is written. Waits for
-    /// everything in flight first, so a snapshot never holds a change that is not yet published. The writes run in
-    /// the background, so a slow or absent Redis does not stall consumption; their offsets are stored when the round
-    /// is collected. `force` (shutdown) waits for the round to be written.
-    pub(super) async fn snapshot_if_due(&mut self, force: bool) -> Result<(), super::PublishError> {
-        let Some(SnapshotSettings { store, every }) = &self.snapshots else {
-            return Ok(());
-        };
-        let (store, due) = (
-            store.clone(),
-            force || self.last_snapshot.elapsed() >= *every,
-        );
-        if !self.collect_snapshots(force).await || !due {
-            return Ok(());
-        }
-        // Fenced: a member whose assignment was lost must not write over its partitions' new owner.
-        if self.source.assignment_lost() {
-            return Ok(());
-        }
-        self.last_snapshot = Instant::now();
-        self.settle(0).await?;
-        let round = self.encode_round(|_| true).await;
-        let alive = (!round.is_empty()).then(|| self.alive_ttl());
-        self.saving = Some(tokio::task::spawn_local(async move {
-            let written = write_round(store.clone(), round).await;
-            if let Some(ttl) = alive.filter(|_| written.iter().any(|(_, _, r)| r.is_ok())) {
-                if let Err(e) = store.mark_alive(ttl).await {
-                    tracing::debug!(error = %e, "owner mark not written");
-                }
-            }
-            written
-        }));
-        if force {
-            self.collect_snapshots(true).await;
-        }
-        Ok(())
-    }
-
-    /// Snapshots `partitions` now and waits for the writes (a hand-over); the caller stores the offsets. Nothing
-    /// may be in flight.
-    pub(super) async fn snapshot_now(&mut self, partitions: &[i32]) -> Vec<Written> {
-        let Some(store) = self.snapshots.as_ref().map(|s| s.store.clone()) else {
-            return Vec::new();
-        };
-        self.collect_snapshots(true).await;
-        let round = self.encode_round(|p| partitions.contains(&p)).await;
-        write_round(store, round).await
-    }
-
-    /// Encodes every chosen partition that is settled (see `Position::settled`), with the offsets it covers and the
-    /// output marks.
-    async fn encode_round(&self, chosen: impl Fn(i32) -> bool) -> Vec<Encoded> {
-        let Some(marks) = self.current_output_marks() else {
-            return Vec::new();
-        };
-        let mut round = Vec::with_capacity(self.positions.len());
-        let positions = self.positions.iter().filter(|(p, _)| {
-            chosen(**p)
-                && self
-                    .lifecycles
-                    .get(p)
-                    .is_some_and(super::lifecycle::Lifecycle::live)
-        });
-        for (partition, position) in positions {
-            let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
-                continue;
-            };
-            let mut offsets = SnapshotOffsets(position.next.clone().into_iter().collect());
-            for (p, high) in &marks {
-                offsets
-                    .0
-                    .insert(mark_key(&self.publisher.topics.rfm_updated, *p), *high);
-            }
-            let covered: HashMap<String, i64> = position
-                .next
-                .iter()
-                .filter(|(_, next)| **next > 0)
-                .map(|(topic, next)| (topic.clone(), next - 1))
-                .collect();
-            let encode = move |core: &PartitionCore| core.encode_snapshot(&offsets);
-            if let Some(bytes) = super::inspect_one(&addr, encode).await {
-                round.push((*partition, bytes, covered));
-            }
-        }
-        round
-    }
-
-    /// Stores the offsets of every snapshot of the last round that was written. `false` while the round is still
-    /// being written (and `wait` is off).
-    async fn collect_snapshots(&mut self, wait: bool) -> bool {
-        let Some(saving) = self.saving.take_if(|s| wait || s.is_finished()) else {
-            return self.saving.is_none();
-        };
-        let written = saving.await.unwrap_or_default();
-        self.store_written(written);
-        true
-    }
-
-    /// Stores the offsets covered by every snapshot that was written; those that were not keep theirs uncommitted.
-    pub(super) fn store_written(&mut self, written: Vec<Written>) {
-        let durable = self.snapshots.as_ref().is_some_and(|s| s.store.durable());
-        for (partition, covered, result) in written {
-            match result {
-                Ok(bytes) => {
-                    metrics::counter!("processor_snapshots_total").increment(1);
-                    tracing::debug!(partition, bytes, "snapshot written");
-                    // A partition revoked meanwhile belongs to its new owner's commits now.
-                    if durable && self.positions.contains_key(&partition) {
-                        self.source.store_offsets(partition, &covered);
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!("processor_snapshot_failures_total").increment(1);
-                    tracing::warn!(partition, error = %e, "snapshot not written; offsets not committed");
-                }
-            }
-        }
-    }
-
-    /// The output topic's high watermark per partition, or `None` when the broker cannot say now (no snapshot is
-    /// taken then: without marks a restore could not tell what was published after it).
-    fn current_output_marks(&self) -> Option<BTreeMap<i32, i64>> {
-        let topic = &self.publisher.topics.rfm_updated;
-        let count = self.source.partition_count(topic).ok()?;
-        (0..count)
-            .map(|p| {
-                self.source
-                    .watermarks(topic, p)
-                    .ok()
-                    .map(|(_, high)| (p, high))
-            })
-            .collect()
     }
 }
 

@@ -325,6 +325,14 @@ impl Source {
         )
     }
 
+    /// The broker's cluster id, when it gives one (Kafka does; every Tansu says `tansu_cluster` unless told
+    /// otherwise). Known from the consumer's metadata, so this rarely waits.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.consumer
+            .client()
+            .fetch_cluster_id(Duration::from_secs(5))
+    }
+
     /// How many partitions `topic` has. Blocks for a broker round trip.
     pub fn partition_count(&self, topic: &str) -> KafkaResult<i32> {
         partition_count(&self.consumer, topic)

@@ -37,7 +37,11 @@ pub fn reader(brokers: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
 /// Neither ListOffsets nor end-of-partition events serve here: Tansu answers ListOffsets with the base offset of
 /// the last batch (short of the end whenever producers batch), and librdkafka reports the end of a partition that
 /// returned nothing on its global queue, without saying which partition it was.
-fn fetched_high_watermark(consumer: &BaseConsumer, topic: &CStr, partition: i32) -> Option<i64> {
+pub fn fetched_high_watermark(
+    consumer: &BaseConsumer,
+    topic: &CStr,
+    partition: i32,
+) -> Option<i64> {
     let (mut low, mut high) = (-1_i64, -1_i64);
     // SAFETY: the client pointer is live for the borrow of `consumer`, `topic` is NUL-terminated, and librdkafka
     // only writes the two out-parameters, which are valid for the call.

@@ -18,6 +18,7 @@ mod processor_faults;
 mod recovery;
 mod reseal;
 mod score_cache;
+mod snapshot_store;
 mod webhooks;
 mod webhooks_faults;
 mod webhooks_forgery;

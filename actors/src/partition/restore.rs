@@ -52,6 +52,7 @@ impl PartitionCore {
         let mut effects = Vec::new();
         for event in events {
             let slot = self.slot(event.merchant_id(), configs);
+            self.pieces.touch(slot);
             effects.clear();
             self.merchants[slot as usize].apply(event, now, &mut effects);
             let before = self.quiet.get_or_insert_with(QuietBefore::default);
@@ -89,6 +90,7 @@ impl PartitionCore {
         let mut pending: BTreeSet<(u32, u64)> = BTreeSet::new();
         for ((slot, customer_id), (version, evaluation)) in self.quiet.take().unwrap_or_default() {
             self.merchants[slot as usize].set_published(customer_id, version, evaluation);
+            self.pieces.touch(slot);
             pending.insert((slot, customer_id));
         }
         let mut rewrites = Vec::new();
@@ -117,6 +119,7 @@ impl PartitionCore {
             };
             let evaluation = Evaluation::new(record.rfm, segment as u8, record.stage);
             merchant.set_published(record.customer_id, record.version, evaluation);
+            self.pieces.touch(slot);
             pending.insert((slot, record.customer_id));
             rewrites.push(Rewrite {
                 slot,

@@ -5,20 +5,29 @@
 use super::SnapshotError;
 use super::SnapshotError::Corrupt;
 
-const MAGIC: &[u8; 4] = b"LNRS";
+/// A whole partition snapshot.
+pub(super) const MAGIC: &[u8; 4] = b"LNRS";
+/// A manifest: the front of a snapshot stored apart from its merchants' pieces (`pieces`).
+pub(super) const MANIFEST_MAGIC: &[u8; 4] = b"LNRM";
 /// Version 2 dropped version 1's order-index flag bit and list (the index is rebuilt from the order records).
-/// Version 3 added each merchant's erasure tombstones.
-pub(super) const FORMAT_VERSION: u16 = 3;
+/// Version 3 added each merchant's erasure tombstones. Version 4 added the incarnation of the topics and, per
+/// merchant, the length and checksum of its piece, so a snapshot can be stored and checked merchant by merchant.
+pub(super) const FORMAT_VERSION: u16 = 4;
 /// The oldest version this build still reads.
 pub(super) const OLDEST_VERSION: u16 = 1;
 /// Magic, version and total length: the part read before the checksum can be checked.
 pub(super) const HEADER: usize = 14;
 pub(super) const TRAILER: usize = 8;
 
-/// A buffer holding the header, its total length still to be filled in by [`seal`].
+/// A buffer holding a snapshot's header, its total length still to be filled in by [`seal`].
 pub(super) fn begin(capacity: usize) -> Vec<u8> {
+    begin_framed(MAGIC, capacity)
+}
+
+/// [`begin`] for a frame with another magic (a manifest).
+pub(super) fn begin_framed(magic: &[u8; 4], capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     out
@@ -35,14 +44,22 @@ pub(super) fn seal(out: &mut Vec<u8>) {
 /// Checks the frame (magic, version, length, checksum) and returns the format version and what lies between header
 /// and checksum.
 pub(super) fn open(bytes: &[u8]) -> Result<(u16, &[u8]), SnapshotError> {
-    let seen = bytes.len().min(MAGIC.len());
-    if bytes[..seen] != MAGIC[..seen] {
+    open_framed(MAGIC, bytes)
+}
+
+/// [`open`] for a frame with another magic (a manifest).
+pub(super) fn open_framed<'a>(
+    magic: &[u8; 4],
+    bytes: &'a [u8],
+) -> Result<(u16, &'a [u8]), SnapshotError> {
+    let seen = bytes.len().min(magic.len());
+    if bytes[..seen] != magic[..seen] {
         return Err(SnapshotError::BadMagic);
     }
     if bytes.len() < HEADER + TRAILER {
         return Err(SnapshotError::Truncated);
     }
-    let mut header = Reader(&bytes[MAGIC.len()..HEADER]);
+    let mut header = Reader(&bytes[magic.len()..HEADER]);
     let version = u16::from_le_bytes(header.array()?);
     if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnknownVersion(version));

@@ -1,6 +1,6 @@
 //! The proof that a redaction leaves nothing at rest: the real binary is given a customer with unmistakable
-//! personal data, the customer is redacted, and then a `pg_dump` of the database, a `DUMP` of every Redis key and
-//! the decoded partition snapshot are searched byte for byte.
+//! personal data, the customer is redacted, and then a `pg_dump` of the database (which holds the snapshots), a
+//! `DUMP` of every Redis key and the decoded partition snapshot are searched byte for byte.
 //!
 //! And the process's own memory: every readable mapping of the running binary (`/proc/PID/mem`) is searched too.
 //! Freed heap blocks are wiped by the binary's allocator (`zeroing`); without that, the email, names and phone are
@@ -238,7 +238,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
             == 1
     })
     .await;
-    // Two snapshot rounds after it, so the snapshot in Redis is one taken after the erasure.
+    // Two snapshot rounds after it, so the stored snapshot is one taken after the erasure.
     let rounds = metric(&address, "processor_snapshots_total").await;
     eventually("two snapshot rounds after the erasure", WAIT, async || {
         metric(&address, "processor_snapshots_total").await >= rounds + 2.0
@@ -277,7 +277,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
         }
     }
 
-    // Redis: every key's name and serialized value; then this group's snapshots, decoded.
+    // Redis: every key's name and serialized value.
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     needles.push(("customer id", id.as_bytes()));
@@ -289,11 +289,14 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
             );
         }
     }
-    let snapshot: Vec<u8> = redis::cmd("GET")
-        .arg(format!("rfm:snapshot:{group}:0"))
-        .query_async(&mut conn)
+    // The snapshot is in Postgres (its pieces are in the dump above, as bytes); assembled and decoded here.
+    let snapshots = loyalnest_rfm::snapshots::PgSnapshots::new(pool.clone(), &group);
+    let loaded = snapshots
+        .load(0)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("partition 0's snapshot");
+    let snapshot = loaded.stored.into_bytes().expect("its pieces assemble");
     let (core, _) =
         PartitionCore::decode_snapshot(0, &snapshot, &Configs::default(), Timestamp::from_unix(0))
             .expect("the snapshot decodes");

@@ -10,7 +10,9 @@ mod erasure_proof;
 mod outage;
 mod postgres_outage;
 mod rebalance;
+mod retention;
 mod split;
+mod stale_incarnation;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -52,12 +54,19 @@ impl Scenario {
 
     /// A scenario whose topics and instances live on `broker` (a private one the test may stop).
     async fn on_broker(name: &str, broker: &str) -> Scenario {
+        let scenario = Scenario::without_topics(name, broker).await;
+        streams::admin::ensure_topics(broker, &scenario.topics, 3, 1)
+            .await
+            .unwrap();
+        scenario
+    }
+
+    /// A scenario on `broker` whose topics (3 partitions each) the caller creates: librdkafka's mock cluster has
+    /// no CreateTopics.
+    async fn without_topics(name: &str, broker: &str) -> Scenario {
         crate::helpers::init_test_logs();
         let prefix = format!("{}.", unique(name));
         let topics = Topics::with_prefix(&prefix);
-        streams::admin::ensure_topics(broker, &topics, 3, 1)
-            .await
-            .unwrap();
         let database = fresh_database().await;
         let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let env = vec![

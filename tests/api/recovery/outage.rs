@@ -1,4 +1,5 @@
-//! Redis stopped and restarted mid-stream: processing goes on without snapshots (and without committing), snapshots
+//! Redis stopped and restarted mid-stream, with Redis as the snapshot store (`SNAPSHOT_STORE=redis`, the store
+//! without Postgres): processing goes on without snapshots (and without committing), snapshots
 //! resume when Redis is back, and when the new Redis has lost every snapshot while offsets are committed, a
 //! restarted instance seeks back and replays instead of starting past its state. Redis here is a private
 //! `redis-server` the test owns.
@@ -6,13 +7,13 @@
 use super::*;
 
 /// A private Redis server on its own port, killed when dropped.
-struct PrivateRedis {
+pub(super) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    async fn start(port: u16) -> PrivateRedis {
+    pub(super) async fn start(port: u16) -> PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -41,7 +42,7 @@ impl PrivateRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -52,7 +53,7 @@ impl PrivateRedis {
         }
     }
 
-    async fn flush(&self) {
+    pub(super) async fn flush(&self) {
         let client = redis::Client::open(self.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("FLUSHALL")
@@ -82,6 +83,8 @@ async fn redis_down_and_back_and_lost_snapshots_lose_nothing() {
     let port = free_port();
     let mut redis = PrivateRedis::start(port).await;
     scenario.use_redis(&redis.url());
+    // Snapshots go to Postgres when there is one; this test is about a Redis that keeps them.
+    scenario.set_env("SNAPSHOT_STORE", "redis");
     let (mut instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
 
