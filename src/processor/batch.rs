@@ -3,7 +3,6 @@
 //! and the outcomes are published one partition after another (each keeps its order), dead letters first.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use actix::Addr;
 use actors::{ApplyBatch, Outcome, PartitionActor, RawRecord};
@@ -113,10 +112,6 @@ impl Processor {
 
     async fn publish_share(&mut self, share: Share, outcome: Outcome) -> Result<(), PublishError> {
         let partition = share.partition;
-        // Written by the publishing task with the batch's outputs, retried until acknowledged (see `publish`).
-        self.stats
-            .dead_lettered
-            .fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
         self.publish(outcome, share.timestamps, share.events)
             .await?;
         if share.quiet {

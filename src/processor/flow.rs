@@ -28,11 +28,14 @@ impl Processor {
         if let Some(live) = &self.live {
             live.observe(&outcome);
         }
+        let dead_letters = outcome.rejected.len() as u64;
         let done = tokio::task::spawn_local(self.publisher.start(outcome));
         self.in_flight.push_back(super::InFlight {
             done,
             timestamps,
             events,
+            dead_letters,
+            tick: None,
         });
         self.settle(super::MAX_IN_FLIGHT).await
     }
@@ -43,9 +46,9 @@ impl Processor {
         let mut stalled_since: Option<Instant> = None;
         loop {
             while self.in_flight.front().is_some_and(|b| b.done.is_finished()) {
-                if let Some(batch) = self.in_flight.pop_front() {
-                    let result = batch.done.await;
-                    self.retire(result, &batch.timestamps, batch.events)?;
+                if let Some(mut batch) = self.in_flight.pop_front() {
+                    let result = (&mut batch.done).await;
+                    self.retire(result, &batch)?;
                 }
             }
             if self.in_flight.len() <= keep {
@@ -75,7 +78,7 @@ impl Processor {
             };
             if let Some(result) = completed {
                 if let Some(batch) = self.in_flight.pop_front() {
-                    self.retire(result, &batch.timestamps, batch.events)?;
+                    self.retire(result, &batch)?;
                 }
             }
         }
@@ -86,14 +89,18 @@ impl Processor {
     fn retire(
         &self,
         result: Result<(), tokio::task::JoinError>,
-        timestamps: &[i64],
-        events: u64,
+        batch: &super::InFlight,
     ) -> Result<(), PublishError> {
+        use std::sync::atomic::Ordering::SeqCst;
         result.map_err(|e| PublishError::Task(e.to_string()))?;
-        self.stats.record_latencies(timestamps);
+        self.stats.record_latencies(&batch.timestamps);
+        self.stats.events.fetch_add(batch.events, SeqCst);
         self.stats
-            .events
-            .fetch_add(events, std::sync::atomic::Ordering::SeqCst);
+            .dead_lettered
+            .fetch_add(batch.dead_letters, SeqCst);
+        if let Some(tick) = batch.tick {
+            self.stats.last_tick.store(tick, SeqCst);
+        }
         Ok(())
     }
 

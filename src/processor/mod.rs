@@ -187,6 +187,10 @@ struct InFlight {
     done: tokio::task::JoinHandle<()>,
     timestamps: Vec<i64>,
     events: u64,
+    /// Records of the batch that went to the dead-letter topic (counted once acknowledged).
+    dead_letters: u64,
+    /// The clock value of a tick whose last outcome this is: recorded as the last completed tick once it retires.
+    tick: Option<i64>,
 }
 
 /// How many batches may be publishing at once before the consumer waits: enough to overlap broker round trips,
@@ -343,7 +347,11 @@ impl Processor {
                 self.publish(outcome, Vec::new(), 0).await?;
             }
         }
-        self.stats.last_tick.store(now.unix(), Ordering::SeqCst);
+        // Completed once everything it published is out: the window retires in order.
+        match self.in_flight.back_mut() {
+            Some(last) => last.tick = Some(now.unix()),
+            None => self.stats.last_tick.store(now.unix(), Ordering::SeqCst),
+        }
         Ok(())
     }
 }

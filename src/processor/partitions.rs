@@ -142,7 +142,9 @@ impl Processor {
             self.store_written(written);
             metrics::counter!("processor_handover_snapshots_total").increment(snapshotted as u64);
             tracing::info!(partitions = ?revoked, snapshotted, "handing partitions over");
+            let releasing = Instant::now();
             self.source.release();
+            tracing::info!(partitions = ?revoked, elapsed_ms = releasing.elapsed().as_millis() as u64, "partitions released");
         }
         for partition in &revoked {
             self.partitions.remove(partition);

@@ -15,7 +15,7 @@ async fn broker_frozen_and_back_mid_stream_loses_and_duplicates_nothing() {
     let (instance, parts) = scenario.first_third_snapshotted().await;
     let address = instance.address();
 
-    // Shorter than the group's session timeout (6 s): a freeze past it makes Tansu 0.6 keep the member out of the
+    // Shorter than the group's session timeout (10 s): a freeze past it makes Tansu 0.6 keep the member out of the
     // group for good after it rejoins (seen here; docs/RECOVERY.md), which is the broker's to fix, not ours.
     broker.set_frozen(true);
     let frozen = std::time::Instant::now();

@@ -32,6 +32,11 @@ use crate::processor::{script, CustomerTruth};
 
 const SNAPSHOT_MS: u64 = 600;
 
+/// How long the group waits for a silent member. Short, so a killed member's partitions move quickly; not shorter,
+/// because on two loaded cores Tansu 0.6 then expires members between heartbeats, and a group that churns like that
+/// can end with its only member never assigned again (docs/RECOVERY.md, Tansu notes).
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 /// Where a customer with no published change stands: R1 F1 M1 under the default rules.
 const INITIAL_SEGMENT: &str = "inactive";
 
@@ -77,7 +82,7 @@ impl Scenario {
             ("KAFKA_GROUP_ID", unique(&format!("{name}-g-"))),
             ("KAFKA_CREATE_TOPICS", "false".into()),
             // A killed member's partitions move when its session expires; keep that short.
-            ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("KAFKA_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS.to_string()),
             ("SNAPSHOT_INTERVAL_MS", SNAPSHOT_MS.to_string()),
             // The checks read every customer of a shop through the API, far faster than a merchant would.
             ("API_RATE_PER_SHOP", "0".into()),
@@ -235,7 +240,7 @@ impl Instance {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open("artifacts/recovery-instance.log")
+            .open(format!("artifacts/recovery-instance-{}.log", self.port))
             .expect("instance log");
         let child = Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
             .args(["serve", "--role", self.role])

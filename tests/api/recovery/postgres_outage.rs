@@ -96,8 +96,8 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// Short, so the outage below outlasts it; librdkafka wants it no shorter than the session timeout (6 s here).
-const MAX_POLL_INTERVAL: Duration = Duration::from_secs(7);
+/// Short, so the outage below outlasts it; librdkafka wants it no shorter than the session timeout.
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(SESSION_TIMEOUT_MS + 1_000);
 
 #[actix_web::test]
 async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
