@@ -14,6 +14,10 @@ use streams::{event_key, MerchantId};
 use crate::customer_table::CustomerTable;
 use crate::order_index::OrderIndex;
 
+mod orphans;
+pub(crate) use orphans::OrphanRefunds;
+pub use orphans::MAX_ORPHAN_REFUNDS;
+
 /// What the engine must publish after applying events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -40,8 +44,8 @@ pub struct MerchantState {
     pub(crate) customers: CustomerTable,
     /// Refund payloads name the order only. Holds every order record of every customer.
     pub(crate) order_customers: OrderIndex,
-    /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
-    pub(crate) orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
+    /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does; bounded.
+    pub(crate) orphan_refunds: OrphanRefunds,
     pub(crate) segment_counts: Vec<u64>,
     /// Decimals of the shop currency, learned from orders; refund events carry amounts without a currency.
     pub(crate) exponent: u8,
@@ -64,7 +68,7 @@ impl MerchantState {
             config,
             customers: CustomerTable::default(),
             order_customers: OrderIndex::default(),
-            orphan_refunds: HashMap::new(),
+            orphan_refunds: OrphanRefunds::default(),
             segment_counts: vec![0; segments],
             exponent: 2,
             touched: Vec::new(),
@@ -167,7 +171,7 @@ impl MerchantState {
             cancelled: e.cancelled,
         };
         self.update(e.customer_id, &fact, now, effects);
-        let waiting = self.orphan_refunds.remove(&e.order_id).unwrap_or_default();
+        let waiting = self.orphan_refunds.take(e.order_id);
         for (refund_id, amount) in waiting {
             let fact = Fact::Refunded {
                 order_id: e.order_id,
@@ -190,9 +194,15 @@ impl MerchantState {
                 self.update(customer_id, &fact, now, effects);
             }
             None => {
-                let pending = self.orphan_refunds.entry(e.order_id).or_default();
-                if !pending.iter().any(|(id, _)| *id == e.refund_id) {
-                    pending.push((e.refund_id, amount));
+                let evicted = self.orphan_refunds.hold(e.order_id, e.refund_id, amount);
+                if evicted.refunds > 0 {
+                    tracing::debug!(
+                        merchant = %self.id,
+                        orders = evicted.orders,
+                        refunds = evicted.refunds,
+                        held = self.orphan_refunds.refunds(),
+                        "orphan refunds past the per-merchant bound; the lowest order ids' were dropped"
+                    );
                 }
             }
         }
@@ -277,7 +287,7 @@ impl MerchantState {
     }
 
     /// Bytes held for this merchant's customers: the customer table at its capacity, not just its length, each
-    /// aggregate's heap, and the order index.
+    /// aggregate's heap, the order index and the refunds waiting for their orders.
     pub fn state_bytes(&self) -> usize {
         self.customers.heap_bytes()
             + self
@@ -286,6 +296,7 @@ impl MerchantState {
                 .map(|(_, _, c)| c.aggregate.heap_bytes())
                 .sum::<usize>()
             + self.order_customers.heap_bytes()
+            + self.orphan_refunds.heap_bytes()
     }
 
     /// Re-evaluates the customer in `slot` at `now` (a recency boundary passed).
