@@ -107,6 +107,10 @@ fn view(
 }
 
 impl ReadModel {
+    pub fn new(registry: Option<Registry>, store: Option<Store>) -> Self {
+        ReadModel { registry, store }
+    }
+
     /// Runs `read` on the partition actor that holds `merchant`, if this instance has it.
     async fn live<R: Send + 'static>(
         &self,
