@@ -3,6 +3,7 @@
 //! deterministic given `now`; the actor around it (see `partition`) owns the I/O.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use functions::money::{currency_exponent, Money};
 use functions::{
@@ -38,6 +39,25 @@ pub enum Effect {
     },
 }
 
+/// Which state of a merchant's customers a reader saw. It moves on with every event applied, every boundary that
+/// changed a customer, a new configuration and every customer a restore brings in, so whatever a reader derived
+/// from one revision (a ranking, say) is current exactly while the revision is. The epoch is drawn anew for every
+/// `MerchantState`, so a merchant restored or handed back to this instance never repeats an earlier revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    epoch: u64,
+    changes: u64,
+}
+
+impl Revision {
+    /// Whether this is `seen` or a later revision of the same state.
+    pub fn covers(self, seen: Revision) -> bool {
+        self.epoch == seen.epoch && self.changes >= seen.changes
+    }
+}
+
+static EPOCHS: AtomicU64 = AtomicU64::new(0);
+
 pub struct MerchantState {
     pub id: MerchantId,
     pub config: RfmConfig,
@@ -58,6 +78,7 @@ pub struct MerchantState {
     pub(crate) tombstones: HashMap<u64, i64>,
     /// When the whole shop was erased, with the same meaning for every event of the shop.
     pub(crate) shop_erased_at: Option<i64>,
+    revision: Revision,
 }
 
 impl MerchantState {
@@ -74,7 +95,20 @@ impl MerchantState {
             touched: Vec::new(),
             tombstones: HashMap::new(),
             shop_erased_at: None,
+            revision: Revision {
+                epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+                changes: 0,
+            },
         }
+    }
+
+    /// The state readers see now (see [`Revision`]).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    fn changed(&mut self) {
+        self.revision.changes += 1;
     }
 
     pub fn customer(&self, customer_id: u64) -> Option<&CustomerState> {
@@ -95,6 +129,7 @@ impl MerchantState {
         if self.erased_before(event) {
             return false;
         }
+        self.changed();
         match event {
             InputEvent::OrderCreated(e) => self.order_created(e, now, effects),
             InputEvent::OrderCancelled(e) => {
@@ -305,6 +340,7 @@ impl MerchantState {
             return;
         };
         if let Some(transition) = state.rescore(&self.config, now) {
+            self.changed();
             self.count_move(&transition);
             effects.push(Effect::Changed {
                 customer_id,
@@ -315,6 +351,7 @@ impl MerchantState {
 
     /// Replaces the configuration and re-scores every customer at once.
     pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
+        self.changed();
         self.segment_counts = vec![0; config.segments.len()];
         self.config = config;
         for (_, customer_id, state) in self.customers.iter_mut() {
@@ -336,6 +373,7 @@ impl MerchantState {
         let Some(state) = self.customers.get_mut(customer_id) else {
             return;
         };
+        self.revision.changes += 1;
         let from = state.published.segment;
         state.version = version;
         state.published = published;
@@ -357,6 +395,7 @@ impl MerchantState {
     /// Adds a customer as a snapshot stored it and counts its segment; [`MerchantState::reindex_orders`] indexes
     /// the orders of all of them at once afterwards.
     pub(crate) fn insert_restored(&mut self, customer_id: u64, state: CustomerState) {
+        self.changed();
         self.segment_counts[usize::from(state.published.segment)] += 1;
         self.customers.insert(customer_id, state);
     }

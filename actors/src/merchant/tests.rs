@@ -425,3 +425,20 @@ fn a_shop_erasure_keeps_customer_tombstones_drawn_after_it() {
         &mut effects
     ));
 }
+
+#[test]
+fn the_revision_moves_with_every_change_and_a_new_state_never_repeats_one() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    let first = m.revision();
+    m.apply(&order(1, 1, "10.00"), Timestamp(T0), &mut effects);
+    let second = m.revision();
+    assert!(second.covers(first) && !first.covers(second));
+    let slot = m.slot_of(1).unwrap();
+    m.rescore(slot, Timestamp(T0), &mut effects);
+    assert_eq!(m.revision(), second, "a boundary that changed nothing");
+    m.rescore(slot, Timestamp(T0).plus_days(400), &mut effects);
+    assert_ne!(m.revision(), second, "a boundary that moved the customer");
+    let again = merchant();
+    assert!(!again.revision().covers(first) && !first.covers(again.revision()));
+}
