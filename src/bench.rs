@@ -44,9 +44,13 @@ pub struct BenchArgs {
     /// then read its churn-risk list `--readers` times at once, again and again, while the paced stream runs.
     #[arg(long, default_value_t = 0)]
     pub big_merchant: u64,
-    /// Concurrent churn-risk reads of the big merchant.
+    /// Concurrent churn-risk reads of the big merchant (0: none, the figure to compare with).
     #[arg(long, default_value_t = 50)]
     pub readers: usize,
+    /// Every this many events of the paced stream, one is a new order of a big merchant's customer (who leaves the
+    /// at-risk list), so the list changes while it is read (0: it does not).
+    #[arg(long, default_value_t = 0)]
+    pub big_merchant_every: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,7 +187,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         0 => None,
         n => {
             reads::preload(&settings, &stats, n).await?;
-            Some(reads::ReadLoad::start(registry.clone(), args.readers))
+            (args.readers > 0).then(|| reads::ReadLoad::start(registry.clone(), args.readers))
         }
     };
     stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
@@ -295,8 +299,13 @@ async fn produce(
     args: &BenchArgs,
     merchants: &[MerchantId],
 ) -> anyhow::Result<()> {
+    let big = MerchantId::parse(reads::BIG_MERCHANT)?;
+    let every = args.big_merchant_every;
     produce_with(settings, args.events, args.rate, |i| {
-        synthetic(i, args, merchants)
+        match every > 0 && args.big_merchant > 0 && i % every == 0 {
+            true => reads::big_reorder(i, args.big_merchant, &big),
+            false => synthetic(i, args, merchants),
+        }
     })
     .await
 }

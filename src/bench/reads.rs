@@ -1,11 +1,12 @@
 //! `bench --big-merchant N --readers R`: the paced stream's event → publish latency while a big merchant's
 //! churn-risk list is read by many dashboards at once.
 //!
-//! Before the paced stream starts, one more merchant gets `N` customers, each with one small order 62 to 86 days back (R2
-//! F1 M1 or M2, at risk under the default rules), so its churn-risk list holds every one of them. Once they are
-//! applied, `R` reads of the list's first page run at once, round after round, while the paced stream of the other
-//! merchants is measured. With `--partitions 1` every merchant shares the big one's partition actor: the case in
-//! which a read that works on the actor's thread holds up everyone else's events.
+//! Before the paced stream starts, one more merchant gets `N` customers, each with one small order 62 to 86 days
+//! back (R2 F1 M1 or M2, at risk under the default rules), so its churn-risk list holds every one of them. Once they
+//! are applied, `R` reads of the list's first page run at once, round after round, while the paced stream of the
+//! other merchants is measured (with `--big-merchant-every`, the big merchant's list changes meanwhile). With
+//! `--partitions 1` every merchant shares the big one's partition actor: the case in which a read that works on the
+//! actor's thread holds up everyone else's events.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::configuration::Settings;
 use crate::processor::{ProcessorStats, Registry};
 use crate::read_model::ReadModel;
 
-const BIG_MERCHANT: &str = "bench-big.myshopify.com";
+pub const BIG_MERCHANT: &str = "bench-big.myshopify.com";
 /// Orders produced at a time while the big merchant is loaded.
 const PRELOAD_CHUNK: u64 = 10_000;
 /// The page every reader asks for: the API's default page size.
@@ -56,6 +57,18 @@ fn big_order(i: u64, merchant: &MerchantId) -> InputEvent {
         locale: None,
         pii: None,
     })
+}
+
+/// A new order, today, of one of the big merchant's customers (`--big-merchant-every`): it moves them out of the
+/// at-risk list.
+pub fn big_reorder(i: u64, customers: u64, merchant: &MerchantId) -> InputEvent {
+    let mut event = big_order(i.wrapping_mul(2_654_435_761) % customers, merchant);
+    if let InputEvent::OrderCreated(order) = &mut event {
+        order.event_id = format!("bench-big-again-{i}");
+        order.order_id = customers + i;
+        order.created_at = Utc::now();
+    }
+    event
 }
 
 /// Produces the big merchant's `customers` orders in chunks, each once the processor has applied the one before:
@@ -98,7 +111,7 @@ impl ReadLoad {
     pub fn start(registry: Registry, readers: usize) -> ReadLoad {
         let (stop, stopped) = oneshot::channel();
         let model = Arc::new(ReadModel::new(Some(registry), None));
-        let task = tokio::task::spawn_local(read_rounds(model, readers.max(1), stopped));
+        let task = tokio::task::spawn_local(read_rounds(model, readers, stopped));
         ReadLoad {
             readers,
             stop,
