@@ -183,13 +183,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     }));
     let started = Instant::now();
     // The big merchant is applied before the measured stream starts, and its events are not measured.
-    let load = match args.big_merchant {
-        0 => None,
-        n => {
-            reads::preload(&settings, &stats, n).await?;
-            (args.readers > 0).then(|| reads::ReadLoad::start(registry.clone(), args.readers))
-        }
-    };
+    let load = reads::ReadLoad::prepare(&settings, args, &stats, &registry).await?;
     stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
     let paced = producer.take().map(std::thread::spawn);
     let steady_from = tokio::task::spawn_local(samples_once_caught_up(stats.clone()));
@@ -199,10 +193,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         Duration::from_secs(600),
     )
     .await?;
-    let reads = match load {
-        Some(load) => Some(load.finish().await),
-        None => None,
-    };
+    let reads = reads::ReadLoad::finish(load).await;
     let process_seconds = started.elapsed().as_secs_f64();
     if let Some(thread) = paced {
         produce_seconds = thread

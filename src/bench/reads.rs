@@ -74,7 +74,7 @@ pub fn big_reorder(i: u64, customers: u64, merchant: &MerchantId) -> InputEvent 
 /// Produces the big merchant's `customers` orders in chunks, each once the processor has applied the one before:
 /// librdkafka's mock cluster keeps about 5 MB per partition and drops the oldest records past that, so a backlog
 /// of 200,000 orders would lose its start before the processor read it.
-pub async fn preload(
+async fn preload(
     settings: &Settings,
     stats: &ProcessorStats,
     customers: u64,
@@ -108,7 +108,21 @@ pub struct ReadLoad {
 }
 
 impl ReadLoad {
-    pub fn start(registry: Registry, readers: usize) -> ReadLoad {
+    /// With `--big-merchant`: loads it, then starts the readers (none with `--readers 0`).
+    pub async fn prepare(
+        settings: &Settings,
+        args: &super::BenchArgs,
+        stats: &ProcessorStats,
+        registry: &Registry,
+    ) -> anyhow::Result<Option<ReadLoad>> {
+        if args.big_merchant == 0 {
+            return Ok(None);
+        }
+        preload(settings, stats, args.big_merchant).await?;
+        Ok((args.readers > 0).then(|| ReadLoad::start(registry.clone(), args.readers)))
+    }
+
+    fn start(registry: Registry, readers: usize) -> ReadLoad {
         let (stop, stopped) = oneshot::channel();
         let model = Arc::new(ReadModel::new(Some(registry), None));
         let task = tokio::task::spawn_local(read_rounds(model, readers, stopped));
@@ -119,8 +133,12 @@ impl ReadLoad {
         }
     }
 
-    /// Stops after the round in progress and reports every read's time.
-    pub async fn finish(self) -> ReadReport {
+    /// Stops the readers after the round in progress and reports every read's time.
+    pub async fn finish(load: Option<ReadLoad>) -> Option<ReadReport> {
+        Some(load?.report().await)
+    }
+
+    async fn report(self) -> ReadReport {
         let _ = self.stop.send(());
         let Rounds {
             mut times,
