@@ -17,6 +17,8 @@ use crate::configuration::Settings;
 use crate::directory::{inspect_all, Registry};
 use crate::processor::ProcessorStats;
 
+mod reads;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Distinct customers in the stream.
@@ -39,6 +41,17 @@ pub struct BenchArgs {
     /// on this machine, the ceiling for the throughput figure.
     #[arg(long)]
     pub read_only: bool,
+    /// Latency under reads (with `--rate`): first load one more merchant with this many customers, all at risk,
+    /// then read its churn-risk list `--readers` times at once, again and again, while the paced stream runs.
+    #[arg(long, default_value_t = 0)]
+    pub big_merchant: u64,
+    /// Concurrent churn-risk reads of the big merchant (0: none, the figure to compare with).
+    #[arg(long, default_value_t = 50)]
+    pub readers: usize,
+    /// Every this many events of the paced stream, one is a new order of a big merchant's customer (who leaves the
+    /// at-risk list), so the list changes while it is read (0: it does not).
+    #[arg(long, default_value_t = 0)]
+    pub big_merchant_every: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +79,9 @@ pub struct BenchReport {
     pub state_bytes_per_customer: f64,
     /// The timer queue's share of `state_bytes_per_customer`.
     pub timer_bytes_per_customer: f64,
+    /// The big merchant's reads, with `--big-merchant`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<reads::ReadReport>,
 }
 
 fn rss_bytes() -> u64 {
@@ -156,17 +172,29 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         );
         return read_only(&settings, args, prefix, produce_seconds).await;
     }
+    anyhow::ensure!(
+        args.big_merchant == 0 || args.rate > 0,
+        "--big-merchant measures latency: give a --rate"
+    );
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
     let (stats, registry) = (processor.stats(), processor.registry());
-    stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = actix_web::rt::spawn(processor.run(async {
         let _ = stopped.await;
     }));
     let started = Instant::now();
+    // The big merchant is applied before the measured stream starts, and its events are not measured.
+    let load = reads::ReadLoad::prepare(&settings, args, &stats, &registry).await?;
+    stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
     let paced = producer.take().map(std::thread::spawn);
     let steady_from = tokio::task::spawn_local(samples_once_caught_up(stats.clone()));
-    wait_for(&stats, args.events, Duration::from_secs(600)).await?;
+    wait_for(
+        &stats,
+        args.events + args.big_merchant,
+        Duration::from_secs(600),
+    )
+    .await?;
+    let reads = reads::ReadLoad::finish(load).await;
     let process_seconds = started.elapsed().as_secs_f64();
     if let Some(thread) = paced {
         produce_seconds = thread
@@ -199,6 +227,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         rss_bytes: rss_after,
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
         timer_bytes_per_customer: timer_bytes as f64 / customers.max(1) as f64,
+        reads,
     })
 }
 
@@ -251,6 +280,7 @@ async fn read_only(
         rss_bytes: rss_bytes(),
         state_bytes_per_customer: 0.0,
         timer_bytes_per_customer: 0.0,
+        reads: None,
     })
 }
 
@@ -259,6 +289,24 @@ async fn produce(
     settings: &Settings,
     args: &BenchArgs,
     merchants: &[MerchantId],
+) -> anyhow::Result<()> {
+    let big = MerchantId::parse(reads::BIG_MERCHANT)?;
+    let every = args.big_merchant_every;
+    produce_with(settings, args.events, args.rate, |i| {
+        match every > 0 && args.big_merchant > 0 && i % every == 0 {
+            true => reads::big_reorder(i, args.big_merchant, &big),
+            false => synthetic(i, args, merchants),
+        }
+    })
+    .await
+}
+
+/// Produces `events` events made by `event`, at `rate` per second (0: as fast as the broker takes them).
+async fn produce_with(
+    settings: &Settings,
+    events: u64,
+    rate: u64,
+    event: impl Fn(u64) -> InputEvent,
 ) -> anyhow::Result<()> {
     let producer: rdkafka::producer::FutureProducer = streams::SinkConfig {
         linger: Duration::from_millis(10),
@@ -271,13 +319,13 @@ async fn produce(
     let topic = settings.topics.orders_create.clone();
     let mut in_flight = Vec::with_capacity(50_000);
     let started = Instant::now();
-    for i in 0..args.events {
-        if args.rate > 0 && i % 100 == 0 {
+    for i in 0..events {
+        if rate > 0 && i % 100 == 0 {
             // Pace in steps of 100 events so the schedule stays exact without a timer per record.
-            let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let event = synthetic(i, args, merchants);
+        let event = event(i);
         let payload = event.encode();
         let key = event.merchant_id().as_str().to_owned();
         loop {

@@ -15,6 +15,9 @@ use streams::MerchantId;
 use crate::directory::{inspect_all, Registry};
 use crate::store::{Store, StoreError};
 
+mod ranking;
+pub use ranking::Rankings;
+
 /// The segment key whose members the churn-risk list shows.
 pub const AT_RISK: &str = "at_risk";
 
@@ -72,6 +75,8 @@ pub enum Source {
 pub struct ReadModel {
     pub registry: Option<Registry>,
     pub store: Option<Store>,
+    /// Churn-risk rankings of the merchants read recently, computed off the partition actors.
+    pub rankings: Rankings,
 }
 
 fn time(ts: Option<Timestamp>) -> Option<DateTime<Utc>> {
@@ -107,6 +112,14 @@ fn view(
 }
 
 impl ReadModel {
+    pub fn new(registry: Option<Registry>, store: Option<Store>) -> Self {
+        ReadModel {
+            registry,
+            store,
+            rankings: Rankings::default(),
+        }
+    }
+
     /// Runs `read` on the partition actor that holds `merchant`, if this instance has it.
     async fn live<R: Send + 'static>(
         &self,
@@ -228,32 +241,7 @@ impl ReadModel {
         limit: usize,
         now: Timestamp,
     ) -> Result<(Source, RiskPage), StoreError> {
-        let m = merchant.clone();
-        let live = self
-            .live(move |core| {
-                let state = core.merchant(&m)?;
-                let at_risk = state
-                    .config
-                    .segments
-                    .iter()
-                    .position(|r| r.key == AT_RISK)?;
-                let mut members: Vec<(i64, u64)> = state
-                    .customers()
-                    .filter(|(_, c)| usize::from(c.published.segment) == at_risk)
-                    .map(|(id, c)| (c.aggregate.totals().net.minor(), id))
-                    .collect();
-                members.sort_unstable_by(|a, b| b.cmp(a));
-                let page = members.iter().skip(offset).take(limit);
-                let customers = page
-                    .filter_map(|(_, id)| view(core, &m, *id, now))
-                    .collect();
-                Some(RiskPage {
-                    total: members.len() as u64,
-                    customers,
-                })
-            })
-            .await;
-        if let Some(page) = live {
+        if let Some(page) = self.live_risk_page(merchant, offset, limit, now).await {
             return Ok((Source::Live, page));
         }
         let Some(store) = &self.store else {

@@ -70,10 +70,7 @@ impl Application {
             gdpr: store
                 .clone()
                 .map(|store| crate::gdpr::Gdpr::new(store, settings)),
-            model: ReadModel {
-                registry: shared.registry,
-                store,
-            },
+            model: ReadModel::new(shared.registry, store),
             channels: shared.channels,
             redis: settings
                 .redis_enabled

@@ -3,6 +3,7 @@
 //! deterministic given `now`; the actor around it (see `partition`) owns the I/O.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use functions::money::{currency_exponent, Money};
 use functions::{
@@ -13,6 +14,10 @@ use streams::{event_key, MerchantId};
 
 use crate::customer_table::CustomerTable;
 use crate::order_index::OrderIndex;
+
+mod orphans;
+pub(crate) use orphans::OrphanRefunds;
+pub use orphans::MAX_ORPHAN_REFUNDS;
 
 /// What the engine must publish after applying events.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,14 +39,33 @@ pub enum Effect {
     },
 }
 
+/// Which state of a merchant's customers a reader saw. It moves on with every event applied, every boundary that
+/// changed a customer, a new configuration and every customer a restore brings in, so whatever a reader derived
+/// from one revision (a ranking, say) is current exactly while the revision is. The epoch is drawn anew for every
+/// `MerchantState`, so a merchant restored or handed back to this instance never repeats an earlier revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    epoch: u64,
+    changes: u64,
+}
+
+impl Revision {
+    /// Whether this is `seen` or a later revision of the same state.
+    pub fn covers(self, seen: Revision) -> bool {
+        self.epoch == seen.epoch && self.changes >= seen.changes
+    }
+}
+
+static EPOCHS: AtomicU64 = AtomicU64::new(0);
+
 pub struct MerchantState {
     pub id: MerchantId,
     pub config: RfmConfig,
     pub(crate) customers: CustomerTable,
     /// Refund payloads name the order only. Holds every order record of every customer.
     pub(crate) order_customers: OrderIndex,
-    /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does.
-    pub(crate) orphan_refunds: HashMap<u64, Vec<(u64, Money)>>,
+    /// Refunds whose order has not arrived yet (delivery is unordered), applied when it does; bounded.
+    pub(crate) orphan_refunds: OrphanRefunds,
     pub(crate) segment_counts: Vec<u64>,
     /// Decimals of the shop currency, learned from orders; refund events carry amounts without a currency.
     pub(crate) exponent: u8,
@@ -54,6 +78,7 @@ pub struct MerchantState {
     pub(crate) tombstones: HashMap<u64, i64>,
     /// When the whole shop was erased, with the same meaning for every event of the shop.
     pub(crate) shop_erased_at: Option<i64>,
+    revision: Revision,
 }
 
 impl MerchantState {
@@ -64,13 +89,26 @@ impl MerchantState {
             config,
             customers: CustomerTable::default(),
             order_customers: OrderIndex::default(),
-            orphan_refunds: HashMap::new(),
+            orphan_refunds: OrphanRefunds::default(),
             segment_counts: vec![0; segments],
             exponent: 2,
             touched: Vec::new(),
             tombstones: HashMap::new(),
             shop_erased_at: None,
+            revision: Revision {
+                epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+                changes: 0,
+            },
         }
+    }
+
+    /// The state readers see now (see [`Revision`]).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    fn changed(&mut self) {
+        self.revision.changes += 1;
     }
 
     pub fn customer(&self, customer_id: u64) -> Option<&CustomerState> {
@@ -91,6 +129,7 @@ impl MerchantState {
         if self.erased_before(event) {
             return false;
         }
+        self.changed();
         match event {
             InputEvent::OrderCreated(e) => self.order_created(e, now, effects),
             InputEvent::OrderCancelled(e) => {
@@ -167,7 +206,7 @@ impl MerchantState {
             cancelled: e.cancelled,
         };
         self.update(e.customer_id, &fact, now, effects);
-        let waiting = self.orphan_refunds.remove(&e.order_id).unwrap_or_default();
+        let waiting = self.orphan_refunds.take(e.order_id);
         for (refund_id, amount) in waiting {
             let fact = Fact::Refunded {
                 order_id: e.order_id,
@@ -190,9 +229,15 @@ impl MerchantState {
                 self.update(customer_id, &fact, now, effects);
             }
             None => {
-                let pending = self.orphan_refunds.entry(e.order_id).or_default();
-                if !pending.iter().any(|(id, _)| *id == e.refund_id) {
-                    pending.push((e.refund_id, amount));
+                let evicted = self.orphan_refunds.hold(e.order_id, e.refund_id, amount);
+                if evicted.refunds > 0 {
+                    tracing::debug!(
+                        merchant = %self.id,
+                        orders = evicted.orders,
+                        refunds = evicted.refunds,
+                        held = self.orphan_refunds.refunds(),
+                        "orphan refunds past the per-merchant bound; the lowest order ids' were dropped"
+                    );
                 }
             }
         }
@@ -277,7 +322,7 @@ impl MerchantState {
     }
 
     /// Bytes held for this merchant's customers: the customer table at its capacity, not just its length, each
-    /// aggregate's heap, and the order index.
+    /// aggregate's heap, the order index and the refunds waiting for their orders.
     pub fn state_bytes(&self) -> usize {
         self.customers.heap_bytes()
             + self
@@ -286,6 +331,7 @@ impl MerchantState {
                 .map(|(_, _, c)| c.aggregate.heap_bytes())
                 .sum::<usize>()
             + self.order_customers.heap_bytes()
+            + self.orphan_refunds.heap_bytes()
     }
 
     /// Re-evaluates the customer in `slot` at `now` (a recency boundary passed).
@@ -294,6 +340,7 @@ impl MerchantState {
             return;
         };
         if let Some(transition) = state.rescore(&self.config, now) {
+            self.changed();
             self.count_move(&transition);
             effects.push(Effect::Changed {
                 customer_id,
@@ -304,6 +351,7 @@ impl MerchantState {
 
     /// Replaces the configuration and re-scores every customer at once.
     pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
+        self.changed();
         self.segment_counts = vec![0; config.segments.len()];
         self.config = config;
         for (_, customer_id, state) in self.customers.iter_mut() {
@@ -325,6 +373,7 @@ impl MerchantState {
         let Some(state) = self.customers.get_mut(customer_id) else {
             return;
         };
+        self.revision.changes += 1;
         let from = state.published.segment;
         state.version = version;
         state.published = published;
@@ -346,6 +395,7 @@ impl MerchantState {
     /// Adds a customer as a snapshot stored it and counts its segment; [`MerchantState::reindex_orders`] indexes
     /// the orders of all of them at once afterwards.
     pub(crate) fn insert_restored(&mut self, customer_id: u64, state: CustomerState) {
+        self.changed();
         self.segment_counts[usize::from(state.published.segment)] += 1;
         self.customers.insert(customer_id, state);
     }

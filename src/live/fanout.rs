@@ -6,6 +6,7 @@
 //! a key, for sockets that connect later) and every instance's subscriber fills its own slots; without Redis, or
 //! while Redis is unreachable, frames go straight into this process's slots.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use futures_util::StreamExt;
 use streams::MerchantId;
 use tokio::sync::watch;
 
+use super::bounds::{evictions, LiveBound, Use};
 use super::Frame;
 use crate::redis_link::RedisLink;
 
@@ -53,23 +55,80 @@ impl LiveFrame {
 
 pub type Slot = watch::Receiver<Option<LiveFrame>>;
 
-/// This process's latest frame per merchant.
-#[derive(Default)]
+/// The default bound of [`Channels`]: a merchant nobody watches here is kept 5 minutes after its last frame, and
+/// at most 4,096 of them (a slot holds one rendered frame, a few KB). With Redis every instance receives every
+/// merchant's frames, so without a bound each instance would hold the latest frame of every shop it ever heard of.
+pub const SLOT_BOUND: LiveBound = LiveBound {
+    idle_ms: 5 * 60 * 1000,
+    max_unpinned: 4096,
+};
+
+/// How often the slots are swept for idle ones even when no new merchant came.
+const SWEEP_EVERY_MS: i64 = 10_000;
+
+/// This process's latest frame per merchant, within a [`LiveBound`]: a slot with a socket on it is never dropped
+/// (its socket would end), one without is dropped when idle or past the cap, and made again by the next frame.
 pub struct Channels {
-    slots: DashMap<MerchantId, watch::Sender<Option<LiveFrame>>>,
+    slots: DashMap<MerchantId, SlotEntry>,
+    bound: LiveBound,
+    last_sweep_ms: AtomicI64,
+}
+
+struct SlotEntry {
+    frame: watch::Sender<Option<LiveFrame>>,
+    /// When the slot was made or last given a frame.
+    used_ms: i64,
+}
+
+impl SlotEntry {
+    fn new(frame: Option<LiveFrame>, now_ms: i64) -> Self {
+        SlotEntry {
+            frame: watch::Sender::new(frame),
+            used_ms: now_ms,
+        }
+    }
+
+    fn watched(&self) -> bool {
+        self.frame.receiver_count() > 0
+    }
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels::bounded(SLOT_BOUND)
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Channels {
+    pub fn bounded(bound: LiveBound) -> Self {
+        Channels {
+            slots: DashMap::new(),
+            bound,
+            last_sweep_ms: AtomicI64::new(0),
+        }
+    }
+
     pub fn deliver(&self, merchant: &MerchantId, frame: LiveFrame) {
-        match self.slots.get(merchant) {
-            Some(slot) => {
-                slot.send_replace(Some(frame));
+        self.deliver_at(merchant, frame, now_ms());
+    }
+
+    fn deliver_at(&self, merchant: &MerchantId, frame: LiveFrame, now_ms: i64) {
+        match self.slots.get_mut(merchant) {
+            Some(mut slot) => {
+                slot.frame.send_replace(Some(frame));
+                slot.used_ms = now_ms;
             }
             None => {
                 self.slots
-                    .insert(merchant.clone(), watch::Sender::new(Some(frame)));
+                    .insert(merchant.clone(), SlotEntry::new(Some(frame), now_ms));
             }
         }
+        // Only here, after the slot's lock is released: a sweep locks every shard in turn.
+        self.sweep_if_due(now_ms);
     }
 
     /// Applies an erasure to this process's slots: a cleared slot holds no frame until the next one; a gone
@@ -78,7 +137,7 @@ impl Channels {
         match erasure {
             Erasure::Clear(merchant) => {
                 if let Some(slot) = self.slots.get(merchant) {
-                    slot.send_replace(None);
+                    slot.frame.send_replace(None);
                 }
             }
             Erasure::Gone(merchant) => {
@@ -88,10 +147,72 @@ impl Channels {
     }
 
     pub fn subscribe(&self, merchant: &MerchantId) -> Slot {
-        self.slots
+        let now_ms = now_ms();
+        let slot = self
+            .slots
             .entry(merchant.clone())
-            .or_insert_with(|| watch::Sender::new(None))
-            .subscribe()
+            .or_insert_with(|| SlotEntry::new(None, now_ms))
+            .frame
+            .subscribe();
+        self.sweep_if_due(now_ms);
+        slot
+    }
+
+    /// Whether a socket on this instance watches `merchant`.
+    pub fn watched(&self, merchant: &MerchantId) -> bool {
+        self.slots.get(merchant).is_some_and(|s| s.watched())
+    }
+
+    /// Slots held, watched or not.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn sweep_if_due(&self, now_ms: i64) {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms - last < SWEEP_EVERY_MS && !self.bound.overfull(self.slots.len()) {
+            return;
+        }
+        // One sweeper at a time; the others carry on delivering.
+        if self
+            .last_sweep_ms
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.sweep(now_ms);
+        }
+    }
+
+    fn sweep(&self, now_ms: i64) {
+        let uses = self.slots.iter().map(|slot| Use {
+            key: slot.key().clone(),
+            pinned: slot.watched(),
+            last_used_ms: slot.used_ms,
+        });
+        let dropped = evictions(uses.collect::<Vec<_>>(), self.bound, now_ms);
+        let mut removed = 0u64;
+        for merchant in dropped {
+            // Checked again under the shard's lock: a socket may have subscribed since the scan.
+            if self
+                .slots
+                .remove_if(&merchant, |_, s| !s.watched())
+                .is_some()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            metrics::counter!("dashboard_slots_dropped_total").increment(removed);
+            tracing::debug!(
+                dropped = removed,
+                held = self.slots.len(),
+                "idle dashboard slots dropped"
+            );
+        }
     }
 }
 
@@ -171,6 +292,11 @@ impl FrameSink {
             pipe.publish(CHANNEL, erasure.message()).ignore();
         }
         redis.link.run(&pipe).await
+    }
+
+    /// Whether a socket on this instance watches `merchant` (sockets on other instances are not known here).
+    pub fn watched(&self, merchant: &MerchantId) -> bool {
+        self.local.watched(merchant)
     }
 
     pub async fn publish(&self, frames: Vec<(MerchantId, LiveFrame)>) {
@@ -304,5 +430,60 @@ mod tests {
             .publish(vec![(shop.clone(), frame(1))])
             .await;
         assert_eq!(slot.borrow().as_ref().unwrap().seq, 1);
+    }
+
+    fn shop(n: usize) -> MerchantId {
+        MerchantId::parse(&format!("shop-{n}.myshopify.com")).unwrap()
+    }
+
+    #[test]
+    fn slots_stay_bounded_while_an_open_dashboard_keeps_its_slot() {
+        let channels = Channels::default();
+        let watched = MerchantId::parse("watched.myshopify.com").unwrap();
+        let mut socket = channels.subscribe(&watched);
+        channels.deliver(&watched, frame(1));
+        let merchants = 4 * SLOT_BOUND.max_unpinned;
+        for n in 0..merchants {
+            channels.deliver(&shop(n), frame(1));
+        }
+        let cap = SLOT_BOUND.max_unpinned;
+        assert!(
+            channels.len() <= cap + cap / 8 + 1,
+            "{} slots for {} merchants",
+            channels.len(),
+            merchants + 1
+        );
+        channels.deliver(&watched, frame(2));
+        assert_eq!(
+            socket.borrow_and_update().as_ref().map(|f| f.seq),
+            Some(2),
+            "the socket still waits on its merchant's slot"
+        );
+    }
+
+    #[test]
+    fn an_idle_slot_without_a_socket_goes_and_the_next_frame_brings_it_back() {
+        let channels = Channels::bounded(LiveBound {
+            idle_ms: 60_000,
+            max_unpinned: 100,
+        });
+        let (quiet, watched, busy) = (shop(1), shop(2), shop(3));
+        let t = now_ms();
+        channels.deliver_at(&quiet, frame(1), t);
+        let socket = channels.subscribe(&watched);
+        channels.deliver_at(&busy, frame(1), t + 30_000);
+        assert!(channels.slots.contains_key(&quiet), "not idle long enough");
+        channels.deliver_at(&busy, frame(2), t + 60_000 + SWEEP_EVERY_MS);
+        assert!(!channels.slots.contains_key(&quiet));
+        assert!(channels.watched(&watched) && channels.slots.contains_key(&busy));
+        assert!(
+            socket.has_changed().is_ok(),
+            "the watched slot was not dropped"
+        );
+        channels.deliver(&quiet, frame(3));
+        assert_eq!(
+            channels.subscribe(&quiet).borrow().as_ref().map(|f| f.seq),
+            Some(3)
+        );
     }
 }

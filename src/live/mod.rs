@@ -7,9 +7,11 @@
 //! straight to this process's sockets otherwise (the embedded demo).
 
 mod board;
+mod bounds;
 pub mod fanout;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +19,19 @@ use actors::Outcome;
 use streams::MerchantId;
 
 pub use board::{Board, Delta, Frame, Move, SegmentSize};
+pub use bounds::LiveBound;
 pub use fanout::{Channels, Erasure, FrameSink, LiveFrame};
 
-const IDLE_BOARD_MS: i64 = 15 * 60 * 1000;
+/// The default bound of the feed's boards: a board holds about 6 KB of recent moves, deltas and rates, which adds
+/// up over a hundred thousand quiet shops. Idle 15 minutes it goes, and at most 4,096 are kept without a frame to
+/// send or a socket on this instance. A dropped shop's next batch starts a fresh board with its full counts.
+pub const BOARD_BOUND: LiveBound = LiveBound {
+    idle_ms: 15 * 60 * 1000,
+    max_unpinned: 4096,
+};
+
+/// How often boards are swept for idle ones when no flood of new merchants calls for it sooner.
+const SWEEP_EVERY_MS: i64 = 1_000;
 
 /// Settings for the flusher.
 #[derive(Debug, Clone)]
@@ -28,6 +40,8 @@ pub struct LiveConfig {
     pub min_interval: Duration,
     /// How often dirty boards are looked at; bounds the delay a frame can add.
     pub flush_every: Duration,
+    /// Which boards are forgotten (a board with a frame still to send, or a socket on this instance, never is).
+    pub boards: LiveBound,
 }
 
 impl Default for LiveConfig {
@@ -35,6 +49,7 @@ impl Default for LiveConfig {
         LiveConfig {
             min_interval: Duration::from_millis(100),
             flush_every: Duration::from_millis(5),
+            boards: BOARD_BOUND,
         }
     }
 }
@@ -46,6 +61,7 @@ pub struct LiveFeed {
     erasures: Mutex<Vec<Erasure>>,
     sink: FrameSink,
     config: LiveConfig,
+    last_sweep_ms: AtomicI64,
 }
 
 impl LiveFeed {
@@ -55,6 +71,7 @@ impl LiveFeed {
             erasures: Mutex::new(Vec::new()),
             sink,
             config,
+            last_sweep_ms: AtomicI64::new(0),
         })
     }
 
@@ -113,21 +130,46 @@ impl LiveFeed {
         }
     }
 
-    /// Renders the frames that are due now, and forgets boards idle for `IDLE_BOARD_MS`: a board holds about 3 KB
-    /// of recent moves, which adds up over a hundred thousand quiet shops. A forgotten shop's next batch starts a
-    /// fresh board with its full counts.
+    /// Renders the frames that are due now, then forgets boards within the bound (see `BOARD_BOUND`).
     fn due(&self, now_ms: i64) -> Vec<(MerchantId, LiveFrame)> {
         let min_ms = self.config.min_interval.as_millis() as i64;
         let mut boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        boards.retain(|_, b| b.dirty || now_ms - b.last_frame_ms < IDLE_BOARD_MS);
-        boards
+        let frames = boards
             .iter_mut()
             .filter(|(_, b)| b.dirty && now_ms - b.last_frame_ms >= min_ms)
             .map(|(merchant, board)| {
                 let frame = board.frame(merchant.as_str(), now_ms);
                 (merchant.clone(), LiveFrame::render(&frame))
             })
-            .collect()
+            .collect();
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms - last >= SWEEP_EVERY_MS || self.config.boards.overfull(boards.len()) {
+            self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+            self.sweep(&mut boards, now_ms);
+        }
+        frames
+    }
+
+    /// Drops the boards the bound lets go. A dirty board still owes a frame; a watched one would lose the moves
+    /// its socket shows.
+    fn sweep(&self, boards: &mut HashMap<MerchantId, Board>, now_ms: i64) {
+        let uses = boards.iter().map(|(merchant, board)| bounds::Use {
+            key: merchant.clone(),
+            pinned: board.dirty || self.sink.watched(merchant),
+            last_used_ms: board.last_frame_ms,
+        });
+        let dropped = bounds::evictions(uses.collect::<Vec<_>>(), self.config.boards, now_ms);
+        for merchant in &dropped {
+            boards.remove(merchant);
+        }
+        if !dropped.is_empty() {
+            metrics::counter!("dashboard_boards_dropped_total").increment(dropped.len() as u64);
+            tracing::debug!(
+                dropped = dropped.len(),
+                held = boards.len(),
+                "idle dashboard boards dropped"
+            );
+        }
     }
 
     /// Flushes due frames until `shutdown` resolves.
@@ -200,10 +242,40 @@ mod tests {
             "a's frame once 100 ms have passed"
         );
         assert!(feed.due(t + 200).is_empty(), "nothing new, nothing sent");
-        feed.due(t + IDLE_BOARD_MS + 1_000);
+        feed.due(t + BOARD_BOUND.idle_ms + 1_000);
         assert!(
             feed.boards.lock().unwrap().is_empty(),
             "idle boards are dropped"
+        );
+    }
+
+    #[test]
+    fn boards_stay_bounded_while_a_watched_merchant_keeps_its_board() {
+        let channels = Arc::new(Channels::default());
+        let feed = LiveFeed::new(FrameSink::local(channels.clone()), LiveConfig::default());
+        let watched = MerchantId::parse("watched.myshopify.com").unwrap();
+        let _socket = channels.subscribe(&watched);
+        let t = chrono::Utc::now().timestamp_millis();
+        feed.observe(&outcome(&watched, 1));
+        feed.due(t);
+        let cap = BOARD_BOUND.max_unpinned;
+        for round in 0..4 {
+            for n in 0..cap {
+                let shop = MerchantId::parse(&format!("s{round}-{n}.myshopify.com")).unwrap();
+                feed.observe(&outcome(&shop, 1));
+            }
+            feed.due(t + 1 + round as i64);
+        }
+        let boards = feed.boards.lock().unwrap();
+        assert!(
+            boards.len() <= cap + cap / 8 + 1,
+            "{} boards for {} merchants",
+            boards.len(),
+            4 * cap + 1
+        );
+        assert!(
+            boards.contains_key(&watched),
+            "the oldest board, but a socket watches it"
         );
     }
 }

@@ -245,6 +245,68 @@ async fn rest_reads_are_scoped_to_the_token_shop_and_bad_tokens_are_refused() {
 
 /// Two instances sharing Redis: the dashboard is on an ingress-only instance that owns no partition, and still
 /// gets the owner's frames.
+/// The churn-risk list's customer ids, page after page of `per_page`.
+async fn churn_risk_ids(app: &crate::live::LiveApp, token: &str, per_page: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for page in 1.. {
+        let path = format!("/api/v1/rfm/churn-risk?per_page={per_page}&page={page}");
+        let (status, body) = get(app, &path, token).await;
+        assert_eq!(status, 200, "{body}");
+        let customers = body["customers"].as_array().unwrap();
+        ids.extend(customers.iter().map(|c| c["customer_id"].as_u64().unwrap()));
+        if body["next_page"].is_null() {
+            return ids;
+        }
+    }
+    unreachable!()
+}
+
+#[actix_web::test]
+async fn the_churn_risk_list_orders_ties_by_id_and_follows_changes() {
+    let app = spawn_engine().await;
+    let a = shop();
+    let token = token(&a);
+    // Nine lapsed one-order customers (R2 F1 M1: at risk) on three amounts, so every amount is a three-way tie.
+    let totals = [
+        "20.00", "10.00", "20.00", "30.00", "10.00", "30.00", "20.00", "10.00", "30.00",
+    ];
+    let mut customers: Vec<(u64, &str)> = (1..).zip(totals).collect();
+    for (customer, total) in &customers {
+        post_order(&app.address, &a, *customer, *customer, total, 70).await;
+    }
+    eventually("nine at-risk customers", WAIT, async || {
+        let (_, body) = get(&app, "/api/v1/rfm/churn-risk", &token).await;
+        body["total"] == 9
+    })
+    .await;
+    // The same rule computed here: net spend, highest first, then the higher id (as Postgres orders them).
+    let expected = |customers: &[(u64, &str)]| -> Vec<u64> {
+        let mut ranked: Vec<(u64, u64)> = customers
+            .iter()
+            .map(|(id, total)| (total.replace('.', "").parse().unwrap(), *id))
+            .collect();
+        ranked.sort_by(|x, y| y.cmp(x));
+        ranked.into_iter().map(|(_, id)| id).collect()
+    };
+    assert_eq!(expected(&customers), vec![9, 6, 4, 7, 3, 1, 8, 5, 2]);
+    assert_eq!(churn_risk_ids(&app, &token, 4).await, expected(&customers));
+    assert_eq!(
+        churn_risk_ids(&app, &token, 200).await,
+        expected(&customers)
+    );
+
+    // Customer 3 orders again and leaves the segment; customer 10 lapses into it at the top of a tie.
+    post_order(&app.address, &a, 11, 3, "5.00", 0).await;
+    post_order(&app.address, &a, 10, 10, "30.00", 70).await;
+    customers.retain(|(id, _)| *id != 3);
+    customers.push((10, "30.00"));
+    let want = expected(&customers);
+    eventually("the list after the changes", WAIT, async || {
+        churn_risk_ids(&app, &token, 4).await == want
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn frames_reach_a_dashboard_on_another_instance() {
     assert!(

@@ -115,6 +115,40 @@ fn a_refund_finds_its_customer_by_order_even_after_a_redaction_reused_the_slot()
     assert_eq!((net(&m, 3), net(&m, 2)), (8_500, 6_500));
 }
 
+fn held_refunds(m: &MerchantState) -> usize {
+    m.orphan_refunds.values().map(Vec::len).sum()
+}
+
+#[test]
+fn refunds_of_orders_that_never_come_are_bounded_and_the_lowest_orders_go_first() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    let cap = MAX_ORPHAN_REFUNDS as u64;
+    for order_id in 1..=3 * cap {
+        m.apply(
+            &refund(order_id, order_id, "1.00"),
+            Timestamp(T0),
+            &mut effects,
+        );
+    }
+    assert_eq!(held_refunds(&m), MAX_ORPHAN_REFUNDS);
+    assert!(!m.orphan_refunds.contains_key(&(2 * cap)));
+    assert!(m.orphan_refunds.contains_key(&(2 * cap + 1)));
+    m.apply(&order(1, 3 * cap, "10.00"), Timestamp(T0), &mut effects);
+    assert_eq!(net(&m, 1), 900, "a kept refund still meets its order");
+    m.apply(&order(2, 1, "10.00"), Timestamp(T0), &mut effects);
+    assert_eq!(net(&m, 2), 1_000, "an evicted refund is gone");
+    assert_eq!(held_refunds(&m), MAX_ORPHAN_REFUNDS - 1);
+
+    // One order named by an endless run of refund ids is held in check as well.
+    for refund_id in 1..=3 * cap {
+        let event = refund(10 * cap, 10 * cap + refund_id, "1.00");
+        m.apply(&event, Timestamp(T0), &mut effects);
+        assert!(held_refunds(&m) <= MAX_ORPHAN_REFUNDS);
+    }
+    assert!(m.orphan_refunds.len() <= 1, "lower orders went first");
+}
+
 #[test]
 fn refunds_find_their_customers_where_order_fingerprints_collide() {
     // 100,000 orders over 16-bit fingerprints: most fingerprints are shared by one order or more.
@@ -390,4 +424,21 @@ fn a_shop_erasure_keeps_customer_tombstones_drawn_after_it() {
         Timestamp(T0 + 600),
         &mut effects
     ));
+}
+
+#[test]
+fn the_revision_moves_with_every_change_and_a_new_state_never_repeats_one() {
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    let first = m.revision();
+    m.apply(&order(1, 1, "10.00"), Timestamp(T0), &mut effects);
+    let second = m.revision();
+    assert!(second.covers(first) && !first.covers(second));
+    let slot = m.slot_of(1).unwrap();
+    m.rescore(slot, Timestamp(T0), &mut effects);
+    assert_eq!(m.revision(), second, "a boundary that changed nothing");
+    m.rescore(slot, Timestamp(T0).plus_days(400), &mut effects);
+    assert_ne!(m.revision(), second, "a boundary that moved the customer");
+    let again = merchant();
+    assert!(!again.revision().covers(first) && !first.covers(again.revision()));
 }
