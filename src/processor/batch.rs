@@ -25,7 +25,7 @@ impl Processor {
         }
         let keys = by_partition
             .iter()
-            .filter(|(p, _)| self.positions.contains_key(p))
+            .filter(|(p, _)| self.positions.contains_key(p) && !self.config_wait.contains_key(p))
             .flat_map(|(_, records)| records.iter().map(|r| &r.raw));
         let unavailable = self.load_configs(keys).await;
         // Records of partitions not owned, still hydrating, or waiting for a configuration are dropped unstored. A
@@ -129,19 +129,27 @@ impl Processor {
             "partition waits for merchant configurations"
         );
         self.source.set_paused(&[partition], true);
-        self.config_wait
-            .entry(partition)
-            .or_default()
-            .extend(merchants);
+        let waiting = self.config_wait.entry(partition).or_default();
+        waiting.extend(merchants);
+        waiting.sort_unstable();
+        waiting.dedup();
     }
 
     /// Loads the configurations partitions wait for; each partition whose configurations all arrived resumes
     /// from its position.
     pub(super) async fn retry_configs(&mut self) {
         let waiting: Vec<(i32, Vec<MerchantId>)> = self.config_wait.drain().collect();
+        let mut unavailable = false;
         for (partition, merchants) in waiting {
+            // Postgres did not answer for an earlier partition: the others wait for the next tick untried, so a
+            // tick costs the loop at most one load's timeout.
+            if unavailable {
+                self.config_wait.insert(partition, merchants);
+                continue;
+            }
             let failed = self.load_configs_of(merchants).await;
             if !failed.is_empty() {
+                unavailable = true;
                 self.config_wait.insert(partition, failed);
                 continue;
             }

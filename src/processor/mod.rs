@@ -34,7 +34,7 @@ use streams::{MerchantId, Topics};
 
 use crate::directory::inspect_one;
 pub use crate::directory::{inspect_all, Registry};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use publish::{PublishError, Publisher};
 pub use recovery::SnapshotSettings;
 pub use streams::source::{ConsumerSettings, Polled};
@@ -376,9 +376,21 @@ async fn load_configs_of(
 ) -> Vec<MerchantId> {
     let mut failed = Vec::new();
     for merchant in merchants.into_iter().filter(|m| !configs.contains_key(m)) {
+        // One unreachable Postgres answers every load with the same timeout: after the first failure the rest wait
+        // too, so a batch or tick costs the loop one timeout, not one per merchant.
+        if !failed.is_empty() {
+            failed.push(merchant);
+            continue;
+        }
         let config = match store {
-            Some(store) => match store.load_config(&merchant).await {
+            Some(store) => match load_config(store, &merchant).await {
                 Ok(config) => config.unwrap_or_default(),
+                // A row that will never parse is not retried: the merchant gets the default, as without a row.
+                Err(StoreError::InvalidConfig { errors, .. }) => {
+                    tracing::error!(merchant = %merchant, ?errors, "stored RFM configuration is invalid; using the default");
+                    metrics::counter!("processor_config_invalid_total").increment(1);
+                    Default::default()
+                }
                 Err(e) => {
                     tracing::warn!(merchant = %merchant, error = %e, "RFM configuration unavailable; the merchant's records wait");
                     metrics::counter!("processor_config_load_failures_total").increment(1);
@@ -391,4 +403,16 @@ async fn load_configs_of(
         configs.insert(merchant, config);
     }
     failed
+}
+
+/// How long one configuration load may take before the merchant's records wait for the next try.
+const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn load_config(
+    store: &Store,
+    merchant: &MerchantId,
+) -> Result<Option<functions::RfmConfig>, StoreError> {
+    tokio::time::timeout(CONFIG_LOAD_TIMEOUT, store.load_config(merchant))
+        .await
+        .unwrap_or(Err(StoreError::Db(sqlx::Error::PoolTimedOut)))
 }

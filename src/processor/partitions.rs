@@ -123,6 +123,8 @@ impl Processor {
         } = revocation;
         self.drain_chunks(|p| revoked.contains(&p)).await?;
         self.settle(0).await?;
+        // Waiting for the window can outlast the group's patience: check again.
+        let lost = lost || self.source.assignment_lost();
         let handed: Vec<i32> = revoked
             .iter()
             .copied()
@@ -133,6 +135,10 @@ impl Processor {
             })
             .collect();
         if lost {
+            // A round started before the loss must not land over the new owner's.
+            if let Some(saving) = self.saving.take() {
+                saving.abort();
+            }
             metrics::counter!("processor_fenced_handovers_total").increment(1);
             tracing::warn!(partitions = ?revoked, "assignment lost; fenced: no hand-over snapshot, no commit");
             self.source.release_lost();

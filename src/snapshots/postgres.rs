@@ -205,26 +205,30 @@ impl PgSnapshots {
 
     pub async fn mark_alive(&self, ttl: Duration) -> Result<(), StoreError> {
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        sqlx::query(
+        let write = sqlx::query(
             "INSERT INTO snapshot_owners (group_id, alive_until)
              VALUES ($1, now() + $2 * interval '1 millisecond')
              ON CONFLICT (group_id) DO UPDATE SET alive_until = EXCLUDED.alive_until",
         )
         .bind(&self.group)
         .bind(ms)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(unavailable)
+        .execute(&self.pool);
+        tokio::time::timeout(BOUND, write)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
+            .map(drop)
+            .map_err(unavailable)
     }
 
     pub async fn someone_alive(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
+        let read = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM snapshot_owners WHERE group_id = $1 AND alive_until > now())",
         )
         .bind(&self.group)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)
+        .fetch_one(&self.pool);
+        tokio::time::timeout(BOUND, read)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
+            .map_err(unavailable)
     }
 }

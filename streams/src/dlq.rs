@@ -50,14 +50,45 @@ impl DeadLetter {
     /// Writes the letter, retrying with capped exponential backoff until the broker acknowledges it. The caller's
     /// batch (and so its offset) waits meanwhile; a long wait pauses consumption upstream.
     pub async fn deliver(&self, sink: &EventSink, dlq: &str) {
-        tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, reason = %self.reason, "record sent to the dead-letter topic");
+        // The reason is a decoder's message, which can quote the payload: not logged above debug.
+        tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, "record sent to the dead-letter topic");
+        tracing::debug!(topic = %self.topic, offset = self.offset, reason = %self.reason, "dead letter reason");
         metrics::counter!("processor_dead_lettered_total").increment(1);
+        let mut letter = std::borrow::Cow::Borrowed(self);
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.send(sink, dlq).await {
+        while let Err(e) = letter.send(sink, dlq).await {
+            if too_large(&e) && !letter.payload.is_empty() {
+                // The record stays in its own topic at its offset; the letter says where, without a copy that no
+                // retry could ever deliver.
+                letter = std::borrow::Cow::Owned(letter.without_payload());
+                continue;
+            }
             tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, error = %e, retry_in_ms = delay.as_millis() as u64, "dead letter not acknowledged; retrying");
             metrics::counter!("processor_dead_letter_retries_total").increment(1);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
+
+    fn without_payload(&self) -> DeadLetter {
+        DeadLetter {
+            payload: Vec::new(),
+            reason: format!(
+                "{} (payload of {} bytes not copied: too large for the dead-letter topic)",
+                self.reason,
+                self.payload.len()
+            ),
+            ..self.clone()
+        }
+    }
+}
+
+fn too_large(error: &ProduceError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        error,
+        ProduceError::NotDelivered(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        ))
+    )
 }
