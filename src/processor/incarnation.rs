@@ -169,7 +169,7 @@ fn ended_before(
     let Ok(name) = CString::new(topic) else {
         return false;
     };
-    fetched_high_watermark(consumer, &name, partition)
+    fetched_high_watermark(consumer.client(), &name, partition)
         .is_some_and(|high| high <= target && next >= high)
 }
 

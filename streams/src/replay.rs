@@ -6,6 +6,7 @@
 //! it started. A record that still cannot be processed is dead-lettered again by the processor.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -15,6 +16,7 @@ use rdkafka::message::{Headers, Message};
 
 use crate::outputs::dlq_headers;
 use crate::sink::{EventSink, Outgoing};
+use crate::tail::fetched_high_watermark;
 use crate::{ProduceError, Topics};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,25 +49,26 @@ pub async fn replay_dlq(
         .set("auto.offset.reset", "earliest")
         .create()?;
     consumer.subscribe(&[topics.dlq.as_str()])?;
-    // Replay only what was dead-lettered before we started: a record that fails again lands behind this mark
-    // and must not be replayed in a loop.
-    let mut ends = end_offsets(&consumer, &topics.dlq)?;
+    let dlq = CString::new(topics.dlq.as_str())
+        .map_err(|_| KafkaError::Subscription(topics.dlq.clone()))?;
+    // Replay only what was dead-lettered before we started: a record that fails again lands behind this mark and
+    // must not be replayed in a loop. The mark of each partition is the high watermark of the first fetch that
+    // brought its records (taken before anything was replayed); ListOffsets would do on Kafka, but Tansu answers it
+    // with the last batch's base offset, short of the end when letters were batched together.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut report = ReplayReport::default();
-    while !ends.is_empty() {
+    loop {
         let Ok(polled) = tokio::time::timeout(idle, consumer.recv()).await else {
             break;
         };
         let message = polled?;
         let partition = message.partition();
-        match ends.get(&partition) {
-            Some(end) if message.offset() < *end => {}
-            _ => {
-                ends.remove(&partition);
-                continue;
-            }
-        }
-        if message.offset() + 1 >= ends[&partition] {
-            ends.remove(&partition);
+        let end = *ends.entry(partition).or_insert_with(|| {
+            fetched_high_watermark(consumer.client(), &dlq, partition)
+                .unwrap_or(message.offset() + 1)
+        });
+        if message.offset() >= end {
+            continue;
         }
         let header = |name: &str| {
             message.headers().and_then(|h| {
@@ -96,18 +99,4 @@ pub async fn replay_dlq(
         consumer.commit_message(&message, CommitMode::Sync)?;
     }
     Ok(report)
-}
-
-/// The high watermark of every partition of `topic` that has records.
-fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<HashMap<i32, i64>, KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut ends = HashMap::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
-        if high > low {
-            ends.insert(partition.id(), high);
-        }
-    }
-    Ok(ends)
 }

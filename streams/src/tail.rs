@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::Client;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{bindings, Offset, TopicPartitionList};
+use rdkafka::{bindings, ClientContext, Offset, TopicPartitionList};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -37,17 +38,17 @@ pub fn reader(brokers: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
 /// Neither ListOffsets nor end-of-partition events serve here: Tansu answers ListOffsets with the base offset of
 /// the last batch (short of the end whenever producers batch), and librdkafka reports the end of a partition that
 /// returned nothing on its global queue, without saying which partition it was.
-pub fn fetched_high_watermark(
-    consumer: &BaseConsumer,
+pub fn fetched_high_watermark<C: ClientContext>(
+    client: &Client<C>,
     topic: &CStr,
     partition: i32,
 ) -> Option<i64> {
     let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client pointer is live for the borrow of `consumer`, `topic` is NUL-terminated, and librdkafka
+    // SAFETY: the client pointer is live for the borrow of `client`, `topic` is NUL-terminated, and librdkafka
     // only writes the two out-parameters, which are valid for the call.
     let err = unsafe {
         bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
+            client.native_ptr(),
             topic.as_ptr(),
             partition,
             &mut low,
@@ -80,7 +81,8 @@ pub fn read_to_end(
     let started = Instant::now();
     loop {
         let done = next.iter().all(|(partition, offset)| {
-            fetched_high_watermark(consumer, &name, *partition).is_some_and(|high| *offset >= high)
+            fetched_high_watermark(consumer.client(), &name, *partition)
+                .is_some_and(|high| *offset >= high)
         });
         if done {
             return Ok(());
@@ -88,7 +90,7 @@ pub fn read_to_end(
         if started.elapsed() > deadline {
             let marks: Vec<(i32, i64, Option<i64>)> = next
                 .iter()
-                .map(|(p, o)| (*p, *o, fetched_high_watermark(consumer, &name, *p)))
+                .map(|(p, o)| (*p, *o, fetched_high_watermark(consumer.client(), &name, *p)))
                 .collect();
             tracing::warn!(
                 topic,

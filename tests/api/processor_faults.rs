@@ -206,3 +206,47 @@ async fn a_dead_letter_outlasts_a_broker_hiccup() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_replay_takes_every_letter_of_a_batch_written_at_once() {
+    crate::helpers::init_test_logs();
+    let topics = streams::Topics::with_prefix(&format!("{}.", unique("replay")));
+    streams::admin::ensure_topics(&brokers(), &topics, 1, 1)
+        .await
+        .unwrap();
+    // Letters of concurrent batches reach the broker in one produce request; Tansu then answers ListOffsets with
+    // that batch's base offset, short of the end.
+    let sink = streams::SinkConfig {
+        linger: Duration::from_millis(50),
+        ..streams::SinkConfig::new(brokers())
+    }
+    .build()
+    .unwrap();
+    let letters: Vec<streams::dlq::DeadLetter> = (0..3)
+        .map(|offset| streams::dlq::DeadLetter {
+            topic: topics.orders_create.clone(),
+            partition: 0,
+            offset,
+            key: Some(b"replay.myshopify.com".to_vec()),
+            payload: format!("{{not json {offset}").into_bytes(),
+            reason: "invalid JSON".into(),
+        })
+        .collect();
+    futures_util::future::join_all(letters.iter().map(|l| l.send(&sink, &topics.dlq)))
+        .await
+        .into_iter()
+        .for_each(|sent| sent.expect("letter acknowledged"));
+
+    let report = streams::replay::replay_dlq(
+        &brokers(),
+        &unique("replay-"),
+        &topics,
+        &sink,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.replayed, report.skipped), (3, 0));
+    let back = crate::helpers::read_all_records(&brokers(), &topics.orders_create).await;
+    assert_eq!(back.len(), 3, "every letter is back on its topic");
+}
