@@ -29,6 +29,16 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Waits for `work` at most `BOUND`: a connection that dropped mid-query must not hold a round, a hand-over or
+/// the loop for good.
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(BOUND, work)
+        .await
+        .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
+}
+
 impl PgSnapshots {
     pub fn new(pool: PgPool, group: &str) -> Self {
         PgSnapshots {
@@ -43,9 +53,7 @@ impl PgSnapshots {
         base: Option<&Stamp>,
         writer: &str,
     ) -> Result<Saved, StoreError> {
-        tokio::time::timeout(BOUND, self.write(round, base, writer))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
+        bounded(self.write(round, base, writer)).await
     }
 
     async fn write(
@@ -161,9 +169,7 @@ impl PgSnapshots {
 
     /// The partition's manifest and pieces as of one committed round, with its stamp.
     pub async fn load(&self, partition: i32) -> Result<Option<Loaded>, StoreError> {
-        tokio::time::timeout(BOUND, self.read(partition))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
+        bounded(self.read(partition)).await
     }
 
     async fn read(&self, partition: i32) -> Result<Option<Loaded>, StoreError> {
@@ -213,11 +219,7 @@ impl PgSnapshots {
         .bind(&self.group)
         .bind(ms)
         .execute(&self.pool);
-        tokio::time::timeout(BOUND, write)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
-            .map(drop)
-            .map_err(unavailable)
+        bounded(async { write.await.map(drop).map_err(unavailable) }).await
     }
 
     pub async fn someone_alive(&self) -> Result<bool, StoreError> {
@@ -226,9 +228,6 @@ impl PgSnapshots {
         )
         .bind(&self.group)
         .fetch_one(&self.pool);
-        tokio::time::timeout(BOUND, read)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {BOUND:?}")))?
-            .map_err(unavailable)
+        bounded(async { read.await.map_err(unavailable) }).await
     }
 }

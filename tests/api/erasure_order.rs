@@ -46,12 +46,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
 #[actix_web::test]
 async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
     crate::helpers::init_test_logs();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let broker = PrivateBroker::start(port);
+    let broker = PrivateBroker::start(crate::helpers::free_port());
     let topics = Topics::with_prefix(&format!("{}.", unique("order")));
     streams::admin::ensure_topics(&broker.address(), &topics, 1, 1)
         .await

@@ -404,6 +404,12 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMu
     }
 }
 
+/// A port nothing listens on now, for a private server or an instance to take.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").port()
+}
+
 /// A private Tansu broker on its own port, so stopping it does not disturb other tests.
 pub struct PrivateBroker {
     pub port: u16,

@@ -143,12 +143,7 @@ const HICCUP: Duration = Duration::from_secs(3);
 #[actix_web::test]
 async fn a_dead_letter_outlasts_a_broker_hiccup() {
     crate::helpers::init_test_logs();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let broker = crate::helpers::PrivateBroker::start(port);
+    let broker = crate::helpers::PrivateBroker::start(crate::helpers::free_port());
     let topics = streams::Topics::with_prefix(&format!("{}.", unique("dlq")));
     streams::admin::ensure_topics(&broker.address(), &topics, 1, 1)
         .await

@@ -1,12 +1,12 @@
 //! Bad input and a broker outage: clear errors, nothing lost, nothing produced that should not be.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    create_topics, fixture, read_records, spawn_app, spawn_app_with, PrivateBroker, Webhook,
+    create_topics, fixture, free_port, read_records, spawn_app, spawn_app_with, PrivateBroker,
+    Webhook,
 };
 
 #[tokio::test]
@@ -86,14 +86,6 @@ async fn malformed_json_and_bad_money_are_400_with_a_json_error() {
 
     let records = app.orders_before_marker().await;
     assert!(records.is_empty(), "{records:?}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use streams::sink::Outgoing;
 use streams::{InputEvent, MerchantId, SinkConfig, Topics};
 
 use crate::helpers::{
-    brokers, eventually, fresh_database, read_all_records, unique, Record, SECRET,
+    brokers, eventually, free_port, fresh_database, read_all_records, unique, Record, SECRET,
 };
 use crate::live::{token, API_KEY};
 use crate::processor::{script, CustomerTruth};
@@ -160,25 +160,7 @@ impl Scenario {
 
     /// The whole check, once the stream is in: served state, published segments, then versions and rows.
     async fn check(&self, addresses: &[String]) {
-        let now = chrono::Utc::now().timestamp();
-        until_agreed(
-            "every customer equal to the oracle",
-            Duration::from_secs(180),
-            100,
-            async || mismatches(addresses, &self.merchants, &self.truth, now).await,
-        )
-        .await;
-        // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
-        until_agreed(
-            "every last published segment equal to the oracle",
-            Duration::from_secs(60),
-            20,
-            async || {
-                let records = read_all_records(&self.brokers, &self.topics.rfm_updated).await;
-                last_segment_mismatches(&records, &self.truth, now)
-            },
-        )
-        .await;
+        self.check_state_and_outputs(addresses).await;
         // Rows first: each row's record was acknowledged before the row was written, so it is in the read after.
         let db = PgPool::connect(&self.database).await.unwrap();
         let rows: Vec<(String, i64, i32, String)> = sqlx::query_as(
@@ -197,6 +179,31 @@ impl Scenario {
             Duration::from_secs(60),
             20,
             async || missing_delta_rows(&db, &records).await,
+        )
+        .await;
+    }
+}
+
+impl Scenario {
+    /// Every customer served at `addresses` equal to the oracle, then every customer's last published segment.
+    async fn check_state_and_outputs(&self, addresses: &[String]) {
+        let now = chrono::Utc::now().timestamp();
+        until_agreed(
+            "every customer equal to the oracle",
+            Duration::from_secs(180),
+            100,
+            async || mismatches(addresses, &self.merchants, &self.truth, now).await,
+        )
+        .await;
+        // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
+        until_agreed(
+            "every last published segment equal to the oracle",
+            Duration::from_secs(60),
+            20,
+            async || {
+                let records = read_all_records(&self.brokers, &self.topics.rfm_updated).await;
+                last_segment_mismatches(&records, &self.truth, now)
+            },
         )
         .await;
     }
@@ -285,11 +292,6 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.kill_9();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 /// A small deterministic generator, seeded from the clock and printed, so a failing schedule can be re-run.

@@ -108,25 +108,7 @@ impl Scenario {
     /// [`Scenario::check`] for a scenario that shares its database with an earlier one: delta rows of this
     /// scenario's merchants only are compared with this broker's records.
     async fn check_alone(&self, address: &str) {
-        let now = chrono::Utc::now().timestamp();
-        let addresses = [address.to_owned()];
-        until_agreed(
-            "every customer of the new log equal to the oracle",
-            Duration::from_secs(180),
-            100,
-            async || mismatches(&addresses, &self.merchants, &self.truth, now).await,
-        )
-        .await;
-        until_agreed(
-            "every last published segment equal to the oracle",
-            Duration::from_secs(60),
-            20,
-            async || {
-                let records = read_all_records(&self.brokers, &self.topics.rfm_updated).await;
-                last_segment_mismatches(&records, &self.truth, now)
-            },
-        )
-        .await;
+        self.check_state_and_outputs(&[address.to_owned()]).await;
         let db = PgPool::connect(&self.database).await.unwrap();
         let ours: Vec<String> = self.merchants.iter().map(|m| m.to_string()).collect();
         let rows: Vec<(String, i64, i32, String)> = sqlx::query_as(
