@@ -16,7 +16,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle,
     WrapFuture,
 };
-use functions::Timestamp;
+use functions::{NudgeKind, Timestamp};
 use streams::outputs::output_event_id;
 use streams::MerchantId;
 use tokio::sync::mpsc;
@@ -31,15 +31,18 @@ const MAILBOX: usize = 64;
 pub const DEFAULT_VARIANT: &str = "A";
 
 impl PendingNudge {
-    /// The nudge of a change that moved the customer to another segment; `None` when the segment stayed.
+    /// The nudge of a change that moved the customer to another segment; `None` when the segment stayed or the
+    /// move calls for no nudge (`NudgeKind::of_move`).
     pub fn of(change: &Change) -> Option<PendingNudge> {
-        change.segment_changed().then(|| PendingNudge {
+        let kind = NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage)?;
+        Some(PendingNudge {
             key: CustomerKey {
                 merchant: change.merchant.clone(),
                 customer_id: change.customer_id,
             },
             version: change.version,
             segment: change.to_segment.clone(),
+            kind,
             variant: DEFAULT_VARIANT,
             locale: change.locale.clone(),
             trace_id: change.trace_id.clone(),

@@ -3,6 +3,7 @@
 //! (`rfm.updated`, decoded by [`published_version`]), kept beside its encoder so the two cannot drift apart.
 
 use chrono::{DateTime, Utc};
+use functions::NudgeKind;
 use streams::outputs::{
     output_event_id, ChurnRiskDetected, RfmTask, RfmUpdated, ScoreOut, SegmentMove,
 };
@@ -85,7 +86,7 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
             },
         ));
     }
-    if change.segment_changed() {
+    if let Some(kind) = NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage) {
         let nudge_id = crate::customer::nudge_id(merchant, customer_id, version);
         records.push(encode(
             &topics.rfm_task,
@@ -99,6 +100,7 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
                 task_type: "nudge".to_owned(),
                 nudge_id,
                 segment: change.to_segment.clone(),
+                kind: kind.as_str().to_owned(),
                 variant: crate::customer::DEFAULT_VARIANT.to_owned(),
                 locale: change.locale.clone(),
                 trace_id: change.trace_id.clone(),

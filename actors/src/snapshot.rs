@@ -10,7 +10,8 @@
 //! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
 //! input is an error, never a panic.
 //!
-//! Layout, version 4. Version 3 lacks the incarnation and the piece lengths and checksums, and keeps each merchant's
+//! Layout, version 5. Version 4 keeps the output marks among the input offsets, each under a topic name ">{output
+//! topic}:{partition}" (read into the marks). Version 3 lacks the incarnation and the piece lengths and checksums, and keeps each merchant's
 //! customers right after the front without them; version 2 also lacks the tombstones at the end of each merchant
 //! (read with none). Both are still read; so is version 1, which also had an order-index bit (0x80) in each order's
 //! flags and, after each merchant's customers, a list of other index entries (count, then order id gap and customer
@@ -21,7 +22,8 @@
 //! manifest (`pieces`, `front`).
 //! ```text
 //! "LNRS" | format version u16 LE | total length u64 LE | partition i32 LE
-//! offsets:    count, then per topic: name length, name UTF-8, next offset (signed)
+//! offsets:    count, then per input topic: name length, name UTF-8, next offset (signed)
+//! marks:      count, then per output partition: partition (signed), high watermark (signed)
 //! incarnation: broker cluster id (length, UTF-8; empty when unknown), count, then per input topic the last record
 //!             applied: name, offset (signed), timestamp ms (signed, -1 for none), digest u64 LE of key and payload
 //! merchants:  count, then per merchant: id length, id, config fingerprint u64 LE, currency exponent u8,
@@ -68,9 +70,25 @@ const INDEXED_V1: u8 = 0x80;
 /// Highest currency exponent this build produces (`functions::money::currency_exponent`).
 const MAX_EXPONENT: u8 = 3;
 
-/// The Kafka position a snapshot covers: for each input topic of the partition, the next offset to read.
+/// The Kafka position a snapshot covers: where its input stops and where the output it published stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotOffsets(pub BTreeMap<String, i64>);
+pub struct SnapshotOffsets {
+    /// For each input topic of the partition, the next offset to read.
+    pub inputs: BTreeMap<String, i64>,
+    /// The output topic's (`rfm.updated`) high watermark per partition when the snapshot was taken: a restore reads
+    /// back from there what a later owner published after it.
+    pub marks: BTreeMap<i32, i64>,
+}
+
+impl SnapshotOffsets {
+    /// Input offsets with no output marks.
+    pub fn of_inputs<'a>(inputs: impl IntoIterator<Item = (&'a str, i64)>) -> Self {
+        SnapshotOffsets {
+            inputs: inputs.into_iter().map(|(t, o)| (t.to_owned(), o)).collect(),
+            marks: BTreeMap::new(),
+        }
+    }
+}
 
 /// Why a snapshot was refused. Any of these means: do not trust it, replay from Kafka instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

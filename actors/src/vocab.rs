@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use functions::{LifecycleStage, Money, Rfm, RfmConfig, Timestamp};
+use functions::{LifecycleStage, Money, NudgeKind, Rfm, RfmConfig, Timestamp};
 use streams::sink::{DeliveryFuture, Outgoing};
 pub use streams::source::RawRecord;
 use streams::MerchantId;
@@ -133,6 +133,8 @@ pub struct PendingNudge {
     pub version: u32,
     /// The segment key the nudge is for.
     pub segment: String,
+    /// The transition type, which picks the template.
+    pub kind: NudgeKind,
     pub variant: &'static str,
     pub locale: Option<String>,
     pub trace_id: String,

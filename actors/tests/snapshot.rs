@@ -16,11 +16,14 @@ mod common;
 use common::*;
 
 fn offsets() -> SnapshotOffsets {
-    SnapshotOffsets(BTreeMap::from([
-        ("orders.create".to_owned(), 41),
-        ("refunds.create".to_owned(), 7),
-        ("points.earned".to_owned(), 0),
-    ]))
+    SnapshotOffsets {
+        inputs: BTreeMap::from([
+            ("orders.create".to_owned(), 41),
+            ("refunds.create".to_owned(), 7),
+            ("points.earned".to_owned(), 0),
+        ]),
+        marks: BTreeMap::from([(0, 9), (1, 0)]),
+    }
 }
 
 fn customers(m: &MerchantState) -> BTreeMap<u64, CustomerState> {

@@ -37,7 +37,7 @@ impl PieceStore {
 }
 
 fn offsets(next: i64) -> SnapshotOffsets {
-    SnapshotOffsets(BTreeMap::from([("orders.create".to_owned(), next)]))
+    SnapshotOffsets::of_inputs([("orders.create", next)])
 }
 
 fn sent(round: &SnapshotRound) -> Vec<&str> {

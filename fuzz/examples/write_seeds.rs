@@ -317,14 +317,8 @@ fn snapshot_seeds() {
     const HEADER: usize = 14;
     const TRAILER: usize = 8;
     let configs = Configs::default();
-    let offsets = SnapshotOffsets(
-        [
-            ("orders.create".to_owned(), 120),
-            ("points.earned".to_owned(), 7),
-        ]
-        .into_iter()
-        .collect(),
-    );
+    let mut offsets = SnapshotOffsets::of_inputs([("orders.create", 120), ("points.earned", 7)]);
+    offsets.marks.extend([(0, 31), (1, 4)]);
     let empty = PartitionCore::new(7).encode_snapshot(&SnapshotOffsets::default());
     let mut core = PartitionCore::new(7);
     core.apply(&partition_events(), Timestamp(T0), &configs);

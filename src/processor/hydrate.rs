@@ -225,7 +225,7 @@ impl Processor {
             incarnation,
             stamp,
         } = restored;
-        let position = Position::restored(&offsets, &watermarks, &self.publisher.topics)
+        let position = Position::restored(&offsets, &watermarks)
             .bound_to(incarnation, Lineage::restored(stamp));
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());

@@ -281,6 +281,7 @@ mod tests {
                 key: key.clone(),
                 version: 2,
                 segment: "loyal".into(),
+                kind: functions::NudgeKind::Loyal,
                 variant: DEFAULT_VARIANT,
                 locale: None,
                 trace_id: "t".into(),

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use actors::{Incarnation, RawRecord, RecordStamp, SnapshotOffsets};
-use streams::Topics;
 
 use super::Processor;
 use crate::snapshots::SnapshotStore;
@@ -22,9 +21,6 @@ use streams::source::REWIND;
 mod rounds;
 
 pub(super) use rounds::{Lineage, Written};
-
-/// Output marks share the offsets map with input topics under this prefix, which Kafka topic names cannot contain.
-const OUTPUT_MARK: char = '>';
 
 /// Where one owned partition stands.
 #[derive(Debug, Default)]
@@ -51,17 +47,16 @@ impl Position {
     pub(super) fn restored(
         offsets: &SnapshotOffsets,
         watermarks: &HashMap<String, (i64, i64)>,
-        topics: &Topics,
     ) -> Position {
         let mut position = Position::default();
         let mut frontier = HashMap::new();
         for (topic, (low, high)) in watermarks {
-            let next = offsets.0.get(topic).copied().unwrap_or(*low).max(*low);
+            let next = offsets.inputs.get(topic).copied().unwrap_or(*low).max(*low);
             position.next.insert(topic.clone(), next);
             frontier.insert(topic.clone(), *high);
         }
         position.frontier = frontier;
-        position.marks = output_marks(offsets, &topics.rfm_updated);
+        position.marks = offsets.marks.clone();
         position.resync();
         position
     }
@@ -208,25 +203,9 @@ pub(super) fn ahead_of_log<'a>(
     watermarks: &'a HashMap<String, (i64, i64)>,
 ) -> Option<(&'a str, i64, i64)> {
     watermarks.iter().find_map(|(topic, (_, high))| {
-        let next = *offsets.0.get(topic)?;
+        let next = *offsets.inputs.get(topic)?;
         (next > high + REWIND).then_some((topic.as_str(), next, *high))
     })
-}
-
-fn mark_key(topic: &str, partition: i32) -> String {
-    format!("{OUTPUT_MARK}{topic}:{partition}")
-}
-
-fn output_marks(offsets: &SnapshotOffsets, topic: &str) -> BTreeMap<i32, i64> {
-    let prefix = format!("{OUTPUT_MARK}{topic}:");
-    offsets
-        .0
-        .iter()
-        .filter_map(|(key, high)| {
-            let partition = key.strip_prefix(&prefix)?.parse().ok()?;
-            Some((partition, *high))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -245,9 +224,9 @@ mod tests {
     }
 
     fn position_at(next: &[(&str, i64)], high: &[(&str, i64)]) -> Position {
-        let offsets = SnapshotOffsets(next.iter().map(|(t, n)| (t.to_string(), *n)).collect());
+        let offsets = SnapshotOffsets::of_inputs(next.iter().copied());
         let watermarks = high.iter().map(|(t, h)| (t.to_string(), (0, *h))).collect();
-        Position::restored(&offsets, &watermarks, &Topics::default())
+        Position::restored(&offsets, &watermarks)
     }
 
     fn offsets(admitted: &Admitted) -> Vec<(String, i64)> {
@@ -298,8 +277,7 @@ mod tests {
     fn a_snapshot_past_the_end_of_its_log_is_found() {
         let marks: HashMap<String, (i64, i64)> =
             [("a".to_owned(), (0, 10)), ("b".to_owned(), (5, 20))].into();
-        let at =
-            |a: i64, b: i64| SnapshotOffsets([("a".to_owned(), a), ("b".to_owned(), b)].into());
+        let at = |a: i64, b: i64| SnapshotOffsets::of_inputs([("a", a), ("b", b)]);
         let slack = REWIND;
         assert_eq!(ahead_of_log(&at(10, 20), &marks), None, "at the end");
         assert_eq!(

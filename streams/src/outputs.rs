@@ -59,6 +59,8 @@ pub struct RfmTask {
     pub nudge_id: String,
     /// The segment the nudge is for.
     pub segment: String,
+    /// The transition type (`functions::NudgeKind`), which picks the template.
+    pub kind: String,
     pub variant: String,
     pub locale: Option<String>,
     pub trace_id: String,

@@ -35,7 +35,7 @@ fn order(shop: &MerchantId, customer: u64, order: u64) -> InputEvent {
 }
 
 fn offsets(next: i64) -> SnapshotOffsets {
-    SnapshotOffsets(BTreeMap::from([("orders.create".to_owned(), next)]))
+    SnapshotOffsets::of_inputs([("orders.create", next)])
 }
 
 async fn pieces(pool: &PgPool, group: &str) -> Vec<String> {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use functions::Timestamp;
+use functions::{NudgeKind, Timestamp};
 use streams::MerchantId;
 
 use crate::customer::{CustomerKey, PendingNudge};
@@ -21,6 +21,7 @@ struct Held {
     version: u32,
     fired_at: Timestamp,
     segment: Arc<str>,
+    kind: NudgeKind,
     variant: &'static str,
     locale: Option<Arc<str>>,
     trace_id: Box<str>,
@@ -90,6 +91,7 @@ impl PendingTable {
             version: nudge.version,
             fired_at: nudge.fired_at,
             segment: self.word(&nudge.segment),
+            kind: nudge.kind,
             variant: nudge.variant,
             locale: nudge.locale.as_deref().map(|l| self.word(l)),
             trace_id: nudge.trace_id.as_str().into(),
@@ -109,6 +111,7 @@ impl PendingTable {
             key: key.clone(),
             version: held.version,
             segment: held.segment.to_string(),
+            kind: held.kind,
             variant: held.variant,
             locale: held.locale.as_deref().map(str::to_owned),
             trace_id: held.trace_id.to_string(),
@@ -190,6 +193,7 @@ mod tests {
             },
             version,
             segment: "loyal".into(),
+            kind: NudgeKind::Loyal,
             variant: DEFAULT_VARIANT,
             locale: None,
             trace_id: "t".into(),

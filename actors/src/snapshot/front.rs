@@ -12,6 +12,10 @@ use super::{SnapshotError, SnapshotOffsets, MAX_EXPONENT};
 pub(crate) use crate::ledger::PieceMark;
 use SnapshotError::Corrupt;
 
+/// Before format 5 an output mark was stored as an input offset under this prefix, which Kafka topic names cannot
+/// contain.
+const LEGACY_MARK: char = '>';
+
 /// The last record a snapshot applied from one input topic: enough to tell whether the log a snapshot is restored
 /// over is the log it was taken from, or a new incarnation of the topic (recreated, or another broker) whose
 /// records at the same offsets are other records.
@@ -85,10 +89,15 @@ pub(super) fn write_front(
     merchants: &[MerchantEntry],
 ) {
     out.extend_from_slice(&partition.to_le_bytes());
-    put_len(out, offsets.0.len());
-    for (topic, offset) in &offsets.0 {
+    put_len(out, offsets.inputs.len());
+    for (topic, offset) in &offsets.inputs {
         put_str(out, topic);
         put_signed(out, *offset);
+    }
+    put_len(out, offsets.marks.len());
+    for (partition, high) in &offsets.marks {
+        put_signed(out, i64::from(*partition));
+        put_signed(out, *high);
     }
     put_str(out, incarnation.cluster_id.as_deref().unwrap_or(""));
     put_len(out, incarnation.last.len());
@@ -115,13 +124,7 @@ impl<'a> Front<'a> {
     pub(super) fn read(version: u16, content: &'a [u8]) -> Result<Self, SnapshotError> {
         let mut r = Reader(content);
         let partition = i32::from_le_bytes(r.array()?);
-        let mut offsets = BTreeMap::new();
-        for _ in 0..r.count(2)? {
-            let topic = r.str()?.to_owned();
-            if offsets.insert(topic, r.signed()?).is_some() {
-                return Err(Corrupt("a topic is listed twice"));
-            }
-        }
+        let offsets = read_offsets(version, &mut r)?;
         let incarnation = if version >= 4 {
             read_incarnation(&mut r)?
         } else {
@@ -158,12 +161,44 @@ impl<'a> Front<'a> {
         Ok(Front {
             version,
             partition,
-            offsets: SnapshotOffsets(offsets),
+            offsets,
             incarnation,
             merchants,
             rest: r,
         })
     }
+}
+
+/// The input offsets and output marks; before version 5 the marks hide among the inputs behind [`LEGACY_MARK`].
+fn read_offsets(version: u16, r: &mut Reader<'_>) -> Result<SnapshotOffsets, SnapshotError> {
+    let mut offsets = SnapshotOffsets::default();
+    for _ in 0..r.count(2)? {
+        let topic = r.str()?;
+        let offset = r.signed()?;
+        let fresh = match topic.strip_prefix(LEGACY_MARK) {
+            Some(mark) if version < 5 => {
+                let partition = mark
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<i32>().ok())
+                    .ok_or(Corrupt("an output mark names no partition"))?;
+                offsets.marks.insert(partition, offset).is_none()
+            }
+            _ => offsets.inputs.insert(topic.to_owned(), offset).is_none(),
+        };
+        if !fresh {
+            return Err(Corrupt("a topic is listed twice"));
+        }
+    }
+    if version >= 5 {
+        for _ in 0..r.count(2)? {
+            let partition =
+                i32::try_from(r.signed()?).map_err(|_| Corrupt("output partition out of range"))?;
+            if offsets.marks.insert(partition, r.signed()?).is_some() {
+                return Err(Corrupt("an output partition is marked twice"));
+            }
+        }
+    }
+    Ok(offsets)
 }
 
 fn read_incarnation(r: &mut Reader<'_>) -> Result<Incarnation, SnapshotError> {
@@ -216,7 +251,7 @@ mod tests {
         };
         let mut out = Vec::new();
         write_front(&mut out, 3, &SnapshotOffsets::default(), &incarnation, &[]);
-        let front = Front::read(4, &out).unwrap();
+        let front = Front::read(5, &out).unwrap();
         assert_eq!(front.incarnation, incarnation);
         assert_eq!(front.partition, 3);
         assert!(front.rest.0.is_empty());
@@ -235,6 +270,44 @@ mod tests {
         assert_eq!(
             Front::read(4, &twice).err(),
             Some(Corrupt("a topic is stamped twice"))
+        );
+    }
+
+    #[test]
+    fn output_marks_are_typed_and_read_from_the_older_inline_form() {
+        let offsets = SnapshotOffsets {
+            inputs: BTreeMap::from([("orders.create".to_owned(), 12)]),
+            marks: BTreeMap::from([(0, 40), (2, 7)]),
+        };
+        let mut out = Vec::new();
+        write_front(&mut out, 1, &offsets, &Incarnation::default(), &[]);
+        assert_eq!(Front::read(5, &out).unwrap().offsets, offsets);
+
+        let legacy = |marks: &[(&str, i64)]| {
+            let mut out = 1i32.to_le_bytes().to_vec();
+            put_len(&mut out, 1 + marks.len());
+            put_str(&mut out, "orders.create");
+            put_signed(&mut out, 12);
+            for (key, high) in marks {
+                put_str(&mut out, key);
+                put_signed(&mut out, *high);
+            }
+            put_str(&mut out, "");
+            put_len(&mut out, 0);
+            put_len(&mut out, 0);
+            out
+        };
+        let v4 = legacy(&[(">rfm.updated:0", 40), (">rfm.updated:2", 7)]);
+        assert_eq!(Front::read(4, &v4).unwrap().offsets, offsets);
+        for bad in [">rfm.updated", ">rfm.updated:x"] {
+            assert_eq!(
+                Front::read(4, &legacy(&[(bad, 1)])).err(),
+                Some(Corrupt("an output mark names no partition"))
+            );
+        }
+        assert_eq!(
+            Front::read(4, &legacy(&[(">a:0", 1), (">b:0", 2)])).err(),
+            Some(Corrupt("a topic is listed twice"))
         );
     }
 }

@@ -17,7 +17,10 @@ use actix::{Handler, Message, MessageResult};
 use streams::MerchantId;
 
 use super::front::{piece_mark, write_front, Front, Incarnation, MerchantEntry, PieceMark};
-use super::wire::{self, FORMAT_VERSION, HEADER, MANIFEST_MAGIC, TRAILER};
+use super::wire::{self, HEADER, MANIFEST_MAGIC, TRAILER};
+
+/// Manifests (and pieces) began with format 4.
+const FIRST_MANIFEST_VERSION: u16 = 4;
 use super::{config_fingerprint, write_merchant, SnapshotError, SnapshotOffsets};
 pub(crate) use crate::ledger::PieceLedger;
 use crate::merchant::MerchantState;
@@ -135,7 +138,7 @@ impl PartitionCore {
     }
 }
 
-/// The whole snapshot (format 4) from a manifest and its merchants' pieces, looked up by `piece`. Refused when a
+/// The whole snapshot (in the manifest's format, 4 or later) from a manifest and its merchants' pieces, looked up by `piece`. Refused when a
 /// piece is missing or is not the one the manifest names (its length or checksum differs): pieces of another round
 /// would make a state that never existed.
 pub fn assemble<'p>(
@@ -143,7 +146,7 @@ pub fn assemble<'p>(
     mut piece: impl FnMut(&MerchantId) -> Option<&'p [u8]>,
 ) -> Result<Vec<u8>, SnapshotError> {
     let (version, content) = wire::open_framed(MANIFEST_MAGIC, manifest)?;
-    if version != FORMAT_VERSION {
+    if version < FIRST_MANIFEST_VERSION {
         return Err(SnapshotError::UnknownVersion(version));
     }
     let front = Front::read(version, content)?;
@@ -160,7 +163,8 @@ pub fn assemble<'p>(
         total += bytes.len();
         found.push(bytes);
     }
-    let mut out = wire::begin(total);
+    // The content keeps the manifest's format, so the whole snapshot must say that format too.
+    let mut out = wire::begin_versioned(wire::MAGIC, version, total);
     out.extend_from_slice(content);
     found.iter().for_each(|p| out.extend_from_slice(p));
     wire::seal(&mut out);

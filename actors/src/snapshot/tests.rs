@@ -55,7 +55,10 @@ fn sample() -> PartitionCore {
 }
 
 fn offsets() -> SnapshotOffsets {
-    SnapshotOffsets(BTreeMap::from([("orders.create".to_owned(), 12)]))
+    SnapshotOffsets {
+        inputs: BTreeMap::from([("orders.create".to_owned(), 12)]),
+        marks: BTreeMap::from([(0, 40), (1, 0), (2, 17)]),
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
@@ -99,10 +102,15 @@ fn version_3_snapshot(core: &PartitionCore, offsets: &SnapshotOffsets) -> Vec<u8
     let mut out = wire::begin(0);
     out[4..6].copy_from_slice(&3u16.to_le_bytes());
     out.extend_from_slice(&core.partition.to_le_bytes());
-    put_len(&mut out, offsets.0.len());
-    for (topic, offset) in &offsets.0 {
+    // Before version 5 the output marks were offsets of topics named ">{output topic}:{partition}".
+    put_len(&mut out, offsets.inputs.len() + offsets.marks.len());
+    for (topic, offset) in &offsets.inputs {
         put_str(&mut out, topic);
         put_signed(&mut out, *offset);
+    }
+    for (partition, high) in &offsets.marks {
+        put_str(&mut out, &format!(">rfm.updated:{partition}"));
+        put_signed(&mut out, *high);
     }
     put_len(&mut out, core.merchants.len());
     for merchant in &core.merchants {
@@ -118,7 +126,7 @@ fn version_3_snapshot(core: &PartitionCore, offsets: &SnapshotOffsets) -> Vec<u8
 }
 
 #[test]
-fn a_version_3_snapshot_still_restores_and_is_rewritten_as_version_4() {
+fn a_version_3_snapshot_still_restores_and_is_rewritten_in_the_newest_format() {
     let core = sample();
     let (restored, covered) = decode(&version_3_snapshot(&core, &offsets())).unwrap();
     assert_eq!(covered, offsets());
@@ -132,9 +140,9 @@ fn a_version_3_snapshot_still_restores_and_is_rewritten_as_version_4() {
         1,
         "a version 3 snapshot has no pieces, so the first round sends every merchant"
     );
-    let v4 = restored.encode_snapshot(&offsets());
-    assert_eq!(&v4[4..6], &4u16.to_le_bytes());
-    assert_eq!(v4, core.encode_snapshot(&offsets()));
+    let newest = restored.encode_snapshot(&offsets());
+    assert_eq!(&newest[4..6], &FORMAT_VERSION.to_le_bytes());
+    assert_eq!(newest, core.encode_snapshot(&offsets()));
 }
 
 #[test]

@@ -12,7 +12,7 @@ pub(super) const MANIFEST_MAGIC: &[u8; 4] = b"LNRM";
 /// Version 2 dropped version 1's order-index flag bit and list (the index is rebuilt from the order records).
 /// Version 3 added each merchant's erasure tombstones. Version 4 added the incarnation of the topics and, per
 /// merchant, the length and checksum of its piece, so a snapshot can be stored and checked merchant by merchant.
-pub(super) const FORMAT_VERSION: u16 = 4;
+pub(super) const FORMAT_VERSION: u16 = 5;
 /// The oldest version this build still reads.
 pub(super) const OLDEST_VERSION: u16 = 1;
 /// Magic, version and total length: the part read before the checksum can be checked.
@@ -26,9 +26,14 @@ pub(super) fn begin(capacity: usize) -> Vec<u8> {
 
 /// [`begin`] for a frame with another magic (a manifest).
 pub(super) fn begin_framed(magic: &[u8; 4], capacity: usize) -> Vec<u8> {
+    begin_versioned(magic, FORMAT_VERSION, capacity)
+}
+
+/// [`begin_framed`] in an older format `version`: for content that is already in that format.
+pub(super) fn begin_versioned(magic: &[u8; 4], version: u16, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     out
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use actors::{Restain, SnapshotOffsets, SnapshotRound, TakeSnapshotRound};
 use streams::MerchantId;
 
-use super::{mark_key, SnapshotSettings};
+use super::SnapshotSettings;
 use crate::processor::Processor;
 use crate::snapshots::{Saved, SnapshotStore, Stamp, StoreError};
 
@@ -161,12 +161,10 @@ impl Processor {
             let Some(addr) = self.partitions.get(partition).map(|a| a.value().clone()) else {
                 continue;
             };
-            let mut offsets = SnapshotOffsets(position.next.clone().into_iter().collect());
-            for (p, high) in &marks {
-                offsets
-                    .0
-                    .insert(mark_key(&self.publisher.topics.rfm_updated, *p), *high);
-            }
+            let offsets = SnapshotOffsets {
+                inputs: position.next.clone().into_iter().collect(),
+                marks: marks.clone(),
+            };
             let covered: HashMap<String, i64> = position
                 .next
                 .iter()
