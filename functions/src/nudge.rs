@@ -9,6 +9,11 @@
 
 use crate::LifecycleStage;
 
+pub mod attribution;
+pub mod cap;
+pub mod experiment;
+pub mod stats;
+
 /// One transition type a template is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NudgeKind {
