@@ -16,7 +16,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle,
     WrapFuture,
 };
-use functions::{NudgeKind, Timestamp};
+use functions::NudgeKind;
 use streams::outputs::output_event_id;
 use streams::MerchantId;
 use tokio::sync::mpsc;
@@ -27,28 +27,35 @@ pub use crate::vocab::{CustomerKey, PendingNudge};
 /// Messages a customer actor can hold before senders see `Full`; the desk is its only data-path sender.
 const MAILBOX: usize = 64;
 
-/// The variant every nudge gets until the merchant's A/B split exists (a later issue).
-pub const DEFAULT_VARIANT: &str = "A";
+use crate::experiments::NudgeArm;
+pub use crate::experiments::DEFAULT_VARIANT;
 
 impl PendingNudge {
-    /// The nudge of a change that moved the customer to another segment; `None` when the segment stayed or the
-    /// move calls for no nudge (`NudgeKind::of_move`).
+    /// The nudge of a change that moved the customer to another segment, outside any experiment; `None` when the
+    /// segment stayed or the move calls for no nudge (`NudgeKind::of_move`).
     pub fn of(change: &Change) -> Option<PendingNudge> {
         let kind = NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage)?;
-        Some(PendingNudge {
+        Some(PendingNudge::assigned(change, &NudgeArm::plain(kind)))
+    }
+
+    /// The nudge of a change, in the arm it was assigned (see `experiments::arm_of`).
+    pub fn assigned(change: &Change, arm: &NudgeArm) -> PendingNudge {
+        PendingNudge {
             key: CustomerKey {
                 merchant: change.merchant.clone(),
                 customer_id: change.customer_id,
             },
             version: change.version,
             segment: change.to_segment.clone(),
-            kind,
-            variant: DEFAULT_VARIANT,
+            kind: arm.kind,
+            experiment_id: arm.experiment_id.clone(),
+            variant: arm.variant.clone(),
             locale: change.locale.clone(),
             trace_id: change.trace_id.clone(),
-            // Stamped by the desk: the actor's batch time is the event's, not when the nudge became visible.
-            fired_at: Timestamp(0),
-        })
+            // When the change was made, by the processor's clock: the frequency cap and the `nudges` row go by it.
+            // The desk stamps its own time when it takes the nudge, for how long it stays pending.
+            fired_at: change.occurred_at,
+        }
     }
 
     /// The id the `rfm.task` record carries, so a widget's view or click names the same nudge.

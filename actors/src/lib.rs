@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod customer;
 pub mod customer_table;
+pub mod experiments;
 pub mod held;
 mod ledger;
 pub mod merchant;
@@ -22,6 +23,7 @@ pub mod timers;
 pub mod vocab;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use experiments::{ExperimentPlan, NudgeArm, NudgePlans};
 pub use held::{DataRequest, HeldCustomer};
 pub use partition::restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
 pub use partition::{

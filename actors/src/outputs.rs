@@ -10,6 +10,7 @@ use streams::outputs::{
 use streams::sink::EventSink;
 use streams::{MerchantId, Topics, SCHEMA_VERSION};
 
+use crate::experiments::NudgeArm;
 use crate::vocab::{Change, PublishedVersion};
 pub use crate::vocab::{Enqueued, Record};
 
@@ -42,9 +43,16 @@ pub fn enqueue(sink: &EventSink, records: &[Record]) -> Enqueued {
     )
 }
 
-/// The Kafka records one change publishes: `rfm.updated` always, `churn_risk.detected` on entering At-Risk,
-/// `rfm.task` (a nudge) when the segment changed.
+/// The Kafka records one change publishes outside any experiment (see [`records_with`]).
 pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
+    let arm = NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage)
+        .map(NudgeArm::plain);
+    records_with(topics, change, arm.as_ref())
+}
+
+/// The Kafka records one change publishes: `rfm.updated` always, `churn_risk.detected` on entering At-Risk,
+/// `rfm.task` (a nudge, in the arm it was assigned, a held-out one included) when the change fires a nudge.
+pub fn records_with(topics: &Topics, change: &Change, arm: Option<&NudgeArm>) -> Vec<Record> {
     let (merchant, customer_id, version) = (&change.merchant, change.customer_id, change.version);
     let mut records = vec![encode(
         &topics.rfm_updated,
@@ -86,7 +94,7 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
             },
         ));
     }
-    if let Some(kind) = NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage) {
+    if let Some(arm) = arm {
         let nudge_id = crate::customer::nudge_id(merchant, customer_id, version);
         records.push(encode(
             &topics.rfm_task,
@@ -100,8 +108,9 @@ pub fn records(topics: &Topics, change: &Change) -> Vec<Record> {
                 task_type: "nudge".to_owned(),
                 nudge_id,
                 segment: change.to_segment.clone(),
-                kind: kind.as_str().to_owned(),
-                variant: crate::customer::DEFAULT_VARIANT.to_owned(),
+                kind: arm.kind.as_str().to_owned(),
+                experiment_id: arm.experiment_id.as_deref().map(str::to_owned),
+                variant: arm.variant.to_string(),
                 locale: change.locale.clone(),
                 trace_id: change.trace_id.clone(),
             },

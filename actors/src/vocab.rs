@@ -59,8 +59,10 @@ pub struct Outcome {
     pub records: Vec<Record>,
     /// `records` already handed to the producer by the actor (see `PartitionActor::publishing_to`).
     pub enqueued: Option<Enqueued>,
-    /// The nudges of `changes`, for the desk where they wait for their shoppers.
+    /// The nudges of `changes`, for the desk where they wait for their shoppers (after the frequency cap).
     pub nudges: Vec<PendingNudge>,
+    /// Nudges of `changes` whose customers an experiment holds out: recorded, never handed to the desk.
+    pub held_out: Vec<PendingNudge>,
     /// Versions already on Kafka whose database rows are written again (a restore's read-back): no records, no
     /// live moves.
     pub rewrites: Vec<Change>,
@@ -135,10 +137,14 @@ pub struct PendingNudge {
     pub segment: String,
     /// The transition type, which picks the template.
     pub kind: NudgeKind,
-    pub variant: &'static str,
+    /// The A/B experiment the nudge was assigned in, if one runs for its kind.
+    pub experiment_id: Option<Arc<str>>,
+    /// The experiment's arm, `"A"` outside any, or `"holdout"` (only in `Outcome::held_out`, never pending).
+    pub variant: Arc<str>,
     pub locale: Option<String>,
     pub trace_id: String,
-    /// When the desk took it, by the processor's clock; it stays pending for a window from then.
+    /// When the change fired it; the desk re-stamps it with the time it took the nudge, which starts the window
+    /// the nudge stays pending for.
     pub fired_at: Timestamp,
 }
 

@@ -61,6 +61,11 @@ pub struct RfmTask {
     pub segment: String,
     /// The transition type (`functions::NudgeKind`), which picks the template.
     pub kind: String,
+    /// The A/B experiment the nudge was assigned in; absent outside any.
+    #[serde(default)]
+    pub experiment_id: Option<String>,
+    /// The experiment's arm, `"A"` outside any, or `"holdout"`: a held-out customer is recorded here and shown
+    /// nothing.
     pub variant: String,
     pub locale: Option<String>,
     pub trace_id: String,

@@ -1,5 +1,6 @@
 //! The desk's table of pending nudges, kept compact because a catch-up can fill it to its cap at once: merchants
-//! are interned to a number, segment keys and locales to shared strings, and the expiry queue holds 24-byte entries.
+//! are interned to a number, segment keys and locales to shared strings, an experiment's id and arm names are
+//! shared with its plan, and the expiry queue holds 24-byte entries.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,7 +23,9 @@ struct Held {
     fired_at: Timestamp,
     segment: Arc<str>,
     kind: NudgeKind,
-    variant: &'static str,
+    /// Shared with the experiment's plan: no allocation per row.
+    experiment_id: Option<Arc<str>>,
+    variant: Arc<str>,
     locale: Option<Arc<str>>,
     trace_id: Box<str>,
 }
@@ -92,7 +95,8 @@ impl PendingTable {
             fired_at: nudge.fired_at,
             segment: self.word(&nudge.segment),
             kind: nudge.kind,
-            variant: nudge.variant,
+            experiment_id: nudge.experiment_id.clone(),
+            variant: nudge.variant.clone(),
             locale: nudge.locale.as_deref().map(|l| self.word(l)),
             trace_id: nudge.trace_id.as_str().into(),
         };
@@ -112,7 +116,8 @@ impl PendingTable {
             version: held.version,
             segment: held.segment.to_string(),
             kind: held.kind,
-            variant: held.variant,
+            experiment_id: held.experiment_id.clone(),
+            variant: held.variant.clone(),
             locale: held.locale.as_deref().map(str::to_owned),
             trace_id: held.trace_id.to_string(),
             fired_at: held.fired_at,
@@ -194,7 +199,8 @@ mod tests {
             version,
             segment: "loyal".into(),
             kind: NudgeKind::Loyal,
-            variant: DEFAULT_VARIANT,
+            experiment_id: None,
+            variant: DEFAULT_VARIANT.into(),
             locale: None,
             trace_id: "t".into(),
             fired_at: Timestamp(at),

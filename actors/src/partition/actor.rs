@@ -3,10 +3,12 @@
 //! actor's own thread.
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
-use functions::{RfmConfig, Timestamp};
+use functions::{NudgeKind, RfmConfig, Timestamp};
 use streams::{InputEvent, MerchantId, Topics};
 
 use super::{Change, Configs, Outcome, PartitionCore, RawRecord};
+use crate::customer::PendingNudge;
+use crate::experiments::{arm_of, NudgeArm, NudgePlans};
 use streams::dlq::DeadLetter;
 
 /// The actix actor around [`PartitionCore`]. Its mailbox is small and callers `send` (never `do_send`) and await,
@@ -14,6 +16,8 @@ use streams::dlq::DeadLetter;
 pub struct PartitionActor {
     pub(crate) core: PartitionCore,
     configs: Configs,
+    /// The merchants' running nudge experiments; read here, filled by the caller.
+    plans: NudgePlans,
     topics: Topics,
     sink: Option<streams::EventSink>,
 }
@@ -23,6 +27,7 @@ impl PartitionActor {
         PartitionActor {
             core: PartitionCore::new(partition),
             configs,
+            plans: NudgePlans::default(),
             topics,
             sink: None,
         }
@@ -33,6 +38,7 @@ impl PartitionActor {
         PartitionActor {
             core,
             configs,
+            plans: NudgePlans::default(),
             topics,
             sink: None,
         }
@@ -46,14 +52,31 @@ impl PartitionActor {
         self
     }
 
+    /// Has the actor assign fired nudges to the arms of the merchants' experiments in `plans` (by default every
+    /// nudge is outside any experiment).
+    pub fn planning_with(mut self, plans: NudgePlans) -> Self {
+        self.plans = plans;
+        self
+    }
+
+    /// The arm of each change's nudge, decided once so its record and its pending nudge agree even if the plans
+    /// change meanwhile.
+    fn arms(&self, changes: &[Change]) -> Vec<Option<NudgeArm>> {
+        if self.plans.is_empty() {
+            return changes.iter().map(plain_arm).collect();
+        }
+        changes.iter().map(|c| arm_of(&self.plans, c)).collect()
+    }
+
     /// Encodes the outcome's output records here, on the actor's thread, rather than on the consumer loop, and
     /// enqueues them when the actor publishes (`publishing_to`).
     pub(crate) fn encoded(&self, mut outcome: Outcome) -> Outcome {
+        let arms = self.arms(&outcome.changes);
         let (records, enqueued) =
-            encode_and_enqueue(&self.topics, self.sink.as_ref(), &outcome.changes);
+            encode_and_enqueue(&self.topics, self.sink.as_ref(), &outcome.changes, &arms);
         outcome.records = records;
         outcome.enqueued = enqueued;
-        with_nudges(outcome)
+        with_nudges(outcome, &arms)
     }
 
     /// [`PartitionActor::encoded`] for an outcome whose changes are of distinct customers (a restore chunk), whose
@@ -65,11 +88,15 @@ impl PartitionActor {
             return self.encoded(outcome);
         }
         let (topics, sink) = (&self.topics, self.sink.as_ref());
-        let (first, second) = outcome.changes.split_at(outcome.changes.len() / 2);
+        let arms = self.arms(&outcome.changes);
+        let half = outcome.changes.len() / 2;
+        let (first, second) = outcome.changes.split_at(half);
+        let (first_arms, second_arms) = arms.split_at(half);
         let ((mut records, enqueued), (more, more_enqueued)) = std::thread::scope(|scope| {
-            let other = std::thread::Builder::new()
-                .spawn_scoped(scope, || encode_and_enqueue(topics, sink, second));
-            let mine = encode_and_enqueue(topics, sink, first);
+            let other = std::thread::Builder::new().spawn_scoped(scope, || {
+                encode_and_enqueue(topics, sink, second, second_arms)
+            });
+            let mine = encode_and_enqueue(topics, sink, first, first_arms);
             // Without a thread to be had (the process at its thread limit) this one does the second half too. A
             // panic there is passed on as if it had happened here: encoding is deterministic, so a retry would
             // panic the same way.
@@ -77,7 +104,7 @@ impl PartitionActor {
                 Ok(handle) => handle
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => encode_and_enqueue(topics, sink, second),
+                Err(_) => encode_and_enqueue(topics, sink, second, second_arms),
             };
             (mine, theirs)
         });
@@ -91,17 +118,27 @@ impl PartitionActor {
             (one, None) | (None, one) => one,
         };
         outcome.records = records;
-        with_nudges(outcome)
+        with_nudges(outcome, &arms)
     }
 }
 
-/// The outcome's nudges as the desk holds them, built here on the actor's thread like its records.
-fn with_nudges(mut outcome: Outcome) -> Outcome {
-    outcome.nudges = outcome
-        .changes
-        .iter()
-        .filter_map(crate::customer::PendingNudge::of)
-        .collect();
+/// A change's nudge outside any experiment.
+fn plain_arm(change: &Change) -> Option<NudgeArm> {
+    NudgeKind::of_move(&change.from_segment, &change.to_segment, change.stage).map(NudgeArm::plain)
+}
+
+/// The outcome's nudges as the desk holds them, built here on the actor's thread like its records; held-out ones
+/// apart, so they can never reach the desk.
+fn with_nudges(mut outcome: Outcome, arms: &[Option<NudgeArm>]) -> Outcome {
+    for (change, arm) in outcome.changes.iter().zip(arms) {
+        let Some(arm) = arm else { continue };
+        let nudge = PendingNudge::assigned(change, arm);
+        if arm.is_holdout() {
+            outcome.held_out.push(nudge);
+        } else {
+            outcome.nudges.push(nudge);
+        }
+    }
     outcome
 }
 
@@ -114,13 +151,15 @@ fn encode_and_enqueue(
     topics: &Topics,
     sink: Option<&streams::EventSink>,
     changes: &[Change],
+    arms: &[Option<NudgeArm>],
 ) -> (
     Vec<crate::outputs::Record>,
     Option<crate::outputs::Enqueued>,
 ) {
     let records: Vec<crate::outputs::Record> = changes
         .iter()
-        .flat_map(|c| crate::outputs::records(topics, c))
+        .zip(arms)
+        .flat_map(|(c, arm)| crate::outputs::records_with(topics, c, arm.as_ref()))
         .collect();
     let enqueued = sink
         .filter(|_| !records.is_empty())
@@ -282,5 +321,56 @@ mod tests {
             assert_eq!(payloads(&halves), payloads(&whole), "{customers} changes");
             assert_eq!(whole.records.len(), customers + customers / 2);
         }
+    }
+
+    #[test]
+    fn task_records_and_pending_nudges_carry_the_same_arm_and_held_out_ones_stay_off_the_desk() {
+        use functions::nudge::experiment::{Arm, Experiment, ExperimentId};
+        let arm = |name: &str| Arm {
+            name: name.into(),
+            weight: 1,
+            texts: serde_json::json!({}),
+        };
+        let experiment = Experiment {
+            id: ExperimentId::parse("halves-exp").unwrap(),
+            kind: NudgeKind::Loyal,
+            arms: vec![arm("red"), arm("blue")],
+            holdout_bps: 4_000,
+        };
+        let merchant = streams::MerchantId::parse("halves.myshopify.com").unwrap();
+        let plans = NudgePlans::default();
+        let plan = std::sync::Arc::new(crate::ExperimentPlan::new(experiment.clone(), 1));
+        crate::experiments::install(&plans, &merchant, plan);
+        let actor =
+            PartitionActor::new(0, Configs::default(), Topics::default()).planning_with(plans);
+        let outcome = Outcome {
+            changes: (1..=3 * MIN_SPLIT as u64).map(change).collect(),
+            ..Outcome::default()
+        };
+        let outcome = actor.encoded_in_halves(outcome);
+        let tasks: Vec<streams::outputs::RfmTask> = outcome
+            .records
+            .iter()
+            .filter(|r| r.topic == Topics::default().rfm_task)
+            .map(|r| serde_json::from_slice(&r.payload).unwrap())
+            .collect();
+        assert_eq!(tasks.len(), 3 * MIN_SPLIT / 2, "a task per move into loyal");
+        assert_eq!(outcome.nudges.len() + outcome.held_out.len(), tasks.len());
+        assert!(!outcome.held_out.is_empty() && !outcome.nudges.is_empty());
+        for task in &tasks {
+            let expected =
+                experiment.variant(experiment.assign(merchant.as_str(), task.customer_id));
+            assert_eq!(task.variant, expected, "customer {}", task.customer_id);
+            assert_eq!(task.experiment_id.as_deref(), Some("halves-exp"));
+            let pending = outcome
+                .nudges
+                .iter()
+                .chain(&outcome.held_out)
+                .find(|n| n.key.customer_id == task.customer_id)
+                .unwrap();
+            assert_eq!(&*pending.variant, task.variant.as_str());
+        }
+        assert!(outcome.nudges.iter().all(|n| &*n.variant != "holdout"));
+        assert!(outcome.held_out.iter().all(|n| &*n.variant == "holdout"));
     }
 }
