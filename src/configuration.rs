@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use streams::Topics;
 
+use functions::nudge::attribution::AttributionWindow;
+use functions::nudge::cap::FrequencyCap;
+
+use crate::experiments::NudgeRules;
 use crate::limits::LimitsConfig;
 use crate::pii::{KeyRing, PiiError};
 use crate::shopify::hmac::WebhookSecrets;
@@ -54,6 +58,8 @@ pub struct Settings {
     pub nudge_pending_max: usize,
     /// How long a customer's actor outlives its last watcher.
     pub customer_actor_linger: Duration,
+    /// Frequency cap, attribution window and experiment refresh of nudges.
+    pub nudge_rules: NudgeRules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +175,19 @@ impl Settings {
                 "CUSTOMER_ACTOR_LINGER_MS",
                 "30000",
             )?),
+            nudge_rules: NudgeRules {
+                cap: FrequencyCap {
+                    window_seconds: parse_or(&get, "NUDGE_CAP_SECS", "86400")?,
+                },
+                attribution: AttributionWindow::days(parse_or(
+                    &get,
+                    "NUDGE_ATTRIBUTION_DAYS",
+                    "7",
+                )?),
+                plan_refresh: Duration::from_secs(
+                    parse_or::<u64>(&get, "NUDGE_PLAN_REFRESH_SECS", "5")?.max(1),
+                ),
+            },
         })
     }
 

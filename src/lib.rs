@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod dedupe;
 pub mod demo;
 pub mod directory;
+pub mod experiments;
 pub mod gdpr;
 pub mod limits;
 pub mod live;

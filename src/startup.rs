@@ -21,7 +21,7 @@ use crate::live::fanout::subscribe_forever;
 use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, gdpr, health, stream, webhooks};
+use crate::routes::{api, dashboard, gdpr, health, nudge_experiments, stream, webhooks};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
@@ -34,6 +34,8 @@ pub struct Shared {
     /// The processor's partition actors, for reads of merchants this instance owns.
     pub registry: Option<Registry>,
     pub channels: Arc<Channels>,
+    /// The processor's running nudge experiments, so a save through this instance applies at once.
+    pub plans: Option<actors::NudgePlans>,
 }
 
 pub struct Application {
@@ -62,6 +64,11 @@ impl Application {
             .as_deref()
             .map(Store::connect_lazy)
             .transpose()?;
+        let experiments = web::Data::new(nudge_experiments::ExperimentState {
+            store: store.clone(),
+            plans: shared.plans,
+            rules: settings.nudge_rules,
+        });
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -89,6 +96,7 @@ impl Application {
             App::new()
                 .app_data(ingress.clone())
                 .app_data(reads.clone())
+                .app_data(experiments.clone())
                 .app_data(assets.clone())
                 .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
@@ -101,6 +109,14 @@ impl Application {
                 )
                 .route("/api/v1/rfm/churn-risk", web::get().to(api::churn_risk))
                 .route("/api/v1/rfm/stream", web::get().to(stream::stream))
+                .route(
+                    "/api/v1/rfm/nudges/ab-test",
+                    web::post().to(nudge_experiments::save_experiment),
+                )
+                .route(
+                    "/api/v1/rfm/nudges/ab-test",
+                    web::get().to(nudge_experiments::experiment_results),
+                )
                 .route("/api/v1/gdpr/requests", web::get().to(gdpr::list))
                 .route("/api/v1/gdpr/requests/{id}", web::get().to(gdpr::one))
                 .route("/dashboard", web::get().to(dashboard::page))
@@ -192,7 +208,8 @@ pub async fn build_processor(
     use crate::processor::{publish::Publisher, ProcessorConfig, SnapshotSettings};
     let store = match &settings.database_url {
         Some(url) => {
-            let store = Store::connect_lazy(url)?;
+            let store =
+                Store::connect_lazy(url)?.with_attribution(settings.nudge_rules.attribution);
             store.migrate().await?;
             Some(store)
         }
@@ -231,11 +248,13 @@ pub async fn build_processor(
         cache,
         nudges: Some(nudges),
         desk_turn: Default::default(),
+        nudge_cap: settings.nudge_rules.cap,
     };
+    let experiments = publisher.store.clone();
     // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
     // committed, so a restart replays from the start.
     let store = snapshot_store(settings, publisher.store.as_ref())?;
-    ProcessorConfig {
+    let processor = ProcessorConfig {
         snapshots: Some(SnapshotSettings {
             store,
             every: settings.snapshot_interval,
@@ -249,7 +268,14 @@ pub async fn build_processor(
     .with_session_timeout(settings.kafka_session_timeout)
     .with_max_poll_interval(settings.kafka_max_poll_interval)
     .with_kafka_debug(settings.kafka_debug.clone())
-    .build(publisher, clock)
+    .build(publisher, clock)?;
+    // Nudges fired before the experiments are known would be outside them, so they are loaded before the start.
+    if let Some(store) = experiments {
+        crate::experiments::plans::sync(&store, &processor.plans()).await?;
+        let every = settings.nudge_rules.plan_refresh;
+        crate::experiments::plans::spawn_refresh(store, &processor.plans(), every);
+    }
+    Ok(processor)
 }
 
 /// The processor with its live feed attached, as every role that consumes runs it (`all` and `processor`): frames
@@ -332,6 +358,7 @@ impl Engine {
         let shared = Shared {
             registry: Some(registry.clone()),
             channels,
+            plans: Some(processor.plans()),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());

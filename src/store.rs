@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use actors::Change;
+use functions::nudge::attribution::AttributionWindow;
 use functions::{FieldError, RfmConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use streams::MerchantId;
@@ -29,6 +30,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// How long after a nudge's view or click an order counts as its conversion (see `experiments::conversions`).
+    attribution: AttributionWindow,
 }
 
 impl Store {
@@ -38,7 +41,16 @@ impl Store {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            attribution: AttributionWindow::default(),
+        })
+    }
+
+    /// The store with conversions credited under `window` instead of the default seven days.
+    pub fn with_attribution(mut self, window: AttributionWindow) -> Store {
+        self.attribution = window;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -92,8 +104,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of changes: score history for every change, a delta row for every segment move, and the
-    /// customer's current row (only if this version is newer than the stored one). One transaction per batch.
+    /// Writes a batch of changes: score history for every change, a delta row for every segment move, the
+    /// conversions of nudged customers' orders, and the customer's current row (only if this version is newer than
+    /// the stored one). One transaction per batch.
     pub async fn write_changes(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
@@ -128,6 +141,8 @@ impl Store {
         .bind(&rows.moved)
         .execute(&mut *tx)
         .await?;
+        // Before the upsert: a rise in orders is read against the row it replaces.
+        crate::experiments::conversions::record(&mut tx, changes, self.attribution).await?;
         upsert_customers(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
@@ -235,8 +250,9 @@ const CUSTOMER_TABLES: [&str; 4] = [
 
 /// Tables whose rows belong to a merchant as a whole; `merchants` last, as the others may reference it.
 /// `shop_data_keys` is the crypto-shredding: without it, the shop's sealed values left on Kafka cannot be opened.
-const SHOP_TABLES: [&str; 4] = [
+const SHOP_TABLES: [&str; 5] = [
     "shop_data_keys",
+    "nudge_experiments",
     "program_settings",
     "audit_logs",
     "merchants",

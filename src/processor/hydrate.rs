@@ -229,10 +229,12 @@ impl Processor {
             .bound_to(incarnation, Lineage::restored(stamp));
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
-        let sink = self.publisher.sink.clone();
+        let (sink, plans) = (self.publisher.sink.clone(), self.plans.clone());
         let arbiter = self.arbiters[partition as usize % self.arbiters.len()].handle();
         let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| {
-            PartitionActor::with_core(core, configs, topics).publishing_to(sink)
+            PartitionActor::with_core(core, configs, topics)
+                .publishing_to(sink)
+                .planning_with(plans)
         });
         self.partitions.insert(partition, addr);
         self.positions.insert(partition, position);

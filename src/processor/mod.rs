@@ -155,6 +155,7 @@ impl ProcessorConfig {
             publisher,
             clock,
             configs: Configs::default(),
+            plans: Default::default(),
             partitions: Registry::default(),
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             stats: Arc::new(ProcessorStats::default()),
@@ -202,6 +203,8 @@ pub struct Processor {
     publisher: Publisher,
     clock: Arc<dyn Clock>,
     configs: Configs,
+    /// The merchants' running nudge experiments, for the partition actors (see `experiments::plans`).
+    plans: actors::NudgePlans,
     partitions: Registry,
     arbiters: Vec<Arbiter>,
     stats: Arc<ProcessorStats>,
@@ -254,6 +257,11 @@ impl Processor {
     /// The actor of each partition this instance currently owns, for the read API.
     pub fn registry(&self) -> Registry {
         self.partitions.clone()
+    }
+
+    /// The running nudge experiments the partition actors assign by; kept up to date by the caller.
+    pub fn plans(&self) -> actors::NudgePlans {
+        self.plans.clone()
     }
 
     /// Where this instance's published nudges wait for their shoppers, and their customers' actors.
