@@ -4,5 +4,6 @@ pub mod api;
 pub mod dashboard;
 pub mod gdpr;
 pub mod health;
+pub mod nudge_templates;
 pub mod stream;
 pub mod webhooks;
