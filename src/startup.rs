@@ -19,9 +19,12 @@ use crate::dedupe::DedupeConfig;
 use crate::directory::Registry;
 use crate::live::fanout::subscribe_forever;
 use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
+use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, gdpr, health, nudge_experiments, stream, webhooks};
+use crate::routes::{
+    api, dashboard, gdpr, health, nudge_experiments, nudge_templates, stream, webhooks,
+};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
@@ -69,6 +72,7 @@ impl Application {
             plans: shared.plans,
             rules: settings.nudge_rules,
         });
+        let templates = web::Data::new(TemplateStore::new(store.clone()));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -100,6 +104,8 @@ impl Application {
                 .app_data(assets.clone())
                 .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
+                .app_data(templates.clone())
+                .configure(nudge_templates::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

@@ -141,7 +141,7 @@ mod tests {
         let arm = |name: &str| Arm {
             name: name.into(),
             weight: 1,
-            texts: serde_json::json!({}),
+            texts: Default::default(),
         };
         let experiment = Experiment {
             id: ExperimentId::parse(id).unwrap(),

@@ -6,13 +6,28 @@
 //! the direction of the move: `churned` when the customer's lifecycle stage is churned, and `tier_dropped` when a
 //! customer leaves one of the two top segments for anything but the other top segment or a risk segment (those
 //! have their own kinds). A move into a segment of the merchant's own making from below calls for no nudge.
-
-use crate::LifecycleStage;
+//!
+//! The submodules hold what a kind's nudge says: a merchant's template and its rules (`template`, `text`,
+//! `locale`), the defaults a new merchant starts with, and the rendering for one customer; and how a kind's nudge
+//! is tried out and measured: A/B experiments with a holdout (`experiment`), the frequency cap (`cap`), which nudge
+//! an order is credited to (`attribution`), and the results' statistics (`stats`).
 
 pub mod attribution;
 pub mod cap;
+pub mod defaults;
 pub mod experiment;
+pub mod locale;
+pub mod render;
 pub mod stats;
+pub mod template;
+pub mod text;
+
+pub use defaults::default_template;
+pub use locale::{fallback_chain, Locale};
+pub use render::{render, Rendered, Vars};
+pub use template::{parse_update, Template, Text};
+
+use crate::LifecycleStage;
 
 /// One transition type a template is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

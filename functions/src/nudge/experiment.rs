@@ -8,12 +8,16 @@
 //! and the rest are cut in proportion to the arms' weights. Keeping the holdout at the low end means changing the
 //! arms' weights never moves a customer into or out of the holdout.
 //!
-//! An arm's texts (title and body by locale) belong to the template code; here they are opaque JSON.
+//! An arm's texts are a template's texts (title and body by locale, checked by the template rules); an arm
+//! without texts shows the kind's template.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::FieldError;
+use crate::nudge::template::{Template, Text};
 use crate::nudge::NudgeKind;
 
 /// How finely customers are split: shares are whole basis points.
@@ -62,8 +66,8 @@ pub struct Arm {
     pub name: String,
     /// Relative share of the non-holdout customers.
     pub weight: u64,
-    /// Title and body by locale, as the template code reads them; `{}` uses the kind's template.
-    pub texts: Value,
+    /// Title and body by locale; empty: the kind's template.
+    pub texts: BTreeMap<String, Text>,
 }
 
 /// A validated experiment on one nudge kind.
@@ -266,22 +270,38 @@ fn parse_arm(i: usize, item: &Value, errors: &mut Vec<FieldError>) -> Option<Arm
         let message = format!("must be a whole number from 1 to {MAX_WEIGHT}");
         errors.push(FieldError::new(field("weight"), message));
     }
-    let texts = match arm.get("texts") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(texts @ Value::Object(_)) => texts.clone(),
-        Some(_) => {
-            errors.push(FieldError::new(
-                field("texts"),
-                "must be an object by locale",
-            ));
-            Value::Null
-        }
-    };
+    let texts = parse_texts(i, arm.get("texts"), errors);
     (errors.len() == before).then(|| Arm {
         name: name.to_owned(),
         weight,
         texts,
     })
+}
+
+/// An arm's texts, checked by the template rules (fields named from `variants[i].texts`).
+fn parse_texts(
+    i: usize,
+    raw: Option<&Value>,
+    errors: &mut Vec<FieldError>,
+) -> BTreeMap<String, Text> {
+    let texts = match raw {
+        None | Some(Value::Null) => return BTreeMap::new(),
+        Some(raw) => serde_json::from_value::<BTreeMap<String, Text>>(raw.clone()),
+    };
+    let Ok(texts) = texts else {
+        let message = "must map locales to {\"title\": …, \"body\": …}";
+        errors.push(FieldError::new(format!("variants[{i}].texts"), message));
+        return BTreeMap::new();
+    };
+    if !texts.is_empty() {
+        let template = Template {
+            enabled: true,
+            texts,
+        };
+        errors.extend(template.validate(&format!("variants[{i}]")));
+        return template.texts;
+    }
+    texts
 }
 
 fn parse_holdout(raw: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<u32> {

@@ -14,7 +14,7 @@ fn experiment(holdout_bps: u32, weights: &[u64]) -> Experiment {
             .map(|(i, &weight)| Arm {
                 name: format!("v{i}"),
                 weight,
-                texts: json!({}),
+                texts: Default::default(),
             })
             .collect(),
         holdout_bps,
@@ -138,7 +138,8 @@ fn a_valid_document_round_trips() {
     assert_eq!(e.id.as_str(), "spring-test");
     assert_eq!(e.kind, NudgeKind::AtRisk);
     assert_eq!(e.holdout_bps, 1_250);
-    assert_eq!(e.arms[1].texts, json!({}));
+    assert_eq!(e.arms[0].texts["en"].title, "Hi");
+    assert!(e.arms[1].texts.is_empty(), "the kind's template");
     assert_eq!(Experiment::from_json(&e.to_json(), "x").unwrap(), e);
     let unnamed = json!({"kind": "loyal", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]});
     let e = Experiment::from_json(&unnamed, "generated-1").unwrap();
@@ -183,5 +184,16 @@ fn every_invalid_field_is_named() {
     assert_eq!(fields(doc), ["holdout", "id"]);
     let doc = json!({"kind": "loyal", "variants": [{"name": "a", "weight": 1, "texts": "hi"}, arm("b", 1)]});
     assert_eq!(fields(doc), ["variants[0].texts"]);
+    let doc = json!({"kind": "loyal", "variants": [
+        {"name": "a", "weight": 1, "texts": {"es": {"title": "<b>Hola</b>"}}}, arm("b", 1)]});
+    let found = fields(doc);
+    assert!(
+        found.contains(&"variants[0].texts".to_owned()),
+        "en is required: {found:?}"
+    );
+    assert!(
+        found.contains(&"variants[0].texts.es.title".to_owned()),
+        "no markup: {found:?}"
+    );
     assert_eq!(fields(json!([1])), [""]);
 }
