@@ -227,17 +227,17 @@ fn parse_arms(raw: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Vec<A
     }
     let before = errors.len();
     let mut arms: Vec<Arm> = Vec::with_capacity(list.len());
+    let mut names: Vec<&str> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let Some(arm) = parse_arm(i, item, errors) else {
-            continue;
-        };
-        if arms.iter().any(|a| a.name.eq_ignore_ascii_case(&arm.name)) {
-            errors.push(FieldError::new(
-                format!("variants[{i}].name"),
-                "is used by another variant",
-            ));
+        // Checked on the raw names, so a duplicate is reported even beside the arm's other errors.
+        if let Some(name) = item.get("name").and_then(Value::as_str) {
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                let field = format!("variants[{i}].name");
+                errors.push(FieldError::new(field, "is used by another variant"));
+            }
+            names.push(name);
         }
-        arms.push(arm);
+        arms.extend(parse_arm(i, item, errors));
     }
     (errors.len() == before).then_some(arms)
 }
