@@ -182,6 +182,7 @@ mod tests {
             trace_id: "t".into(),
             locale: None,
             event_ms: None,
+            order_added: None,
         };
         let expected = serde_json::json!({
             "customer_id": 42, "version": 3, "segment": "loyal", "recency": 5, "frequency": 2, "monetary": 3,

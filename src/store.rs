@@ -402,6 +402,7 @@ mod tests {
             trace_id: "t".into(),
             locale: None,
             event_ms: None,
+            order_added: None,
         }
     }
 

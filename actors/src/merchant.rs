@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use functions::money::{currency_exponent, Money};
 use functions::{
-    CustomerState, Evaluation, Fact, RfmConfig, SegmentId, Timestamp, Transition, Update,
+    CustomerState, Evaluation, Fact, OrderRecord, RfmConfig, SegmentId, Timestamp, Transition,
+    Update,
 };
 use streams::events::{InputEvent, OrderCreated, RefundCreated};
 use streams::{event_key, MerchantId};
@@ -19,6 +20,11 @@ mod orphans;
 pub(crate) use orphans::OrphanRefunds;
 pub use orphans::MAX_ORPHAN_REFUNDS;
 
+/// The customer's record of `order_id` if the order counts (created, not cancelled, not excluded).
+fn counted_order(state: &CustomerState, order_id: u64) -> Option<&OrderRecord> {
+    state.aggregate.order(order_id).filter(|o| o.counts())
+}
+
 /// What the engine must publish after applying events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -26,6 +32,8 @@ pub enum Effect {
     Changed {
         customer_id: u64,
         transition: Transition,
+        /// The net amount of a valid order the fact added (a conversion's revenue), if it added one.
+        order_added: Option<Money>,
     },
     /// A customer was erased (GDPR); downstream stores must forget it.
     Redacted { customer_id: u64 },
@@ -267,7 +275,17 @@ impl MerchantState {
             fresh
         });
         let orders_before = state.aggregate.orders().len();
+        let counted_before = fact
+            .order_id()
+            .is_some_and(|id| counted_order(state, id).is_some());
         let update = state.apply(fact, config, now);
+        // Only a create can make an order count; cancels and refunds never add one.
+        let order_added = match fact {
+            Fact::OrderPlaced { order_id, .. } if !counted_before => {
+                counted_order(state, *order_id).map(OrderRecord::net)
+            }
+            _ => None,
+        };
         if state.aggregate.orders().len() > orders_before {
             if let Some(order_id) = fact.order_id() {
                 self.order_customers.insert(order_id, slot);
@@ -282,6 +300,7 @@ impl MerchantState {
                 effects.push(Effect::Changed {
                     customer_id,
                     transition,
+                    order_added,
                 });
             }
         }
@@ -345,6 +364,7 @@ impl MerchantState {
             effects.push(Effect::Changed {
                 customer_id,
                 transition,
+                order_added: None,
             });
         }
     }
@@ -359,6 +379,7 @@ impl MerchantState {
                 effects.push(Effect::Changed {
                     customer_id,
                     transition,
+                    order_added: None,
                 });
             }
             self.segment_counts[usize::from(state.published.segment)] += 1;

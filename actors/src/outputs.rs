@@ -164,6 +164,7 @@ mod tests {
             trace_id: "order-9".into(),
             locale: Some("es".into()),
             event_ms: None,
+            order_added: None,
         }
     }
 

@@ -255,6 +255,7 @@ impl PartitionCore {
                 Effect::Changed {
                     customer_id,
                     transition,
+                    order_added,
                 } => {
                     // `get`: after a reconfiguration the "from" index may be outside the new table; the caller
                     // renames it from the old one.
@@ -288,6 +289,7 @@ impl PartitionCore {
                         trace_id: trace_id.to_owned(),
                         locale: locale.clone(),
                         event_ms: None,
+                        order_added: *order_added,
                     });
                 }
                 Effect::Redacted { customer_id } => outcome.redactions.push((
@@ -360,5 +362,6 @@ pub(crate) fn test_change(
         trace_id: "test".into(),
         locale: None,
         event_ms: None,
+        order_added: None,
     }
 }

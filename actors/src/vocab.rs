@@ -38,6 +38,9 @@ pub struct Change {
     pub locale: Option<String>,
     /// Broker timestamp (ms) of the record that caused the change, so the dashboard can measure accepted → shown.
     pub event_ms: Option<i64>,
+    /// The net amount of the valid order the change's event added, if it added one: what a nudge's conversion
+    /// is credited with.
+    pub order_added: Option<Money>,
 }
 
 impl Change {

@@ -252,6 +252,7 @@ mod tests {
             trace_id: "e".into(),
             locale: None,
             event_ms: Some(1_790_000_000_000),
+            order_added: None,
         }
     }
 

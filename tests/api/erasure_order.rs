@@ -40,6 +40,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
         trace_id: unique("order-"),
         locale: None,
         event_ms: None,
+        order_added: None,
     }
 }
 

@@ -442,3 +442,45 @@ fn the_revision_moves_with_every_change_and_a_new_state_never_repeats_one() {
     let again = merchant();
     assert!(!again.revision().covers(first) && !first.covers(again.revision()));
 }
+
+#[test]
+fn a_change_names_the_valid_order_its_event_added() {
+    let added = |effects: &[Effect]| -> Vec<Option<i64>> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Changed { order_added, .. } => Some(order_added.map(Money::minor)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut m = merchant();
+    let mut effects = Vec::new();
+    m.apply(&order(7, 1, "80.00"), Timestamp(T0), &mut effects);
+    assert_eq!(added(&effects), [Some(8_000)]);
+    // Two more orders: the second changes the customer's scores, the third does too (monetary).
+    effects.clear();
+    m.apply(&order(7, 2, "80.00"), Timestamp(T0), &mut effects);
+    m.apply(&order(7, 2, "80.00"), Timestamp(T0), &mut effects);
+    assert_eq!(
+        added(&effects),
+        [Some(8_000)],
+        "a redelivered order adds nothing"
+    );
+    // A refund changes the scores without adding an order. An order whose refund came first adds its amount as it
+    // arrived; the waiting refund is applied after it, as its own fact.
+    effects.clear();
+    m.apply(&refund(2, 1, "75.00"), Timestamp(T0), &mut effects);
+    m.apply(&refund(9, 2, "30.00"), Timestamp(T0), &mut effects);
+    m.apply(&order(7, 9, "100.00"), Timestamp(T0), &mut effects);
+    assert_eq!(added(&effects)[..2], [None, Some(10_000)]);
+    assert_eq!(net(&m, 7), 8_000 + 500 + 7_000);
+    // A test order never counts, so it adds none even when it is new.
+    let mut test_order = order(8, 3, "500.00");
+    if let InputEvent::OrderCreated(o) = &mut test_order {
+        o.test = true;
+    }
+    effects.clear();
+    m.apply(&test_order, Timestamp(T0), &mut effects);
+    assert!(added(&effects).iter().all(Option::is_none));
+}

@@ -60,6 +60,7 @@ impl PartitionCore {
                 Effect::Changed {
                     customer_id,
                     transition,
+                    ..
                 } => {
                     // The first quiet transition of a customer starts from what was last published.
                     before
@@ -166,6 +167,7 @@ impl PartitionCore {
             let effect = Effect::Changed {
                 customer_id: rewrite.customer_id,
                 transition: rewrite.transition,
+                order_added: None,
             };
             let at = record.occurred_at;
             self.collect(
