@@ -254,7 +254,7 @@ pub async fn build_processor(
         cache,
         nudges: Some(nudges),
         desk_turn: Default::default(),
-        nudge_cap: settings.nudge_rules.cap,
+        nudge_rules: settings.nudge_rules,
     };
     let experiments = publisher.store.clone();
     // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never

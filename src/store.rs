@@ -25,12 +25,14 @@ pub enum StoreError {
     },
 }
 
+mod conversions;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
-    /// How long after a nudge's view or click an order counts as its conversion (see `experiments::conversions`).
+    /// How long after a nudge's view or click an order counts as its conversion (see `conversions`).
     attribution: AttributionWindow,
 }
 
@@ -105,7 +107,7 @@ impl Store {
     }
 
     /// Writes a batch of changes: score history for every change, a delta row for every segment move, the
-    /// conversions of nudged customers' orders, and the customer's current row (only if this version is newer than
+    /// conversions of the orders they added, and the customer's current row (only if this version is newer than
     /// the stored one). One transaction per batch.
     pub async fn write_changes(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
@@ -141,8 +143,7 @@ impl Store {
         .bind(&rows.moved)
         .execute(&mut *tx)
         .await?;
-        // Before the upsert: a rise in orders is read against the row it replaces.
-        crate::experiments::conversions::record(&mut tx, changes, self.attribution).await?;
+        conversions::record(&mut tx, changes, self.attribution).await?;
         upsert_customers(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())

@@ -1,7 +1,7 @@
 //! Nudge A/B experiments outside the pure domain: where experiments are stored and audited (`store`), how the
 //! processors learn about them (`plans`), what the publisher records when a nudge fires (`delivery`: the frequency
-//! cap and the `nudges` rows), how orders become conversions (`conversions`), and the results the API and the
-//! dashboard show (`results`). The rules themselves are in `functions::nudge`.
+//! cap and the `nudges` rows), and the results the API and the dashboard show (`results`). Orders become
+//! conversions with the batch's changes (`store::conversions`). The rules themselves are in `functions::nudge`.
 //!
 //! Where each decision is made, and why:
 //! - The arm is decided on the partition actor (`actors::experiments`), so `rfm.task` carries it.
@@ -10,10 +10,10 @@
 //!   instance and every restart sees, and the lock orders two batches (or two instances during a hand-over)
 //!   deciding for one customer. A replay finds its rows and keeps their decisions. The `rfm.task` record is
 //!   encoded earlier, on the actor, so it announces every fired nudge; the cap's verdict is the row's `status`.
-//! - Conversions are written in the same transaction as the batch's customer rows, because "the order count rose"
-//!   is read against the stored row that transaction replaces.
+//! - Whether a change added an order is decided by the partition actor from the event stream
+//!   (`Change::order_added`), so conversions depend on no stored state that in-flight batches could write out
+//!   of order; they are recorded in the transaction of the batch's changes, under ids that make a replay a no-op.
 
-pub mod conversions;
 pub mod delivery;
 pub mod plans;
 pub mod results;

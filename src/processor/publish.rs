@@ -15,11 +15,11 @@ use streams::{ProduceError, Topics};
 use tokio::sync::oneshot;
 
 use crate::experiments::delivery::settle;
+use crate::experiments::NudgeRules;
 use crate::gdpr::{write_pii, Gdpr};
 use crate::processor::rows_order::RowsOrder;
 use crate::score_cache::ScoreCache;
 use crate::store::Store;
-use functions::nudge::cap::FrequencyCap;
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -37,8 +37,8 @@ pub struct Publisher {
     pub gdpr: Option<Gdpr>,
     /// Start order of outcomes, so erasures and data requests come after every earlier outcome's rows.
     pub rows_order: RowsOrder,
-    /// One shown nudge per customer per window (see `experiments::delivery`).
-    pub nudge_cap: FrequencyCap,
+    /// The frequency cap (see `experiments::delivery`); the attribution window is the store's.
+    pub nudge_rules: NudgeRules,
 }
 
 /// The previous outcome's desk hand-off, for the next one to wait on.
@@ -87,7 +87,7 @@ impl Publisher {
             }
             this.resend(failed).await;
             // The cap's verdicts and the `nudges` rows, before the desk sees a nudge.
-            settle(this.store.as_ref(), this.nudge_cap, &mut outcome).await;
+            settle(this.store.as_ref(), this.nudge_rules.cap, &mut outcome).await;
             if let Some(turn) = turn {
                 turn.hand_over(&mut outcome);
             }
@@ -271,7 +271,7 @@ mod tests {
             desk_turn: DeskTurn::default(),
             gdpr: None,
             rows_order: Default::default(),
-            nudge_cap: Default::default(),
+            nudge_rules: Default::default(),
         };
         let key = CustomerKey {
             merchant: MerchantId::parse("order.myshopify.com").unwrap(),

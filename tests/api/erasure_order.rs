@@ -67,7 +67,7 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
         desk_turn: Default::default(),
         gdpr: None,
         rows_order: Default::default(),
-        nudge_cap: Default::default(),
+        nudge_rules: Default::default(),
     };
     let merchant = MerchantId::parse(&format!("{}.myshopify.com", unique("erase"))).unwrap();
     let changed = Outcome {

@@ -4,8 +4,9 @@
 //! window before it, or to a holdout assignment within the window, and recorded as a `conversion` event of that
 //! nudge with the order's amount as it arrived (net of refunds already applied to it) as revenue.
 //!
-//! This runs in the transaction that writes the batch's other rows. The event id is derived from the change's
-//! version, so a replay stores each conversion once.
+//! This runs in the transaction that writes the batch's changes, so a customer's row and the conversions of the
+//! orders it counts are seen together. The event id is derived from the change's version, so a replay stores
+//! each conversion once.
 //!
 //! Limits: an order that changes nothing published (no new score, segment or stage) makes no change, so it is
 //! not seen here; nor is an order replayed quietly while a partition restores (the restore publishes one net change
@@ -19,10 +20,10 @@ use functions::nudge::attribution::{credit, AttributionWindow, Touch};
 use functions::{Money, Timestamp};
 use sqlx::Row;
 
-use super::{from_time, to_time};
-use crate::store::StoreError;
+use super::StoreError;
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
 type Customer = (String, i64);
 
 /// Records the conversions of `changes` (see the module docs).
@@ -115,6 +116,14 @@ fn columns<'c>(changes: impl Iterator<Item = &'c Change>) -> (Vec<String>, Vec<i
     changes
         .map(|c| (c.merchant.to_string(), c.customer_id as i64))
         .unzip()
+}
+
+fn to_time(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.unix(), 0).unwrap_or_default()
+}
+
+fn from_time(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp::from_unix(t.timestamp())
 }
 
 /// The id of the conversion a change records: one per change, so a replay stores it once.
