@@ -171,7 +171,7 @@ fn check_lifetime(claims: &Claims, now_unix: i64) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<(&str, bool)> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<(&str, bool)> {
     if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.trim().split_once(' ')?;
         return scheme

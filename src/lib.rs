@@ -25,4 +25,5 @@ pub mod snapshots;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod widget;
 pub mod zeroing;

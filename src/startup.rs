@@ -21,7 +21,7 @@ use crate::live::fanout::subscribe_forever;
 use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, gdpr, health, stream, webhooks};
+use crate::routes::{api, dashboard, gdpr, health, stream, webhooks, widget};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
@@ -34,6 +34,8 @@ pub struct Shared {
     /// The processor's partition actors, for reads of merchants this instance owns.
     pub registry: Option<Registry>,
     pub channels: Arc<Channels>,
+    /// The processor's nudge desk, for the widgets this instance serves.
+    pub nudges: Option<actors::nudges::NudgeDesk>,
 }
 
 pub struct Application {
@@ -44,7 +46,10 @@ pub struct Application {
 impl Application {
     /// The HTTP side alone (`--role ingress`): reads come from Postgres, frames from Redis.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let shared = Shared::default();
+        let shared = Shared {
+            nudges: crate::widget::standalone_desk(settings)?,
+            ..Shared::default()
+        };
         if settings.redis_enabled {
             let client = redis::Client::open(settings.redis_url.as_str())?;
             tokio::spawn(subscribe_forever(client, shared.channels.clone()));
@@ -62,6 +67,11 @@ impl Application {
             .as_deref()
             .map(Store::connect_lazy)
             .transpose()?;
+        let widgets = web::Data::new(crate::widget::WidgetState::new(
+            settings,
+            shared.nudges.clone(),
+            store.clone(),
+        ));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -92,6 +102,8 @@ impl Application {
                 .app_data(assets.clone())
                 .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
+                .app_data(widgets.clone())
+                .configure(widget::routes)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))
@@ -212,13 +224,12 @@ pub async fn build_processor(
         .redis_enabled
         .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
         .transpose()?;
-    let nudges = actors::nudges::NudgeDeskConfig {
-        pending_for: settings.nudge_pending,
-        max_pending: settings.nudge_pending_max,
-        linger: settings.customer_actor_linger,
-        ..Default::default()
-    }
-    .build(clock.clone());
+    let nudges = crate::widget::desk_config(settings).build(clock.clone());
+    // Nudges and erasures go to every instance's desk, so a widget on any instance gets its customer's nudges.
+    let relay = settings
+        .redis_enabled
+        .then(|| crate::widget::relay::NudgeRelay::start(settings, nudges.clone()))
+        .transpose()?;
     let gdpr = store
         .clone()
         .map(|store| crate::gdpr::Gdpr::new(store, settings));
@@ -230,6 +241,7 @@ pub async fn build_processor(
         store,
         cache,
         nudges: Some(nudges),
+        relay,
         desk_turn: Default::default(),
     };
     // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
@@ -332,6 +344,7 @@ impl Engine {
         let shared = Shared {
             registry: Some(registry.clone()),
             channels,
+            nudges: nudges.clone(),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());

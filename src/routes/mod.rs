@@ -6,3 +6,6 @@ pub mod gdpr;
 pub mod health;
 pub mod stream;
 pub mod webhooks;
+pub mod widget;
+pub mod widget_page;
+pub mod widget_stream;
