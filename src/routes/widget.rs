@@ -128,9 +128,8 @@ pub async fn widget_token(
     state: web::Data<WidgetState>,
 ) -> Result<HttpResponse, WidgetError> {
     let request =
-        proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).map_err(|e| {
+        proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).inspect_err(|e| {
             metrics::counter!("widget_proxy_refused_total", "reason" => e.reason()).increment(1);
-            e
         })?;
     let Some(customer_id) = request.customer_id else {
         return Ok(HttpResponse::Ok()

@@ -87,7 +87,9 @@
     dismiss.addEventListener("click", () => act(nudge, "dismiss"));
     actions.append(cta, dismiss);
     card.append(title, body, actions);
-    // Replacing the region's content is what gets announced; focus stays where the shopper left it.
+    // The corner follows the text's direction; replacing the region's content is what gets announced, and focus
+    // stays where the shopper left it.
+    region.dir = card.dir;
     region.replaceChildren(card);
     maybeViewed();
   }
