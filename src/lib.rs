@@ -12,6 +12,7 @@ pub mod gdpr;
 pub mod limits;
 pub mod live;
 pub mod mock_broker;
+pub mod nudges;
 pub mod pii;
 pub mod processor;
 pub mod read_model;

@@ -19,9 +19,10 @@ use crate::dedupe::DedupeConfig;
 use crate::directory::Registry;
 use crate::live::fanout::subscribe_forever;
 use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
+use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, gdpr, health, stream, webhooks, widget};
+use crate::routes::{api, dashboard, gdpr, health, nudge_templates, stream, webhooks, widget};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
@@ -72,6 +73,7 @@ impl Application {
             shared.nudges.clone(),
             store.clone(),
         ));
+        let templates = web::Data::new(TemplateStore::new(store.clone()));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -104,6 +106,8 @@ impl Application {
                 .app_data(prometheus.clone())
                 .app_data(widgets.clone())
                 .configure(widget::routes)
+                .app_data(templates.clone())
+                .configure(nudge_templates::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

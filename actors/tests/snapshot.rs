@@ -150,7 +150,7 @@ fn foreign_snapshots_are_refused() {
         Some(SnapshotError::ConfigChanged(mid(SAKURA))),
         "segment ids of another configuration would name other segments"
     );
-    for version in [0, 5] {
+    for version in [0, 6] {
         let mut other = bytes.clone();
         other[4] = version;
         assert_eq!(

@@ -6,6 +6,20 @@
 //! the direction of the move: `churned` when the customer's lifecycle stage is churned, and `tier_dropped` when a
 //! customer leaves one of the two top segments for anything but the other top segment or a risk segment (those
 //! have their own kinds). A move into a segment of the merchant's own making from below calls for no nudge.
+//!
+//! The submodules hold what a kind's nudge says: a merchant's template and its rules (`template`, `text`,
+//! `locale`), the defaults a new merchant starts with, and the rendering for one customer.
+
+pub mod defaults;
+pub mod locale;
+pub mod render;
+pub mod template;
+pub mod text;
+
+pub use defaults::default_template;
+pub use locale::{fallback_chain, Locale};
+pub use render::{render, Rendered, Vars};
+pub use template::{parse_update, Template, Text};
 
 use crate::LifecycleStage;
 

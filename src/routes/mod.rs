@@ -4,6 +4,7 @@ pub mod api;
 pub mod dashboard;
 pub mod gdpr;
 pub mod health;
+pub mod nudge_templates;
 pub mod stream;
 pub mod webhooks;
 pub mod widget;

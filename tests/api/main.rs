@@ -12,6 +12,7 @@ mod harness;
 mod helpers;
 mod limits;
 mod live;
+mod nudge_templates;
 mod nudges;
 mod processor;
 mod processor_faults;

@@ -2,7 +2,6 @@
 //! snapshot they make up, incremental rounds refused when the store holds another round than the one they build
 //! on, pieces of merchants a manifest no longer lists deleted, and the owners' liveness mark.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actors::{Configs, Incarnation, PartitionCore, SnapshotOffsets};

@@ -6,7 +6,7 @@ use super::*;
 
 impl Scenario {
     /// Every customer served at `addresses` equal to the oracle, then every customer's last published segment.
-    async fn check_state_and_outputs(&self, addresses: &[String]) {
+    pub(super) async fn check_state_and_outputs(&self, addresses: &[String]) {
         let now = chrono::Utc::now().timestamp();
         until_agreed(
             "every customer equal to the oracle",

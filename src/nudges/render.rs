@@ -1,0 +1,167 @@
+//! The text a widget shows for a pending nudge: the merchant's template of the nudge's kind, in the customer's
+//! locale, with the customer's values filled in.
+//!
+//! The caller opens the first name from the sealed personal data and passes it in; nothing here sees sealed data or
+//! keeps a name. The locale chain is the customer's locale, its language, the shop's default, then `en`; the shop's
+//! default locale is not stored anywhere yet (Shopify's `primary_locale` is not fetched), so for now the chain goes
+//! from the customer's language straight to `en`. `{segment}` is the segment's display name from the merchant's RFM
+//! configuration, in the language of the text used, else its key. `{discount_code}` renders empty: there is no
+//! source of discount codes until issue 19.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::vocab::PendingNudge;
+use functions::nudge::{fallback_chain, render, Locale, Vars};
+use functions::segment::SegmentRule;
+use functions::RfmConfig;
+use serde::Serialize;
+use streams::MerchantId;
+
+use super::cache::MerchantCache;
+use super::templates::TemplateStore;
+use crate::store::{Store, StoreError};
+
+/// What the widget displays, as plain text (it escapes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WidgetText {
+    /// The nudge kind (`at_risk`, …).
+    pub kind: &'static str,
+    /// The locale of the text used (`es` for an `es-MX` customer with Spanish texts).
+    pub locale: String,
+    /// `rtl` or `ltr`.
+    pub dir: &'static str,
+    pub title: String,
+    pub body: String,
+}
+
+/// Renders pending nudges; clone one per instance from the instance's [`TemplateStore`].
+#[derive(Clone)]
+pub struct NudgeRenderer {
+    templates: TemplateStore,
+    store: Option<Store>,
+    segments: Arc<MerchantCache<Vec<SegmentRule>>>,
+}
+
+impl NudgeRenderer {
+    pub fn new(templates: TemplateStore, store: Option<Store>) -> NudgeRenderer {
+        NudgeRenderer {
+            templates,
+            store,
+            segments: Arc::new(MerchantCache::default()),
+        }
+    }
+
+    /// The nudge's text for this customer; `None` when the merchant turned the kind's template off.
+    pub async fn render(
+        &self,
+        nudge: &PendingNudge,
+        first_name: Option<&str>,
+        points: Option<i64>,
+    ) -> Result<Option<WidgetText>, StoreError> {
+        let merchant = &nudge.key.merchant;
+        let set = self.templates.get(merchant).await?;
+        let template = set.get(nudge.kind);
+        if !template.enabled {
+            return Ok(None);
+        }
+        let customer = nudge.locale.as_deref().and_then(|l| Locale::parse(l).ok());
+        let shop_default: Option<Locale> = None;
+        let chain = fallback_chain(customer.as_ref(), shop_default.as_ref());
+        let text_locale = template.text_for(&chain).next().map(|(l, _)| l.clone());
+        let rules = self.segment_rules(merchant).await;
+        let segment = segment_name(
+            &rules,
+            &nudge.segment,
+            text_locale.as_ref(),
+            shop_default.as_ref(),
+        );
+        let vars = Vars {
+            first_name,
+            points,
+            segment: &segment,
+            discount_code: None,
+        };
+        Ok(render(template, &chain, &vars).map(|shown| WidgetText {
+            kind: nudge.kind.as_str(),
+            locale: shown.locale.to_string(),
+            dir: shown.dir,
+            title: shown.title,
+            body: shown.body,
+        }))
+    }
+
+    /// The merchant's segment table. A display name is not worth failing a nudge over: when the configuration
+    /// cannot be read, the defaults' names are used (and a segment of the merchant's own then shows its key).
+    async fn segment_rules(&self, merchant: &MerchantId) -> Arc<Vec<SegmentRule>> {
+        let started = Instant::now();
+        if let Some(rules) = self.segments.fresh(merchant, started) {
+            return rules;
+        }
+        let Some(store) = &self.store else {
+            return Arc::new(RfmConfig::default().segments);
+        };
+        match store.load_config(merchant).await {
+            Ok(config) => {
+                let rules = Arc::new(config.unwrap_or_default().segments);
+                self.segments
+                    .insert(merchant.clone(), started, rules.clone());
+                rules
+            }
+            Err(e) => {
+                tracing::warn!(merchant = %merchant, error = %e, "segment names unavailable for a nudge");
+                Arc::new(RfmConfig::default().segments)
+            }
+        }
+    }
+}
+
+/// The segment's name in the text's locale (or along its own fallback chain), else its key.
+fn segment_name(
+    rules: &[SegmentRule],
+    key: &str,
+    text_locale: Option<&Locale>,
+    shop_default: Option<&Locale>,
+) -> String {
+    let Some(rule) = rules.iter().find(|r| r.key == key) else {
+        return key.to_owned();
+    };
+    fallback_chain(text_locale, shop_default)
+        .iter()
+        .find_map(|l| rule.name.get(l.as_str()))
+        .filter(|name| !name.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use functions::segment::default_rules;
+
+    fn locale(raw: &str) -> Locale {
+        Locale::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn segment_names_follow_the_text_locale() {
+        let rules = default_rules();
+        assert_eq!(
+            segment_name(&rules, "at_risk", Some(&locale("es")), None),
+            "En riesgo"
+        );
+        assert_eq!(
+            segment_name(&rules, "at_risk", Some(&locale("es-MX")), None),
+            "En riesgo"
+        );
+        assert_eq!(
+            segment_name(&rules, "at_risk", Some(&locale("fr")), None),
+            "At-Risk"
+        );
+        assert_eq!(segment_name(&rules, "at_risk", None, None), "At-Risk");
+        assert_eq!(
+            segment_name(&rules, "vip_gold", Some(&locale("es")), None),
+            "vip_gold"
+        );
+    }
+}
