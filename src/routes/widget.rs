@@ -183,23 +183,28 @@ pub async fn current(
         .desk
         .as_ref()
         .ok_or(WidgetError::Unavailable("nudges are not served here"))?;
-    let Some(nudge) = desk.current(customer.key.clone()).await else {
-        return Ok(HttpResponse::NoContent().insert_header(no_store()).finish());
+    let nudge = desk.current(customer.key.clone()).await;
+    let message = match nudge {
+        Some(nudge) => render_for(&state, &nudge).await,
+        None => None,
     };
-    let message = render_for(&state, &nudge).await;
-    Ok(HttpResponse::Ok().insert_header(no_store()).json(message))
+    Ok(match message {
+        Some(message) => HttpResponse::Ok().insert_header(no_store()).json(message),
+        None => HttpResponse::NoContent().insert_header(no_store()).finish(),
+    })
 }
 
-/// The nudge's message, with the customer's first name opened just for it.
+/// The nudge's message, with the customer's first name opened just for it; `None` when there is nothing to show.
 pub(crate) async fn render_for(
     state: &WidgetState,
     nudge: &actors::customer::PendingNudge,
-) -> render::NudgeMessage {
+) -> Option<render::NudgeMessage> {
     let first_name = match &state.names {
         Some(names) => names.first_name(&nudge.key).await,
         None => None,
     };
-    render::message(nudge, first_name.as_deref())
+    let text = render::text(nudge, first_name.as_deref())?;
+    Some(render::message(nudge, text))
 }
 
 /// `POST /api/v1/rfm/nudges/{id}/events`: stores one report of the shopper, once per event id.

@@ -146,7 +146,9 @@ impl Socket {
             return Step::Continue;
         }
         self.last_version = nudge.version;
-        let message = render_for(&self.state, nudge).await;
+        let Some(message) = render_for(&self.state, nudge).await else {
+            return Step::Continue;
+        };
         // Strings only: serialising cannot fail.
         let json = serde_json::to_string(&message).unwrap_or_default();
         match tokio::time::timeout(SEND_TIMEOUT, self.session.text(json)).await {

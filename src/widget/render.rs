@@ -2,9 +2,11 @@
 //!
 //! [`text`] is the only place that decides the words. It is given the pending nudge and the customer's first name
 //! (opened from the sealed PII just before this call, never stored with the nudge) and returns the title, body,
-//! locale and writing direction. Until the template renderer (per-merchant, multilingual templates) is wired in,
-//! it writes a fixed English sentence per kind; swapping it for the template renderer changes only `text`.
-//! [`message`] wraps the result with the nudge's identity into what the socket and the REST answer carry.
+//! locale and writing direction, or `None` when nothing is to be shown (the senders then send nothing and REST
+//! answers 204). Until the template renderer (per-merchant, multilingual templates) is wired in, it writes a fixed
+//! English sentence per kind; swapping it for the template renderer changes only `text` and its one caller,
+//! `routes::widget::render_for`. [`message`] wraps the text with the nudge's identity into what the socket and the
+//! REST answer carry.
 
 use actors::customer::PendingNudge;
 use functions::NudgeKind;
@@ -60,9 +62,8 @@ pub struct NudgeMessage {
     pub body: String,
 }
 
-/// The message for `nudge`, greeting `first_name` when there is one.
-pub fn message(nudge: &PendingNudge, first_name: Option<&str>) -> NudgeMessage {
-    let text = text(nudge, first_name);
+/// The message for `nudge` with its words.
+pub fn message(nudge: &PendingNudge, text: NudgeText) -> NudgeMessage {
     NudgeMessage {
         message_type: "nudge",
         nudge_id: nudge.nudge_id(),
@@ -89,8 +90,9 @@ fn greeting_name(first_name: Option<&str>) -> Option<String> {
 }
 
 /// TEMPORARY: fixed English text per kind until the template renderer replaces this function. It keeps the
-/// customer's locale and direction so the widget's right-to-left layout can be exercised already.
-pub fn text(nudge: &PendingNudge, first_name: Option<&str>) -> NudgeText {
+/// customer's locale and direction so the widget's right-to-left layout can be exercised already, and always has
+/// something to show.
+pub fn text(nudge: &PendingNudge, first_name: Option<&str>) -> Option<NudgeText> {
     let locale = nudge.locale.clone().unwrap_or_else(|| "en".to_owned());
     let title = match greeting_name(first_name) {
         Some(name) => format!("Hi {name}"),
@@ -105,12 +107,12 @@ pub fn text(nudge: &PendingNudge, first_name: Option<&str>) -> NudgeText {
         NudgeKind::TierDropped => "Your perks are waiting. One more order keeps them.",
         NudgeKind::Churned => "We'd love to see you again.",
     };
-    NudgeText {
+    Some(NudgeText {
         title,
         body: body.to_owned(),
         dir: Dir::of_locale(&locale),
         locale,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -119,6 +121,10 @@ mod tests {
     use actors::customer::{CustomerKey, DEFAULT_VARIANT};
     use functions::Timestamp;
     use streams::MerchantId;
+
+    fn message(nudge: &PendingNudge, first_name: Option<&str>) -> NudgeMessage {
+        super::message(nudge, text(nudge, first_name).unwrap())
+    }
 
     fn nudge(locale: Option<&str>) -> PendingNudge {
         PendingNudge {
