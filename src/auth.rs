@@ -359,6 +359,24 @@ mod tests {
         );
     }
 
+    /// A shopper's widget token is signed with a key derived from the app secret, so it never passes for a session
+    /// token, even where the verifier's API key happened to be the widget audience.
+    #[test]
+    fn a_widget_token_is_not_a_session_token() {
+        use crate::widget::token::{WidgetKeys, AUDIENCE};
+        let customer = actors::customer::CustomerKey {
+            merchant: shop(),
+            customer_id: 1,
+        };
+        let (token, _) = WidgetKeys::new(&verifier().secrets).mint(&customer, NOW);
+        assert_eq!(verifier().verify(&token, NOW), Err(AuthError::Signature));
+        let lookalike = Verifier {
+            api_key: AUDIENCE.to_owned(),
+            ..verifier()
+        };
+        assert_eq!(lookalike.verify(&token, NOW), Err(AuthError::Signature));
+    }
+
     #[test]
     fn token_from_header_or_websocket_protocol() {
         let token = mint(&shop(), "key", b"new", NOW, 60);

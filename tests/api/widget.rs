@@ -301,6 +301,19 @@ async fn widget_and_session_tokens_open_only_their_own_doors() {
     );
 }
 
+/// Posts events until one is refused with 429 (at most 20); its `Retry-After`.
+async fn first_refusal(address: &str, token: &str, nudge: &str) -> u64 {
+    for _ in 0..20 {
+        let body = json!({"action": "dismiss", "event_id": uuid::Uuid::new_v4().to_string()});
+        let (status, retry, _) = post_event(address, token, nudge, body).await;
+        if status == 429 {
+            return retry.expect("Retry-After").parse().unwrap();
+        }
+        assert_eq!(status, 201);
+    }
+    panic!("20 events in a row were not rate limited");
+}
+
 async fn stored_events(
     pool: &sqlx::PgPool,
     shop: &MerchantId,
@@ -369,21 +382,8 @@ async fn events_are_validated_stored_once_with_their_customer_and_limited_per_cu
     assert_eq!(status, 400, "not a UUID");
 
     // One a second, a burst of two: customer 9 has one request left, and is refused within a few more.
-    let mut refused = None;
-    for _ in 0..20 {
-        let body = json!({"action": "dismiss", "event_id": fresh()});
-        let (status, retry, _) = post_event(&app.address, &nine, &nudge(9), body).await;
-        if status == 429 {
-            refused = retry;
-            break;
-        }
-        assert_eq!(status, 201);
-    }
-    let retry: u64 = refused
-        .expect("rate limited with Retry-After")
-        .parse()
-        .unwrap();
-    assert!(retry >= 1);
+    let retry = first_refusal(&app.address, &nine, &nudge(9)).await;
+    assert!(retry >= 1, "Retry-After {retry}");
     let ten = token_of(10).await;
     let body = json!({"action": "dismiss", "event_id": fresh()});
     assert_eq!(

@@ -1,14 +1,16 @@
 // Drives /widget/demo in a real headless Chromium for tests/api/widget_browser.rs.
 // Page 1 (WIDGET_URL) plays a Spanish-speaking customer: once its widget is live it prints one JSON line
-// {"ready": true, "initial": <nudge id shown or null>}, then waits for a newer nudge (the test's orders move the
-// customer), checks the card's words, language, accessibility and that it took no focus, saves a screenshot,
-// clicks the call to action, waits for the click report to be stored and prints one JSON line with what it saw.
-// Page 2 (RTL_URL) plays an Arabic-speaking customer whose nudge is already pending: it checks the right-to-left
-// layout and saves a second screenshot. Any failure exits non-zero with the reason on stderr.
+// {"ready": true, "initial": <nudge id shown or null>}, then waits for a newer nudge of kind EXPECT_KIND (the test's
+// orders move the customer there), checks the card's words, language, accessibility and that it took no focus,
+// saves a screenshot, clicks the call to action, waits for the click report to be stored and prints one JSON line
+// with what it saw. Page 2 (RTL_URL) plays an Arabic-speaking customer whose nudge is already pending: it checks the
+// right-to-left layout, saves a second screenshot and dismisses the card with Escape. Any failure exits non-zero
+// with the reason on stderr.
 import { chromium } from "playwright-core";
 
 const url = process.env.WIDGET_URL;
 const rtlUrl = process.env.RTL_URL;
+const expectKind = process.env.EXPECT_KIND || "champions";
 const screenshot = process.env.SCREENSHOT || "widget.png";
 const rtlScreenshot = process.env.RTL_SCREENSHOT || "widget-rtl.png";
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -58,10 +60,12 @@ try {
   const initial = await page.evaluate(() => (window.loyalnestNudges.shown || {}).nudge_id || null);
   console.log(JSON.stringify({ ready: true, initial }));
 
-  await page.waitForFunction((first) => {
+  // The orders move the customer through several segments; the last move (into EXPECT_KIND) fires the last nudge,
+  // so the card checked and clicked is not replaced under the test.
+  await page.waitForFunction(([first, kind]) => {
     const shown = window.loyalnestNudges.shown;
-    return shown && shown.nudge_id !== first;
-  }, initial, { timeout });
+    return shown && shown.nudge_id !== first && shown.kind === kind;
+  }, [initial, expectKind], { timeout });
   await page.waitForSelector(".ln-card", { timeout });
   const seen = await page.evaluate(describeCard);
   await page.screenshot({ path: screenshot, fullPage: false });
