@@ -68,12 +68,13 @@ impl Application {
             .as_deref()
             .map(Store::connect_lazy)
             .transpose()?;
+        let templates = web::Data::new(TemplateStore::new(store.clone()));
         let widgets = web::Data::new(crate::widget::WidgetState::new(
             settings,
             shared.nudges.clone(),
             store.clone(),
+            templates.get_ref().clone(),
         ));
-        let templates = web::Data::new(TemplateStore::new(store.clone()));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),

@@ -203,7 +203,23 @@ pub(crate) async fn render_for(
         Some(names) => names.first_name(&nudge.key).await,
         None => None,
     };
-    let text = render::text(nudge, first_name.as_deref())?;
+    let text = match state
+        .renderer
+        .render(
+            nudge,
+            render::greeting_name(first_name.as_deref()).as_deref(),
+            None,
+        )
+        .await
+    {
+        Ok(text) => text?,
+        Err(error) => {
+            // The merchant's templates could not be read: the nudge waits for the next render, rather than going
+            // out in words the merchant may have turned off.
+            tracing::warn!(merchant = %nudge.key.merchant, %error, "nudge not rendered: templates unavailable");
+            return None;
+        }
+    };
     Some(render::message(nudge, text))
 }
 

@@ -13,6 +13,8 @@ pub mod relay;
 pub mod render;
 pub mod token;
 
+use crate::nudges::render::NudgeRenderer;
+use crate::nudges::templates::TemplateStore;
 use std::sync::Arc;
 
 use actors::customer::CustomerKey;
@@ -34,6 +36,8 @@ pub struct WidgetState {
     /// This instance's nudge desk; `None` where no actix system runs (a bare test server), which then answers 503.
     pub desk: Option<NudgeDesk>,
     pub names: Option<FirstNames>,
+    /// Writes a nudge's words from the merchant's templates, sharing this instance's template cache.
+    pub renderer: NudgeRenderer,
     /// Where events are stored; `None` without `DATABASE_URL`.
     pub store: Option<Store>,
     pub limits: WidgetLimits,
@@ -42,8 +46,14 @@ pub struct WidgetState {
 }
 
 impl WidgetState {
-    pub fn new(settings: &Settings, desk: Option<NudgeDesk>, store: Option<Store>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        desk: Option<NudgeDesk>,
+        store: Option<Store>,
+        templates: TemplateStore,
+    ) -> Self {
         WidgetState {
+            renderer: NudgeRenderer::new(templates, store.clone()),
             proxy_secrets: settings.webhook_secrets.clone(),
             keys: WidgetKeys::new(&settings.webhook_secrets),
             desk,

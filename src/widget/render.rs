@@ -1,51 +1,18 @@
-//! What a widget is sent for one nudge: the JSON message, and the seam where its text is written.
+//! What a widget is sent for one nudge: the JSON message around the words the merchant's templates give.
 //!
-//! [`text`] is the only place that decides the words. It is given the pending nudge and the customer's first name
-//! (opened from the sealed PII just before this call, never stored with the nudge) and returns the title, body,
-//! locale and writing direction, or `None` when nothing is to be shown (the senders then send nothing and REST
-//! answers 204). Until the template renderer (per-merchant, multilingual templates) is wired in, it writes a fixed
-//! English sentence per kind; swapping it for the template renderer changes only `text` and its one caller,
-//! `routes::widget::render_for`. [`message`] wraps the text with the nudge's identity into what the socket and the
-//! REST answer carry.
+//! The words come from `nudges::render::NudgeRenderer` (the merchant's template for the nudge's kind, in the
+//! customer's locale or its fallback, with the first name opened from the sealed PII just before and never stored
+//! with the nudge); a kind the merchant turned off gives no words, and then the socket sends nothing and REST answers
+//! 204. [`message`] wraps the words with the nudge's identity into what the socket and the REST answer carry;
+//! [`greeting_name`] bounds the name that goes into them.
 
 use actors::customer::PendingNudge;
-use functions::NudgeKind;
 use serde::Serialize;
+
+use crate::nudges::render::WidgetText;
 
 /// Longest first name put into a greeting, in characters: Shopify allows long names, a nudge card does not.
 const MAX_NAME_CHARS: usize = 40;
-
-/// Writing direction of the nudge's text, for the widget's `dir` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dir {
-    Ltr,
-    Rtl,
-}
-
-impl Dir {
-    /// Right-to-left for Arabic and Hebrew (and their regional variants), left-to-right otherwise.
-    pub fn of_locale(locale: &str) -> Dir {
-        let language = locale
-            .split(['-', '_'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        match language.as_str() {
-            "ar" | "he" | "iw" => Dir::Rtl,
-            _ => Dir::Ltr,
-        }
-    }
-}
-
-/// The words of one nudge, in one locale.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NudgeText {
-    pub title: String,
-    pub body: String,
-    pub locale: String,
-    pub dir: Dir,
-}
 
 /// One nudge as a widget receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,19 +24,20 @@ pub struct NudgeMessage {
     pub segment: String,
     pub variant: String,
     pub locale: String,
-    pub dir: Dir,
+    /// `ltr` or `rtl`, for the widget's `dir` attribute.
+    pub dir: &'static str,
     pub title: String,
     pub body: String,
 }
 
 /// The message for `nudge` with its words.
-pub fn message(nudge: &PendingNudge, text: NudgeText) -> NudgeMessage {
+pub fn message(nudge: &PendingNudge, text: WidgetText) -> NudgeMessage {
     NudgeMessage {
         message_type: "nudge",
         nudge_id: nudge.nudge_id(),
         kind: nudge.kind.as_str(),
         segment: nudge.segment.clone(),
-        variant: nudge.variant.to_owned(),
+        variant: nudge.variant.to_string(),
         locale: text.locale,
         dir: text.dir,
         title: text.title,
@@ -79,7 +47,7 @@ pub fn message(nudge: &PendingNudge, text: NudgeText) -> NudgeMessage {
 
 /// A name fit for a greeting: trimmed, without control characters, at most [`MAX_NAME_CHARS`]; `None` when
 /// nothing is left.
-fn greeting_name(first_name: Option<&str>) -> Option<String> {
+pub fn greeting_name(first_name: Option<&str>) -> Option<String> {
     let name: String = first_name?
         .trim()
         .chars()
@@ -89,42 +57,12 @@ fn greeting_name(first_name: Option<&str>) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// TEMPORARY: fixed English text per kind until the template renderer replaces this function. It keeps the
-/// customer's locale and direction so the widget's right-to-left layout can be exercised already, and always has
-/// something to show.
-pub fn text(nudge: &PendingNudge, first_name: Option<&str>) -> Option<NudgeText> {
-    let locale = nudge.locale.clone().unwrap_or_else(|| "en".to_owned());
-    let title = match greeting_name(first_name) {
-        Some(name) => format!("Hi {name}"),
-        None => "Hi there".to_owned(),
-    };
-    let body = match nudge.kind {
-        NudgeKind::AtRisk => "We miss you. Come back and see what's new.",
-        NudgeKind::Loyal => "Thanks for being a loyal customer.",
-        NudgeKind::New => "Welcome! Glad to have you with us.",
-        NudgeKind::Inactive => "It's been a while. Take a look at what's new.",
-        NudgeKind::Champions => "You're one of our best customers. Thank you!",
-        NudgeKind::TierDropped => "Your perks are waiting. One more order keeps them.",
-        NudgeKind::Churned => "We'd love to see you again.",
-    };
-    Some(NudgeText {
-        title,
-        body: body.to_owned(),
-        dir: Dir::of_locale(&locale),
-        locale,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use actors::customer::{CustomerKey, DEFAULT_VARIANT};
-    use functions::Timestamp;
+    use functions::{NudgeKind, Timestamp};
     use streams::MerchantId;
-
-    fn message(nudge: &PendingNudge, first_name: Option<&str>) -> NudgeMessage {
-        super::message(nudge, text(nudge, first_name).unwrap())
-    }
 
     fn nudge(locale: Option<&str>) -> PendingNudge {
         PendingNudge {
@@ -143,46 +81,39 @@ mod tests {
     }
 
     #[test]
-    fn the_message_carries_the_nudges_identity_and_the_greeting() {
-        let m = message(&nudge(Some("es")), Some("  Ana "));
-        let json = serde_json::to_value(&m).unwrap();
+    fn the_message_carries_the_nudges_identity_and_its_words() {
+        let words = WidgetText {
+            kind: "champions",
+            locale: "es".into(),
+            dir: "ltr",
+            title: "¡Hola, Ana!".into(),
+            body: "Gracias".into(),
+        };
+        let json = serde_json::to_value(message(&nudge(Some("es-MX")), words)).unwrap();
         assert_eq!(json["type"], "nudge");
         assert_eq!(json["nudge_id"], "nudge:a-shop.myshopify.com:7:3");
         assert_eq!(json["kind"], "champions");
+        assert_eq!(json["segment"], "champions");
         assert_eq!(json["variant"], "A");
         assert_eq!(json["locale"], "es");
         assert_eq!(json["dir"], "ltr");
-        assert_eq!(json["title"], "Hi Ana");
-        assert!(!m.body.is_empty());
-    }
-
-    #[test]
-    fn right_to_left_for_arabic_and_hebrew_only() {
-        for (locale, dir) in [
-            ("ar", Dir::Rtl),
-            ("ar-EG", Dir::Rtl),
-            ("he_IL", Dir::Rtl),
-            ("HE", Dir::Rtl),
-            ("en", Dir::Ltr),
-            ("fr-CA", Dir::Ltr),
-            ("", Dir::Ltr),
-        ] {
-            assert_eq!(Dir::of_locale(locale), dir, "{locale}");
-        }
-        assert_eq!(message(&nudge(Some("ar")), None).dir, Dir::Rtl);
-        assert_eq!(message(&nudge(None), None).locale, "en");
+        assert_eq!(json["title"], "¡Hola, Ana!");
+        assert_eq!(json["body"], "Gracias");
     }
 
     #[test]
     fn names_are_trimmed_bounded_and_optional() {
-        assert_eq!(message(&nudge(None), None).title, "Hi there");
-        assert_eq!(message(&nudge(None), Some(" \n ")).title, "Hi there");
+        assert_eq!(greeting_name(None), None);
+        assert_eq!(greeting_name(Some(" \n ")), None);
+        assert_eq!(greeting_name(Some("  Ana ")).as_deref(), Some("Ana"));
         let long = "N".repeat(500);
-        let title = message(&nudge(None), Some(&long)).title;
-        assert_eq!(title.chars().count(), "Hi ".len() + MAX_NAME_CHARS);
         assert_eq!(
-            message(&nudge(None), Some("A\u{7}na")).title,
-            "Hi Ana",
+            greeting_name(Some(&long)).unwrap().chars().count(),
+            MAX_NAME_CHARS
+        );
+        assert_eq!(
+            greeting_name(Some("A\u{7}na")).as_deref(),
+            Some("Ana"),
             "control characters dropped"
         );
     }

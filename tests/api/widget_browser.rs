@@ -93,7 +93,7 @@ async fn check_spanish(seen: &Value, ready: &Value, pool: &PgPool, a: &MerchantI
     let nudge_id = seen["nudgeId"].as_str().unwrap();
     assert!(nudge_id.starts_with(&format!("nudge:{a}:7:")), "{seen}");
     assert_eq!(seen["kind"], "champions", "{seen}");
-    assert_eq!(seen["title"], "Hi Ana", "{seen}");
+    assert_eq!(seen["title"], "¡Eres de lo mejor, Ana!", "{seen}");
     assert_eq!(
         (&seen["lang"], &seen["dir"]),
         (&Value::from("es"), &Value::from("ltr"))
@@ -131,7 +131,13 @@ fn check_arabic(seen: &Value) {
         (&Value::from("rtl"), &Value::from("rtl")),
         "{arabic}"
     );
-    assert_eq!(arabic["title"], "Hi Layla");
+    assert!(
+        arabic["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Layla"),
+        "{arabic}"
+    );
     assert!(
         arabic["left"].as_f64().unwrap() < arabic["right"].as_f64().unwrap(),
         "the card sits in the left corner for right-to-left text: {arabic}"

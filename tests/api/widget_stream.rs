@@ -89,15 +89,15 @@ async fn each_widget_gets_its_own_customers_nudges_now_and_as_they_fire() {
     assert_eq!(x_rest["type"], "nudge");
     assert_eq!(x_rest["kind"], "new");
     assert_eq!(
-        x_rest["title"], "Hi Ana",
-        "the first name, opened at render time"
+        x_rest["title"], "¡Te damos la bienvenida, Ana!",
+        "the merchant's Spanish template, with the first name opened at render time"
     );
     assert_eq!(
         (&x_rest["locale"], &x_rest["dir"]),
         (&json!("es"), &json!("ltr"))
     );
     let (_, y_rest) = get_with(&app.address, "/api/v1/rfm/nudges", &y_token).await;
-    assert_eq!(y_rest["title"], "Hi Bo");
+    assert_eq!(y_rest["title"], "أهلًا بك، Bo!");
     assert_eq!(y_rest["dir"], "rtl");
     assert!(y_rest["nudge_id"]
         .as_str()
@@ -117,7 +117,10 @@ async fn each_widget_gets_its_own_customers_nudges_now_and_as_they_fire() {
     more_orders(&app, &a, X, 10).await;
     let pushed = next_new_nudge(&mut x_socket, current["nudge_id"].as_str().unwrap(), &a, 7).await;
     assert_ne!(pushed["kind"], "new");
-    assert_eq!(pushed["title"], "Hi Ana");
+    assert!(
+        pushed["title"].as_str().unwrap().contains("Ana"),
+        "{pushed}"
+    );
     // Customer 8 moves after customer 7 did: its socket gets its own new nudge, and nothing of customer 7's
     // before it (next_new_nudge checks every nudge it reads names customer 8).
     more_orders(&app, &a, Y, 20).await;
@@ -128,7 +131,10 @@ async fn each_widget_gets_its_own_customers_nudges_now_and_as_they_fire() {
         8,
     )
     .await;
-    assert_eq!(y_pushed["title"], "Hi Bo");
+    assert!(
+        y_pushed["title"].as_str().unwrap().contains("Bo"),
+        "{y_pushed}"
+    );
     let (_, x_now) = get_with(&app.address, "/api/v1/rfm/nudges", &x_token).await;
     assert!(x_now["nudge_id"]
         .as_str()
