@@ -27,4 +27,5 @@ pub mod snapshots;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod widget;
 pub mod zeroing;

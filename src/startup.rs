@@ -23,7 +23,7 @@ use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
 use crate::routes::{
-    api, dashboard, gdpr, health, nudge_experiments, nudge_templates, stream, webhooks,
+    api, dashboard, gdpr, health, nudge_experiments, nudge_templates, stream, webhooks, widget,
 };
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
@@ -39,6 +39,8 @@ pub struct Shared {
     pub channels: Arc<Channels>,
     /// The processor's running nudge experiments, so a save through this instance applies at once.
     pub plans: Option<actors::NudgePlans>,
+    /// The processor's nudge desk, for the widgets this instance serves.
+    pub nudges: Option<actors::nudges::NudgeDesk>,
 }
 
 pub struct Application {
@@ -49,7 +51,10 @@ pub struct Application {
 impl Application {
     /// The HTTP side alone (`--role ingress`): reads come from Postgres, frames from Redis.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let shared = Shared::default();
+        let shared = Shared {
+            nudges: crate::widget::standalone_desk(settings)?,
+            ..Shared::default()
+        };
         if settings.redis_enabled {
             let client = redis::Client::open(settings.redis_url.as_str())?;
             tokio::spawn(subscribe_forever(client, shared.channels.clone()));
@@ -73,6 +78,12 @@ impl Application {
             rules: settings.nudge_rules,
         });
         let templates = web::Data::new(TemplateStore::new(store.clone()));
+        let widgets = web::Data::new(crate::widget::WidgetState::new(
+            settings,
+            shared.nudges.clone(),
+            store.clone(),
+            templates.get_ref().clone(),
+        ));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -104,6 +115,8 @@ impl Application {
                 .app_data(assets.clone())
                 .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
+                .app_data(widgets.clone())
+                .configure(widget::routes)
                 .app_data(templates.clone())
                 .configure(nudge_templates::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
@@ -235,13 +248,12 @@ pub async fn build_processor(
         .redis_enabled
         .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
         .transpose()?;
-    let nudges = actors::nudges::NudgeDeskConfig {
-        pending_for: settings.nudge_pending,
-        max_pending: settings.nudge_pending_max,
-        linger: settings.customer_actor_linger,
-        ..Default::default()
-    }
-    .build(clock.clone());
+    let nudges = crate::widget::desk_config(settings).build(clock.clone());
+    // Nudges and erasures go to every instance's desk, so a widget on any instance gets its customer's nudges.
+    let relay = settings
+        .redis_enabled
+        .then(|| crate::widget::relay::NudgeRelay::start(settings, nudges.clone()))
+        .transpose()?;
     let gdpr = store
         .clone()
         .map(|store| crate::gdpr::Gdpr::new(store, settings));
@@ -253,6 +265,7 @@ pub async fn build_processor(
         store,
         cache,
         nudges: Some(nudges),
+        relay,
         desk_turn: Default::default(),
         nudge_rules: settings.nudge_rules,
     };
@@ -365,6 +378,7 @@ impl Engine {
             registry: Some(registry.clone()),
             channels,
             plans: Some(processor.plans()),
+            nudges: nudges.clone(),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());

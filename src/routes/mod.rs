@@ -8,3 +8,6 @@ pub mod nudge_experiments;
 pub mod nudge_templates;
 pub mod stream;
 pub mod webhooks;
+pub mod widget;
+pub mod widget_page;
+pub mod widget_stream;
