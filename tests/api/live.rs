@@ -73,12 +73,18 @@ pub async fn spawn_engine() -> LiveApp {
 
 /// [`spawn_engine`] with sealing keys configured, and a pool on its database.
 pub async fn spawn_sealing_engine() -> (LiveApp, sqlx::PgPool) {
+    spawn_sealing_engine_with(&[]).await
+}
+
+/// [`spawn_sealing_engine`] with extra settings.
+pub async fn spawn_sealing_engine_with(extra: &[(&str, String)]) -> (LiveApp, sqlx::PgPool) {
     use crate::helpers::{ENCRYPTION_KEYS, PII_INDEX_KEY};
-    let keys = [
+    let mut settings = vec![
         ("ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
         ("PII_INDEX_KEY", PII_INDEX_KEY.to_owned()),
     ];
-    let app = spawn_engine_with(&keys).await;
+    settings.extend_from_slice(extra);
+    let app = spawn_engine_with(&settings).await;
     let url = app
         .settings
         .database_url

@@ -11,7 +11,9 @@ use sqlx::PgPool;
 use streams::MerchantId;
 
 use crate::helpers::eventually;
-use crate::live::{shop, spawn_engine, spawn_sealing_engine, LiveApp, Socket};
+use crate::live::{
+    shop, spawn_engine, spawn_sealing_engine, spawn_sealing_engine_with, LiveApp, Socket,
+};
 use crate::widget::{
     get_with, next_message, open_widget, post_event, post_named_order, redact, widget_token, WAIT,
 };
@@ -79,7 +81,8 @@ async fn more_orders(app: &LiveApp, a: &MerchantId, customer: (u64, &str, &str),
 
 #[actix_web::test]
 async fn each_widget_gets_its_own_customers_nudges_now_and_as_they_fire() {
-    let (app, pool) = spawn_sealing_engine().await;
+    // Newer nudges within minutes of the first: the frequency cap (tested in `nudge_experiments`) is off here.
+    let (app, pool) = spawn_sealing_engine_with(&[("NUDGE_CAP_SECS", "0".to_owned())]).await;
     let a = shop();
     let x_token = first_order(&app, &pool, &a, X, 1).await;
     let y_token = first_order(&app, &pool, &a, Y, 2).await;
