@@ -1,5 +1,6 @@
-//! The text a widget shows for a pending nudge: the merchant's template of the nudge's kind, in the customer's
-//! locale, with the customer's values filled in.
+//! The text a widget shows for a pending nudge: the merchant's template of the nudge's kind (or, for a nudge in an
+//! A/B experiment's arm with texts of its own, the arm's texts), in the customer's locale, with the customer's
+//! values filled in.
 //!
 //! The caller opens the first name from the sealed personal data and passes it in; nothing here sees sealed data or
 //! keeps a name. The locale chain is the customer's locale, its language, the shop's default, then `en`; the shop's
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actors::vocab::PendingNudge;
-use functions::nudge::{fallback_chain, render, Locale, Vars};
+use functions::nudge::experiment::Experiment;
+use functions::nudge::{fallback_chain, render, Locale, Template, Vars};
 use functions::segment::SegmentRule;
 use functions::RfmConfig;
 use serde::Serialize;
@@ -41,6 +43,8 @@ pub struct NudgeRenderer {
     templates: TemplateStore,
     store: Option<Store>,
     segments: Arc<MerchantCache<Vec<SegmentRule>>>,
+    /// The merchant's experiments, running or ended (a nudge of an ended one may still be pending).
+    experiments: Arc<MerchantCache<Vec<Experiment>>>,
 }
 
 impl NudgeRenderer {
@@ -49,6 +53,7 @@ impl NudgeRenderer {
             templates,
             store,
             segments: Arc::new(MerchantCache::default()),
+            experiments: Arc::new(MerchantCache::default()),
         }
     }
 
@@ -61,10 +66,12 @@ impl NudgeRenderer {
     ) -> Result<Option<WidgetText>, StoreError> {
         let merchant = &nudge.key.merchant;
         let set = self.templates.get(merchant).await?;
-        let template = set.get(nudge.kind);
-        if !template.enabled {
+        let kind_template = set.get(nudge.kind);
+        if !kind_template.enabled {
             return Ok(None);
         }
+        let arm_template = self.arm_template(nudge).await;
+        let template = arm_template.as_ref().unwrap_or(kind_template);
         let customer = nudge.locale.as_deref().and_then(|l| Locale::parse(l).ok());
         let shop_default: Option<Locale> = None;
         let chain = fallback_chain(customer.as_ref(), shop_default.as_ref());
@@ -89,6 +96,40 @@ impl NudgeRenderer {
             title: shown.title,
             body: shown.body,
         }))
+    }
+
+    /// The texts of the nudge's experiment arm, when it has its own. Like a display name, not worth failing a
+    /// nudge over: when the experiments cannot be read, the kind's template is used.
+    async fn arm_template(&self, nudge: &PendingNudge) -> Option<Template> {
+        let id = nudge.experiment_id.as_deref()?;
+        let merchant = &nudge.key.merchant;
+        let cached = self.experiments.fresh(merchant, Instant::now());
+        // An experiment the cached list does not know is newer than the list: load again.
+        let experiments = match cached.filter(|list| list.iter().any(|e| e.id.as_str() == id)) {
+            Some(list) => list,
+            None => self.load_experiments(merchant).await?,
+        };
+        let experiment = experiments.iter().find(|e| e.id.as_str() == id)?;
+        let arm = experiment.arms.iter().find(|a| a.name == *nudge.variant)?;
+        (!arm.texts.is_empty()).then(|| Template {
+            enabled: true,
+            texts: arm.texts.clone(),
+        })
+    }
+
+    async fn load_experiments(&self, merchant: &MerchantId) -> Option<Arc<Vec<Experiment>>> {
+        let started = Instant::now();
+        let stored = crate::experiments::store::of_merchant(self.store.as_ref()?, merchant).await;
+        let experiments: Arc<Vec<Experiment>> = match stored {
+            Ok(stored) => Arc::new(stored.into_iter().map(|s| s.experiment).collect()),
+            Err(e) => {
+                tracing::warn!(merchant = %merchant, error = %e, "experiment texts unavailable for a nudge");
+                return None;
+            }
+        };
+        self.experiments
+            .insert(merchant.clone(), started, Arc::clone(&experiments));
+        Some(experiments)
     }
 
     /// The merchant's segment table. A display name is not worth failing a nudge over: when the configuration

@@ -20,6 +20,7 @@ use streams::MerchantId;
 use super::{results, save, section};
 use crate::helpers::{eventually, fresh_database, read_records};
 use crate::live::{post_order, shop, test_settings};
+use crate::widget::{get_with, widget_token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -92,47 +93,92 @@ async fn orders(app: &Running, shop: &MerchantId, customer: u64, first: u64, cou
     }
 }
 
+/// The customers of the test, three of each arm and three held out, as the pure assignment places them.
+struct Cast {
+    experiment: Experiment,
+    reds: Vec<u64>,
+    blues: Vec<u64>,
+    held: Vec<u64>,
+}
+
+impl Cast {
+    fn of(document: &Value, shop: &MerchantId) -> Cast {
+        let experiment = Experiment::from_json(document, "unused").unwrap();
+        let mut picked: HashMap<String, Vec<u64>> = HashMap::new();
+        for customer in 1..=1_000u64 {
+            let arm = picked
+                .entry(expected(&experiment, shop, customer))
+                .or_default();
+            if arm.len() < 3 {
+                arm.push(customer);
+            }
+        }
+        let mut take = |name: &str| picked.remove(name).unwrap_or_default();
+        let (reds, blues, held) = (take("red"), take("blue"), take("holdout"));
+        assert_eq!((reds.len(), blues.len(), held.len()), (3, 3, 3));
+        Cast {
+            experiment,
+            reds,
+            blues,
+            held,
+        }
+    }
+
+    fn everyone(&self) -> Vec<u64> {
+        self.reds
+            .iter()
+            .chain(&self.blues)
+            .chain(&self.held)
+            .copied()
+            .collect()
+    }
+
+    fn shown(&self) -> Vec<u64> {
+        self.reds.iter().chain(&self.blues).copied().collect()
+    }
+}
+
+/// The variant the pure assignment gives `customer`.
+fn expected(experiment: &Experiment, shop: &MerchantId, customer: u64) -> String {
+    experiment
+        .variant(experiment.assign(shop.as_str(), customer))
+        .to_owned()
+}
+
 #[actix_web::test]
 async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_orders_convert() {
     let app = start().await;
     let m = shop();
-    let document = json!({"id": "first-order", "kind": "new", "holdout_percent": 30,
-        "variants": [{"name": "red", "weight": 1}, {"name": "blue", "weight": 1}]});
+    let document = json!({"id": "first-order", "kind": "new", "holdout_percent": 30, "variants": [
+        {"name": "red", "weight": 1, "texts": {"en": {"title": "Red says welcome", "body": "An arm's own words"}}},
+        {"name": "blue", "weight": 1}
+    ]});
     let (status, body) = save(&app.address, &m, &document).await;
     assert_eq!(status, 200, "{body}");
-    // What the app must follow, computed here by the pure assignment: three customers of each arm and three
-    // held out.
-    let experiment = Experiment::from_json(&document, "unused").unwrap();
-    let expected = |c: u64| {
-        experiment
-            .variant(experiment.assign(m.as_str(), c))
-            .to_owned()
-    };
-    let mut picked: HashMap<String, Vec<u64>> = HashMap::new();
-    for customer in 1..=1_000u64 {
-        let arm = picked.entry(expected(customer)).or_default();
-        if arm.len() < 3 {
-            arm.push(customer);
-        }
-    }
-    let (reds, blues, held) = (&picked["red"], &picked["blue"], &picked["holdout"]);
-    let everyone: Vec<u64> = reds.iter().chain(blues).chain(held).copied().collect();
-    assert_eq!(everyone.len(), 9);
-
+    let cast = Cast::of(&document, &m);
     // A first order each: inactive → new, a nudge of the experiment's kind.
-    for &c in &everyone {
+    for c in cast.everyone() {
         orders(&app, &m, c, 1, 1).await;
     }
-    let wanted: HashSet<u64> = everyone.iter().copied().collect();
+    tasks_carry_the_assigned_arms(&app, &m, &cast).await;
+    let nudge_of = rows_record_the_arms(&app, &m, &cast).await;
+    only_the_shown_reach_the_desk(&app, &m, &cast).await;
+    the_widget_shows_the_arms_texts(&app, &m, &cast).await;
+    second_round(&app, &m, &cast, &nudge_of).await;
+    check_rows_and_conversions(&app, &m, &nudge_of, &cast).await;
+}
+
+async fn tasks_carry_the_assigned_arms(app: &Running, m: &MerchantId, cast: &Cast) {
+    let wanted: HashSet<u64> = cast.everyone().into_iter().collect();
     let seen = Arc::new(Mutex::new(HashSet::new()));
-    let (seen_by_reader, all) = (seen.clone(), wanted.clone());
+    let reader = seen.clone();
     let tasks = read_records(
         &app.brokers,
         &app.rfm_task,
         move |r| {
-            let mut seen = seen_by_reader.lock().unwrap();
+            let mut seen = reader.lock().unwrap();
             seen.extend(r.value["customer_id"].as_u64());
-            all.is_subset(&seen)
+            wanted.is_subset(&seen)
         },
         WAIT,
     )
@@ -140,46 +186,50 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
     assert_eq!(tasks.len(), 9, "one task per customer");
     for task in &tasks {
         let customer = task.value["customer_id"].as_u64().unwrap();
-        assert_eq!(
-            task.value["variant"],
-            expected(customer),
-            "customer {customer}"
-        );
-        assert_eq!(
-            (&task.value["experiment_id"], &task.value["kind"]),
-            (&json!("first-order"), &json!("new"))
-        );
+        let variant = expected(&cast.experiment, m, customer);
+        assert_eq!(task.value["variant"], variant, "customer {customer}");
+        assert_eq!(task.value["experiment_id"], "first-order");
+        assert_eq!(task.value["kind"], "new");
     }
+}
 
+/// Checks the first round's rows; returns each customer's nudge id.
+async fn rows_record_the_arms(app: &Running, m: &MerchantId, cast: &Cast) -> HashMap<u64, String> {
     eventually("a nudges row per customer", WAIT, async || {
-        nudge_rows(&app.db, &m).await.len() == 9
+        nudge_rows(&app.db, m).await.len() == 9
     })
     .await;
-    let rows = nudge_rows(&app.db, &m).await;
+    let rows = nudge_rows(&app.db, m).await;
     for (customer, _, kind, experiment_id, variant, status) in &rows {
-        assert_eq!(variant, &expected(*customer as u64));
+        let customer = *customer as u64;
+        assert_eq!(variant, &expected(&cast.experiment, m, customer));
         assert_eq!(
             (kind.as_str(), experiment_id.as_deref()),
             ("new", Some("first-order"))
         );
-        let held_out = held.contains(&(*customer as u64));
+        let held_out = cast.held.contains(&customer);
         assert_eq!(
             status,
             if held_out { "holdout" } else { "shown" },
             "customer {customer}"
         );
     }
-    let nudge_of: HashMap<u64, String> = rows.iter().map(|r| (r.0 as u64, r.1.clone())).collect();
+    rows.iter().map(|r| (r.0 as u64, r.1.clone())).collect()
+}
 
-    let desk = app.engine.nudges.clone().expect("the engine holds nudges");
-    let key = |customer_id| CustomerKey {
+fn key(m: &MerchantId, customer_id: u64) -> CustomerKey {
+    CustomerKey {
         merchant: m.clone(),
         customer_id,
-    };
-    let shown: Vec<u64> = reds.iter().chain(blues).copied().collect();
+    }
+}
+
+async fn only_the_shown_reach_the_desk(app: &Running, m: &MerchantId, cast: &Cast) {
+    let desk = app.engine.nudges.clone().expect("the engine holds nudges");
+    let shown = cast.shown();
     eventually("the shown nudges on the desk", WAIT, async || {
         for &c in &shown {
-            if desk.current(key(c)).await.is_none() {
+            if desk.current(key(m, c)).await.is_none() {
                 return false;
             }
         }
@@ -187,15 +237,14 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
     })
     .await;
     for &c in &shown {
-        let pending = desk.current(key(c)).await.unwrap();
-        assert_eq!(
-            (&*pending.variant, pending.experiment_id.as_deref()),
-            (expected(c).as_str(), Some("first-order"))
-        );
+        let pending = desk.current(key(m, c)).await.unwrap();
+        let variant = expected(&cast.experiment, m, c);
+        assert_eq!(&*pending.variant, variant.as_str());
+        assert_eq!(pending.experiment_id.as_deref(), Some("first-order"));
     }
-    for &c in held {
+    for &c in &cast.held {
         assert_eq!(
-            desk.current(key(c)).await,
+            desk.current(key(m, c)).await,
             None,
             "held-out customer {c} has nothing pending"
         );
@@ -205,36 +254,61 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
         6,
         "only the shown nudges were offered"
     );
+}
 
+/// What the widget shows `customer` over REST, with a token got the way a storefront gets one.
+async fn widget_shows(app: &Running, m: &MerchantId, customer: u64) -> Value {
+    let token = widget_token(&app.address, m, customer).await;
+    let (status, body) = get_with(&app.address, "/api/v1/rfm/nudges", &token).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn the_widget_shows_the_arms_texts(app: &Running, m: &MerchantId, cast: &Cast) {
+    let red = widget_shows(app, m, cast.reds[0]).await;
+    assert_eq!(
+        (&red["title"], &red["variant"]),
+        (&json!("Red says welcome"), &json!("red"))
+    );
+    let blue = widget_shows(app, m, cast.blues[0]).await;
+    assert_eq!(blue["variant"], "blue");
+    let title = blue["title"].as_str().unwrap_or_default();
+    assert!(
+        !title.is_empty() && title != "Red says welcome",
+        "the kind's template: {blue}"
+    );
+}
+
+/// Widget events, second orders, and a move on to loyal within the day.
+async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &HashMap<u64, String>) {
+    let (reds, blues, held) = (&cast.reds, &cast.blues, &cast.held);
     // The widget reports a view of blue 0's nudge and a dismissal of blue 2's. Then second orders: blue 0
     // converts, blue 1 (no event) and blue 2 (dismissed only) do not, held-out 0 converts on its assignment.
-    widget_event(&app.db, &m, blues[0], &nudge_of[&blues[0]], "view").await;
-    widget_event(&app.db, &m, blues[2], &nudge_of[&blues[2]], "dismiss").await;
+    widget_event(&app.db, m, blues[0], &nudge_of[&blues[0]], "view").await;
+    widget_event(&app.db, m, blues[2], &nudge_of[&blues[2]], "dismiss").await;
     for &c in blues.iter().chain(&held[..1]) {
-        orders(&app, &m, c, 2, 1).await;
+        orders(app, m, c, 2, 1).await;
     }
     // The cap: red 0 moves on to loyal within the day (orders 2 to 4), so that nudge is capped. Held-out 1 does the
     // same afterwards and is shown it: a held-out customer was shown nothing. Its orders convert on its assignment.
-    orders(&app, &m, reds[0], 2, 3).await;
-    orders(&app, &m, held[1], 2, 3).await;
+    orders(app, m, reds[0], 2, 3).await;
+    orders(app, m, held[1], 2, 3).await;
+    let desk = app.engine.nudges.clone().expect("the engine holds nudges");
     eventually("held-out 1's loyal nudge on the desk", WAIT, async || {
-        desk.current(key(held[1]))
+        desk.current(key(m, held[1]))
             .await
             .is_some_and(|n| n.kind == NudgeKind::Loyal)
     })
     .await;
     // Red 0's outcome started before held-out 1's, and the desk takes outcomes in the order they started.
-    assert_eq!(
-        desk.current(key(reds[0])).await.map(|n| n.kind),
-        Some(NudgeKind::New)
-    );
+    let red_now = desk.current(key(m, reds[0])).await.map(|n| n.kind);
+    assert_eq!(red_now, Some(NudgeKind::New));
     assert_eq!(
         desk.stats().await.offered,
         7,
         "the capped nudge never reached the desk"
     );
-
-    let want_orders = [
+    let want = [
         (blues[0], 2),
         (blues[1], 2),
         (blues[2], 2),
@@ -250,10 +324,9 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
                 .await
                 .unwrap();
         let have: HashMap<u64, i32> = rows.into_iter().map(|(c, o)| (c as u64, o)).collect();
-        want_orders.iter().all(|(c, n)| have.get(c) == Some(n))
+        want.iter().all(|(c, n)| have.get(c) == Some(n))
     })
     .await;
-    check_rows_and_conversions(&app, &m, &nudge_of, reds[0], blues[0], held).await;
 }
 
 /// After the second round: the loyal rows' statuses, the conversion events, and the results.
@@ -261,10 +334,9 @@ async fn check_rows_and_conversions(
     app: &Running,
     m: &MerchantId,
     nudge_of: &HashMap<u64, String>,
-    red: u64,
-    blue: u64,
-    held: &[u64],
+    cast: &Cast,
 ) {
+    let (red, blue, held) = (cast.reds[0], cast.blues[0], &cast.held);
     let mut loyal: Vec<(i64, Option<String>, String, String)> = nudge_rows(&app.db, m)
         .await
         .into_iter()
@@ -304,6 +376,11 @@ async fn check_rows_and_conversions(
         "a conversion per order after a view or a holdout assignment, and no other"
     );
 
+    results_show_the_round(app, m).await;
+}
+
+/// The results after both rounds, counted from what the test did.
+async fn results_show_the_round(app: &Running, m: &MerchantId) {
     let seen = results(&app.address, m).await;
     let first = section(&seen, "new", Some("first-order"));
     assert_eq!(first["running"], true);
