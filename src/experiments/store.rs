@@ -84,6 +84,17 @@ pub async fn save(
     .await?;
     let detail =
         json!({ "experiment": experiment.to_json(), "replaced": replaced, "revision": revision });
+    audit(&mut tx, merchant, actor, detail).await?;
+    tx.commit().await?;
+    Ok(Saved::Running { revision, replaced })
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    merchant: &MerchantId,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_logs (merchant_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
     )
@@ -91,10 +102,9 @@ pub async fn save(
     .bind(actor)
     .bind(AUDIT_ACTION)
     .bind(detail)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
-    Ok(Saved::Running { revision, replaced })
+    Ok(())
 }
 
 /// The `audit_logs.action` of a save.

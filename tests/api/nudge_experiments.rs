@@ -98,44 +98,8 @@ fn two_arms(id: &str, kind: &str, holdout: f64) -> Value {
 async fn a_save_is_validated_whole_audited_and_kept_to_its_shop() {
     let (app, pool) = spawn().await;
     let (a, b) = (shop(), shop());
+    refusals_name_every_field_and_are_not_audited(&app, &pool, &a).await;
     let valid = two_arms("welcome", "new", 20.0);
-
-    let (status, _) = post(&app.address, None, valid.to_string().as_bytes()).await;
-    assert_eq!(status, 401, "no session token");
-    let (status, body) = post(&app.address, Some(&token(&a)), b"{not json").await;
-    assert_eq!(
-        (status, error_fields(&body)),
-        (422, HashSet::from(["".to_owned()]))
-    );
-    let invalid = json!({
-        "kind": "sometimes", "holdout_percent": 60,
-        "variants": [{"name": "a", "weight": 0}, {"name": "A", "weight": 1, "texts": {"en": {"title": "<b>"}}}]
-    });
-    let (status, body) = save(&app.address, &a, &invalid).await;
-    assert_eq!(status, 422, "{body}");
-    let expected = [
-        "kind",
-        "holdout_percent",
-        "variants[0].weight",
-        "variants[1].name",
-        "variants[1].texts.en.title",
-    ];
-    assert_eq!(error_fields(&body), expected.map(String::from).into());
-    let (status, body) = save(
-        &app.address,
-        &a,
-        &json!({"kind": "new", "variants": [{"name": "only", "weight": 1}]}),
-    )
-    .await;
-    assert_eq!(
-        (status, error_fields(&body)),
-        (422, HashSet::from(["variants".to_owned()]))
-    );
-    assert!(
-        audit_rows(&pool, &a).await.is_empty(),
-        "nothing refused is audited"
-    );
-
     let (status, body) = save(&app.address, &a, &valid).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -163,10 +127,62 @@ async fn a_save_is_validated_whole_audited_and_kept_to_its_shop() {
         (422, HashSet::from(["id".to_owned()]))
     );
 
-    // A second experiment for the kind replaces the first, which stays with its results; an id is made when the
-    // document names none.
+    a_second_save_for_the_kind_replaces_the_first(&app, &pool, &a, &b).await;
+}
+
+async fn refusals_name_every_field_and_are_not_audited(
+    app: &LiveApp,
+    pool: &PgPool,
+    a: &MerchantId,
+) {
+    let valid = two_arms("welcome", "new", 20.0);
+    let (status, _) = post(&app.address, None, valid.to_string().as_bytes()).await;
+    assert_eq!(status, 401, "no session token");
+    let (status, body) = post(&app.address, Some(&token(a)), b"{not json").await;
+    assert_eq!(
+        (status, error_fields(&body)),
+        (422, HashSet::from(["".to_owned()]))
+    );
+    let invalid = json!({
+        "kind": "sometimes", "holdout_percent": 60,
+        "variants": [{"name": "a", "weight": 0}, {"name": "A", "weight": 1, "texts": {"en": {"title": "<b>"}}}]
+    });
+    let (status, body) = save(&app.address, a, &invalid).await;
+    assert_eq!(status, 422, "{body}");
+    let expected = [
+        "kind",
+        "holdout_percent",
+        "variants[0].weight",
+        "variants[1].name",
+        "variants[1].texts.en.title",
+    ];
+    assert_eq!(error_fields(&body), expected.map(String::from).into());
+    let (status, body) = save(
+        &app.address,
+        a,
+        &json!({"kind": "new", "variants": [{"name": "only", "weight": 1}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, error_fields(&body)),
+        (422, HashSet::from(["variants".to_owned()]))
+    );
+    assert!(
+        audit_rows(pool, a).await.is_empty(),
+        "nothing refused is audited"
+    );
+}
+
+/// A second experiment for the kind replaces the first, which stays with its results; an id is made when the
+/// document names none.
+async fn a_second_save_for_the_kind_replaces_the_first(
+    app: &LiveApp,
+    pool: &PgPool,
+    a: &MerchantId,
+    b: &MerchantId,
+) {
     let unnamed = json!({"kind": "new", "variants": [{"name": "x", "weight": 1}, {"name": "y", "weight": 1}]});
-    let (status, body) = save(&app.address, &a, &unnamed).await;
+    let (status, body) = save(&app.address, a, &unnamed).await;
     assert_eq!(
         (status, &body["replaced"]),
         (200, &json!("welcome")),
@@ -174,16 +190,16 @@ async fn a_save_is_validated_whole_audited_and_kept_to_its_shop() {
     );
     let generated = body["id"].as_str().expect("a generated id").to_owned();
     assert!(generated.starts_with("new-"), "{generated}");
-    let seen = results(&app.address, &a).await;
+    let seen = results(&app.address, a).await;
     assert_eq!(section(&seen, "new", Some(&generated))["running"], true);
     let first = section(&seen, "new", Some("welcome"));
     assert_eq!(first["running"], false);
     assert_eq!(first["arms"][1]["variant"], "cool");
     assert_eq!(first["arms"][1]["weight"], 3);
     assert_eq!(first["holdout"]["assigned"], 0);
-    assert_eq!(audit_rows(&pool, &a).await.len(), 2);
-    assert_eq!(audit_rows(&pool, &b).await.len(), 1);
-    let b_sees = results(&app.address, &b).await;
+    assert_eq!(audit_rows(pool, a).await.len(), 2);
+    assert_eq!(audit_rows(pool, b).await.len(), 1);
+    let b_sees = results(&app.address, b).await;
     assert_eq!(b_sees["experiments"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         section(&b_sees, "loyal", Some("welcome"))["holdout"],
@@ -234,9 +250,42 @@ async fn results_equal_a_count_of_the_rows_made_apart_from_the_app() {
     let (status, _) = save(&app.address, &a, &two_arms("calc", "at_risk", 10.0)).await;
     assert_eq!(status, 200);
 
-    // warm: 40 shown (20 viewed, 16 clicked, 8 dismissed, 12 converted), 3 capped (one with a stray
-    // conversion); cool: 50 shown (5 viewed and converted); holdout: 30 assigned (3 converted). Events repeat,
-    // and another shop's events name the same nudge ids.
+    let fired = fired_rows(&a);
+    for f in &fired {
+        write(&pool, &a, f, "calc").await;
+        sqlx::query("INSERT INTO nudge_events (merchant_id, nudge_id, kind, event_id) VALUES ($1, $2, 'view', $3)")
+            .bind(other.as_str())
+            .bind(&f.id)
+            .bind(format!("other-{}", f.id))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    let seen = results(&app.address, &a).await;
+    let calc = section(&seen, "at_risk", Some("calc"));
+    let holdout_n = count_rows(&fired, "holdout", "holdout") as f64;
+    let holdout_x = count(&fired, "holdout", "holdout", "conversion") as f64;
+    let holdout = (holdout_x, holdout_n);
+    for (index, variant) in ["warm", "cool"].into_iter().enumerate() {
+        check_arm(&calc["arms"][index], variant, &fired, holdout);
+    }
+    let holdout = &calc["holdout"];
+    assert_eq!(holdout["assigned"], holdout_n as u64);
+    assert_eq!(holdout["converted"], holdout_x as u64);
+    assert_eq!(holdout["revenue"], revenue_of(&fired, "holdout", "holdout"));
+    assert_eq!(holdout["lift"], Value::Null);
+    assert_eq!(
+        results(&app.address, &other).await["experiments"],
+        json!([]),
+        "events alone make no results"
+    );
+}
+
+/// The rows of the results test: warm 40 shown (20 viewed, 16 clicked, 8 dismissed, 12 converted) and 3 capped
+/// (one with a stray conversion); cool 50 shown (5 viewed and converted); holdout 30 assigned (3 converted). Events
+/// repeat; the test adds another shop's events naming the same nudge ids.
+fn fired_rows(a: &MerchantId) -> Vec<Fired> {
     let mut fired = Vec::new();
     for i in 0..123u32 {
         let (variant, status) = match i {
@@ -267,79 +316,58 @@ async fn results_equal_a_count_of_the_rows_made_apart_from_the_app() {
             revenue,
         });
     }
-    for f in &fired {
-        write(&pool, &a, f, "calc").await;
-        sqlx::query("INSERT INTO nudge_events (merchant_id, nudge_id, kind, event_id) VALUES ($1, $2, 'view', $3)")
-            .bind(other.as_str())
-            .bind(&f.id)
-            .bind(format!("other-{}", f.id))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    fired
+}
 
-    let seen = results(&app.address, &a).await;
-    let calc = section(&seen, "at_risk", Some("calc"));
-    let holdout_n = count_rows(&fired, "holdout", "holdout") as f64;
-    let holdout_x = count(&fired, "holdout", "holdout", "conversion") as f64;
-    for (index, variant) in ["warm", "cool"].into_iter().enumerate() {
-        let arm = &calc["arms"][index];
-        assert_eq!(arm["variant"], variant);
-        let n = count_rows(&fired, variant, "shown");
-        assert_eq!(arm["shown"], n, "{variant} shown");
-        assert_eq!(
-            arm["capped"],
-            count_rows(&fired, variant, "capped"),
-            "{variant} capped"
-        );
-        for (field, event) in [
-            ("viewed", "view"),
-            ("clicked", "click"),
-            ("dismissed", "dismiss"),
-            ("converted", "conversion"),
-        ] {
-            assert_eq!(
-                arm[field],
-                count(&fired, variant, "shown", event),
-                "{variant} {field}"
-            );
-        }
-        assert_eq!(
-            arm["revenue"],
-            revenue_of(&fired, variant, "shown"),
-            "{variant} revenue"
-        );
-        let x = count(&fired, variant, "shown", "conversion") as f64;
-        let n = n as f64;
-        close(&arm["conversion_rate"], x / n, "rate");
-        let (low, high) = wilson(x, n);
-        close(&arm["ci95"]["low"], low, "ci low");
-        close(&arm["ci95"]["high"], high, "ci high");
-        let (p1, p0) = (x / n, holdout_x / holdout_n);
-        let pooled = (x + holdout_x) / (n + holdout_n);
-        let z = (p1 - p0) / (pooled * (1.0 - pooled) * (1.0 / n + 1.0 / holdout_n)).sqrt();
-        close(&arm["lift"]["absolute"], p1 - p0, "absolute lift");
-        close(&arm["lift"]["relative"], (p1 - p0) / p0, "relative lift");
-        close(&arm["lift"]["z"], z, "z");
-        // The p-value against references from outside Rust: warm 12/40 against 3/30 gives z = 2.01810, p = 0.04358;
-        // cool 5/50 has the holdout's rate, z = 0, p = 1 (Python: math.erfc(abs(z) / math.sqrt(2))).
-        let p_value = if variant == "warm" {
-            0.043_580_856_392_609_266
-        } else {
-            1.0
-        };
-        close(&arm["lift"]["p_value"], p_value, "p-value");
-    }
-    let holdout = &calc["holdout"];
-    assert_eq!(holdout["assigned"], holdout_n as u64);
-    assert_eq!(holdout["converted"], holdout_x as u64);
-    assert_eq!(holdout["revenue"], revenue_of(&fired, "holdout", "holdout"));
-    assert_eq!(holdout["lift"], Value::Null);
+/// One arm's numbers against a count made here and the formulas written out here; `holdout` is (converted,
+/// assigned).
+fn check_arm(arm: &Value, variant: &str, fired: &[Fired], holdout: (f64, f64)) {
+    let (holdout_x, holdout_n) = holdout;
+    assert_eq!(arm["variant"], variant);
+    let n = count_rows(fired, variant, "shown");
+    assert_eq!(arm["shown"], n, "{variant} shown");
     assert_eq!(
-        results(&app.address, &other).await["experiments"],
-        json!([]),
-        "events alone make no results"
+        arm["capped"],
+        count_rows(fired, variant, "capped"),
+        "{variant} capped"
     );
+    for (field, event) in [
+        ("viewed", "view"),
+        ("clicked", "click"),
+        ("dismissed", "dismiss"),
+        ("converted", "conversion"),
+    ] {
+        assert_eq!(
+            arm[field],
+            count(fired, variant, "shown", event),
+            "{variant} {field}"
+        );
+    }
+    assert_eq!(
+        arm["revenue"],
+        revenue_of(fired, variant, "shown"),
+        "{variant} revenue"
+    );
+    let x = count(fired, variant, "shown", "conversion") as f64;
+    let n = n as f64;
+    close(&arm["conversion_rate"], x / n, "rate");
+    let (low, high) = wilson(x, n);
+    close(&arm["ci95"]["low"], low, "ci low");
+    close(&arm["ci95"]["high"], high, "ci high");
+    let (p1, p0) = (x / n, holdout_x / holdout_n);
+    let pooled = (x + holdout_x) / (n + holdout_n);
+    let z = (p1 - p0) / (pooled * (1.0 - pooled) * (1.0 / n + 1.0 / holdout_n)).sqrt();
+    close(&arm["lift"]["absolute"], p1 - p0, "absolute lift");
+    close(&arm["lift"]["relative"], (p1 - p0) / p0, "relative lift");
+    close(&arm["lift"]["z"], z, "z");
+    // The p-value against references from outside Rust: warm 12/40 against 3/30 gives z = 2.01810, p = 0.04358;
+    // cool 5/50 has the holdout's rate, z = 0, p = 1 (Python: math.erfc(abs(z) / math.sqrt(2))).
+    let p_value = if variant == "warm" {
+        0.043_580_856_392_609_266
+    } else {
+        1.0
+    };
+    close(&arm["lift"]["p_value"], p_value, "p-value");
 }
 
 fn count_rows(fired: &[Fired], variant: &str, status: &str) -> u64 {
