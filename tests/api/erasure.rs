@@ -59,7 +59,12 @@ async fn rows_left(pool: &PgPool, shop: &MerchantId, customer: Option<i64>) -> V
     .unwrap();
     left.push(("nudge_events".to_owned(), events));
     if customer.is_none() {
-        for table in ["merchants", "program_settings", "audit_logs"] {
+        for table in [
+            "merchants",
+            "program_settings",
+            "audit_logs",
+            "nudge_experiments",
+        ] {
             let sql = format!("SELECT count(*) FROM {table} WHERE merchant_id = $1");
             let n: i64 = sqlx::query_scalar(&sql)
                 .bind(shop.as_str())
@@ -79,6 +84,7 @@ async fn seed_merchant_rows(pool: &PgPool, shop: &MerchantId) {
         "INSERT INTO merchants (merchant_id) VALUES ($1) ON CONFLICT DO NOTHING",
         "INSERT INTO program_settings (merchant_id, rfm_thresholds) VALUES ($1, '{}') ON CONFLICT DO NOTHING",
         "INSERT INTO audit_logs (merchant_id, actor, action) VALUES ($1, 'staff-1', 'config_update')",
+        "INSERT INTO nudge_experiments (merchant_id, experiment_id, kind, definition) VALUES ($1, 'e', 'new', '{}')",
     ] {
         sqlx::query(sql).bind(shop.as_str()).execute(pool).await.unwrap();
     }
