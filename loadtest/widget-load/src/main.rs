@@ -55,14 +55,20 @@ pub struct Options {
     /// The server's process id, to report its resident and peak memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// First customer id; runs with distinct ranges do not disturb each other.
-    #[arg(long, default_value_t = 1)]
+    /// First customer id (0: from the clock). Runs need distinct ranges: an order id the engine already counted is
+    /// a duplicate, which moves nobody and fires no nudge.
+    #[arg(long, default_value_t = 0)]
     pub first_customer: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let options = Options::parse();
+    let mut options = Options::parse();
+    if options.first_customer == 0 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        // A fresh block of a million ids per second of the clock, far below Shopify's 2^53.
+        options.first_customer = (now.as_secs() % 1_000_000_000) * 1_000_000 + 1;
+    }
     let host = reqwest::Url::parse(&options.base_url)
         .context("base url")?
         .host_str()
