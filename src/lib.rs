@@ -11,6 +11,7 @@ pub mod directory;
 pub mod gdpr;
 pub mod limits;
 pub mod live;
+pub mod merchant_config;
 pub mod mock_broker;
 pub mod nudges;
 pub mod pii;

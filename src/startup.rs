@@ -64,6 +64,11 @@ impl Application {
             .map(Store::connect_lazy)
             .transpose()?;
         let templates = web::Data::new(TemplateStore::new(store.clone()));
+        let rfm_configs = web::Data::new(crate::merchant_config::ConfigService {
+            store: store.clone(),
+            sink: ingress.sink.clone(),
+            topics: settings.topics.clone(),
+        });
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -96,6 +101,8 @@ impl Application {
                 .app_data(prometheus.clone())
                 .app_data(templates.clone())
                 .configure(nudge_templates::configure)
+                .app_data(rfm_configs.clone())
+                .configure(crate::routes::rfm_config::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

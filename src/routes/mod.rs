@@ -5,5 +5,6 @@ pub mod dashboard;
 pub mod gdpr;
 pub mod health;
 pub mod nudge_templates;
+pub mod rfm_config;
 pub mod stream;
 pub mod webhooks;
