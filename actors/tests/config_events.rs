@@ -99,7 +99,7 @@ fn a_config_event_rescores_the_merchant_in_order() {
 
 #[test]
 fn a_replay_from_the_start_ends_where_the_live_run_did() {
-    let events = vec![
+    let events = [
         order(ALPHA, 1, 11, "250.00", 0),
         order(ALPHA, 2, 21, "20.00", -200),
         config_event("config-1", tiers()),

@@ -12,6 +12,7 @@ mod harness;
 mod helpers;
 mod limits;
 mod live;
+mod merchant_config;
 mod nudge_templates;
 mod nudges;
 mod processor;
