@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod config;
 pub mod customer;
 pub mod lifecycle;
+pub mod locale;
 pub mod money;
 pub mod nudge;
 pub mod rfm;

@@ -11,7 +11,7 @@
 //! `locale`), the defaults a new merchant starts with, and the rendering for one customer.
 
 pub mod defaults;
-pub mod locale;
+pub use crate::locale;
 pub mod render;
 pub mod template;
 pub mod text;

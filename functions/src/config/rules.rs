@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::nudge::locale::Locale;
+use crate::locale::Locale;
 use crate::segment::{uncovered, SegmentRule};
 
 use super::FieldError;
