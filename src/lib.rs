@@ -15,6 +15,7 @@ pub mod merchant_config;
 pub mod mock_broker;
 pub mod nudges;
 pub mod pii;
+pub mod preview;
 pub mod processor;
 pub mod read_model;
 pub mod redis_link;

@@ -64,6 +64,11 @@ impl Application {
             .map(Store::connect_lazy)
             .transpose()?;
         let templates = web::Data::new(TemplateStore::new(store.clone()));
+        let previews = web::Data::new(crate::preview::service(
+            settings,
+            shared.registry.clone(),
+            store.clone(),
+        )?);
         let rfm_configs = web::Data::new(crate::merchant_config::ConfigService {
             store: store.clone(),
             sink: ingress.sink.clone(),
@@ -103,6 +108,8 @@ impl Application {
                 .configure(nudge_templates::configure)
                 .app_data(rfm_configs.clone())
                 .configure(crate::routes::rfm_config::configure)
+                .app_data(previews.clone())
+                .configure(crate::routes::rfm_preview::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

@@ -6,5 +6,6 @@ pub mod gdpr;
 pub mod health;
 pub mod nudge_templates;
 pub mod rfm_config;
+pub mod rfm_preview;
 pub mod stream;
 pub mod webhooks;

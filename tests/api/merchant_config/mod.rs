@@ -3,6 +3,7 @@
 //! and shops kept apart. `stream` follows a saved configuration into the engine.
 
 mod oracle;
+mod preview;
 mod stream;
 
 use loyalnest_rfm::startup::Application;
@@ -16,7 +17,7 @@ use crate::live::{shop, test_settings, token, LiveApp};
 const PATH: &str = "/api/v1/rfm/config";
 
 /// An HTTP-only instance on a fresh database and fresh topics (a save is produced to the config topic).
-async fn spawn_http() -> (LiveApp, PgPool) {
+pub(crate) async fn spawn_http() -> (LiveApp, PgPool) {
     let url = fresh_database().await;
     let settings = test_settings(&[("DATABASE_URL", url.clone())]);
     streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, 1, 1)
