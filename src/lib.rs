@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bench;
 pub mod configuration;
+pub mod customer_list;
 pub mod dedupe;
 pub mod demo;
 pub mod directory;

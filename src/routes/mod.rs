@@ -6,6 +6,8 @@ pub mod gdpr;
 pub mod health;
 pub mod nudge_templates;
 pub mod rfm_config;
+pub mod rfm_lists;
+pub mod rfm_movements;
 pub mod rfm_preview;
 pub mod stream;
 pub mod webhooks;

@@ -2,6 +2,7 @@
 //! the broker: defaults and entity tags, saves that round-trip and are audited, every kind of refusal, resets,
 //! and shops kept apart. `stream` follows a saved configuration into the engine.
 
+mod lists;
 mod oracle;
 mod preview;
 mod stream;
