@@ -1,8 +1,9 @@
 //! `POST /api/v1/rfm/preview`'s engine: what a proposed configuration would do to a merchant's customers, computed
 //! on the live state by whichever instance owns the merchant's partition, from any instance.
 //!
-//! The answer is cached in Redis under `rfm:preview:{merchant}:{config hash}` for an hour (DESIGN.md §7), and that
-//! key is also how the owner answers another instance: the asking instance publishes the proposal on
+//! The answer is cached in Redis under `rfm:preview:{merchant}:{config hash}` for an hour (DESIGN.md §7), the hash
+//! naming the proposal together with the configuration saved now (its "today" side), so a save makes the next
+//! preview of the same proposal fresh. That key is also how the owner answers another instance: the asking instance publishes the proposal on
 //! [`REQUESTS`], every processor's responder (`answer_forever`) computes it if it holds the merchant and sets the
 //! key, and the asker reads the key until it appears or [`OWNER_WAIT`] passes. An instance that holds the merchant
 //! computes it itself. Without Redis or an answer in time, the preview comes from the customer rows in Postgres
@@ -43,22 +44,28 @@ pub struct Answer {
     pub approximate: bool,
 }
 
-/// The proposal as published to the owners.
+/// The proposal as published to the owners, with the key to answer under.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     merchant: MerchantId,
     config: RfmConfig,
+    key: String,
 }
 
-/// The hex digest naming a configuration in cache keys: its entity tag without the quotes.
+/// The hex digest naming a configuration: its entity tag without the quotes.
 pub fn config_hash(config: &RfmConfig) -> String {
     crate::merchant_config::etag(config)
         .trim_matches('"')
         .to_owned()
 }
 
-pub fn cache_key(merchant: &MerchantId, config: &RfmConfig) -> String {
-    format!("rfm:preview:{merchant}:{}", config_hash(config))
+/// `rfm:preview:{merchant}:{hash}`, the hash of the saved configuration and the proposal together.
+pub fn cache_key(merchant: &MerchantId, saved: &RfmConfig, proposed: &RfmConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let pair = format!("{}:{}", config_hash(saved), config_hash(proposed));
+    let digest = Sha256::digest(pair.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("rfm:preview:{merchant}:{hex}")
 }
 
 pub struct PreviewService {
@@ -74,7 +81,11 @@ impl PreviewService {
         merchant: &MerchantId,
         config: &RfmConfig,
     ) -> Result<(Answer, bool), StoreError> {
-        let key = cache_key(merchant, config);
+        let saved = match &self.store {
+            Some(store) => store.load_config(merchant).await?.unwrap_or_default(),
+            None => RfmConfig::default(),
+        };
+        let key = cache_key(merchant, &saved, config);
         if let Some(hit) = self.cached(&key).await {
             return Ok((hit, true));
         }
@@ -117,6 +128,7 @@ impl PreviewService {
         let request = serde_json::to_string(&Request {
             merchant: merchant.clone(),
             config: config.clone(),
+            key: key.to_owned(),
         })
         .ok()?;
         let listeners: i64 = redis
@@ -229,7 +241,8 @@ async fn answer(
             tracing::debug!("ignoring a malformed preview request");
             continue;
         };
-        if request.config.validate().is_err() {
+        let prefix = format!("rfm:preview:{}:", request.merchant);
+        if request.config.validate().is_err() || !request.key.starts_with(&prefix) {
             continue;
         }
         let (link, registry) = (link.clone(), registry.clone());
@@ -237,12 +250,7 @@ async fn answer(
         tokio::spawn(async move {
             if let Some(answer) = compute_live(&registry, &request.merchant, &request.config).await
             {
-                remember(
-                    &link,
-                    &cache_key(&request.merchant, &request.config),
-                    &answer,
-                )
-                .await;
+                remember(&link, &request.key, &answer).await;
             }
         });
     }

@@ -112,6 +112,7 @@ impl Application {
                 .configure(crate::routes::rfm_preview::configure)
                 .configure(crate::routes::rfm_lists::configure)
                 .configure(crate::routes::rfm_movements::configure)
+                .configure(crate::routes::settings_page::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

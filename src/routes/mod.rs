@@ -9,5 +9,6 @@ pub mod rfm_config;
 pub mod rfm_lists;
 pub mod rfm_movements;
 pub mod rfm_preview;
+pub mod settings_page;
 pub mod stream;
 pub mod webhooks;

@@ -20,6 +20,7 @@ mod processor_faults;
 mod recovery;
 mod reseal;
 mod score_cache;
+mod settings_browser;
 mod snapshot_store;
 mod webhooks;
 mod webhooks_faults;
