@@ -214,8 +214,11 @@ impl PartitionCore {
             match entry.piece {
                 Some(mark) => {
                     read_piece(&mut rest, mark, &mut merchant, &mut scratch)?;
-                    // What the store holds of this merchant is this piece: the next round need not send it.
-                    core.pieces.set(slot, mark);
+                    // What the store holds of this merchant is this piece: the next round need not send it. A
+                    // piece of an older layout is sent again, so a manifest never lists pieces of two layouts.
+                    if version >= CONFIG_IN_PIECE {
+                        core.pieces.set(slot, mark);
+                    }
                 }
                 None => read_merchant(&mut rest, &mut merchant, &mut scratch)?,
             }
