@@ -5,6 +5,7 @@
 mod lists;
 mod oracle;
 mod preview;
+mod restart;
 mod stream;
 
 use loyalnest_rfm::startup::Application;
