@@ -171,7 +171,7 @@ fn check_lifetime(claims: &Claims, now_unix: i64) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<(&str, bool)> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<(&str, bool)> {
     if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.trim().split_once(' ')?;
         return scheme
@@ -357,6 +357,24 @@ mod tests {
             verifier().verify(&format!("{none}.{rest}"), NOW),
             Err(AuthError::Algorithm)
         );
+    }
+
+    /// A shopper's widget token is signed with a key derived from the app secret, so it never passes for a session
+    /// token, even where the verifier's API key happened to be the widget audience.
+    #[test]
+    fn a_widget_token_is_not_a_session_token() {
+        use crate::widget::token::{WidgetKeys, AUDIENCE};
+        let customer = actors::customer::CustomerKey {
+            merchant: shop(),
+            customer_id: 1,
+        };
+        let (token, _) = WidgetKeys::new(&verifier().secrets).mint(&customer, NOW);
+        assert_eq!(verifier().verify(&token, NOW), Err(AuthError::Signature));
+        let lookalike = Verifier {
+            api_key: AUDIENCE.to_owned(),
+            ..verifier()
+        };
+        assert_eq!(lookalike.verify(&token, NOW), Err(AuthError::Signature));
     }
 
     #[test]

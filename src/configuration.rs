@@ -54,6 +54,13 @@ pub struct Settings {
     pub nudge_pending_max: usize,
     /// How long a customer's actor outlives its last watcher.
     pub customer_actor_linger: Duration,
+    /// Widget requests per second per customer and route (burst: twice that); 0 turns the limit off.
+    pub widget_rate_per_customer: u32,
+    /// Open widget sockets per customer on one instance.
+    pub widget_sockets_per_customer: usize,
+    /// Serve `/widget/demo` and its signer, which signs App Proxy requests for any customer (`WIDGET_DEMO`; the
+    /// demo command turns it on; never in production).
+    pub widget_demo: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +176,9 @@ impl Settings {
                 "CUSTOMER_ACTOR_LINGER_MS",
                 "30000",
             )?),
+            widget_rate_per_customer: parse_or(&get, "WIDGET_RATE_PER_CUSTOMER", "5")?,
+            widget_sockets_per_customer: parse_or(&get, "WIDGET_SOCKETS_PER_CUSTOMER", "4")?,
+            widget_demo: parse_or(&get, "WIDGET_DEMO", "false")?,
         })
     }
 

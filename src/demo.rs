@@ -49,6 +49,8 @@ pub fn settings() -> anyhow::Result<Settings> {
     })?;
     settings.redis_enabled = std::env::var("REDIS_URL").is_ok();
     settings.kafka_create_topics = false;
+    // The demo storefront page signs its own App Proxy requests; there is no Shopify in front of the demo.
+    settings.widget_demo = true;
     // The mock broker dies with the process, so a snapshot kept anywhere else would describe a log that is gone.
     settings.snapshot_store = Some(crate::snapshots::SnapshotBackend::Memory);
     Ok(settings)
@@ -74,6 +76,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     println!("LoyalNest RFM demo: ingress {base}/webhooks/shopify, metrics {base}/metrics");
     println!("Dashboard for {shop}: {base}/dashboard#token={token}");
     println!("Read API: curl -H 'Authorization: Bearer {token}' {base}/api/v1/rfm/segments");
+    println!("Shopper widget (customer 1 of {shop}): {base}/widget/demo?shop={shop}&customer=1");
     if !Assets::default().has_chart_js() {
         println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
     }

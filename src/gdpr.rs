@@ -173,8 +173,9 @@ impl Gdpr {
                  WHERE merchant_id = $1 AND customer_id = $2 ORDER BY version").await?,
             "nudge_events": listed(
                 "SELECT e.nudge_id, e.kind, e.occurred_at FROM nudge_events e
-                 JOIN nudges n ON n.merchant_id = e.merchant_id AND n.nudge_id = e.nudge_id
-                 WHERE e.merchant_id = $1 AND n.customer_id = $2 ORDER BY e.occurred_at").await?,
+                 LEFT JOIN nudges n ON n.merchant_id = e.merchant_id AND n.nudge_id = e.nudge_id
+                 WHERE e.merchant_id = $1 AND (e.customer_id = $2 OR n.customer_id = $2)
+                 ORDER BY e.occurred_at").await?,
         }))
     }
 

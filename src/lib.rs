@@ -29,4 +29,5 @@ pub mod snapshots;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod widget;
 pub mod zeroing;

@@ -106,13 +106,13 @@ impl Drop for SocketPermit {
     }
 }
 
-struct Bucket<K: Hash + Eq + Clone> {
+pub(crate) struct Bucket<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     checks: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone> Bucket<K> {
-    fn new(per_second: u32) -> Option<Self> {
+    pub(crate) fn new(per_second: u32) -> Option<Self> {
         let rate = NonZeroU32::new(per_second)?;
         let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
         Some(Bucket {
@@ -121,7 +121,7 @@ impl<K: Hash + Eq + Clone> Bucket<K> {
         })
     }
 
-    fn check(&self, key: &K, door: &'static str) -> Result<(), RetryAfter> {
+    pub(crate) fn check(&self, key: &K, door: &'static str) -> Result<(), RetryAfter> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.limiter.retain_recent();
         }

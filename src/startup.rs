@@ -22,7 +22,7 @@ use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
-use crate::routes::{api, dashboard, gdpr, health, nudge_templates, stream, webhooks};
+use crate::routes::{api, dashboard, gdpr, health, nudge_templates, stream, webhooks, widget};
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
@@ -35,6 +35,8 @@ pub struct Shared {
     /// The processor's partition actors, for reads of merchants this instance owns.
     pub registry: Option<Registry>,
     pub channels: Arc<Channels>,
+    /// The processor's nudge desk, for the widgets this instance serves.
+    pub nudges: Option<actors::nudges::NudgeDesk>,
 }
 
 pub struct Application {
@@ -45,7 +47,10 @@ pub struct Application {
 impl Application {
     /// The HTTP side alone (`--role ingress`): reads come from Postgres, frames from Redis.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let shared = Shared::default();
+        let shared = Shared {
+            nudges: crate::widget::standalone_desk(settings)?,
+            ..Shared::default()
+        };
         if settings.redis_enabled {
             let client = redis::Client::open(settings.redis_url.as_str())?;
             tokio::spawn(subscribe_forever(client, shared.channels.clone()));
@@ -74,6 +79,12 @@ impl Application {
             sink: ingress.sink.clone(),
             topics: settings.topics.clone(),
         });
+        let widgets = web::Data::new(crate::widget::WidgetState::new(
+            settings,
+            shared.nudges.clone(),
+            store.clone(),
+            templates.get_ref().clone(),
+        ));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -104,6 +115,8 @@ impl Application {
                 .app_data(assets.clone())
                 .app_data(ready_cache.clone())
                 .app_data(prometheus.clone())
+                .app_data(widgets.clone())
+                .configure(widget::routes)
                 .app_data(templates.clone())
                 .configure(nudge_templates::configure)
                 .app_data(rfm_configs.clone())
@@ -233,13 +246,12 @@ pub async fn build_processor(
         .redis_enabled
         .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
         .transpose()?;
-    let nudges = actors::nudges::NudgeDeskConfig {
-        pending_for: settings.nudge_pending,
-        max_pending: settings.nudge_pending_max,
-        linger: settings.customer_actor_linger,
-        ..Default::default()
-    }
-    .build(clock.clone());
+    let nudges = crate::widget::desk_config(settings).build(clock.clone());
+    // Nudges and erasures go to every instance's desk, so a widget on any instance gets its customer's nudges.
+    let relay = settings
+        .redis_enabled
+        .then(|| crate::widget::relay::NudgeRelay::start(settings, nudges.clone()))
+        .transpose()?;
     let gdpr = store
         .clone()
         .map(|store| crate::gdpr::Gdpr::new(store, settings));
@@ -251,6 +263,7 @@ pub async fn build_processor(
         store,
         cache,
         nudges: Some(nudges),
+        relay,
         desk_turn: Default::default(),
     };
     // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
@@ -353,6 +366,7 @@ impl Engine {
         let shared = Shared {
             registry: Some(registry.clone()),
             channels,
+            nudges: nudges.clone(),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());

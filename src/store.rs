@@ -143,14 +143,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = customer.map(|c| c as i64);
-        // Nudge events name nudges, not customers: a customer's go before the nudges that tell whose they are; a
-        // shop's go whole, including any whose nudge row is missing.
+        // Widget events name their customer; older events name only the nudge, so those go before the nudges that
+        // tell whose they are. A shop's go whole, including any whose nudge row is missing.
         scoped(
             merchant,
             id,
-            "DELETE FROM nudge_events e WHERE e.merchant_id = $1 AND ($2::int8 IS NULL OR EXISTS (
-                 SELECT 1 FROM nudges n
-                 WHERE n.merchant_id = $1 AND n.nudge_id = e.nudge_id AND n.customer_id = $2))",
+            "DELETE FROM nudge_events e WHERE e.merchant_id = $1 AND ($2::int8 IS NULL OR e.customer_id = $2
+                 OR EXISTS (SELECT 1 FROM nudges n
+                            WHERE n.merchant_id = $1 AND n.nudge_id = e.nudge_id AND n.customer_id = $2))",
         )
         .execute(&mut *tx)
         .await?;

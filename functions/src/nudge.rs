@@ -5,7 +5,9 @@
 //! The kinds follow the default segments (`champions`, `loyal`, `new`, `inactive`, `at_risk`), plus two that read
 //! the direction of the move: `churned` when the customer's lifecycle stage is churned, and `tier_dropped` when a
 //! customer leaves one of the two top segments for anything but the other top segment or a risk segment (those
-//! have their own kinds). A move into a segment of the merchant's own making from below calls for no nudge.
+//! have their own kinds). A first-time buyer moving into a segment without a kind of its own (a large first order
+//! lands in `other`, not `new`, under the default table) gets the `new` welcome. Any other move into such a segment
+//! from below calls for no nudge.
 //!
 //! The submodules hold what a kind's nudge says: a merchant's template and its rules (`template`, `text`,
 //! `locale`), the defaults a new merchant starts with, and the rendering for one customer.
@@ -80,6 +82,7 @@ impl NudgeKind {
             "at_risk" => Some(NudgeKind::AtRisk),
             "inactive" => Some(NudgeKind::Inactive),
             _ if top(from) => Some(NudgeKind::TierDropped),
+            _ if stage == LifecycleStage::OneTimeBuyer => Some(NudgeKind::New),
             _ => None,
         }
     }
@@ -109,6 +112,11 @@ mod tests {
         assert_eq!(of("at_risk", "inactive"), Some(NudgeKind::Inactive));
         assert_eq!(of("champions", "other"), Some(NudgeKind::TierDropped));
         assert_eq!(of("new", "other"), None);
+        assert_eq!(
+            NudgeKind::of_move("inactive", "other", LifecycleStage::OneTimeBuyer),
+            Some(NudgeKind::New),
+            "a first order too large for `new` is still welcomed"
+        );
         assert_eq!(
             NudgeKind::of_move("at_risk", "inactive", Churned),
             Some(NudgeKind::Churned)

@@ -18,6 +18,7 @@ use crate::gdpr::{write_pii, Gdpr};
 use crate::processor::rows_order::RowsOrder;
 use crate::score_cache::ScoreCache;
 use crate::store::Store;
+use crate::widget::relay::{hand_over, NudgeRelay};
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -28,6 +29,8 @@ pub struct Publisher {
     pub cache: Option<ScoreCache>,
     /// Where fired nudges wait for their shoppers' widgets, offered once their `rfm.task` is acknowledged.
     pub nudges: Option<NudgeDesk>,
+    /// Carries the nudges and erasures handed to this desk to the other instances' desks (with Redis).
+    pub relay: Option<NudgeRelay>,
     /// Completion of the latest outcome's hand-off to the desk: each waits for the one before, so an erasure can
     /// never reach the desk ahead of an earlier batch's nudge for the same customer (see `start`).
     pub desk_turn: DeskTurn,
@@ -110,6 +113,7 @@ impl Publisher {
             .replace(next);
         Some(Turn {
             desk,
+            relay: self.relay.clone(),
             previous,
             mine,
         })
@@ -181,6 +185,7 @@ impl Publisher {
 /// An outcome's place in the chain of desk hand-offs.
 struct Turn {
     desk: NudgeDesk,
+    relay: Option<NudgeRelay>,
     previous: Option<oneshot::Receiver<()>>,
     mine: oneshot::Sender<()>,
 }
@@ -202,10 +207,7 @@ impl Turn {
             if let Some(previous) = self.previous {
                 let _ = previous.await;
             }
-            self.desk.offer(nudges).await;
-            for (merchant, customer) in &erased {
-                self.desk.forget(merchant, *customer).await;
-            }
+            hand_over(&self.desk, self.relay.as_ref(), nudges, &erased).await;
             let _ = self.mine.send(());
         });
     }
@@ -262,6 +264,7 @@ mod tests {
             store: None,
             cache: None,
             nudges: Some(desk.clone()),
+            relay: None,
             desk_turn: DeskTurn::default(),
             gdpr: None,
             rows_order: Default::default(),

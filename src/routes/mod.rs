@@ -12,3 +12,6 @@ pub mod rfm_preview;
 pub mod settings_page;
 pub mod stream;
 pub mod webhooks;
+pub mod widget;
+pub mod widget_page;
+pub mod widget_stream;

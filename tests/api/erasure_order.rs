@@ -63,6 +63,7 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
         store: Some(Store::connect_lazy(&url).unwrap()),
         cache: None,
         nudges: None,
+        relay: None,
         desk_turn: Default::default(),
         gdpr: None,
         rows_order: Default::default(),

@@ -25,3 +25,6 @@ mod snapshot_store;
 mod webhooks;
 mod webhooks_faults;
 mod webhooks_forgery;
+mod widget;
+mod widget_browser;
+mod widget_stream;
