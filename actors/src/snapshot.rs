@@ -56,9 +56,11 @@ use streams::MerchantId;
 use crate::merchant::MerchantState;
 use crate::partition::{Configs, PartitionCore};
 
+use config::{read_config, starting_config, write_config, CONFIG_IN_PIECE};
 use front::{piece_mark, write_front, Front, PieceMark};
 use wire::{checksum, put_len, put_signed, put_varint, Gaps, Reader, FORMAT_VERSION};
 
+mod config;
 mod front;
 mod pieces;
 mod wire;
@@ -72,8 +74,6 @@ mod tests;
 const EXTRA: u8 = 8;
 /// Version 1's order-index bit.
 const INDEXED_V1: u8 = 0x80;
-/// The first format whose pieces start with the merchant's configuration.
-const CONFIG_IN_PIECE: u16 = 6;
 /// Highest currency exponent this build produces (`functions::money::currency_exponent`).
 const MAX_EXPONENT: u8 = 3;
 
@@ -194,20 +194,7 @@ impl PartitionCore {
             ..Scratch::default()
         };
         for entry in merchants {
-            // From format 6 each piece carries its merchant's configuration (`read_merchant`); before, it is the
-            // one Postgres holds now, and a snapshot taken under another is refused.
-            let config = if version >= CONFIG_IN_PIECE {
-                RfmConfig::default()
-            } else {
-                let config = configs
-                    .get(&entry.id)
-                    .map(|c| c.clone())
-                    .unwrap_or_default();
-                if config_fingerprint(&config) != entry.fingerprint {
-                    return Err(SnapshotError::ConfigChanged(entry.id));
-                }
-                config
-            };
+            let config = starting_config(version, &entry, configs)?;
             let mut merchant = MerchantState::new(entry.id.clone(), config);
             merchant.exponent = entry.exponent;
             let slot = core.merchants.len();
@@ -275,28 +262,6 @@ pub(super) fn write_merchant_body(out: &mut Vec<u8>, merchant: &MerchantState) {
     }
     write_orphans(out, &merchant.orphan_refunds);
     write_tombstones(out, merchant);
-}
-
-/// The configuration as its stored JSON, or nothing (length 0) for the default: most merchants never save one,
-/// and their pieces stay as small as before. The front's fingerprint pins which default was meant.
-fn write_config(out: &mut Vec<u8>, config: &RfmConfig) {
-    if *config == RfmConfig::default() {
-        put_len(out, 0);
-        return;
-    }
-    let json = serde_json::to_vec(config).unwrap_or_default();
-    put_len(out, json.len());
-    out.extend_from_slice(&json);
-}
-
-fn read_config(r: &mut Reader<'_>) -> Result<RfmConfig, SnapshotError> {
-    let len = r.count(1)?;
-    if len == 0 {
-        return Ok(RfmConfig::default());
-    }
-    let json: serde_json::Value =
-        serde_json::from_slice(r.take(len)?).map_err(|_| Corrupt("configuration is not JSON"))?;
-    RfmConfig::from_json(&json).map_err(|_| Corrupt("configuration is not valid"))
 }
 
 fn write_tombstones(out: &mut Vec<u8>, merchant: &MerchantState) {
