@@ -8,7 +8,70 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::live::{post_order, shop, spawn_engine, token, API_KEY};
+use streams::MerchantId;
+
+use crate::live::{post_order, shop, spawn_engine, token, LiveApp, API_KEY};
+
+/// What the browser saw: the field error and its clearing, the preview, today's sizes after the save and the
+/// dashboard chart, labelled inputs, the page in Spanish and French, no script errors, and the screenshots.
+fn check_seen(seen: &Value, artifacts: &std::path::Path) {
+    assert_eq!(seen["fieldError"]["invalid"], "true", "{seen}");
+    assert_eq!(
+        seen["fieldError"]["text"],
+        "Must be above the previous threshold"
+    );
+    assert_eq!(seen["fieldError"]["summary"], true);
+    assert_eq!(seen["cleared"], true);
+    // $15 stays M2 (new); $25 and up are M3 or more: other.
+    let expected =
+        json!({"champions": 0, "loyal": 0, "new": 1, "inactive": 0, "at_risk": 0, "other": 7});
+    assert_eq!(seen["preview"], expected);
+    assert_eq!(seen["today"]["new"], 1);
+    assert_eq!(seen["today"]["other"], 7);
+    assert_eq!(
+        (seen["chart"]["New"].clone(), seen["chart"]["Other"].clone()),
+        (json!(1), json!(7))
+    );
+    assert_eq!(seen["unlabelled"], json!([]), "every input has a label");
+    assert_eq!(seen["headings"]["es"]["title"], "Ajustes RFM");
+    assert_eq!(seen["headings"]["es"]["recency"], "R5 hasta (días)");
+    assert_eq!(seen["headings"]["fr"]["title"], "Réglages RFM");
+    assert_eq!(seen["headings"]["fr"]["lang"], "fr");
+    assert_eq!(seen["errors"], json!([]), "no script errors");
+    for shot in ["error", "preview", "saved", "dashboard"] {
+        let path = artifacts.join(format!("settings-{shot}.png"));
+        assert!(
+            std::fs::metadata(&path)
+                .map(|m| m.len() > 10_000)
+                .unwrap_or(false),
+            "{path:?} kept"
+        );
+    }
+}
+
+/// The shop's non-empty segments as `/api/v1/rfm/segments` answers them.
+async fn segments(app: &LiveApp, shop: &MerchantId) -> Vec<(String, u64)> {
+    let response = app
+        .client
+        .get(format!("{}/api/v1/rfm/segments", app.address))
+        .bearer_auth(token(shop))
+        .send()
+        .await
+        .expect("answers");
+    let body: Value = response.json().await.expect("json");
+    body["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["count"].as_u64() > Some(0))
+        .map(|s| {
+            (
+                s["key"].as_str().unwrap().to_owned(),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
 
 #[actix_web::test]
 async fn a_merchant_fixes_a_threshold_previews_saves_and_sees_the_segments_move() {
@@ -30,31 +93,8 @@ async fn a_merchant_fixes_a_threshold_previews_saves_and_sees_the_segments_move(
     {
         post_order(&app.address, &a, i as u64 + 1, i as u64 + 1, amount, 0).await;
     }
-    let segments = || async {
-        let response = app
-            .client
-            .get(format!("{}/api/v1/rfm/segments", app.address))
-            .bearer_auth(token(&a))
-            .send()
-            .await
-            .expect("answers");
-        let body: Value = response.json().await.expect("json");
-        let counts: Vec<(String, u64)> = body["segments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["count"].as_u64() > Some(0))
-            .map(|s| {
-                (
-                    s["key"].as_str().unwrap().to_owned(),
-                    s["count"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        counts
-    };
     crate::helpers::eventually("eight customers", Duration::from_secs(60), async || {
-        segments().await == [("new".to_owned(), 8)]
+        segments(&app, &a).await == [("new".to_owned(), 8)]
     })
     .await;
 
@@ -79,42 +119,11 @@ async fn a_merchant_fixes_a_threshold_previews_saves_and_sees_the_segments_move(
     assert!(output.status.success(), "browser script failed: {stderr}");
     let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
 
-    assert_eq!(seen["fieldError"]["invalid"], "true", "{seen}");
+    check_seen(&seen, &artifacts);
     assert_eq!(
-        seen["fieldError"]["text"],
-        "Must be above the previous threshold"
-    );
-    assert_eq!(seen["fieldError"]["summary"], true);
-    assert_eq!(seen["cleared"], true);
-    // $15 stays M2 (new); $25 and up are M3 or more: other.
-    let expected =
-        json!({"champions": 0, "loyal": 0, "new": 1, "inactive": 0, "at_risk": 0, "other": 7});
-    assert_eq!(seen["preview"], expected);
-    assert_eq!(seen["today"]["new"], 1);
-    assert_eq!(seen["today"]["other"], 7);
-    assert_eq!(
-        segments().await,
+        segments(&app, &a).await,
         [("new".to_owned(), 1), ("other".to_owned(), 7)]
     );
-    assert_eq!(
-        (seen["chart"]["New"].clone(), seen["chart"]["Other"].clone()),
-        (json!(1), json!(7))
-    );
-    assert_eq!(seen["unlabelled"], json!([]), "every input has a label");
-    assert_eq!(seen["headings"]["es"]["title"], "Ajustes RFM");
-    assert_eq!(seen["headings"]["es"]["recency"], "R5 hasta (días)");
-    assert_eq!(seen["headings"]["fr"]["title"], "Réglages RFM");
-    assert_eq!(seen["headings"]["fr"]["lang"], "fr");
-    assert_eq!(seen["errors"], json!([]), "no script errors");
-    for shot in ["error", "preview", "saved", "dashboard"] {
-        let path = artifacts.join(format!("settings-{shot}.png"));
-        assert!(
-            std::fs::metadata(&path)
-                .map(|m| m.len() > 10_000)
-                .unwrap_or(false),
-            "{path:?} kept"
-        );
-    }
 }
 
 #[actix_web::test]

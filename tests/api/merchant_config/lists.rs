@@ -80,6 +80,25 @@ fn csv(body: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One `rfm_export` row per export, by the token's subject, naming its format and segment.
+async fn check_export_audits(pool: &PgPool, shop: &MerchantId) {
+    let audits: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT actor, detail FROM audit_logs WHERE merchant_id = $1 AND action = 'rfm_export' ORDER BY id",
+    )
+    .bind(shop.as_str())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let formats: Vec<&str> = audits
+        .iter()
+        .map(|(_, d)| d["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["csv", "json", "ndjson"]);
+    assert!(audits
+        .iter()
+        .all(|(actor, d)| actor == "dev" && d["segment"] == "loyal"));
+}
+
 #[actix_web::test]
 async fn an_export_is_the_pages_in_every_format_and_is_audited() {
     let (app, pool) = spawn_http().await;
@@ -128,21 +147,7 @@ async fn an_export_is_the_pages_in_every_format_and_is_audited() {
         .collect();
     assert_eq!(lines, pages);
 
-    let audits: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT actor, detail FROM audit_logs WHERE merchant_id = $1 AND action = 'rfm_export' ORDER BY id",
-    )
-    .bind(a.as_str())
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let formats: Vec<&str> = audits
-        .iter()
-        .map(|(_, d)| d["format"].as_str().unwrap())
-        .collect();
-    assert_eq!(formats, ["csv", "json", "ndjson"]);
-    assert!(audits
-        .iter()
-        .all(|(actor, d)| actor == "dev" && d["segment"] == "loyal"));
+    check_export_audits(&pool, &a).await;
 
     let (_, _, theirs) = get(&app, &b, "/api/v1/rfm/export?format=csv").await;
     let their_ids: BTreeSet<String> = csv(&theirs)[1..].iter().map(|l| l[0].clone()).collect();
@@ -186,11 +191,8 @@ async fn score_order_pages_repeat_and_skip_nothing() {
     );
 }
 
-#[actix_web::test]
-async fn movements_count_the_window_and_sum_the_segments() {
-    let (app, pool) = spawn_http().await;
-    let a = shop();
-    rows(&pool, &a, 1..=6).await;
+/// Four moves of `shop`: three in the last ten days (new → loyal twice, loyal → at_risk), one 40 days ago.
+async fn insert_deltas(pool: &PgPool, shop: &MerchantId) {
     for (customer, from, to, days_ago) in [
         (1, "new", "loyal", 2),
         (2, "new", "loyal", 3),
@@ -201,15 +203,23 @@ async fn movements_count_the_window_and_sum_the_segments() {
             "INSERT INTO rfm_segment_deltas (merchant_id, customer_id, version, from_segment, to_segment, occurred_at, trace_id)
              VALUES ($1, $2, 2, $3, $4, now() - make_interval(days => $5), 't')",
         )
-        .bind(a.as_str())
+        .bind(shop.as_str())
         .bind(customer)
         .bind(from)
         .bind(to)
         .bind(days_ago)
-        .execute(&pool)
+        .execute(pool)
         .await
         .expect("a delta row");
     }
+}
+
+#[actix_web::test]
+async fn movements_count_the_window_and_sum_the_segments() {
+    let (app, pool) = spawn_http().await;
+    let a = shop();
+    rows(&pool, &a, 1..=6).await;
+    insert_deltas(&pool, &a).await;
     let since = (chrono::Utc::now() - chrono::Duration::days(10)).format("%Y-%m-%d");
     let (status, _, body) = get(&app, &a, &format!("/api/v1/rfm/movements?from={since}")).await;
     assert_eq!(status, 200, "{body}");

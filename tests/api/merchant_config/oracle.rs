@@ -2,6 +2,9 @@
 //! JSON the API takes, computed from the orders the test posted, without the engine's code.
 
 use serde_json::Value;
+use streams::MerchantId;
+
+use crate::live::post_order;
 
 /// What the test posted for one customer: every order of the same amount, all on one day.
 #[derive(Debug, Clone, Copy)]
@@ -92,4 +95,15 @@ pub(crate) fn segment(config: &Value, c: &Customer) -> String {
         .and_then(|rule| rule["key"].as_str())
         .expect("a total table")
         .to_owned()
+}
+
+/// Posts every order of `customers` through the ingress at `address`, as signed webhooks.
+pub(crate) async fn post_customers(address: &str, shop: &MerchantId, customers: &[Customer]) {
+    let mut order = 0;
+    for c in customers {
+        for _ in 0..c.orders {
+            order += 1;
+            post_order(address, shop, order, c.id, &c.price(), c.days_ago).await;
+        }
+    }
 }

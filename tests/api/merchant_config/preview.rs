@@ -8,9 +8,9 @@ use loyalnest_rfm::startup::Application;
 use serde_json::Value;
 use streams::MerchantId;
 
-use super::oracle::{segment, Customer};
+use super::oracle::{post_customers, segment, Customer};
 use super::{error_fields, get_config, tiers};
-use crate::live::{post_order, shop, spawn_engine_with, token, LiveApp};
+use crate::live::{shop, spawn_engine_with, token, LiveApp};
 
 async fn preview(app: &LiveApp, shop: &MerchantId, document: &Value) -> (u16, Value) {
     let response = app
@@ -39,22 +39,8 @@ fn sizes(answer: &Value, table: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-#[actix_web::test]
-async fn the_owner_previews_a_proposal_for_any_instance() {
-    let owner = spawn_engine_with(&[]).await;
-    let http = Application::build(&owner.settings).expect("app starts");
-    let elsewhere = LiveApp::at(format!("http://127.0.0.1:{}", http.port()), http);
-    let a = shop();
-    let customers = Customer::spread(30);
-    let mut order = 0;
-    for c in &customers {
-        for _ in 0..c.orders {
-            order += 1;
-            post_order(&owner.address, &a, order, c.id, &c.price(), c.days_ago).await;
-        }
-    }
-    let (tag, before) = get_config(&elsewhere.address, &a).await;
-    // Waited for on the owner's segment counts: a preview taken before would be cached for the hour.
+/// Waited for on the owner's counts, not with a preview: one taken before every order is in would be cached.
+async fn wait_until_applied(owner: &LiveApp, shop: &MerchantId, customers: &[Customer]) {
     crate::helpers::eventually(
         "every order applied",
         std::time::Duration::from_secs(60),
@@ -62,7 +48,7 @@ async fn the_owner_previews_a_proposal_for_any_instance() {
             let response = owner
                 .client
                 .get(format!("{}/api/v1/rfm/segments", owner.address))
-                .bearer_auth(token(&a))
+                .bearer_auth(token(shop))
                 .send()
                 .await;
             let body: Value = match response {
@@ -70,26 +56,26 @@ async fn the_owner_previews_a_proposal_for_any_instance() {
                 Err(_) => return false,
             };
             let orders: u32 = customers.iter().map(|c| c.orders).sum();
-            let (_, measured) = get_config(&owner.address, &a).await;
-            body["customers"] == 30 && measured["measured"]["orders"] == orders
+            let (_, measured) = get_config(&owner.address, shop).await;
+            body["customers"] == customers.len() && measured["measured"]["orders"] == orders
         },
     )
     .await;
+}
 
-    let (status, answer) = preview(&elsewhere, &a, &tiers()).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["source"], "live", "computed by the owner");
+/// The preview's proposed sizes and moves are the oracle's, from today's configuration to the tiers.
+fn check_against_oracle(answer: &Value, today: &Value, customers: &[Customer]) {
     let mut expected: BTreeMap<String, u64> = ["platinum", "gold", "silver", "lapsed"]
         .into_iter()
         .map(|k| (k.to_owned(), 0))
         .collect();
     let mut moves: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for c in &customers {
-        let (from, to) = (segment(&before["config"], c), segment(&tiers(), c));
+    for c in customers {
+        let (from, to) = (segment(today, c), segment(&tiers(), c));
         *expected.get_mut(&to).unwrap() += 1;
         *moves.entry((from, to)).or_default() += 1;
     }
-    assert_eq!(sizes(&answer, "proposed"), expected);
+    assert_eq!(sizes(answer, "proposed"), expected);
     let answered: BTreeMap<(String, String), u64> = answer["moves"]
         .as_array()
         .unwrap()
@@ -103,6 +89,23 @@ async fn the_owner_previews_a_proposal_for_any_instance() {
         })
         .collect();
     assert_eq!(answered, moves);
+}
+
+#[actix_web::test]
+async fn the_owner_previews_a_proposal_for_any_instance() {
+    let owner = spawn_engine_with(&[]).await;
+    let http = Application::build(&owner.settings).expect("app starts");
+    let elsewhere = LiveApp::at(format!("http://127.0.0.1:{}", http.port()), http);
+    let a = shop();
+    let customers = Customer::spread(30);
+    post_customers(&owner.address, &a, &customers).await;
+    let (tag, before) = get_config(&elsewhere.address, &a).await;
+    wait_until_applied(&owner, &a, &customers).await;
+
+    let (status, answer) = preview(&elsewhere, &a, &tiers()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["source"], "live", "computed by the owner");
+    check_against_oracle(&answer, &before["config"], &customers);
 
     let (_, again) = preview(&owner, &a, &tiers()).await;
     assert_eq!(again["cached"], true);

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::Value;
 use streams::{MerchantId, Topics};
 
-use super::oracle::{segment, Customer};
+use super::oracle::{post_customers, segment, Customer};
 use super::{get_config, put_config, tiers};
 use crate::helpers::{brokers, eventually, free_port, fresh_database, unique, SECRET};
-use crate::live::{post_order, shop, token, API_KEY};
+use crate::live::{shop, token, API_KEY};
 
 struct Binary {
     env: Vec<(&'static str, String)>,
@@ -20,9 +20,35 @@ struct Binary {
 }
 
 impl Binary {
+    /// One instance of its own group on fresh topics (`prefix`) and `database`, snapshotting every 500 ms.
+    fn new(port: u16, prefix: &str, database: &str) -> Binary {
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Binary {
+            env: vec![
+                ("SHOPIFY_API_SECRET", SECRET.to_owned()),
+                ("SHOPIFY_API_KEY", API_KEY.to_owned()),
+                ("KAFKA_BROKERS", brokers()),
+                ("KAFKA_TOPIC_PREFIX", prefix.to_owned()),
+                ("KAFKA_GROUP_ID", unique("rc-g-")),
+                ("KAFKA_CREATE_TOPICS", "false".into()),
+                ("SNAPSHOT_INTERVAL_MS", "500".into()),
+                ("API_RATE_PER_SHOP", "0".into()),
+                ("DATABASE_URL", database.to_owned()),
+                ("REDIS_URL", redis),
+                ("HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ],
+            address: format!("http://127.0.0.1:{port}"),
+            child: None,
+        }
+    }
+
     fn start(&mut self) {
         std::fs::create_dir_all("artifacts").expect("artifacts");
-        let log = std::fs::File::create("artifacts/merchant-config-restart.log").expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("artifacts/merchant-config-restart.log")
+            .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
             .args(["serve", "--role", "all"])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -103,24 +129,7 @@ async fn a_restart_takes_the_configuration_from_the_snapshot_not_from_postgres()
         .expect("topics");
     let port = free_port();
     let address = format!("http://127.0.0.1:{port}");
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut binary = Binary {
-        env: vec![
-            ("SHOPIFY_API_SECRET", SECRET.to_owned()),
-            ("SHOPIFY_API_KEY", API_KEY.to_owned()),
-            ("KAFKA_BROKERS", brokers()),
-            ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-            ("KAFKA_GROUP_ID", unique("rc-g-")),
-            ("KAFKA_CREATE_TOPICS", "false".into()),
-            ("SNAPSHOT_INTERVAL_MS", "500".into()),
-            ("API_RATE_PER_SHOP", "0".into()),
-            ("DATABASE_URL", database.clone()),
-            ("REDIS_URL", redis),
-            ("HTTP_ADDR", format!("127.0.0.1:{port}")),
-        ],
-        address: address.clone(),
-        child: None,
-    };
+    let mut binary = Binary::new(port, &prefix, &database);
     binary.start();
     eventually(
         "the instance to own its partition",
@@ -130,13 +139,7 @@ async fn a_restart_takes_the_configuration_from_the_snapshot_not_from_postgres()
     .await;
     let a = shop();
     let customers = Customer::spread(16);
-    let mut order = 0;
-    for c in &customers {
-        for _ in 0..c.orders {
-            order += 1;
-            post_order(&address, &a, order, c.id, &c.price(), c.days_ago).await;
-        }
-    }
+    post_customers(&address, &a, &customers).await;
     let (tag, before) = get_config(&address, &a).await;
     wait_for_oracle(&address, &a, &customers, &before["config"]).await;
     let (status, _, body) = put_config(&address, &a, Some(&tag), &tiers()).await;

@@ -5,14 +5,15 @@
 
 use std::time::Duration;
 
+use loyalnest_rfm::configuration::Settings;
 use loyalnest_rfm::startup::Application;
 use serde_json::Value;
 use streams::MerchantId;
 
-use super::oracle::{segment, Customer};
+use super::oracle::{post_customers, segment, Customer};
 use super::{get_config, put_config, tiers};
 use crate::helpers::{eventually, read_all_records, unique};
-use crate::live::{post_order, shop, spawn_engine_with, token, LiveApp};
+use crate::live::{shop, spawn_engine_with, token, LiveApp};
 
 const CUSTOMERS: u64 = 24;
 
@@ -55,27 +56,9 @@ async fn wait_for_oracle(
     .await;
 }
 
-#[actix_web::test]
-async fn a_config_saved_elsewhere_is_applied_by_the_owner_and_replayed_alike() {
-    let owner = spawn_engine_with(&[]).await;
-    // The instance the merchant saves through: HTTP only, same database and topics, no partitions.
-    let settings = owner.settings.clone();
-    let http = Application::build(&settings).expect("app starts");
-    let elsewhere = LiveApp::at(format!("http://127.0.0.1:{}", http.port()), http);
-    let a = shop();
-    let customers = Customer::spread(CUSTOMERS);
-    let mut order = 0;
-    for c in &customers {
-        for _ in 0..c.orders {
-            order += 1;
-            post_order(&owner.address, &a, order, c.id, &c.price(), c.days_ago).await;
-        }
-    }
-    let (tag, before) = get_config(&elsewhere.address, &a).await;
-    wait_for_oracle(&owner, &a, &customers, &before["config"], "live").await;
-
-    // The owner measures the shop from its live state; the other instance from the rows.
-    let (_, measured) = get_config(&owner.address, &a).await;
+/// The owner measures the shop from its live state: AOV over every order posted.
+async fn check_measured(owner: &LiveApp, shop: &MerchantId, customers: &[Customer]) {
+    let (_, measured) = get_config(&owner.address, shop).await;
     let cents: i64 = customers
         .iter()
         .map(|c| c.cents_each * i64::from(c.orders))
@@ -88,6 +71,55 @@ async fn a_config_saved_elsewhere_is_applied_by_the_owner_and_replayed_alike() {
         format!("{}.{:02}", aov / 100, aov % 100)
     );
     assert_eq!(measured["measured"]["orders"], orders);
+}
+
+/// Each customer the change moved, and only those, has a delta row and an `rfm.updated` record traced to it.
+async fn check_moves_published(settings: &Settings, shop: &MerchantId, moved: &[u64]) {
+    let db = sqlx::PgPool::connect(settings.database_url.as_deref().expect("database"))
+        .await
+        .expect("postgres");
+    let mut delta_rows: Vec<i64> = sqlx::query_scalar(
+        "SELECT customer_id FROM rfm_segment_deltas WHERE merchant_id = $1 AND trace_id LIKE 'config-%'",
+    )
+    .bind(shop.as_str())
+    .fetch_all(&db)
+    .await
+    .expect("deltas");
+    delta_rows.sort_unstable();
+    assert_eq!(
+        delta_rows,
+        moved.iter().map(|id| *id as i64).collect::<Vec<_>>()
+    );
+    let updates = read_all_records(&settings.kafka_brokers, &settings.topics.rfm_updated).await;
+    let mut updated: Vec<u64> = updates
+        .iter()
+        .filter(|r| r.key == shop.as_str())
+        .filter(|r| {
+            r.value["trace_id"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("config-"))
+        })
+        .filter(|r| r.value["segment"]["from"] != r.value["segment"]["to"])
+        .filter_map(|r| r.value["customer_id"].as_u64())
+        .collect();
+    updated.sort_unstable();
+    assert_eq!(updated, moved);
+}
+
+#[actix_web::test]
+async fn a_config_saved_elsewhere_is_applied_by_the_owner_and_replayed_alike() {
+    let owner = spawn_engine_with(&[]).await;
+    // The instance the merchant saves through: HTTP only, same database and topics, no partitions.
+    let settings = owner.settings.clone();
+    let http = Application::build(&settings).expect("app starts");
+    let elsewhere = LiveApp::at(format!("http://127.0.0.1:{}", http.port()), http);
+    let a = shop();
+    let customers = Customer::spread(CUSTOMERS);
+    post_customers(&owner.address, &a, &customers).await;
+    let (tag, before) = get_config(&elsewhere.address, &a).await;
+    wait_for_oracle(&owner, &a, &customers, &before["config"], "live").await;
+
+    check_measured(&owner, &a, &customers).await;
 
     let (status, _, body) = put_config(&elsewhere.address, &a, Some(&tag), &tiers()).await;
     assert_eq!(status, 200, "{body}");
@@ -105,34 +137,7 @@ async fn a_config_saved_elsewhere_is_applied_by_the_owner_and_replayed_alike() {
         moved.len() >= CUSTOMERS as usize / 2,
         "the tiers move most customers: {moved:?}"
     );
-    let db = sqlx::PgPool::connect(settings.database_url.as_deref().expect("database"))
-        .await
-        .expect("postgres");
-    let mut delta_rows: Vec<i64> = sqlx::query_scalar(
-        "SELECT customer_id FROM rfm_segment_deltas WHERE merchant_id = $1 AND trace_id LIKE 'config-%'",
-    )
-    .bind(a.as_str())
-    .fetch_all(&db)
-    .await
-    .expect("deltas");
-    delta_rows.sort_unstable();
-    assert_eq!(
-        delta_rows,
-        moved.iter().map(|id| *id as i64).collect::<Vec<_>>()
-    );
-    let updates = read_all_records(&settings.kafka_brokers, &settings.topics.rfm_updated).await;
-    let mut updated: Vec<u64> = updates
-        .iter()
-        .filter(|r| {
-            r.value["trace_id"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("config-"))
-        })
-        .filter(|r| r.value["segment"]["from"] != r.value["segment"]["to"])
-        .filter_map(|r| r.value["customer_id"].as_u64())
-        .collect();
-    updated.sort_unstable();
-    assert_eq!(updated, moved);
+    check_moves_published(&settings, &a, &moved).await;
 
     // A processor of its own reads every topic from the start, the config topic among them.
     let prefix = settings.topics.orders_create.strip_suffix("orders.create");
