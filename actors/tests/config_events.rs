@@ -123,3 +123,60 @@ fn a_replay_from_the_start_ends_where_the_live_run_did() {
     assert_eq!(live, replay);
     assert_eq!(live.2, RfmConfig::default());
 }
+
+/// A restore whose quiet replay crosses a configuration change that drops a segment (`new`) and moves another
+/// (`other` first): the net changes it publishes end every customer where an owner that never died ended, each
+/// under a key of the new table, with counts that add up.
+#[test]
+fn a_restore_across_a_config_change_ends_where_the_live_run_did() {
+    let configs = Configs::default();
+    let before = [
+        order(ALPHA, 1, 11, "250.00", 0),
+        order(ALPHA, 2, 21, "20.00", 0),
+        order(ALPHA, 3, 31, "20.00", -200),
+    ];
+    let after = [
+        config_event("config-1", tiers()),
+        order(ALPHA, 5, 51, "700.00", 0),
+    ];
+
+    let mut live = PartitionCore::new(PARTITION);
+    live.apply(&before, day(0), &configs);
+    let snapshot = live.encode_snapshot(&actors::SnapshotOffsets::default());
+    live.apply(&after, day(0), &configs);
+
+    let (mut restored, _) =
+        PartitionCore::decode_snapshot(PARTITION, &snapshot, &Configs::default(), day(0))
+            .expect("the snapshot decodes");
+    restored.apply_quietly(&after, day(0), &Configs::default());
+    let mut outcome = restored.finish_restore(&[], day(0));
+    while let Some(next) = restored.next_restore_chunk(day(0)) {
+        outcome.changes.extend(next.changes);
+    }
+    let keys = ["gold", "other"];
+    for change in &outcome.changes {
+        assert!(keys.contains(&change.to_segment.as_str()), "{change:?}");
+    }
+    let state = |core: &PartitionCore| {
+        let m = core.merchant(&mid(ALPHA)).expect("alpha");
+        let mut all: Vec<_> = m.customers().map(|(id, c)| (id, c.published)).collect();
+        all.sort_by_key(|(id, _)| *id);
+        (all, m.segment_counts().to_vec(), m.config.clone())
+    };
+    let (live_state, restored_state) = (state(&live), state(&restored));
+    assert_eq!(
+        live_state
+            .0
+            .iter()
+            .map(|(id, e)| (*id, e.segment, e.rfm()))
+            .collect::<Vec<_>>(),
+        restored_state
+            .0
+            .iter()
+            .map(|(id, e)| (*id, e.segment, e.rfm()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(live_state.1, restored_state.1);
+    assert_eq!(restored_state.1.iter().sum::<u64>(), 4);
+    assert_eq!(restored_state.2, tiers());
+}
