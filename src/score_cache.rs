@@ -90,6 +90,8 @@ impl ScoreCache {
         for pattern in [
             format!("rfm:customer:{shop}:*"),
             format!("processed:{shop}:*"),
+            // Previews, one per saved and proposed configuration (`crate::preview`).
+            format!("rfm:preview:{shop}:*"),
         ] {
             self.link.delete_matching(&pattern).await?;
         }

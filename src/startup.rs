@@ -78,6 +78,16 @@ impl Application {
             rules: settings.nudge_rules,
         });
         let templates = web::Data::new(TemplateStore::new(store.clone()));
+        let previews = web::Data::new(crate::preview::service(
+            settings,
+            shared.registry.clone(),
+            store.clone(),
+        )?);
+        let rfm_configs = web::Data::new(crate::merchant_config::ConfigService {
+            store: store.clone(),
+            sink: ingress.sink.clone(),
+            topics: settings.topics.clone(),
+        });
         let widgets = web::Data::new(crate::widget::WidgetState::new(
             settings,
             shared.nudges.clone(),
@@ -119,6 +129,13 @@ impl Application {
                 .configure(widget::routes)
                 .app_data(templates.clone())
                 .configure(nudge_templates::configure)
+                .app_data(rfm_configs.clone())
+                .configure(crate::routes::rfm_config::configure)
+                .app_data(previews.clone())
+                .configure(crate::routes::rfm_preview::configure)
+                .configure(crate::routes::rfm_lists::configure)
+                .configure(crate::routes::rfm_movements::configure)
+                .configure(crate::routes::settings_page::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

@@ -18,6 +18,7 @@ pub mod nudges;
 pub mod order_index;
 pub mod outputs;
 pub mod partition;
+pub mod preview;
 pub mod snapshot;
 pub mod timers;
 pub mod vocab;

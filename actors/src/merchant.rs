@@ -196,6 +196,8 @@ impl MerchantState {
                 self.segment_counts.iter_mut().for_each(|c| *c = 0);
                 effects.push(Effect::ShopRedacted);
             }
+            // Transitions name their "from" segment in the table being replaced; the partition renames them.
+            InputEvent::ConfigChanged(e) => self.reconfigure(e.config.clone(), now, effects),
         }
         true
     }
@@ -369,20 +371,46 @@ impl MerchantState {
         }
     }
 
-    /// Replaces the configuration and re-scores every customer at once.
+    /// Replaces the configuration and re-scores every customer at once. A customer changes when their scores,
+    /// stage or segment *key* change: a segment keeps its meaning across tables by its key, not its place, so a
+    /// customer whose `champions` became the first rule `platinum` moved, and one whose `loyal` moved from the
+    /// second place to the third did not. Transitions keep the old table's index in `from` (the partition renames).
     pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
         self.changed();
+        let carried: Vec<Option<SegmentId>> = self
+            .config
+            .segments
+            .iter()
+            .map(|old| {
+                let at = config.segments.iter().position(|new| new.key == old.key);
+                at.and_then(|i| SegmentId::try_from(i).ok())
+            })
+            .collect();
         self.segment_counts = vec![0; config.segments.len()];
         self.config = config;
         for (_, customer_id, state) in self.customers.iter_mut() {
-            if let Some(transition) = state.rescore(&self.config, now) {
+            let before = state.published;
+            let next = functions::evaluate(&state.aggregate, &self.config, now);
+            let same = carried
+                .get(usize::from(before.segment))
+                .copied()
+                .flatten()
+                .map(|i| Evaluation::new(before.rfm(), i, before.stage));
+            state.published = next;
+            if same != Some(next) {
+                state.version += 1;
+                let transition = Transition {
+                    version: state.version,
+                    from: before,
+                    to: next,
+                };
                 effects.push(Effect::Changed {
                     customer_id,
                     transition,
                     order_added: None,
                 });
             }
-            self.segment_counts[usize::from(state.published.segment)] += 1;
+            self.segment_counts[usize::from(next.segment)] += 1;
         }
         self.touched
             .extend(self.customers.iter().map(|(slot, _, _)| slot));
@@ -453,9 +481,12 @@ impl MerchantState {
             }
             // Without a customer id the refund's order decides: an erased customer's orders left the index.
             InputEvent::RefundCreated(e) => (e.customer_id, e.created_at, true),
+            // A configuration is the merchant's, not a customer's: it applies even after a shop erasure (a shop
+            // that reinstalls starts from the configuration it saved last).
             InputEvent::CustomerRedact(_)
             | InputEvent::CustomerDataRequest(_)
-            | InputEvent::ShopRedact(_) => return false,
+            | InputEvent::ShopRedact(_)
+            | InputEvent::ConfigChanged(_) => return false,
         };
         let line = customer
             .and_then(|c| self.tombstones.get(&c).copied())

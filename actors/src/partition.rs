@@ -83,6 +83,7 @@ impl PartitionCore {
             }
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
+            let old_keys = config_change(event, configs).then(|| segment_keys(&merchant.config));
             let applied = merchant.apply(event, now, &mut effects);
             // Not for an event an erasure refused: its personal data belongs to the ended relationship.
             if let (true, Some((customer, pii))) = (applied, sealed_pii(event)) {
@@ -95,7 +96,11 @@ impl PartitionCore {
                 InputEvent::CustomerCreated(e) => e.locale.clone(),
                 _ => None,
             };
+            let first = outcome.changes.len();
             self.collect(slot, &effects, now, event.event_id(), locale, &mut outcome);
+            if let Some(old_keys) = old_keys {
+                rename_froms(&mut outcome.changes[first..], &effects, &old_keys);
+            }
             self.schedule_touched(slot, now);
         }
         outcome.live = touched
@@ -219,13 +224,7 @@ impl PartitionCore {
             None,
             &mut outcome,
         );
-        let froms = effects.iter().filter_map(|e| match e {
-            Effect::Changed { transition, .. } => Some(usize::from(transition.from.segment)),
-            _ => None,
-        });
-        for (change, from) in outcome.changes.iter_mut().zip(froms) {
-            change.from_segment = old_keys.get(from).cloned().unwrap_or_default();
-        }
+        rename_froms(&mut outcome.changes, &effects, &old_keys);
         self.schedule_touched(slot, now);
         outcome.live.push(self.live_counts(slot, 0));
         outcome
@@ -324,6 +323,28 @@ fn sealed_pii(event: &InputEvent) -> Option<(u64, &streams::events::SealedPii)> 
         InputEvent::OrderCreated(e) => Some((e.customer_id, e.pii.as_ref()?)),
         InputEvent::CustomerCreated(e) => Some((e.customer_id, e.pii.as_ref()?)),
         _ => None,
+    }
+}
+
+/// Whether `event` is a saved configuration; if so it also becomes the one a merchant seen for the first time
+/// after this (on this instance) starts from.
+fn config_change(event: &InputEvent, configs: &Configs) -> bool {
+    let InputEvent::ConfigChanged(e) = event else {
+        return false;
+    };
+    configs.insert(e.merchant_id.clone(), e.config.clone());
+    true
+}
+
+/// Transitions of a reconfiguration name their "from" segment by its index in the replaced table: `changes` (the
+/// changes `effects` produced, in order) get the old table's keys.
+fn rename_froms(changes: &mut [Change], effects: &[Effect], old_keys: &[String]) {
+    let froms = effects.iter().filter_map(|e| match e {
+        Effect::Changed { transition, .. } => Some(usize::from(transition.from.segment)),
+        _ => None,
+    });
+    for (change, from) in changes.iter_mut().zip(froms) {
+        change.from_segment = old_keys.get(from).cloned().unwrap_or_default();
     }
 }
 

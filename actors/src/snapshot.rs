@@ -2,15 +2,18 @@
 //! restarted or newly assigned processor loads it, seeks and replays only what came after, instead of whole topics
 //! (DESIGN.md §6, docs/RECOVERY.md). Pure code: the caller moves the bytes to and from the snapshot store.
 //!
-//! What can be derived is not stored. Merchant configurations come from [`Configs`] as in `PartitionCore::slot`
-//! (Postgres owns them; a fingerprint per merchant rejects a snapshot taken under another configuration, whose
-//! segment ids would mean other segments); segment counts come from the published evaluations; timers from each
-//! customer's next boundary; and the order → customer index from the order records (it holds all of them). Decoding
-//! treats the bytes as untrusted: a length and a checksum frame them, every count is checked against the bytes left
-//! before anything is allocated, and every value later code indexes or binary-searches with is validated, so bad
-//! input is an error, never a panic.
+//! What can be derived is not stored: segment counts come from the published evaluations; timers from each
+//! customer's next boundary; and the order → customer index from the order records (it holds all of them). Each
+//! merchant's configuration is stored with its customers (format 6): configurations reach the partition on the
+//! config topic, in order with the events, so the state a snapshot covers was computed under the configuration
+//! the partition had at that offset, which may be older or newer than what Postgres holds when it is restored.
+//! Decoding treats the bytes as untrusted: a length and a checksum frame them, every count is checked against the
+//! bytes left before anything is allocated, and every value later code indexes or binary-searches with is
+//! validated, so bad input is an error, never a panic.
 //!
-//! Layout, version 5. Version 4 keeps the output marks among the input offsets, each under a topic name ">{output
+//! Layout, version 6. Version 5 lacks the configuration at the start of each piece: its merchants take the
+//! configuration from [`Configs`] (Postgres), and a snapshot whose fingerprint differs from it is refused. Version
+//! 4 keeps the output marks among the input offsets, each under a topic name ">{output
 //! topic}:{partition}" (read into the marks). Version 3 lacks the incarnation and the piece lengths and checksums, and keeps each merchant's
 //! customers right after the front without them; version 2 also lacks the tombstones at the end of each merchant
 //! (read with none). Both are still read; so is version 1, which also had an order-index bit (0x80) in each order's
@@ -30,6 +33,8 @@
 //!             piece length, piece checksum u64 LE
 //! per merchant, in that order, its piece: exactly the length its entry gives, with the checksum its entry holds
 //! (the frame's checksum function over the piece alone):
+//!   (version 6) configuration: length, then its JSON as Postgres stores it; length 0 for the default (the
+//!     fingerprint in the front, of the configuration meant, is checked either way)
 //!   customers by ascending id: id gap, version, (r-1)·25+(f-1)·5+(m-1) u8, segment u8, stage | 8 if extra u8,
 //!     first seen, last engaged (compact seconds), order count, per order by ascending id:
 //!     id gap, balance (signed), placed at minus the previous order's (signed), flags u8;
@@ -51,9 +56,11 @@ use streams::MerchantId;
 use crate::merchant::MerchantState;
 use crate::partition::{Configs, PartitionCore};
 
+use config::{read_config, starting_config, write_config, CONFIG_IN_PIECE};
 use front::{piece_mark, write_front, Front, PieceMark};
 use wire::{checksum, put_len, put_signed, put_varint, Gaps, Reader, FORMAT_VERSION};
 
+mod config;
 mod front;
 mod pieces;
 mod wire;
@@ -187,23 +194,25 @@ impl PartitionCore {
             ..Scratch::default()
         };
         for entry in merchants {
-            let config = configs
-                .get(&entry.id)
-                .map(|c| c.clone())
-                .unwrap_or_default();
-            if config_fingerprint(&config) != entry.fingerprint {
-                return Err(SnapshotError::ConfigChanged(entry.id));
-            }
+            let config = starting_config(version, &entry, configs)?;
             let mut merchant = MerchantState::new(entry.id.clone(), config);
             merchant.exponent = entry.exponent;
             let slot = core.merchants.len();
             match entry.piece {
                 Some(mark) => {
                     read_piece(&mut rest, mark, &mut merchant, &mut scratch)?;
-                    // What the store holds of this merchant is this piece: the next round need not send it.
-                    core.pieces.set(slot, mark);
+                    // What the store holds of this merchant is this piece: the next round need not send it. A
+                    // piece of an older layout is sent again, so a manifest never lists pieces of two layouts.
+                    if version >= CONFIG_IN_PIECE {
+                        core.pieces.set(slot, mark);
+                    }
                 }
                 None => read_merchant(&mut rest, &mut merchant, &mut scratch)?,
+            }
+            if config_fingerprint(&merchant.config) != entry.fingerprint {
+                return Err(Corrupt(
+                    "a merchant's configuration does not match its fingerprint",
+                ));
             }
             core.slots.insert(entry.id, slot as u32);
             core.merchants.push(merchant);
@@ -237,6 +246,12 @@ pub(super) fn config_fingerprint(config: &RfmConfig) -> u64 {
 }
 
 pub(super) fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
+    write_config(out, &merchant.config);
+    write_merchant_body(out, merchant);
+}
+
+/// A merchant's piece after its configuration: all a piece held before format 6.
+pub(super) fn write_merchant_body(out: &mut Vec<u8>, merchant: &MerchantState) {
     let mut customers: Vec<(u64, &CustomerState)> = merchant.customers().collect();
     customers.sort_unstable_by_key(|(id, _)| *id);
     put_len(out, customers.len());
@@ -367,6 +382,11 @@ fn read_merchant(
     merchant: &mut MerchantState,
     scratch: &mut Scratch,
 ) -> Result<(), SnapshotError> {
+    if scratch.version >= CONFIG_IN_PIECE {
+        let config = read_config(r)?;
+        merchant.segment_counts = vec![0; config.segments.len()];
+        merchant.config = config;
+    }
     let count = r.count(8)?;
     merchant.customers.reserve(count);
     let mut ids = Gaps::default();

@@ -4,12 +4,15 @@
 //! what an auditor reads back. "Reset to defaults" derives the monetary ones from an AOV: the merchant's measured
 //! one or a size preset. Validation returns every field error at once so the settings page can mark them all.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
-use crate::segment::{default_rules, uncovered, SegmentRule};
+use crate::segment::{default_rules, SegmentRule};
+
+mod measured;
+mod rules;
+pub use measured::Measured;
+pub use rules::MAX_KEY_LEN;
 
 /// Upper bounds (inclusive) of days since the last order for R5, R4, R3 and R2; beyond the last is R1.
 pub type RecencyDays = [u32; 4];
@@ -49,7 +52,10 @@ pub struct RecencyDecay {
     pub half_life_days: f64,
 }
 
+/// Unknown fields are refused rather than ignored: a misspelt `grace_period_day` saved silently as the default is
+/// worse than a 422 naming it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RfmConfig {
     pub recency_days: RecencyDays,
     pub frequency_orders: FrequencyOrders,
@@ -66,7 +72,14 @@ pub struct RfmConfig {
     /// Purchase rhythm assumed for a one-order customer when estimating churn risk.
     #[serde(default = "default_rhythm_days")]
     pub default_rhythm_days: u32,
+    /// Demotion grace: a customer whose segment would drop only because time passed keeps the segment they had
+    /// `grace_period_days` earlier (see `score::graced`). 0, the default, demotes on the day.
+    #[serde(default)]
+    pub grace_period_days: u32,
 }
+
+/// The longest demotion grace accepted, a year: beyond it a segment says nothing about the customer any more.
+pub const MAX_GRACE_PERIOD_DAYS: u32 = 365;
 
 fn default_churned_after_days() -> u32 {
     365
@@ -114,6 +127,7 @@ impl RfmConfig {
             segments: default_rules(),
             churned_after_days: default_churned_after_days(),
             default_rhythm_days: default_rhythm_days(),
+            grace_period_days: 0,
         }
     }
 
@@ -180,7 +194,13 @@ impl RfmConfig {
                 "must be at least one day",
             ));
         }
-        self.validate_segments(&mut errors);
+        if self.grace_period_days > MAX_GRACE_PERIOD_DAYS {
+            errors.push(FieldError::new(
+                "grace_period_days",
+                format!("must be between 0 and {MAX_GRACE_PERIOD_DAYS} days"),
+            ));
+        }
+        rules::validate_segments(&self.segments, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -204,64 +224,6 @@ impl RfmConfig {
             errors.push(FieldError::new(
                 "weights",
                 format!("must sum to 1 (they sum to {sum})"),
-            ));
-        }
-    }
-
-    fn validate_segments(&self, errors: &mut Vec<FieldError>) {
-        if self.segments.is_empty() || self.segments.len() > usize::from(u8::MAX) {
-            errors.push(FieldError::new(
-                "segments",
-                "between 1 and 255 segments are required",
-            ));
-            return;
-        }
-        let mut keys = BTreeSet::new();
-        let mut names = BTreeSet::new();
-        for (i, rule) in self.segments.iter().enumerate() {
-            if rule.key.trim().is_empty() {
-                errors.push(FieldError::new(
-                    format!("segments[{i}].key"),
-                    "must not be empty",
-                ));
-            }
-            if !keys.insert(rule.key.as_str()) {
-                errors.push(FieldError::new(
-                    format!("segments[{i}].key"),
-                    "duplicate segment key",
-                ));
-            }
-            if rule.name.values().all(|n| n.trim().is_empty()) {
-                errors.push(FieldError::new(
-                    format!("segments[{i}].name"),
-                    "needs at least one name",
-                ));
-            }
-            for (locale, name) in &rule.name {
-                if !names.insert((locale.as_str(), name.trim().to_lowercase())) {
-                    errors.push(FieldError::new(
-                        format!("segments[{i}].name.{locale}"),
-                        "duplicate segment name",
-                    ));
-                }
-            }
-            for (dim, range) in [
-                ("recency", rule.recency),
-                ("frequency", rule.frequency),
-                ("monetary", rule.monetary),
-            ] {
-                if !(1 <= range.min && range.min <= range.max && range.max <= 5) {
-                    errors.push(FieldError::new(
-                        format!("segments[{i}].{dim}"),
-                        "range must satisfy 1 <= min <= max <= 5",
-                    ));
-                }
-            }
-        }
-        if let Some(gap) = uncovered(&self.segments).first() {
-            errors.push(FieldError::new(
-                "segments",
-                format!("the rules do not cover every score (for example {gap}); add a catch-all last rule"),
             ));
         }
     }
@@ -384,6 +346,46 @@ mod tests {
         let mut c = RfmConfig::default();
         c.segments.pop();
         assert_eq!(fields(&c), vec!["segments".to_owned()]);
+    }
+
+    #[test]
+    fn rejects_unknown_locales_missing_english_and_bad_keys() {
+        let mut c = RfmConfig::default();
+        c.segments[0]
+            .name
+            .insert("spanish".into(), "Campeones!".into());
+        c.segments[1].name.insert("ES".into(), "Leales!".into());
+        c.segments[2].name.remove("en");
+        c.segments[3].key = "Inactive Ones".into();
+        c.segments[4].name.insert("fr".into(), " ".into());
+        assert_eq!(
+            fields(&c),
+            vec![
+                "segments[0].name.spanish",
+                "segments[1].name.ES",
+                "segments[2].name.en",
+                "segments[3].key",
+                "segments[4].name.fr",
+            ]
+        );
+    }
+
+    #[test]
+    fn grace_period_is_bounded_and_defaults_to_zero() {
+        let mut c = RfmConfig::default();
+        assert_eq!(c.grace_period_days, 0);
+        c.grace_period_days = 30;
+        assert_eq!(c.validate(), Ok(()));
+        c.grace_period_days = MAX_GRACE_PERIOD_DAYS + 1;
+        assert_eq!(fields(&c), vec!["grace_period_days".to_owned()]);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut json = serde_json::to_value(RfmConfig::default()).unwrap();
+        json["grace_period_day"] = serde_json::json!(30);
+        let errors = RfmConfig::from_json(&json).unwrap_err();
+        assert!(errors[0].message.contains("grace_period_day"), "{errors:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::aggregate::{CustomerAggregate, Fact};
 use crate::config::RfmConfig;
 use crate::lifecycle::{lifecycle_stage, LifecycleStage};
-use crate::score::{score, Rfm};
+use crate::score::{graced, score, Rfm};
 use crate::segment::{classify, SegmentId};
 use crate::time::Timestamp;
 
@@ -65,7 +65,7 @@ impl Evaluation {
 pub fn evaluate(aggregate: &CustomerAggregate, config: &RfmConfig, now: Timestamp) -> Evaluation {
     let rfm = score(aggregate, config, now);
     // A validated table is total; fall back to the last rule rather than panic on one that is not.
-    let segment = classify(&config.segments, rfm)
+    let segment = classify(&config.segments, graced(aggregate, config, now, rfm))
         .unwrap_or_else(|| config.segments.len().saturating_sub(1) as u8);
     let vip = config
         .segments

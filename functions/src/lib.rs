@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod config;
 pub mod customer;
 pub mod lifecycle;
+pub mod locale;
 pub mod money;
 pub mod nudge;
 pub mod rfm;
@@ -16,7 +17,7 @@ pub mod segment;
 pub mod time;
 
 pub use aggregate::{AggregateParts, CustomerAggregate, Fact, OrderRecord, Totals};
-pub use config::{FieldError, RfmConfig, SizePreset};
+pub use config::{FieldError, Measured, RfmConfig, SizePreset};
 pub use customer::{evaluate, CustomerState, Evaluation, Transition, Update};
 pub use lifecycle::{churn_risk, ChurnRisk, LifecycleStage};
 pub use money::Money;

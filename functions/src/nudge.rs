@@ -18,7 +18,7 @@ pub mod attribution;
 pub mod cap;
 pub mod defaults;
 pub mod experiment;
-pub mod locale;
+pub use crate::locale;
 pub mod render;
 pub mod stats;
 pub mod template;

@@ -84,9 +84,49 @@ fn decayed(aggregate: &CustomerAggregate, half_life_days: f64, now: Timestamp) -
         })
 }
 
-/// The next instant after `now` at which the customer's scores or lifecycle stage can change without a new event:
-/// a recency boundary, the churn boundary, or (with decay) tomorrow. `None` when nothing will change by itself.
+/// The scores a customer's segment is chosen by under a demotion grace: today's, or those of
+/// `grace_period_days` ago if they weigh more. Without new events scores only fall as time passes, so this keeps a
+/// customer in the segment they had before a time-driven drop until the grace has run out; a drop caused by an
+/// event (a refund, a cancel) shows at once, because the scores of back then are computed from today's aggregate.
+pub fn graced(
+    aggregate: &CustomerAggregate,
+    config: &RfmConfig,
+    now: Timestamp,
+    today: Rfm,
+) -> Rfm {
+    if config.grace_period_days == 0 {
+        return today;
+    }
+    let then = score(
+        aggregate,
+        config,
+        now.plus_days(-i64::from(config.grace_period_days)),
+    );
+    if then.score_tenths(config) > today.score_tenths(config) {
+        then
+    } else {
+        today
+    }
+}
+
+/// The next instant after `now` at which the customer's scores, segment or lifecycle stage can change without a
+/// new event: a recency boundary, the churn boundary, (with decay) tomorrow, or any of those reached by the
+/// scores of `grace_period_days` ago that [`graced`] looks at. `None` when nothing will change by itself.
 pub fn next_change(
+    aggregate: &CustomerAggregate,
+    config: &RfmConfig,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let today = next_boundary(aggregate, config, now);
+    if config.grace_period_days == 0 {
+        return today;
+    }
+    let grace = i64::from(config.grace_period_days);
+    let then = next_boundary(aggregate, config, now.plus_days(-grace)).map(|t| t.plus_days(grace));
+    today.into_iter().chain(then).min()
+}
+
+fn next_boundary(
     aggregate: &CustomerAggregate,
     config: &RfmConfig,
     now: Timestamp,

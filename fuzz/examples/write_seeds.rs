@@ -20,8 +20,8 @@ use loyalnest_rfm::pii::KeyRing;
 use loyalnest_rfm::shopify::normalize::{normalize, Envelope, Normalized, WebhookTopic};
 use sha2::Sha256;
 use streams::events::{
-    CustomerCreated, CustomerDataRequest, CustomerRedact, OrderCancelled, OrderCreated,
-    PointsChanged, PointsSource, RefundCreated, SealedPii, ShopRedact,
+    ConfigChanged, CustomerCreated, CustomerDataRequest, CustomerRedact, OrderCancelled,
+    OrderCreated, PointsChanged, PointsSource, RefundCreated, SealedPii, ShopRedact,
 };
 use streams::{InputEvent, InputKind, MerchantId, SCHEMA_VERSION};
 
@@ -68,6 +68,7 @@ fn kind_selector(kind: InputKind) -> u8 {
         InputKind::CustomerRedact => 6,
         InputKind::CustomerDataRequest => 7,
         InputKind::ShopRedact => 8,
+        InputKind::ConfigChanged => 9,
     }
 }
 
@@ -229,16 +230,38 @@ fn events(merchant: &MerchantId) -> Vec<(String, InputEvent)> {
                 requested_at: None,
             }),
         ),
+        (
+            "config_changed".into(),
+            InputEvent::ConfigChanged(seed_config(m(), "seed-config-1")),
+        ),
     ]
 }
 
+/// A saved configuration unlike the default: thresholds from a $40 AOV, a grace period, and the first two
+/// segments swapped.
+fn seed_config(merchant: MerchantId, event_id: &str) -> ConfigChanged {
+    let mut config = functions::RfmConfig::from_aov(functions::Money::from_minor(4_000));
+    config.grace_period_days = 30;
+    config.segments.swap(0, 1);
+    ConfigChanged {
+        event_id: event_id.into(),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: merchant,
+        config,
+        saved_at: at(T0 - 7_200),
+    }
+}
+
 /// Two merchants' customers with orders (one cancelled, one excluded as a test order), refunds, points, an erased
-/// customer and a refund for an order not seen yet (kept as an orphan), so every section of the snapshot layout
-/// has content.
+/// customer, a refund for an order not seen yet (kept as an orphan) and a saved configuration for the second, so
+/// every section of the snapshot layout has content.
 fn partition_events() -> Vec<InputEvent> {
     let mut out = Vec::new();
     for (shop, customers) in [("seed-a.myshopify.com", 5u64), ("seed-b.myshopify.com", 2)] {
         let merchant = MerchantId::parse(shop).expect("shop");
+        if customers == 2 {
+            out.push(InputEvent::ConfigChanged(seed_config(merchant.clone(), "seed-b-config")));
+        }
         for c in 1..=customers {
             for o in 0..c % 3 + 1 {
                 let order_id = c * 1_000 + o;

@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use streams::{InputEvent, InputKind};
 
-const KINDS: [InputKind; 9] = [
+const KINDS: [InputKind; 10] = [
     InputKind::OrderCreated,
     InputKind::OrderCancelled,
     InputKind::RefundCreated,
@@ -19,6 +19,7 @@ const KINDS: [InputKind; 9] = [
     InputKind::CustomerRedact,
     InputKind::CustomerDataRequest,
     InputKind::ShopRedact,
+    InputKind::ConfigChanged,
 ];
 
 /// Fails to compile when a kind is added without being listed above.
@@ -33,7 +34,8 @@ fn every_kind_is_listed(kind: InputKind) {
         | InputKind::PointsRedeemed
         | InputKind::CustomerRedact
         | InputKind::CustomerDataRequest
-        | InputKind::ShopRedact => {}
+        | InputKind::ShopRedact
+        | InputKind::ConfigChanged => {}
     }
 }
 

@@ -111,6 +111,17 @@ event!(CustomerDataRequest {
     data_request_id: Option<u64>,
 });
 
+event!(
+    /// A merchant saved a configuration (`PUT /api/v1/rfm/config`). On the config topic, keyed by the merchant and
+    /// co-partitioned with the inputs, so the owner of the merchant's partition applies it in order with the
+    /// merchant's events, and a replay applies it again at the same place. Validated when decoded: a config this
+    /// build would refuse goes to the DLQ instead of into the state.
+    ConfigChanged {
+        config: functions::RfmConfig,
+        saved_at: DateTime<Utc>,
+    }
+);
+
 event!(ShopRedact {
     /// As `CustomerRedact::requested_at`, for the whole shop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +151,7 @@ pub enum InputKind {
     CustomerRedact,
     CustomerDataRequest,
     ShopRedact,
+    ConfigChanged,
 }
 
 impl InputKind {
@@ -155,6 +167,7 @@ impl InputKind {
             (&topics.customers_redact, CustomerRedact),
             (&topics.customers_data_request, CustomerDataRequest),
             (&topics.shop_redact, ShopRedact),
+            (&topics.rfm_config, ConfigChanged),
         ]
         .into_iter()
         .find_map(|(name, kind)| (name == topic).then_some(kind))
@@ -172,6 +185,7 @@ impl InputKind {
             CustomerRedact => &topics.customers_redact,
             CustomerDataRequest => &topics.customers_data_request,
             ShopRedact => &topics.shop_redact,
+            ConfigChanged => &topics.rfm_config,
         }
     }
 }
@@ -187,6 +201,7 @@ pub enum InputEvent {
     CustomerRedact(CustomerRedact),
     CustomerDataRequest(CustomerDataRequest),
     ShopRedact(ShopRedact),
+    ConfigChanged(ConfigChanged),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +214,8 @@ pub enum DecodeError {
     },
     #[error("schema_version {found} is newer than this build understands ({SCHEMA_VERSION})")]
     UnknownSchemaVersion { found: u16 },
+    #[error("the configuration is not valid: {0:?}")]
+    InvalidConfig(Vec<functions::FieldError>),
 }
 
 /// Extracts `(event_id, schema_version, merchant_id)` from any event, so generic code needs no per-variant match.
@@ -213,6 +230,7 @@ macro_rules! each_variant {
             InputEvent::CustomerRedact($e) => $body,
             InputEvent::CustomerDataRequest($e) => $body,
             InputEvent::ShopRedact($e) => $body,
+            InputEvent::ConfigChanged($e) => $body,
         }
     };
 }
@@ -235,6 +253,14 @@ impl InputEvent {
             InputKind::CustomerRedact => InputEvent::CustomerRedact(parse(kind, value)?),
             InputKind::CustomerDataRequest => InputEvent::CustomerDataRequest(parse(kind, value)?),
             InputKind::ShopRedact => InputEvent::ShopRedact(parse(kind, value)?),
+            InputKind::ConfigChanged => {
+                let event: ConfigChanged = parse(kind, value)?;
+                event
+                    .config
+                    .validate()
+                    .map_err(DecodeError::InvalidConfig)?;
+                InputEvent::ConfigChanged(event)
+            }
         };
         match event.schema_version() {
             v if v <= SCHEMA_VERSION => Ok(event),
@@ -258,6 +284,7 @@ impl InputEvent {
             InputEvent::CustomerRedact(_) => InputKind::CustomerRedact,
             InputEvent::CustomerDataRequest(_) => InputKind::CustomerDataRequest,
             InputEvent::ShopRedact(_) => InputKind::ShopRedact,
+            InputEvent::ConfigChanged(_) => InputKind::ConfigChanged,
         }
     }
 

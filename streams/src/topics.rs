@@ -14,6 +14,8 @@ pub struct Topics {
     pub customers_redact: String,
     pub customers_data_request: String,
     pub shop_redact: String,
+    /// Saved merchant configurations (`events::ConfigChanged`), an input like the others.
+    pub rfm_config: String,
     pub rfm_updated: String,
     pub churn_risk_detected: String,
     pub rfm_task: String,
@@ -40,6 +42,7 @@ impl Topics {
             customers_redact: t("customers.redact"),
             customers_data_request: t("customers.data_request"),
             shop_redact: t("shop.redact"),
+            rfm_config: t("rfm.config"),
             rfm_updated: t("rfm.updated"),
             churn_risk_detected: t("churn_risk.detected"),
             rfm_task: t("rfm.task"),
@@ -60,7 +63,7 @@ impl Topics {
         self
     }
 
-    fn slots_mut(&mut self) -> [(&'static str, &mut String); 13] {
+    fn slots_mut(&mut self) -> [(&'static str, &mut String); 14] {
         [
             ("ORDERS_CREATE", &mut self.orders_create),
             ("ORDERS_CANCELLED", &mut self.orders_cancelled),
@@ -71,6 +74,7 @@ impl Topics {
             ("CUSTOMERS_REDACT", &mut self.customers_redact),
             ("CUSTOMERS_DATA_REQUEST", &mut self.customers_data_request),
             ("SHOP_REDACT", &mut self.shop_redact),
+            ("RFM_CONFIG", &mut self.rfm_config),
             ("RFM_UPDATED", &mut self.rfm_updated),
             ("CHURN_RISK_DETECTED", &mut self.churn_risk_detected),
             ("RFM_TASK", &mut self.rfm_task),
@@ -90,6 +94,7 @@ impl Topics {
             &self.customers_redact,
             &self.customers_data_request,
             &self.shop_redact,
+            &self.rfm_config,
         ]
     }
 
@@ -117,6 +122,7 @@ mod tests {
             .overridden(|var| (var == "KAFKA_TOPIC_DLQ").then(|| "dead".to_owned()));
         assert_eq!(t.refunds_create, "t1.refunds.create");
         assert_eq!(t.dlq, "dead");
-        assert_eq!(t.all().len(), 13);
+        assert_eq!(t.all().len(), 14);
+        assert!(t.inputs().contains(&"t1.rfm.config"));
     }
 }

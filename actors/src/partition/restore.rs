@@ -54,6 +54,8 @@ impl PartitionCore {
             let slot = self.slot(event.merchant_id(), configs);
             self.pieces.touch(slot);
             effects.clear();
+            let old_rules = matches!(event, InputEvent::ConfigChanged(_))
+                .then(|| self.merchants[slot as usize].config.segments.clone());
             self.merchants[slot as usize].apply(event, now, &mut effects);
             let before = self.quiet.get_or_insert_with(QuietBefore::default);
             effects.retain(|effect| match effect {
@@ -70,6 +72,10 @@ impl PartitionCore {
                 }
                 _ => true,
             });
+            if let Some(old_rules) = old_rules {
+                let new_rules = &self.merchants[slot as usize].config.segments;
+                remap_before(before, slot, &old_rules, new_rules);
+            }
             self.collect(slot, &effects, now, event.event_id(), None, &mut outcome);
             self.schedule_touched(slot, now);
         }
@@ -216,5 +222,30 @@ impl Handler<NextRestoreChunk> for PartitionActor {
     fn handle(&mut self, msg: NextRestoreChunk, _: &mut Self::Context) -> Self::Result {
         let outcome = self.core.next_restore_chunk(msg.now);
         MessageResult(outcome.map(|o| self.encoded_in_halves(o)))
+    }
+}
+
+/// A quiet replay crossed a configuration change: what the merchant's customers had published names segments of
+/// the old table by index, and `finish_restore` reads it in the new one. A segment whose key the new table keeps
+/// keeps its place; one the new table dropped becomes the segment its scores fall in now (the published change
+/// then names that as its "from", the one detail a restore across a change of table cannot keep).
+fn remap_before(
+    before: &mut QuietBefore,
+    slot: u32,
+    old_rules: &[functions::SegmentRule],
+    new_rules: &[functions::SegmentRule],
+) {
+    for ((s, _), (_, evaluation)) in before.iter_mut() {
+        if *s != slot {
+            continue;
+        }
+        let key = old_rules
+            .get(usize::from(evaluation.segment))
+            .map(|r| &r.key);
+        let by_key = key.and_then(|k| new_rules.iter().position(|r| &r.key == k));
+        let by_scores =
+            || functions::segment::classify(new_rules, evaluation.rfm()).map(usize::from);
+        let segment = by_key.or_else(by_scores).unwrap_or(0);
+        *evaluation = Evaluation::new(evaluation.rfm(), segment as u8, evaluation.stage);
     }
 }

@@ -120,7 +120,7 @@ fn version_3_snapshot(core: &PartitionCore, offsets: &SnapshotOffsets) -> Vec<u8
     }
     core.merchants
         .iter()
-        .for_each(|merchant| write_merchant(&mut out, merchant));
+        .for_each(|merchant| write_merchant_body(&mut out, merchant));
     wire::seal(&mut out);
     out
 }
@@ -220,6 +220,111 @@ fn a_version_1_snapshot_still_restores_and_its_index_is_rebuilt() {
     assert_eq!(&rewritten[4..6], &FORMAT_VERSION.to_le_bytes());
     let (again, _) = decode(&rewritten).unwrap();
     assert_eq!(again.merchants[0].customers, merchant.customers);
+}
+
+/// A snapshot as version 5 wrote it: pieces without the configuration, taken from [`Configs`] when read.
+fn version_5_snapshot(core: &PartitionCore, offsets: &SnapshotOffsets) -> Vec<u8> {
+    let pieces: Vec<Vec<u8>> = core
+        .merchants
+        .iter()
+        .map(|merchant| {
+            let mut piece = Vec::new();
+            write_merchant_body(&mut piece, merchant);
+            piece
+        })
+        .collect();
+    let entries: Vec<_> = core
+        .merchants
+        .iter()
+        .zip(&pieces)
+        .map(|(merchant, piece)| pieces::entry(merchant, piece_mark(piece)))
+        .collect();
+    let mut out = wire::begin(0);
+    out[4..6].copy_from_slice(&5u16.to_le_bytes());
+    write_front(
+        &mut out,
+        core.partition,
+        offsets,
+        &Incarnation::default(),
+        &entries,
+    );
+    pieces.iter().for_each(|piece| out.extend_from_slice(piece));
+    wire::seal(&mut out);
+    out
+}
+
+#[test]
+fn a_version_5_snapshot_restores_and_its_pieces_are_all_sent_again() {
+    let core = sample();
+    let (restored, covered) = decode(&version_5_snapshot(&core, &offsets())).unwrap();
+    assert_eq!(covered, offsets());
+    assert_eq!(restored.merchants[0].customers, core.merchants[0].customers);
+    assert_eq!(
+        restored.changed_merchants(),
+        core.merchants.len(),
+        "pieces of the old layout are rewritten, so no manifest mixes layouts"
+    );
+    assert_eq!(
+        restored.encode_snapshot(&offsets()),
+        core.encode_snapshot(&offsets())
+    );
+}
+
+/// Tiers of the merchant's own: a configuration Postgres may no longer (or not yet) hold when the snapshot is read.
+fn tiers() -> RfmConfig {
+    let mut config = RfmConfig::from_aov(Money::from_minor(4_000));
+    config.grace_period_days = 30;
+    config.segments.swap(0, 1);
+    config
+}
+
+#[test]
+fn a_snapshot_carries_each_merchants_configuration() {
+    let mut core = sample();
+    let mut effects = Vec::new();
+    core.merchants[0].reconfigure(tiers(), Timestamp(T0), &mut effects);
+    let bytes = core.encode_snapshot(&offsets());
+    // Whatever the configurations known at restore say (here: the default for everyone), the snapshot's own hold.
+    let (restored, _) = decode(&bytes).unwrap();
+    assert_eq!(restored.merchants[0].config, tiers());
+    assert_eq!(restored.merchants[0].customers, core.merchants[0].customers);
+    assert_eq!(
+        restored.merchants[0].segment_counts(),
+        core.merchants[0].segment_counts()
+    );
+    assert_eq!(restored.encode_snapshot(&offsets()), bytes);
+}
+
+#[test]
+fn a_configuration_that_does_not_match_its_fingerprint_is_refused() {
+    let mut core = sample();
+    let mut effects = Vec::new();
+    core.merchants[0].reconfigure(tiers(), Timestamp(T0), &mut effects);
+    // A piece holding the tiers under an entry naming the default: as if the piece were swapped or altered.
+    let pieces: Vec<Vec<u8>> = core.merchants.iter().map(pieces::encode_piece).collect();
+    let mut entries: Vec<_> = core
+        .merchants
+        .iter()
+        .zip(&pieces)
+        .map(|(merchant, piece)| pieces::entry(merchant, piece_mark(piece)))
+        .collect();
+    entries[0].fingerprint = config_fingerprint(&RfmConfig::default());
+    let mut out = wire::begin(0);
+    write_front(
+        &mut out,
+        core.partition,
+        &offsets(),
+        &Incarnation::default(),
+        &entries,
+    );
+    pieces.iter().for_each(|piece| out.extend_from_slice(piece));
+    wire::seal(&mut out);
+    assert_eq!(
+        decode(&out).err(),
+        Some(SnapshotError::Corrupt(
+            "a merchant's configuration does not match its fingerprint"
+        ))
+    );
 }
 
 proptest! {

@@ -12,7 +12,7 @@ pub(super) const MANIFEST_MAGIC: &[u8; 4] = b"LNRM";
 /// Version 2 dropped version 1's order-index flag bit and list (the index is rebuilt from the order records).
 /// Version 3 added each merchant's erasure tombstones. Version 4 added the incarnation of the topics and, per
 /// merchant, the length and checksum of its piece, so a snapshot can be stored and checked merchant by merchant.
-pub(super) const FORMAT_VERSION: u16 = 5;
+pub(super) const FORMAT_VERSION: u16 = 6;
 /// The oldest version this build still reads.
 pub(super) const OLDEST_VERSION: u16 = 1;
 /// Magic, version and total length: the part read before the checksum can be checked.

@@ -1,0 +1,83 @@
+// Texts of the settings page in English, Spanish and French. The language comes from `?locale=` (the Shopify
+// admin passes the staff member's), else the browser's; anything else falls back to English.
+(function () {
+  "use strict";
+  const en = {
+    title: "RFM settings", shop: "Shop", loading: "Loading…", ready: "Ready", back: "Live dashboard",
+    recency: "Recency: days since the last order", frequency: "Frequency: valid orders",
+    monetary: "Monetary: net spend", weights: "Score weights (sum to 1)", timing: "Timing",
+    tiers: "Segments, first match wins", tiersCaption: "Each row: key, names and the score ranges (1–5) it covers",
+    key: "Key", actions: "Actions", addTier: "Add a segment", save: "Save",
+    reset: "Reset thresholds from measured AOV", previewTitle: "Today and under these settings",
+    sizesCaption: "Customers per segment", segment: "Segment", today: "Today", proposed: "Proposed",
+    movesTitle: "Moves (today → proposed)",
+    r: (i) => `R${5 - i} up to (days)`, f: (i) => `F${i + 1} up to (orders)`,
+    m: (i) => (i < 3 ? `M${i + 2} from` : "M5 above"),
+    wr: "Recency weight", wf: "Frequency weight", wm: "Monetary weight",
+    grace: "Demotion grace (days)", churned: "Churned after (days)",
+    min: "min", max: "max", remove: "Remove", up: "Move up",
+    measured: (aov, days, source) => `Measured AOV ${aov ?? "—"}, purchase interval ${days ?? "—"} days (${source})`,
+    increasing: "Must be above the previous threshold", negative: "Must not be negative",
+    number: "Enter a number", sum: "The weights must sum to 1",
+    saving: "Saving…", saved: "Saved; the segments are being re-scored", applied: "Applied: every customer re-scored",
+    stale: "Another admin saved first: reload the page to see their changes",
+    invalid: (n) => `${n} field(s) need attention`, failed: "Could not save; try again", noAov: "No measured AOV yet",
+    previewFailed: "Preview unavailable", fixErrors: "Fix the marked fields to see a preview",
+  };
+  const es = {
+    ...en,
+    title: "Ajustes RFM", shop: "Tienda", loading: "Cargando…", ready: "Listo", back: "Panel en vivo",
+    recency: "Recencia: días desde el último pedido", frequency: "Frecuencia: pedidos válidos",
+    monetary: "Valor: gasto neto", weights: "Pesos de la puntuación (suman 1)", timing: "Plazos",
+    tiers: "Segmentos, gana la primera coincidencia",
+    tiersCaption: "Cada fila: clave, nombres y los rangos de puntuación (1–5) que cubre",
+    key: "Clave", actions: "Acciones", addTier: "Añadir un segmento", save: "Guardar",
+    reset: "Restablecer umbrales desde el ticket medio medido", previewTitle: "Hoy y con estos ajustes",
+    sizesCaption: "Clientes por segmento", segment: "Segmento", today: "Hoy", proposed: "Propuesto",
+    movesTitle: "Movimientos (hoy → propuesto)",
+    r: (i) => `R${5 - i} hasta (días)`, f: (i) => `F${i + 1} hasta (pedidos)`,
+    m: (i) => (i < 3 ? `M${i + 2} desde` : "M5 por encima de"),
+    wr: "Peso de recencia", wf: "Peso de frecuencia", wm: "Peso de valor",
+    grace: "Gracia antes de bajar (días)", churned: "Perdido tras (días)",
+    min: "mín", max: "máx", remove: "Quitar", up: "Subir",
+    measured: (aov, days, source) => `Ticket medio medido ${aov ?? "—"}, intervalo de compra ${days ?? "—"} días (${source})`,
+    increasing: "Debe ser mayor que el umbral anterior", negative: "No puede ser negativo",
+    number: "Introduce un número", sum: "Los pesos deben sumar 1",
+    saving: "Guardando…", saved: "Guardado; se están recalculando los segmentos",
+    applied: "Aplicado: todos los clientes recalculados",
+    stale: "Otro administrador guardó antes: recarga la página para ver sus cambios",
+    invalid: (n) => `${n} campo(s) requieren atención`, failed: "No se pudo guardar; inténtalo de nuevo",
+    noAov: "Aún no hay ticket medio medido", previewFailed: "Vista previa no disponible",
+    fixErrors: "Corrige los campos marcados para ver la vista previa",
+  };
+  const fr = {
+    ...en,
+    title: "Réglages RFM", shop: "Boutique", loading: "Chargement…", ready: "Prêt", back: "Tableau en direct",
+    recency: "Récence : jours depuis la dernière commande", frequency: "Fréquence : commandes valides",
+    monetary: "Montant : dépense nette", weights: "Poids du score (somme de 1)", timing: "Délais",
+    tiers: "Segments, la première règle qui correspond l’emporte",
+    tiersCaption: "Chaque ligne : clé, noms et plages de score (1–5) couvertes",
+    key: "Clé", actions: "Actions", addTier: "Ajouter un segment", save: "Enregistrer",
+    reset: "Recalculer les seuils depuis le panier moyen mesuré", previewTitle: "Aujourd’hui et avec ces réglages",
+    sizesCaption: "Clients par segment", segment: "Segment", today: "Aujourd’hui", proposed: "Proposé",
+    movesTitle: "Mouvements (aujourd’hui → proposé)",
+    r: (i) => `R${5 - i} jusqu’à (jours)`, f: (i) => `F${i + 1} jusqu’à (commandes)`,
+    m: (i) => (i < 3 ? `M${i + 2} à partir de` : "M5 au-delà de"),
+    wr: "Poids de la récence", wf: "Poids de la fréquence", wm: "Poids du montant",
+    grace: "Délai de grâce avant rétrogradation (jours)", churned: "Perdu après (jours)",
+    min: "min", max: "max", remove: "Retirer", up: "Monter",
+    measured: (aov, days, source) => `Panier moyen mesuré ${aov ?? "—"}, intervalle d’achat ${days ?? "—"} jours (${source})`,
+    increasing: "Doit dépasser le seuil précédent", negative: "Ne peut pas être négatif",
+    number: "Saisissez un nombre", sum: "Les poids doivent faire 1 au total",
+    saving: "Enregistrement…", saved: "Enregistré ; les segments sont recalculés",
+    applied: "Appliqué : tous les clients recalculés",
+    stale: "Un autre administrateur a enregistré avant vous : rechargez la page pour voir ses changements",
+    invalid: (n) => `${n} champ(s) à corriger`, failed: "Échec de l’enregistrement ; réessayez",
+    noAov: "Pas encore de panier moyen mesuré", previewFailed: "Aperçu indisponible",
+    fixErrors: "Corrigez les champs signalés pour voir l’aperçu",
+  };
+  const dictionaries = { en, es, fr };
+  const wanted = new URLSearchParams(window.location.search).get("locale") || navigator.language || "en";
+  const language = wanted.toLowerCase().split(/[-_]/)[0];
+  window.settingsI18n = { language: dictionaries[language] ? language : "en", t: dictionaries[language] || en };
+})();
