@@ -159,6 +159,10 @@ impl Application {
                 .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
                 .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
                 .route(
+                    "/dashboard/abtest.js",
+                    web::get().to(dashboard::results_script),
+                )
+                .route(
                     "/dashboard/vendor/chart.umd.js",
                     web::get().to(dashboard::chart_js),
                 )

@@ -10,9 +10,14 @@
 
   var REFRESH_MS = 3000;
   var MIN_GAP_MS = 1000;
-  var token = new URLSearchParams(location.hash.slice(1)).get('token') || '';
   var panel = document.getElementById('nudge-results');
-  if (!panel || !token) return;
+  if (!panel) return;
+  // dashboard.js takes the token out of the URL fragment and keeps it in sessionStorage (and renews it there
+  // inside the Shopify admin), so it is read from there on every request.
+  function token() {
+    return sessionStorage.getItem('loyalnest-token') ||
+      new URLSearchParams(location.hash.slice(1)).get('token') || '';
+  }
   var body = panel.querySelector('[data-results]');
   var note = panel.querySelector('[data-results-note]');
   var lastFetch = 0;
@@ -92,10 +97,10 @@
   }
 
   function refresh() {
-    if (inFlight || document.hidden) return;
+    if (inFlight || document.hidden || !token()) return;
     inFlight = true;
     lastFetch = Date.now();
-    fetch('/api/v1/rfm/nudges/ab-test', { headers: { Authorization: 'Bearer ' + token } })
+    fetch('/api/v1/rfm/nudges/ab-test', { headers: { Authorization: 'Bearer ' + token() } })
       .then(function (r) {
         if (!r.ok) throw new Error('results answered ' + r.status);
         return r.json();

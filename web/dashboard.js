@@ -119,7 +119,11 @@
       state.retry = 500;
       setStatus("live", "Live");
     };
-    socket.onmessage = (event) => render(JSON.parse(event.data));
+    socket.onmessage = (event) => {
+      render(JSON.parse(event.data));
+      // The nudge results panel (abtest.js) refreshes on activity.
+      document.dispatchEvent(new Event('loyalnest:frame'));
+    };
     socket.onclose = (event) => {
       if (state.socket !== socket) return;
       // 4001: the session token expired. Inside the Shopify admin App Bridge hands out a fresh one; standalone,

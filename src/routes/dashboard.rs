@@ -12,6 +12,7 @@ use actix_web::{web, HttpResponse};
 const PAGE: &str = include_str!("../../web/dashboard.html");
 const SCRIPT: &str = include_str!("../../web/dashboard.js");
 const STYLE: &str = include_str!("../../web/dashboard.css");
+const RESULTS_SCRIPT: &str = include_str!("../../web/abtest.js");
 
 /// Where `chart.js/dist/chart.umd.js` is looked for.
 #[derive(Debug, Clone)]
@@ -58,6 +59,14 @@ pub async fn script() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header(no_store())
         .body(SCRIPT)
+}
+
+/// The nudge results panel (`web/abtest.js`).
+pub async fn results_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(no_store())
+        .body(RESULTS_SCRIPT)
 }
 
 pub async fn style() -> HttpResponse {

@@ -75,6 +75,10 @@ fn browse(app: &LiveApp, a: &MerchantId, shots: (&Path, &Path)) -> Child {
         .env("WIDGET_URL", page(ANA.0))
         .env("RTL_URL", page(LAYLA.0))
         .env("EXPECT_KIND", "champions")
+        .env(
+            "DASHBOARD_URL",
+            format!("{}/dashboard#token={}", app.address, crate::live::token(a)),
+        )
         .env("SCREENSHOT", shots.0)
         .env("RTL_SCREENSHOT", shots.1)
         .env("CHROMIUM", &chromium)
@@ -108,6 +112,11 @@ async fn check_spanish(seen: &Value, ready: &Value, pool: &PgPool, a: &MerchantI
     assert_eq!(seen["view"]["status"], 201, "{seen}");
     assert_eq!(seen["click"]["status"], 201, "{seen}");
     assert_eq!(seen["cardGone"], true);
+    let board = &seen["dashboardClicks"];
+    assert!(
+        board["after"].as_u64() > board["before"].as_u64(),
+        "the dashboard's results panel counts the click for its arm: {board}"
+    );
     let clicks: Vec<(i64, String)> = sqlx::query_as(
         "SELECT customer_id, nudge_id FROM nudge_events
          WHERE merchant_id = $1 AND kind = 'click' AND event_id = $2",

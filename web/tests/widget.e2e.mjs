@@ -15,6 +15,8 @@ const screenshot = process.env.SCREENSHOT || "widget.png";
 const rtlScreenshot = process.env.RTL_SCREENSHOT || "widget-rtl.png";
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const timeout = 60000;
+// The merchant's dashboard: its nudge results panel must count the click (optional).
+const dashboardUrl = process.env.DASHBOARD_URL;
 
 const browser = await chromium.launch({
   executablePath,
@@ -70,12 +72,43 @@ try {
   const seen = await page.evaluate(describeCard);
   await page.screenshot({ path: screenshot, fullPage: false });
 
+  const shown = await page.evaluate(() => window.loyalnestNudges.shown);
+  const clickedCell = `#nudge-results table[data-kind="${shown.kind}"] tr[data-arm="${shown.variant}"] td[data-count="clicked"]`;
+  let board = null;
+  let clicksBefore = null;
+  if (dashboardUrl) {
+    board = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    board.on("pageerror", (e) => errors.push(String(e)));
+    await board.goto(dashboardUrl);
+    await board.waitForFunction(() => {
+      const panel = document.getElementById("nudge-results");
+      return panel.dataset.loaded === "true" || /unavailable/.test(panel.textContent);
+    }, null, { timeout });
+    const note = await board.evaluate(() => document.querySelector("[data-results-note]").textContent);
+    if (/unavailable/.test(note)) throw new Error(`dashboard results panel: ${note}`);
+    clicksBefore = await board.evaluate((sel) => {
+      const cell = document.querySelector(sel);
+      return cell ? Number(cell.textContent) : 0;
+    }, clickedCell);
+  }
+
   await page.click(".ln-cta");
   await page.waitForFunction(() => window.loyalnestNudges.events.some((e) => e.action === "click" && e.status > 0),
     null, { timeout });
   const click = await page.evaluate(() => window.loyalnestNudges.events.find((e) => e.action === "click"));
   const view = await page.evaluate(() => window.loyalnestNudges.events.find((e) => e.action === "view"));
   const cardGone = await page.evaluate(() => document.querySelector(".ln-card") === null);
+  let dashboardClicks = null;
+  if (board) {
+    // The panel refreshes by itself (every few seconds, or on a live frame): wait for the click to show.
+    await board.waitForFunction(([sel, before]) => {
+      const cell = document.querySelector(sel);
+      return cell && Number(cell.textContent) > before;
+    }, [clickedCell, clicksBefore], { timeout });
+    const after = await board.evaluate((sel) => Number(document.querySelector(sel).textContent), clickedCell);
+    dashboardClicks = { variant: shown.variant, before: clicksBefore, after };
+    await board.screenshot({ path: screenshot.replace(/\.png$/, "-dashboard.png"), fullPage: true });
+  }
 
   const rtl = await open(rtlUrl, errors);
   await rtl.waitForSelector(".ln-card", { timeout });
@@ -85,7 +118,7 @@ try {
   await rtl.waitForFunction(() => document.querySelector(".ln-card") === null, null, { timeout });
   const dismissed = await rtl.evaluate(() => window.loyalnestNudges.events.some((e) => e.action === "dismiss"));
 
-  console.log(JSON.stringify({ ...seen, click, view, cardGone, arabic, dismissed, errors }));
+  console.log(JSON.stringify({ ...seen, click, view, cardGone, dashboardClicks, arabic, dismissed, errors }));
 } finally {
   await browser.close();
 }
