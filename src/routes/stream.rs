@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use streams::MerchantId;
 
 use super::api::{authenticate, now_unix, ApiError, ReadState};
+use super::socket::{answer, send_text, SendMetrics, Step};
 use crate::auth::WS_PROTOCOL;
 use crate::limits::SocketPermit;
 use crate::live::fanout::{last_frame, Slot};
@@ -96,11 +97,6 @@ async fn first_frame(state: &ReadState, merchant: &MerchantId, slot: &Slot) -> L
     LiveFrame::render(&frame)
 }
 
-enum Step {
-    Continue,
-    Close(Option<CloseReason>),
-}
-
 /// An open dashboard socket and what bounds it: the token's expiry and the shop's socket permit.
 struct Socket {
     session: Session,
@@ -123,7 +119,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
     } = socket;
     metrics::gauge!("dashboard_sockets_open").increment(1.0);
     let mut last_seq = first.seq;
-    let mut step = send(&mut session, &first).await;
+    let mut step = send_frame(&mut session, &first).await;
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -139,7 +135,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
                                 metrics::counter!("dashboard_frames_skipped_total").increment(skipped);
                             }
                             last_seq = frame.seq;
-                            send(&mut session, &frame).await
+                            send_frame(&mut session, &frame).await
                         }
                         _ => Step::Continue,
                     }
@@ -148,7 +144,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
             },
             message = messages.recv() => {
                 last_heard = Instant::now();
-                handle(&mut session, message).await
+                answer(&mut session, message, "dashboard").await
             }
             _ = tokio::time::sleep_until(expires) => Step::Close(Some(CloseReason {
                 code: CloseCode::Other(TOKEN_EXPIRED),
@@ -171,44 +167,17 @@ async fn serve(socket: Socket, first: LiveFrame) {
     metrics::gauge!("dashboard_sockets_open").decrement(1.0);
 }
 
-async fn send(session: &mut Session, frame: &LiveFrame) -> Step {
-    match tokio::time::timeout(SEND_TIMEOUT, session.text(&*frame.json)).await {
-        Ok(Ok(())) => {
-            metrics::counter!("dashboard_frames_sent_total").increment(1);
-            Step::Continue
-        }
-        Ok(Err(_)) => Step::Close(None),
-        Err(_) => {
-            metrics::counter!("dashboard_sockets_too_slow_total").increment(1);
-            Step::Close(Some(CloseReason {
-                code: CloseCode::Policy,
-                description: Some("too slow".into()),
-            }))
-        }
-    }
-}
+const FRAME_METRICS: SendMetrics = SendMetrics {
+    sent: "dashboard_frames_sent_total",
+    too_slow: "dashboard_sockets_too_slow_total",
+};
 
-async fn handle(
-    session: &mut Session,
-    message: Option<Result<Message, actix_ws::ProtocolError>>,
-) -> Step {
-    match message {
-        Some(Ok(Message::Ping(bytes))) => match session.pong(&bytes).await {
-            Ok(()) => Step::Continue,
-            Err(_) => Step::Close(None),
-        },
-        Some(Ok(Message::Pong(_) | Message::Text(_) | Message::Binary(_) | Message::Nop)) => {
-            Step::Continue
-        }
-        Some(Ok(Message::Continuation(_))) => Step::Continue,
-        Some(Ok(Message::Close(reason))) => Step::Close(reason),
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "dashboard socket protocol error");
-            Step::Close(Some(CloseReason {
-                code: CloseCode::Protocol,
-                description: None,
-            }))
-        }
-        None => Step::Close(None),
-    }
+async fn send_frame(session: &mut Session, frame: &LiveFrame) -> Step {
+    send_text(
+        session,
+        frame.json.to_string(),
+        SEND_TIMEOUT,
+        &FRAME_METRICS,
+    )
+    .await
 }

@@ -107,6 +107,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/api/v1/rfm/nudges/{id}/events")
+                // An event is a few dozen bytes: refuse more before reading it, not after.
+                .app_data(web::PayloadConfig::new(MAX_EVENT_BODY))
                 .wrap(cors())
                 .route(web::post().to(event))
                 .route(web::method(Method::OPTIONS).to(preflight)),

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use actors::customer::PendingNudge;
 use actors::nudges::{WatchError, Watching};
 
 use super::api::now_unix;
+use super::socket::{answer, send_text, SendMetrics, Step};
 use super::widget::{authenticate, render_for, WidgetError};
 use crate::auth::WS_PROTOCOL;
 use crate::widget::{WidgetSocketPermit, WidgetState};
@@ -24,6 +25,10 @@ use crate::widget::{WidgetSocketPermit, WidgetState};
 const PING_EVERY: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+const NUDGE_METRICS: SendMetrics = SendMetrics {
+    sent: "widget_nudges_sent_total",
+    too_slow: "widget_sockets_too_slow_total",
+};
 /// Widgets send nothing but pongs and closes.
 const MAX_CLIENT_FRAME: usize = 1024;
 
@@ -76,11 +81,6 @@ pub async fn stream(
     Ok(response)
 }
 
-enum Step {
-    Continue,
-    Close(Option<CloseReason>),
-}
-
 fn close(code: u16, description: &str) -> Step {
     Step::Close(Some(CloseReason {
         code: CloseCode::Other(code),
@@ -121,7 +121,7 @@ impl Socket {
                 },
                 message = self.messages.recv() => {
                     last_heard = Instant::now();
-                    handle(&mut self.session, message).await
+                    answer(&mut self.session, message, "widget").await
                 }
                 _ = tokio::time::sleep_until(self.expires) => close(TOKEN_EXPIRED, "token expired"),
                 _ = ping.tick() => {
@@ -151,47 +151,6 @@ impl Socket {
         };
         // Strings only: serialising cannot fail.
         let json = serde_json::to_string(&message).unwrap_or_default();
-        match tokio::time::timeout(SEND_TIMEOUT, self.session.text(json)).await {
-            Ok(Ok(())) => {
-                metrics::counter!("widget_nudges_sent_total").increment(1);
-                Step::Continue
-            }
-            Ok(Err(_)) => Step::Close(None),
-            Err(_) => {
-                metrics::counter!("widget_sockets_too_slow_total").increment(1);
-                Step::Close(Some(CloseReason {
-                    code: CloseCode::Policy,
-                    description: Some("too slow".into()),
-                }))
-            }
-        }
-    }
-}
-
-async fn handle(
-    session: &mut Session,
-    message: Option<Result<Message, actix_ws::ProtocolError>>,
-) -> Step {
-    match message {
-        Some(Ok(Message::Ping(bytes))) => match session.pong(&bytes).await {
-            Ok(()) => Step::Continue,
-            Err(_) => Step::Close(None),
-        },
-        Some(Ok(
-            Message::Pong(_)
-            | Message::Text(_)
-            | Message::Binary(_)
-            | Message::Nop
-            | Message::Continuation(_),
-        )) => Step::Continue,
-        Some(Ok(Message::Close(reason))) => Step::Close(reason),
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "widget socket protocol error");
-            Step::Close(Some(CloseReason {
-                code: CloseCode::Protocol,
-                description: None,
-            }))
-        }
-        None => Step::Close(None),
+        send_text(&mut self.session, json, SEND_TIMEOUT, &NUDGE_METRICS).await
     }
 }
