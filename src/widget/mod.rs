@@ -52,6 +52,15 @@ impl WidgetState {
         store: Option<Store>,
         templates: TemplateStore,
     ) -> Self {
+        if settings.widget_demo && !settings.http_addr.ip().is_loopback() {
+            // The demo signer vouches for any customer of any shop: reachable from elsewhere, it is a way around
+            // the App Proxy check.
+            tracing::warn!(
+                addr = %settings.http_addr,
+                "WIDGET_DEMO is on and the server listens beyond loopback: /widget/demo/proxy-query signs App Proxy \
+                 requests for anyone; never run so in production"
+            );
+        }
         WidgetState {
             renderer: NudgeRenderer::new(templates, store.clone()),
             proxy_secrets: settings.webhook_secrets.clone(),
