@@ -94,14 +94,21 @@ pub fn graced(
     now: Timestamp,
     today: Rfm,
 ) -> Rfm {
+    graced_by(config, now, today, |at| score(aggregate, config, at))
+}
+
+/// The grace rule over any way of scoring a customer at an instant (`score_at`): the scores of
+/// `grace_period_days` before `now` when they weigh more than `today`'s. `score_at` is called only with a grace.
+pub fn graced_by(
+    config: &RfmConfig,
+    now: Timestamp,
+    today: Rfm,
+    score_at: impl FnOnce(Timestamp) -> Rfm,
+) -> Rfm {
     if config.grace_period_days == 0 {
         return today;
     }
-    let then = score(
-        aggregate,
-        config,
-        now.plus_days(-i64::from(config.grace_period_days)),
-    );
+    let then = score_at(now.plus_days(-i64::from(config.grace_period_days)));
     if then.score_tenths(config) > today.score_tenths(config) {
         then
     } else {

@@ -74,17 +74,5 @@ fn scores(row: &Row, config: &RfmConfig, now: Timestamp) -> Rfm {
 /// As `functions::score::graced`: the scores of `grace_period_days` ago when they weigh more.
 fn graced(row: &Row, config: &RfmConfig, now: Timestamp) -> Rfm {
     let today = scores(row, config, now);
-    if config.grace_period_days == 0 {
-        return today;
-    }
-    let then = scores(
-        row,
-        config,
-        now.plus_days(-i64::from(config.grace_period_days)),
-    );
-    if then.score_tenths(config) > today.score_tenths(config) {
-        then
-    } else {
-        today
-    }
+    functions::score::graced_by(config, now, today, |at| scores(row, config, at))
 }

@@ -170,6 +170,14 @@ pub async fn get(
     Ok(answer(&current, &view))
 }
 
+/// A configuration from a request body: `{"config": {...}}` (what GET answers) or the configuration itself.
+pub(super) fn config_body(body: &[u8]) -> Result<RfmConfig, ConfigError> {
+    let document: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let document = document.get("config").cloned().unwrap_or(document);
+    RfmConfig::from_json(&document).map_err(ConfigError::Invalid)
+}
+
 fn if_match(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
 }
@@ -181,11 +189,7 @@ pub async fn put(
     service: web::Data<ConfigService>,
 ) -> Result<HttpResponse, ConfigError> {
     let auth = authenticate(&state, &req)?;
-    let document: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    // `{"config": {...}}` (what GET answers) or the configuration itself.
-    let document = document.get("config").cloned().unwrap_or(document);
-    let config = RfmConfig::from_json(&document).map_err(ConfigError::Invalid)?;
+    let config = config_body(&body)?;
     let if_match = if_match(req.headers()).ok_or(ConfigError::PreconditionRequired)?;
     let request = SaveRequest {
         merchant: &auth.merchant,

@@ -5,8 +5,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use functions::RfmConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::api::{authenticate, ApiError, ReadState};
 use super::rfm_config::ConfigError;
@@ -30,10 +29,7 @@ pub async fn post(
     previews: web::Data<PreviewService>,
 ) -> Result<HttpResponse, ConfigError> {
     let auth = authenticate(&state, &req)?;
-    let document: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let document = document.get("config").cloned().unwrap_or(document);
-    let config = RfmConfig::from_json(&document).map_err(ConfigError::Invalid)?;
+    let config = super::rfm_config::config_body(&body)?;
     let (answer, cached) = previews
         .preview(&auth.merchant, &config)
         .await
