@@ -49,6 +49,9 @@ pub async fn applies_the_merchants_discount(standin: &Standin, shop: &MerchantId
     })
     .await
     .expect("cargo thread");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    // A filter that matched nothing would pass too: the one test must have run.
+    assert!(stdout.contains("1 passed"), "the Function's test ran: {stdout}");
     assert!(
         run.status.success(),
         "the Function applied the discount for {segment}:\n{}\n{}",
