@@ -298,10 +298,16 @@ mod tests {
     fn shopify_admin_and_sync_settings() {
         let base = [("SHOPIFY_API_SECRET", "s")];
         let s = settings(&base).unwrap();
-        assert_eq!(s.shopify_admin.base_for("a.myshopify.com"), "https://a.myshopify.com");
+        assert_eq!(
+            s.shopify_admin.base_for("a.myshopify.com"),
+            "https://a.myshopify.com"
+        );
         assert_eq!(s.shopify_admin.api_version, "2025-10");
         assert_eq!(s.shopify_throttle_plan, ThrottlePlan::Standard);
-        assert_eq!((s.sync.group_id.as_str(), s.sync.batch_max), ("loyalnest-rfm-sync", 5000));
+        assert_eq!(
+            (s.sync.group_id.as_str(), s.sync.batch_max),
+            ("loyalnest-rfm-sync", 5000)
+        );
         let plus = settings(&[
             base[0],
             ("SHOPIFY_THROTTLE_PLAN", "plus"),
@@ -311,7 +317,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(plus.shopify_throttle_plan, ThrottlePlan::Plus);
-        assert_eq!(plus.shopify_admin.base_for("a.myshopify.com"), "http://127.0.0.1:9");
+        assert_eq!(
+            plus.shopify_admin.base_for("a.myshopify.com"),
+            "http://127.0.0.1:9"
+        );
         assert_eq!(plus.sync.linger, Duration::from_millis(50));
         assert_eq!(plus.sync.group_id, "blue-sync");
         let odd = settings(&[base[0], ("SHOPIFY_THROTTLE_PLAN", "gold")]).unwrap_err();

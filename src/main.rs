@@ -165,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
             let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
             let options = loyalnest_rfm::shopify::standin::StandinOptions {
                 plan: plan.parse().map_err(anyhow::Error::msg)?,
-                ..loyalnest_rfm::shopify::standin::StandinOptions::new(&settings.shopify_api_key, &secret)
+                ..loyalnest_rfm::shopify::standin::StandinOptions::new(
+                    &settings.shopify_api_key,
+                    &secret,
+                )
             };
             let standin = loyalnest_rfm::shopify::standin::server::start(options, &addr)?;
             tracing::info!(address = %standin.address, "Admin API stand-in listening");

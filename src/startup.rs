@@ -30,9 +30,9 @@ use crate::shop_keys::ShopKeys;
 use crate::shopify::admin::paced::PacedClient;
 use crate::shopify::admin::throttle::CostThrottle;
 use crate::shopify::admin::AdminClient;
-use crate::sync::SyncWorker;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
 use crate::store::Store;
+use crate::sync::SyncWorker;
 use crate::telemetry;
 
 /// What the HTTP side shares with a processor in the same process, if there is one.
@@ -399,10 +399,9 @@ pub fn admin_client(settings: &Settings) -> PacedClient {
 
 /// The write-back worker (`--role sync`): Postgres (migrated), the sealed tokens' keys, its consumer group.
 pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker> {
-    let url = settings
-        .database_url
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("the sync role needs DATABASE_URL (tokens and written versions)"))?;
+    let url = settings.database_url.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("the sync role needs DATABASE_URL (tokens and written versions)")
+    })?;
     let store = Store::connect_lazy(url)?;
     store.migrate().await?;
     let topic = &settings.topics.rfm_updated;

@@ -36,7 +36,7 @@ pub struct SyncBenchReport {
     /// Bucket size and restore rate, points.
     pub bucket: f64,
     pub restore_rate: f64,
-    /// Points spent per second after the initial bucket was used up: the sustained rate.
+    /// Points spent per second beyond what the bucket absorbed (its deepest draw): the sustained rate.
     pub sustained_points_per_second: f64,
     /// `sustained_points_per_second / restore_rate`.
     pub utilisation: f64,
@@ -55,7 +55,10 @@ pub async fn run(settings: &Settings, args: &SyncBenchArgs) -> anyhow::Result<Sy
         },
         "127.0.0.1:0",
     )?;
-    let prefix = format!("benchsync{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let prefix = format!(
+        "benchsync{}.",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let mut settings = settings.clone();
     settings.topics = Topics::with_prefix(&prefix);
     settings.sync.group_id = format!("{prefix}sync");
@@ -70,10 +73,17 @@ pub async fn run(settings: &Settings, args: &SyncBenchArgs) -> anyhow::Result<Sy
     store.migrate().await?;
     let shop = MerchantId::parse(&format!("{}.myshopify.com", prefix.trim_end_matches('.')))?;
     let now = chrono::Utc::now().timestamp();
-    let session = crate::auth::mint(&shop, &settings.shopify_api_key, secret.as_bytes(), now, 300);
+    let session = crate::auth::mint(
+        &shop,
+        &settings.shopify_api_key,
+        secret.as_bytes(),
+        now,
+        300,
+    );
     let admin = crate::startup::admin_client(&settings);
     let app = (settings.shopify_api_key.as_str(), secret.as_str());
-    crate::shopify::access::install(&admin, store.pool(), &settings.keys, &shop, &session, app).await?;
+    crate::shopify::access::install(&admin, store.pool(), &settings.keys, &shop, &session, app)
+        .await?;
     produce(&settings, &shop, args.customers).await?;
 
     let worker = crate::startup::build_sync_worker(&settings).await?;
@@ -89,7 +99,7 @@ pub async fn run(settings: &Settings, args: &SyncBenchArgs) -> anyhow::Result<Sy
     running.abort();
     let calls = standin.state.count(&standin.state.counters.calls) - calls_before;
     let (peak_used, bucket) = standin.state.peak_used(shop.as_str()).unwrap_or_default();
-    let sustained = ((calls as f64 * MUTATION_COST) - bucket).max(0.0) / seconds;
+    let sustained = ((calls as f64 * MUTATION_COST) - peak_used).max(0.0) / seconds;
     standin.handle.stop(false).await;
     Ok(SyncBenchReport {
         plan: args.plan.clone(),

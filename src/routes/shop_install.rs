@@ -41,7 +41,16 @@ async fn install(
         return unavailable("no database is configured (DATABASE_URL): tokens cannot be stored");
     };
     let app = (state.client_id.as_str(), state.client_secret.as_str());
-    match access::install(&state.admin, pool, &state.keys, &auth.merchant, session_token, app).await {
+    match access::install(
+        &state.admin,
+        pool,
+        &state.keys,
+        &auth.merchant,
+        session_token,
+        app,
+    )
+    .await
+    {
         Ok(done) => HttpResponse::Ok().json(json!({
             "status": "installed",
             "scope": done.scope,

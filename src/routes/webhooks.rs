@@ -200,7 +200,10 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
 /// `shop/redact`. Idempotent, so a retried delivery needs no dedupe; a database failure answers 503 for a retry.
 async fn uninstalled(state: &IngressState, merchant: &MerchantId) -> Answer {
     let Some(pool) = &state.access else {
-        return Answer::ok("no_database", json!({ "status": "ignored", "reason": "no_database" }));
+        return Answer::ok(
+            "no_database",
+            json!({ "status": "ignored", "reason": "no_database" }),
+        );
     };
     match crate::shopify::access::drop_token(pool, merchant).await {
         Ok(dropped) => {
@@ -209,7 +212,11 @@ async fn uninstalled(state: &IngressState, merchant: &MerchantId) -> Answer {
         }
         Err(e) => {
             tracing::warn!(merchant = %merchant, error = %e, "app/uninstalled: token not dropped; asking for a retry");
-            Answer::error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "retry later")
+            Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "retry later",
+            )
         }
     }
 }

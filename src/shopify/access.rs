@@ -23,7 +23,9 @@ pub enum AccessError {
     Store(#[from] sqlx::Error),
     #[error("the stored token cannot be opened: {0}")]
     Sealed(#[from] PiiError),
-    #[error("no sealing key is configured (ENCRYPTION_KEYS): tokens are never stored in the clear")]
+    #[error(
+        "no sealing key is configured (ENCRYPTION_KEYS): tokens are never stored in the clear"
+    )]
     NoKey,
     #[error("Shopify refused the token exchange (HTTP {status}): {error}")]
     Refused { status: u16, error: String },

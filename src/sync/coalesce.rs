@@ -106,7 +106,10 @@ pub(crate) mod tests {
         let by_shop = coalesce(records);
         let a = &by_shop[&MerchantId::parse("a.myshopify.com").unwrap()];
         assert_eq!(a.len(), 2);
-        assert_eq!((a[0].update.version, a[0].fields().segment.as_str()), (5, "champions"));
+        assert_eq!(
+            (a[0].update.version, a[0].fields().segment.as_str()),
+            (5, "champions")
+        );
         assert_eq!(a[0].source.offset, 1);
         assert_eq!(by_shop.len(), 2);
     }

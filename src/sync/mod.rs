@@ -75,7 +75,10 @@ pub fn consumer(
 
 impl SyncWorker {
     /// Runs until `shutdown` resolves; a batch in progress is finished and committed first.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SyncError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SyncError> {
         tokio::pin!(shutdown);
         loop {
             let batch = tokio::select! {
@@ -114,7 +117,12 @@ impl SyncWorker {
             }
         }
         let shops = coalesce::coalesce(decoded);
-        let outcomes = join_all(shops.into_iter().map(|(shop, customers)| self.shop(shop, customers))).await;
+        let outcomes = join_all(
+            shops
+                .into_iter()
+                .map(|(shop, customers)| self.shop(shop, customers)),
+        )
+        .await;
         for outcome in outcomes {
             letters.extend(
                 outcome?
@@ -129,9 +137,14 @@ impl SyncWorker {
     }
 
     /// One shop's customers: its token, then the writes; the refused ones come back.
-    async fn shop(&self, shop: MerchantId, customers: Vec<Latest>) -> Result<Vec<(Latest, String)>, SyncError> {
+    async fn shop(
+        &self,
+        shop: MerchantId,
+        customers: Vec<Latest>,
+    ) -> Result<Vec<(Latest, String)>, SyncError> {
         let count = customers.len() as u64;
-        let token = match retry_store(|| access::offline_token(&self.pool, &self.keys, &shop)).await {
+        let token = match retry_store(|| access::offline_token(&self.pool, &self.keys, &shop)).await
+        {
             Ok(token) => token,
             Err(e) => {
                 // A token sealed under a key no longer configured: the shop must install again.
@@ -146,7 +159,9 @@ impl SyncWorker {
         };
         let mut delay = Duration::from_millis(100);
         loop {
-            match writer::write_shop(&self.admin, &self.pool, &shop, &token, customers.clone()).await {
+            match writer::write_shop(&self.admin, &self.pool, &shop, &token, customers.clone())
+                .await
+            {
                 Ok(outcome) => {
                     tracing::debug!(merchant = %shop, written = outcome.written, stale = outcome.stale, refused = outcome.refused.len(), "shop synced");
                     return Ok(outcome.refused);
@@ -185,7 +200,11 @@ impl SyncWorker {
     fn commit(&self, next: &HashMap<i32, i64>) -> Result<(), SyncError> {
         let mut offsets = TopicPartitionList::new();
         for (&partition, &offset) in next {
-            offsets.add_partition_offset(&self.topics.rfm_updated, partition, Offset::Offset(offset))?;
+            offsets.add_partition_offset(
+                &self.topics.rfm_updated,
+                partition,
+                Offset::Offset(offset),
+            )?;
         }
         if offsets.count() > 0 {
             // A partition revoked meanwhile refuses the commit; its next owner replays the batch, and the

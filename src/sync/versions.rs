@@ -37,10 +37,8 @@ pub async fn record(
     if accepted.is_empty() {
         return Ok(());
     }
-    let (ids, versions): (Vec<i64>, Vec<i64>) = accepted
-        .iter()
-        .map(|&(c, v)| (c as i64, v as i64))
-        .unzip();
+    let (ids, versions): (Vec<i64>, Vec<i64>) =
+        accepted.iter().map(|&(c, v)| (c as i64, v as i64)).unzip();
     sqlx::query(
         "INSERT INTO shopify_sync_versions (merchant_id, customer_id, version)
          SELECT $1, c, v FROM UNNEST($2::int8[], $3::int8[]) AS t(c, v)

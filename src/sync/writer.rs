@@ -5,6 +5,8 @@
 //! `metafieldsSet` is atomic: a call with a refused input writes nothing. The refused customers are taken out and
 //! the call sent again for the others; a refusal that names no input is isolated by sending customers one by one.
 
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use sqlx::PgPool;
 use streams::MerchantId;
 
@@ -48,21 +50,46 @@ pub async fn write_shop(
         })
         .collect();
     metrics::counter!(WRITES_TOTAL, "outcome" => "stale").increment(outcome.stale as u64);
-    for chunk in fresh.chunks(CUSTOMERS_PER_CALL) {
-        let (written, refused) = write_chunk(admin, shop, token, chunk).await?;
-        let accepted: Vec<(u64, u32)> = written
-            .iter()
-            .map(|&i| (chunk[i].update.customer_id, chunk[i].update.version))
-            .collect();
-        versions::record(pool, shop, &accepted).await?;
-        metrics::counter!(WRITES_TOTAL, "outcome" => "written").increment(accepted.len() as u64);
-        metrics::counter!(WRITES_TOTAL, "outcome" => "refused").increment(refused.len() as u64);
-        outcome.written += accepted.len();
-        outcome
-            .refused
-            .extend(refused.into_iter().map(|(i, why)| (chunk[i].clone(), why)));
+    // A customer is in one chunk only, so chunks may be in flight together; the throttle paces them.
+    let mut waiting = fresh.chunks(CUSTOMERS_PER_CALL);
+    let mut sent = FuturesUnordered::new();
+    loop {
+        while sent.len() < CALLS_IN_FLIGHT {
+            let Some(chunk) = waiting.next() else { break };
+            sent.push(write_and_record(admin, pool, shop, token, chunk));
+        }
+        let Some(done) = sent.next().await else { break };
+        let (written, refused) = done?;
+        outcome.written += written;
+        outcome.refused.extend(refused);
     }
     Ok(outcome)
+}
+
+/// Calls of one shop sent at once: enough to hide the round trip and the Postgres write behind each other.
+pub const CALLS_IN_FLIGHT: usize = 8;
+
+/// One chunk: written, and the accepted versions recorded before anything else of it is reported.
+async fn write_and_record(
+    admin: &PacedClient,
+    pool: &PgPool,
+    shop: &MerchantId,
+    token: &str,
+    chunk: &[Latest],
+) -> Result<(usize, Vec<(Latest, String)>), SyncError> {
+    let (written, refused) = write_chunk(admin, shop, token, chunk).await?;
+    let accepted: Vec<(u64, u32)> = written
+        .iter()
+        .map(|&i| (chunk[i].update.customer_id, chunk[i].update.version))
+        .collect();
+    versions::record(pool, shop, &accepted).await?;
+    metrics::counter!(WRITES_TOTAL, "outcome" => "written").increment(accepted.len() as u64);
+    metrics::counter!(WRITES_TOTAL, "outcome" => "refused").increment(refused.len() as u64);
+    let refused = refused
+        .into_iter()
+        .map(|(i, why)| (chunk[i].clone(), why))
+        .collect();
+    Ok((accepted.len(), refused))
 }
 
 /// Indexes into `chunk` Shopify wrote, and those it refused with why.

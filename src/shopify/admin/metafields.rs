@@ -223,9 +223,15 @@ mod tests {
         let ok = json!({"metafieldsSet": {"metafields": [], "userErrors": []}});
         assert_eq!(set_result(&ok, &[], 3), SetResult::Written);
         let vague = json!({"metafieldsSet": {"userErrors": [{"field": null, "message": "no"}]}});
-        assert!(matches!(set_result(&vague, &[], 3), SetResult::RefusedUnplaced(_)));
+        assert!(matches!(
+            set_result(&vague, &[], 3),
+            SetResult::RefusedUnplaced(_)
+        ));
         let schema = [json!({"message": "Field 'x' doesn't exist"})];
-        assert!(matches!(set_result(&Value::Null, &schema, 3), SetResult::RefusedUnplaced(_)));
+        assert!(matches!(
+            set_result(&Value::Null, &schema, 3),
+            SetResult::RefusedUnplaced(_)
+        ));
     }
 
     #[test]
@@ -237,6 +243,9 @@ mod tests {
         assert_eq!(definition_result(&taken, &[]), Ok(false));
         let bad = json!({"metafieldDefinitionCreate": {"userErrors": [{"message": "no", "code": "INVALID"}]}});
         assert!(definition_result(&bad, &[]).is_err());
-        assert_eq!(definitions()[0]["definition"]["capabilities"]["adminFilterable"]["enabled"], true);
+        assert_eq!(
+            definitions()[0]["definition"]["capabilities"]["adminFilterable"]["enabled"],
+            true
+        );
     }
 }

@@ -238,12 +238,16 @@ mod tests {
         assert!(e.is_transient());
         let e = classify(422, b"{}").unwrap_err();
         assert!(!e.is_transient());
-        assert!(classify(200, b"<html>").unwrap_err().to_string().contains("read"));
+        assert!(classify(200, b"<html>")
+            .unwrap_err()
+            .to_string()
+            .contains("read"));
     }
 
     #[test]
     fn a_reply_keeps_data_errors_and_cost() {
-        let body = format!(r#"{{"data":{{"x":1}},"errors":[{{"message":"m"}}],"extensions":{COST}}}"#);
+        let body =
+            format!(r#"{{"data":{{"x":1}},"errors":[{{"message":"m"}}],"extensions":{COST}}}"#);
         let reply = classify(200, body.as_bytes()).unwrap();
         assert_eq!(reply.data["x"], 1);
         assert_eq!(reply.errors.len(), 1);

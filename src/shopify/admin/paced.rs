@@ -69,12 +69,14 @@ impl PacedClient {
             ..backoff::ExponentialBackoff::default()
         };
         loop {
-            self.throttle.acquire(shop, self.estimate(query)).await;
-            match self
+            let cost = self.estimate(query);
+            self.throttle.acquire(shop, cost).await;
+            let answer = self
                 .client
                 .graphql(shop, token, query, variables.clone())
-                .await
-            {
+                .await;
+            self.throttle.release(shop, cost);
+            match answer {
                 Ok(reply) => {
                     self.learn(shop, query, reply.cost.as_ref());
                     return Ok(reply);
@@ -83,7 +85,10 @@ impl PacedClient {
                     // The estimate was too high: take Shopify's word and wait for the refill it implies.
                     metrics::counter!(super::super::WRITES_TOTAL, "outcome" => "throttled")
                         .increment(1);
-                    tracing::warn!(shop, "throttled by Shopify; waiting for the bucket to refill");
+                    tracing::warn!(
+                        shop,
+                        "throttled by Shopify; waiting for the bucket to refill"
+                    );
                     self.learn(shop, query, cost.as_ref());
                 }
                 Err(e) if e.is_transient() => {
@@ -102,10 +107,7 @@ impl PacedClient {
 /// The operation a query text names (`mutation LoyalNestRfmSet(...)` → `mutation LoyalNestRfmSet`).
 fn operation(query: &str) -> &str {
     let head = query.trim_start();
-    let end = head
-        .find(['(', '{'])
-        .unwrap_or(head.len())
-        .min(head.len());
+    let end = head.find(['(', '{']).unwrap_or(head.len()).min(head.len());
     head[..end].trim()
 }
 

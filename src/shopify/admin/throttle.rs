@@ -58,6 +58,10 @@ struct Estimate {
     maximum: f64,
     rate: f64,
     at: Instant,
+    /// Points taken by calls not answered yet: Shopify may not have seen them when it reports its bucket.
+    in_flight: f64,
+    /// Shopify has reported this shop's bucket at least once.
+    observed: bool,
 }
 
 impl Estimate {
@@ -101,6 +105,8 @@ impl CostThrottle {
                 maximum: plan.bucket(),
                 rate: plan.restore_rate(),
                 at: now,
+                in_flight: 0.0,
+                observed: false,
             })
             .refilled(now);
         // A call dearer than the whole bucket could never be covered; it goes when the bucket is full.
@@ -110,6 +116,7 @@ impl CostThrottle {
                 shop.to_owned(),
                 Estimate {
                     available: estimate.available - cost,
+                    in_flight: estimate.in_flight + cost,
                     ..estimate
                 },
             );
@@ -122,18 +129,39 @@ impl CostThrottle {
         ))
     }
 
-    /// Replaces the estimate with what Shopify reported at `now` (the reply's arrival: never later than Shopify
-    /// measured it, so the estimate errs low).
+    /// A call that took `cost` was answered (or failed): its points are no longer in flight.
+    pub fn release(&self, shop: &str, cost: f64) {
+        let mut shops = self.shops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(estimate) = shops.get_mut(shop) {
+            estimate.in_flight = (estimate.in_flight - cost).max(0.0);
+        }
+    }
+
+    /// Corrects the estimate with what Shopify reported, taken as measured at `now` (the reply's arrival: never
+    /// later than Shopify measured it, so the estimate errs low), less what other calls still in flight took.
+    ///
+    /// Replies of concurrent calls can arrive in another order than Shopify answered them, and an older report
+    /// shows points a newer one has spent; so after the first report a report can only lower the estimate, which
+    /// otherwise rises by the restore rate alone.
     pub fn observe(&self, shop: &str, cost: &QueryCost, now: Instant) {
         metrics::gauge!(THROTTLE_AVAILABLE).set(cost.currently_available);
         let mut shops = self.shops.lock().unwrap_or_else(|p| p.into_inner());
+        let known = shops.get(shop).map(|e| e.refilled(now));
+        let in_flight = known.map_or(0.0, |e| e.in_flight);
+        let reported = cost.currently_available - in_flight;
+        let available = match known {
+            Some(e) if e.observed => reported.min(e.available.min(cost.maximum_available)),
+            _ => reported,
+        };
         shops.insert(
             shop.to_owned(),
             Estimate {
-                available: cost.currently_available,
+                available,
                 maximum: cost.maximum_available,
                 rate: cost.restore_rate,
                 at: now,
+                in_flight,
+                observed: true,
             },
         );
     }
@@ -181,8 +209,38 @@ mod tests {
         let wait = throttle.try_take("s", 10.0, t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(50), "5 missing at 100/s");
         // The bucket never goes above its maximum, however long it rests.
-        assert!(throttle.try_take("s", 1000.0, t0 + Duration::from_secs(60)).is_ok());
-        assert!(throttle.try_take("s", 1.0, t0 + Duration::from_secs(60)).is_err());
+        assert!(throttle
+            .try_take("s", 1000.0, t0 + Duration::from_secs(60))
+            .is_ok());
+        assert!(throttle
+            .try_take("s", 1.0, t0 + Duration::from_secs(60))
+            .is_err());
+    }
+
+    #[test]
+    fn calls_in_flight_are_held_back_from_what_shopify_reports() {
+        let throttle = CostThrottle::new(ThrottlePlan::Standard);
+        let t0 = Instant::now();
+        throttle.observe("s", &status(30.0), t0);
+        assert!(throttle.try_take("s", 10.0, t0).is_ok());
+        assert!(throttle.try_take("s", 10.0, t0).is_ok());
+        // The first answers; Shopify saw only it: 20 left by its count, but 10 more are on their way.
+        throttle.release("s", 10.0);
+        throttle.observe("s", &status(20.0), t0);
+        assert!(throttle.try_take("s", 10.0, t0).is_ok());
+        assert!(throttle.try_take("s", 10.0, t0).is_err());
+    }
+
+    #[test]
+    fn a_late_older_report_does_not_raise_the_estimate() {
+        let throttle = CostThrottle::new(ThrottlePlan::Standard);
+        let t0 = Instant::now();
+        throttle.observe("s", &status(100.0), t0);
+        throttle.observe("s", &status(40.0), t0);
+        // An older reply arrives last, still showing the points the newer one spent.
+        throttle.observe("s", &status(50.0), t0);
+        assert!(throttle.try_take("s", 40.0, t0).is_ok());
+        assert!(throttle.try_take("s", 1.0, t0).is_err());
     }
 
     #[test]

@@ -68,20 +68,45 @@ fn validate(
     let customer = customer_id_of(text("ownerId"))
         .filter(|id| !refused.contains(id))
         .ok_or_else(|| user_error(index, "ownerId", "INVALID", "Owner does not exist."))?;
-    let (namespace, key, kind, value) = (text("namespace"), text("key"), text("type"), text("value"));
+    let (namespace, key, kind, value) =
+        (text("namespace"), text("key"), text("type"), text("value"));
     if !(3..=255).contains(&namespace.len()) {
-        return Err(user_error(index, "namespace", "TOO_SHORT", "Namespace is too short (minimum is 3 characters)"));
+        return Err(user_error(
+            index,
+            "namespace",
+            "TOO_SHORT",
+            "Namespace is too short (minimum is 3 characters)",
+        ));
     }
     if !(2..=64).contains(&key.len()) {
-        return Err(user_error(index, "key", "TOO_SHORT", "Key is too short (minimum is 2 characters)"));
+        return Err(user_error(
+            index,
+            "key",
+            "TOO_SHORT",
+            "Key is too short (minimum is 2 characters)",
+        ));
     }
-    let definition = shop.definitions.get(&(namespace.to_owned(), key.to_owned()));
-    let defined = definition.and_then(|d| d.get("type")).and_then(Value::as_str);
+    let definition = shop
+        .definitions
+        .get(&(namespace.to_owned(), key.to_owned()));
+    let defined = definition
+        .and_then(|d| d.get("type"))
+        .and_then(Value::as_str);
     if !TYPES.contains(&kind) || defined.is_some_and(|d| d != kind) {
-        return Err(user_error(index, "type", "INVALID_TYPE", "Type is not the definition's type"));
+        return Err(user_error(
+            index,
+            "type",
+            "INVALID_TYPE",
+            "Type is not the definition's type",
+        ));
     }
     if !check_value(kind, value) {
-        return Err(user_error(index, "value", "INVALID_VALUE", "Value is invalid for its type"));
+        return Err(user_error(
+            index,
+            "value",
+            "INVALID_VALUE",
+            "Value is invalid for its type",
+        ));
     }
     let stored = Stored {
         kind: kind.to_owned(),
@@ -91,7 +116,11 @@ fn validate(
 }
 
 /// `metafieldsSet(metafields:)`: the whole `{"data": …}` or `{"errors": …}` body, without extensions.
-pub fn metafields_set(shop: &mut ShopMetafields, refused: &HashSet<u64>, variables: &Value) -> Value {
+pub fn metafields_set(
+    shop: &mut ShopMetafields,
+    refused: &HashSet<u64>,
+    variables: &Value,
+) -> Value {
     let Some(inputs) = variables.get("metafields").and_then(Value::as_array) else {
         return json!({ "errors": [{ "message": "Variable $metafields of type [MetafieldsSetInput!]! was provided invalid value",
                                     "extensions": { "code": "INVALID_VARIABLE" } }] });
@@ -136,24 +165,49 @@ pub fn metafields_set(shop: &mut ShopMetafields, refused: &HashSet<u64>, variabl
 /// `metafieldDefinitionCreate(definition:)`.
 pub fn definition_create(shop: &mut ShopMetafields, variables: &Value) -> Value {
     let definition = variables.get("definition").cloned().unwrap_or(Value::Null);
-    let text = |name: &str| definition.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-    let (namespace, key, kind) = (text("namespace"), text("key"), text("type"));
-    let payload = |created: Value, errors: Vec<Value>| {
-        json!({ "data": { "metafieldDefinitionCreate": { "createdDefinition": created, "userErrors": errors } } })
+    let text = |name: &str| {
+        definition
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
     };
+    let (namespace, key, kind) = (text("namespace"), text("key"), text("type"));
+    let payload = |created: Value, errors: Vec<Value>| json!({ "data": { "metafieldDefinitionCreate": { "createdDefinition": created, "userErrors": errors } } });
     if text("ownerType").is_empty() {
-        return payload(Value::Null, vec![json!({"field": ["definition", "ownerType"], "message": "Owner type can't be blank", "code": "BLANK"})]);
+        return payload(
+            Value::Null,
+            vec![
+                json!({"field": ["definition", "ownerType"], "message": "Owner type can't be blank", "code": "BLANK"}),
+            ],
+        );
     }
     if !TYPES.contains(&kind.as_str()) || namespace.len() < 3 || key.len() < 2 {
-        return payload(Value::Null, vec![json!({"field": ["definition"], "message": "Definition is invalid", "code": "INVALID"})]);
+        return payload(
+            Value::Null,
+            vec![
+                json!({"field": ["definition"], "message": "Definition is invalid", "code": "INVALID"}),
+            ],
+        );
     }
     let slot = (namespace.clone(), key.clone());
     if shop.definitions.contains_key(&slot) {
-        return payload(Value::Null, vec![json!({"field": ["definition", "key"], "message": "Key is in use for Customer metafields on the 'loyalnest' namespace.", "code": "TAKEN"})]);
+        return payload(
+            Value::Null,
+            vec![
+                json!({"field": ["definition", "key"], "message": "Key is in use for Customer metafields on the 'loyalnest' namespace.", "code": "TAKEN"}),
+            ],
+        );
     }
-    let id = format!("gid://shopify/MetafieldDefinition/{}", shop.definitions.len() + 1);
+    let id = format!(
+        "gid://shopify/MetafieldDefinition/{}",
+        shop.definitions.len() + 1
+    );
     shop.definitions.insert(slot, definition.clone());
-    payload(json!({ "id": id, "namespace": namespace, "key": key }), vec![])
+    payload(
+        json!({ "id": id, "namespace": namespace, "key": key }),
+        vec![],
+    )
 }
 
 /// `customer(id:) { id metafields(namespace:) { nodes { namespace key type value } } }`.
@@ -202,7 +256,13 @@ mod tests {
         let ok = metafields_set(&mut shop, &refused, &set_inputs(&[fields(1, "champions")]));
         assert_eq!(set_result(&ok["data"], &[], 1), SetResult::Written);
         let read = customer(&shop, &json!({"id": "gid://shopify/Customer/1"}));
-        assert_eq!(read["data"]["customer"]["metafields"]["nodes"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            read["data"]["customer"]["metafields"]["nodes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
         assert_eq!(shop.history[&1].len(), 1);
     }
 
@@ -211,7 +271,10 @@ mod tests {
         let mut shop = ShopMetafields::default();
         let many: Vec<_> = (0..9).map(|i| fields(i, "x")).collect();
         let reply = metafields_set(&mut shop, &HashSet::new(), &set_inputs(&many));
-        assert_eq!(reply["errors"][0]["extensions"]["code"], "MAX_INPUT_SIZE_EXCEEDED");
+        assert_eq!(
+            reply["errors"][0]["extensions"]["code"],
+            "MAX_INPUT_SIZE_EXCEEDED"
+        );
     }
 
     #[test]
@@ -221,10 +284,16 @@ mod tests {
         let first = definition_create(&mut shop, &def);
         assert!(first["data"]["metafieldDefinitionCreate"]["createdDefinition"]["id"].is_string());
         let again = definition_create(&mut shop, &def);
-        assert_eq!(again["data"]["metafieldDefinitionCreate"]["userErrors"][0]["code"], "TAKEN");
+        assert_eq!(
+            again["data"]["metafieldDefinitionCreate"]["userErrors"][0]["code"],
+            "TAKEN"
+        );
         let mut wrong = set_inputs(&[fields(1, "x")]);
         wrong["metafields"][1]["type"] = json!("single_line_text_field");
         let reply = metafields_set(&mut shop, &HashSet::new(), &wrong);
-        assert_eq!(reply["data"]["metafieldsSet"]["userErrors"][0]["code"], "INVALID_TYPE");
+        assert_eq!(
+            reply["data"]["metafieldsSet"]["userErrors"][0]["code"],
+            "INVALID_TYPE"
+        );
     }
 }

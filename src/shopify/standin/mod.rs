@@ -113,13 +113,23 @@ impl StandinState {
     }
 
     /// Runs `f` over the shop's metafields (created empty on first use).
-    pub fn with_shop<R>(&self, shop: &str, f: impl FnOnce(&mut metafields::ShopMetafields) -> R) -> R {
+    pub fn with_shop<R>(
+        &self,
+        shop: &str,
+        f: impl FnOnce(&mut metafields::ShopMetafields) -> R,
+    ) -> R {
         let mut shops = lock(&self.shops);
         f(shops.entry(shop.to_owned()).or_default())
     }
 
     /// The value of one of a customer's metafields.
-    pub fn metafield(&self, shop: &str, customer: u64, namespace: &str, key: &str) -> Option<String> {
+    pub fn metafield(
+        &self,
+        shop: &str,
+        customer: u64,
+        namespace: &str,
+        key: &str,
+    ) -> Option<String> {
         self.with_shop(shop, |s| {
             s.customers
                 .get(&customer)?

@@ -81,7 +81,11 @@ fn cost(op: Operation) -> (f64, f64) {
     }
 }
 
-async fn graphql(req: HttpRequest, body: web::Bytes, state: web::Data<StandinState>) -> HttpResponse {
+async fn graphql(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<StandinState>,
+) -> HttpResponse {
     let token = req
         .headers()
         .get("X-Shopify-Access-Token")
@@ -121,9 +125,9 @@ async fn graphql(req: HttpRequest, body: web::Bytes, state: web::Data<StandinSta
     };
     let refused = &state.options.refuse_customers;
     let mut answer = match op {
-        Operation::MetafieldsSet => {
-            state.with_shop(&shop, |s| metafields::metafields_set(s, refused, &variables))
-        }
+        Operation::MetafieldsSet => state.with_shop(&shop, |s| {
+            metafields::metafields_set(s, refused, &variables)
+        }),
         Operation::DefinitionCreate => {
             state.with_shop(&shop, |s| metafields::definition_create(s, &variables))
         }

@@ -48,7 +48,12 @@ impl Bucket {
 
     /// Charges a call of `requested` points that will really cost `actual`; `Err` (nothing taken) when the bucket
     /// cannot cover the request.
-    pub fn charge(&mut self, requested: f64, actual: f64, now: Instant) -> Result<Charged, Charged> {
+    pub fn charge(
+        &mut self,
+        requested: f64,
+        actual: f64,
+        now: Instant,
+    ) -> Result<Charged, Charged> {
         self.refill(now);
         if self.available < requested {
             return Err(self.status(requested, None));
@@ -103,6 +108,9 @@ mod tests {
         assert_eq!((refused.available, refused.actual), (0.0, None));
         let later = t0 + Duration::from_millis(200);
         let charged = bucket.charge(13.0, 3.0, later).unwrap();
-        assert!((charged.available - 17.0).abs() < 1e-9, "20 refilled, 13 taken, 10 given back");
+        assert!(
+            (charged.available - 17.0).abs() < 1e-9,
+            "20 refilled, 13 taken, 10 given back"
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! Shopify documents for an invalid session token.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::StandinState;
@@ -46,7 +46,11 @@ pub async fn access_token(body: web::Bytes, state: web::Data<StandinState>) -> H
     if request.requested_token_type != OFFLINE_TOKEN_TYPE {
         return refuse("invalid_request");
     }
-    match session_shop(&request.subject_token, &options.client_id, &options.client_secret) {
+    match session_shop(
+        &request.subject_token,
+        &options.client_id,
+        &options.client_secret,
+    ) {
         Some(shop) => HttpResponse::Ok().json(json!({
             "access_token": state.issue_token(&shop),
             "scope": SCOPE,
@@ -61,16 +65,22 @@ fn session_shop(token: &str, client_id: &str, secret: &str) -> Option<String> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&[client_id]);
     validation.validate_nbf = true;
-    let data = decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
+    let data = decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .ok()?;
     let dest = data.claims.get("dest")?.as_str()?;
     let shop = dest.strip_prefix("https://")?.trim_end_matches('/');
-    streams::MerchantId::parse(shop).ok().map(|m| m.as_str().to_owned())
+    streams::MerchantId::parse(shop)
+        .ok()
+        .map(|m| m.as_str().to_owned())
 }
 
 fn serde_urlencoded_like(body: &[u8]) -> Option<ExchangeRequest> {
-    let pairs: std::collections::HashMap<String, String> = form_urlencoded::parse(body)
-        .into_owned()
-        .collect();
+    let pairs: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(body).into_owned().collect();
     let get = |k: &str| pairs.get(k).cloned();
     Some(ExchangeRequest {
         client_id: get("client_id")?,

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use super::{fresh_topics, ingress, install, produce, shop, stage_of, standin, update, written_versions, Binary};
+use super::{
+    fresh_topics, ingress, install, produce, shop, stage_of, standin, update, written_versions,
+    Binary,
+};
 use crate::helpers::{brokers, eventually, fresh_database, read_all_records};
 
 const CUSTOMERS: u64 = 1_000;
@@ -27,7 +30,8 @@ async fn a_killed_sync_worker_loses_no_write_and_writes_nothing_stale() {
     let mut records = Vec::new();
     for round in 0..ROUNDS {
         for customer in 1..=CUSTOMERS {
-            let mut versions: Vec<u32> = (round * PER_ROUND + 1..=(round + 1) * PER_ROUND).collect();
+            let mut versions: Vec<u32> =
+                (round * PER_ROUND + 1..=(round + 1) * PER_ROUND).collect();
             versions.rotate_left((customer % 3) as usize);
             records.extend(versions.into_iter().map(|v| update(&shop, customer, v)));
         }
@@ -38,36 +42,67 @@ async fn a_killed_sync_worker_loses_no_write_and_writes_nothing_stale() {
     binary.env.push(("SYNC_BATCH_MAX", "2000".into()));
     binary.start();
     let calls = || standin.state.count(&standin.state.counters.calls);
-    eventually("the worker well into the stream", Duration::from_secs(120), async || calls() >= 150).await;
+    eventually(
+        "the worker well into the stream",
+        Duration::from_secs(120),
+        async || calls() >= 150,
+    )
+    .await;
     binary.kill_9();
     let at_kill = calls();
     binary.start();
 
     let last = stage_of(ROUNDS * PER_ROUND);
-    eventually("every customer at its last version after the restart", Duration::from_secs(240), async || {
-        standin.state.with_shop(shop.as_str(), |s| {
-            s.customers
-                .values()
-                .filter(|f| f.get(&("loyalnest".to_owned(), "rfm_stage".to_owned())).is_some_and(|v| v.value == last))
-                .count() as u64
-                == CUSTOMERS - 1
-        })
-    })
+    eventually(
+        "every customer at its last version after the restart",
+        Duration::from_secs(240),
+        async || {
+            standin.state.with_shop(shop.as_str(), |s| {
+                s.customers
+                    .values()
+                    .filter(|f| {
+                        f.iter()
+                            .any(|((_, key), v)| key == "rfm_stage" && v.value == last)
+                    })
+                    .count() as u64
+                    == CUSTOMERS - 1
+            })
+        },
+    )
     .await;
+    eprintln!("killed after {at_kill} calls; {} calls in all", calls());
     assert!(calls() > at_kill, "the restarted worker wrote");
     for customer in (1..=CUSTOMERS).filter(|&c| c != REFUSED) {
         let versions = written_versions(&standin, &shop, customer);
-        assert!(versions.windows(2).all(|w| w[0] <= w[1]), "customer {customer} went back: {versions:?}");
+        assert!(
+            versions.windows(2).all(|w| w[0] <= w[1]),
+            "customer {customer} went back: {versions:?}"
+        );
     }
     let counters = &standin.state.counters;
-    assert!(standin.state.count(&counters.failed) > 0, "502s were injected and retried");
+    assert!(
+        standin.state.count(&counters.failed) > 0,
+        "502s were injected and retried"
+    );
     assert_eq!(standin.state.count(&counters.throttled), 0);
-    assert!(standin.state.metafield(shop.as_str(), REFUSED, "loyalnest", "rfm_segment").is_none());
-    eventually("the refused customer dead-lettered", Duration::from_secs(60), async || {
-        read_all_records(&brokers(), &topics.dlq).await.iter().any(|r| {
-            r.value["customer_id"] == REFUSED
-                && r.headers.get("dlq.reason").is_some_and(|why| why.contains("shopify refused"))
-        })
-    })
+    assert!(standin
+        .state
+        .metafield(shop.as_str(), REFUSED, "loyalnest", "rfm_segment")
+        .is_none());
+    eventually(
+        "the refused customer dead-lettered",
+        Duration::from_secs(60),
+        async || {
+            read_all_records(&brokers(), &topics.dlq)
+                .await
+                .iter()
+                .any(|r| {
+                    r.value["customer_id"] == REFUSED
+                        && r.headers
+                            .get("dlq.reason")
+                            .is_some_and(|why| why.contains("shopify refused"))
+                })
+        },
+    )
     .await;
 }

@@ -65,24 +65,39 @@ async fn a_segment_change_reaches_the_customers_metafield_until_the_app_is_unins
     let installed = install(&binary.address, &shop).await;
     assert_eq!(installed["definitions_created"], 3, "{installed}");
     let again = install(&binary.address, &shop).await;
-    assert_eq!(again["definitions_created"], 0, "a second install finds the definitions there");
-    let definitions = standin.state.with_shop(shop.as_str(), |s| s.definitions.clone());
+    assert_eq!(
+        again["definitions_created"], 0,
+        "a second install finds the definitions there"
+    );
+    let definitions = standin
+        .state
+        .with_shop(shop.as_str(), |s| s.definitions.clone());
     assert_eq!(definitions.len(), 3);
     for definition in definitions.values() {
         assert_eq!(definition["ownerType"], "CUSTOMER");
-        assert_eq!(definition["capabilities"]["adminFilterable"]["enabled"], true);
+        assert_eq!(
+            definition["capabilities"]["adminFilterable"]["enabled"],
+            true
+        );
     }
     let pool = sqlx::PgPool::connect(&database).await.expect("postgres");
-    let sealed: String = sqlx::query_scalar("SELECT sealed_token FROM shop_access WHERE merchant_id = $1")
-        .bind(shop.as_str())
-        .fetch_one(&pool)
-        .await
-        .expect("the token is stored");
-    assert!(!sealed.contains("shpat_"), "stored sealed, not in the clear");
+    let sealed: String =
+        sqlx::query_scalar("SELECT sealed_token FROM shop_access WHERE merchant_id = $1")
+            .bind(shop.as_str())
+            .fetch_one(&pool)
+            .await
+            .expect("the token is stored");
+    assert!(
+        !sealed.contains("shpat_"),
+        "stored sealed, not in the clear"
+    );
 
     post_order(&binary.address, &shop, 1, 42, "250.00", 1).await;
     eventually("customer 42's segment in Shopify", WAIT, async || {
-        standin.state.metafield(shop.as_str(), 42, "loyalnest", "rfm_segment").is_some()
+        standin
+            .state
+            .metafield(shop.as_str(), 42, "loyalnest", "rfm_segment")
+            .is_some()
     })
     .await;
     let published = read_all_records(&crate::helpers::brokers(), &topics.rfm_updated).await;
@@ -93,10 +108,20 @@ async fn a_segment_change_reaches_the_customers_metafield_until_the_app_is_unins
         .expect("rfm.updated for customer 42");
     let reader = standin.state.issue_token(shop.as_str());
     let nodes = read_back(&standin.address, &reader, shop.as_str(), 42).await;
-    assert_eq!(field(&nodes, "rfm_segment"), latest.value["segment"]["to"].as_str(), "{nodes:?}");
-    assert_eq!(field(&nodes, "rfm_stage"), latest.value["lifecycle_stage"].as_str());
+    assert_eq!(
+        field(&nodes, "rfm_segment"),
+        latest.value["segment"]["to"].as_str(),
+        "{nodes:?}"
+    );
+    assert_eq!(
+        field(&nodes, "rfm_stage"),
+        latest.value["lifecycle_stage"].as_str()
+    );
     let score = latest.value["score"]["score"].as_f64().expect("score");
-    assert_eq!(field(&nodes, "rfm_score"), Some(format!("{score:.1}").as_str()));
+    assert_eq!(
+        field(&nodes, "rfm_score"),
+        Some(format!("{score:.1}").as_str())
+    );
 
     super::discount::applies_the_merchants_discount(&standin, &shop, 42).await;
 
@@ -105,7 +130,10 @@ async fn a_segment_change_reaches_the_customers_metafield_until_the_app_is_unins
     let response = reqwest::Client::new()
         .post(format!("{}/webhooks/shopify", binary.address))
         .header("X-Shopify-Topic", "app/uninstalled")
-        .header("X-Shopify-Hmac-Sha256", loyalnest_rfm::shopify::hmac::sign(SECRET.as_bytes(), body.as_bytes()))
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            loyalnest_rfm::shopify::hmac::sign(SECRET.as_bytes(), body.as_bytes()),
+        )
         .header("X-Shopify-Shop-Domain", shop.as_str())
         .header("X-Shopify-Webhook-Id", unique("wh-"))
         .body(body)
@@ -121,9 +149,14 @@ async fn a_segment_change_reaches_the_customers_metafield_until_the_app_is_unins
     assert_eq!(left, 0, "uninstall drops the token");
     let skipped_before = no_token_skips(&binary.address).await;
     post_order(&binary.address, &shop, 2, 43, "80.00", 1).await;
-    eventually("customer 43's change skipped for want of a token", WAIT, async || {
-        no_token_skips(&binary.address).await > skipped_before
-    })
+    eventually(
+        "customer 43's change skipped for want of a token",
+        WAIT,
+        async || no_token_skips(&binary.address).await > skipped_before,
+    )
     .await;
-    assert!(standin.state.metafield(shop.as_str(), 43, "loyalnest", "rfm_segment").is_none());
+    assert!(standin
+        .state
+        .metafield(shop.as_str(), 43, "loyalnest", "rfm_segment")
+        .is_none());
 }

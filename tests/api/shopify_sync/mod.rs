@@ -93,9 +93,11 @@ impl Binary {
     /// Waits for `/health` to answer.
     pub async fn wait_healthy(&self) {
         let url = format!("{}/health", self.address);
-        crate::helpers::eventually("the binary to answer /health", Duration::from_secs(60), async || {
-            reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-        })
+        crate::helpers::eventually(
+            "the binary to answer /health",
+            Duration::from_secs(60),
+            async || reqwest::get(&url).await.is_ok_and(|r| r.status() == 200),
+        )
         .await;
     }
 }
@@ -155,7 +157,8 @@ pub fn update(shop: &MerchantId, customer: u64, version: u32) -> Value {
 }
 
 pub fn segment_of(customer: u64, version: u32) -> String {
-    ["champions", "loyal", "at_risk", "new", "hibernating"][((customer + version as u64) % 5) as usize]
+    ["champions", "loyal", "at_risk", "new", "hibernating"]
+        [((customer + version as u64) % 5) as usize]
         .to_owned()
 }
 
@@ -187,13 +190,20 @@ pub async fn produce(topics: &Topics, records: &[Value]) {
             let payload = record.to_string();
             let key = record["merchant_id"].as_str().unwrap_or("").to_owned();
             let future = producer
-                .send_result(FutureRecord::to(&topics.rfm_updated).key(&key).payload(&payload))
+                .send_result(
+                    FutureRecord::to(&topics.rfm_updated)
+                        .key(&key)
+                        .payload(&payload),
+                )
                 .map_err(|(e, _)| e)
                 .expect("queued");
             waiting.push(future);
         }
         for delivery in waiting {
-            delivery.await.expect("not cancelled").expect("acknowledged");
+            delivery
+                .await
+                .expect("not cancelled")
+                .expect("acknowledged");
         }
     }
 }
