@@ -56,6 +56,9 @@ pub struct SyncWorker {
     pub settings: SyncSettings,
 }
 
+/// How soon the group moves a killed worker's partitions.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds the consumer: manual commits, from the earliest record when the group has no offsets yet.
 pub fn consumer(
     brokers: &str,
@@ -67,7 +70,10 @@ pub fn consumer(
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
@@ -80,12 +86,41 @@ impl SyncWorker {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SyncError> {
         tokio::pin!(shutdown);
+        // Polled beside every wait for records; it loops for ever, so its arm never completes.
+        let watchdog = self.watch_assignment();
+        tokio::pin!(watchdog);
         loop {
             let batch = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                _ = &mut watchdog => return Ok(()),
                 batch = self.collect() => batch?,
             };
             self.process(batch).await?;
+        }
+    }
+
+    /// Tansu 0.6 can end a rebalance with the only live member holding nothing (a restarted member that joined
+    /// while the killed one's session still ran; docs/RECOVERY.md, item 9). A member that has held no partition for
+    /// two session timeouts leaves and rejoins. An idle member of a group with more members than partitions rejoins
+    /// too, which costs the group a rebalance every such period: run at most as many sync instances as partitions.
+    async fn watch_assignment(&self) {
+        let mut idle_since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let owned = self.consumer.assignment().map_or(0, |a| a.count());
+            if owned > 0 {
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() >= 2 * SESSION_TIMEOUT {
+                tracing::warn!(
+                    "no partition of rfm.updated for two session timeouts; rejoining the group"
+                );
+                metrics::counter!("rfm_sync_group_rejoins_total").increment(1);
+                self.consumer.unsubscribe();
+                if let Err(e) = self.consumer.subscribe(&[self.topics.rfm_updated.as_str()]) {
+                    tracing::warn!(error = %e, "could not rejoin the group");
+                }
+                idle_since = Instant::now();
+            }
         }
     }
 
