@@ -18,6 +18,7 @@ use crate::directory::{inspect_all, Registry};
 use crate::processor::ProcessorStats;
 
 mod reads;
+pub mod sync;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {

@@ -12,6 +12,8 @@ use functions::nudge::cap::FrequencyCap;
 use crate::experiments::NudgeRules;
 use crate::limits::LimitsConfig;
 use crate::pii::{KeyRing, PiiError};
+use crate::shopify::admin::throttle::ThrottlePlan;
+use crate::shopify::admin::AdminSettings;
 use crate::shopify::hmac::WebhookSecrets;
 use crate::snapshots::SnapshotBackend;
 
@@ -67,6 +69,22 @@ pub struct Settings {
     pub widget_demo: bool,
     /// Frequency cap, attribution window and experiment refresh of nudges.
     pub nudge_rules: NudgeRules,
+    /// The Shopify Admin API: address (`SHOPIFY_ADMIN_URL`) and pinned version (`SHOPIFY_API_VERSION`).
+    pub shopify_admin: AdminSettings,
+    /// The plan whose bucket the write-back assumes before Shopify reports one (`SHOPIFY_THROTTLE_PLAN`).
+    pub shopify_throttle_plan: ThrottlePlan,
+    /// The write-back worker's consumer group and batching (`SYNC_GROUP_ID`, `SYNC_BATCH_MAX`, `SYNC_LINGER_MS`).
+    pub sync: SyncSettings,
+}
+
+/// The write-back worker's consumer group and batching (`SYNC_GROUP_ID`, `SYNC_BATCH_MAX`, `SYNC_LINGER_MS`).
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub group_id: String,
+    /// Most records coalesced into one batch.
+    pub batch_max: usize,
+    /// How long a batch waits for more records after its first.
+    pub linger: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +130,11 @@ impl Settings {
         if snapshot_store == Some(SnapshotBackend::Postgres) && get("DATABASE_URL").is_none() {
             return Err(err("SNAPSHOT_STORE", "postgres needs DATABASE_URL"));
         }
+        let kafka_group_id = get("KAFKA_GROUP_ID").unwrap_or_else(|| "loyalnest-rfm".to_owned());
         Ok(Settings {
             http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
             kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
-            kafka_group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "loyalnest-rfm".to_owned()),
+            kafka_group_id: kafka_group_id.clone(),
             kafka_session_timeout: Duration::from_millis(parse_or(
                 &get,
                 "KAFKA_SESSION_TIMEOUT_MS",
@@ -198,6 +217,17 @@ impl Settings {
                     parse_or::<u64>(&get, "NUDGE_PLAN_REFRESH_SECS", "5")?.max(1),
                 ),
             },
+            shopify_admin: AdminSettings {
+                base_url: get("SHOPIFY_ADMIN_URL").unwrap_or_else(|| "https://{shop}".to_owned()),
+                api_version: get("SHOPIFY_API_VERSION").unwrap_or_else(|| "2025-10".to_owned()),
+            },
+            shopify_throttle_plan: parse_or(&get, "SHOPIFY_THROTTLE_PLAN", "standard")?,
+            sync: SyncSettings {
+                // Derived from the processor's group, so instances of separate deployments stay apart by default.
+                group_id: get("SYNC_GROUP_ID").unwrap_or_else(|| format!("{kafka_group_id}-sync")),
+                batch_max: parse_or::<usize>(&get, "SYNC_BATCH_MAX", "5000")?.max(1),
+                linger: Duration::from_millis(parse_or(&get, "SYNC_LINGER_MS", "200")?),
+            },
         })
     }
 
@@ -262,6 +292,39 @@ mod tests {
         assert_eq!(lonely.var, "SNAPSHOT_STORE", "postgres without a database");
         let odd = settings(&[base[0], ("SNAPSHOT_STORE", "kafka")]).unwrap_err();
         assert_eq!(odd.var, "SNAPSHOT_STORE");
+    }
+
+    #[test]
+    fn shopify_admin_and_sync_settings() {
+        let base = [("SHOPIFY_API_SECRET", "s")];
+        let s = settings(&base).unwrap();
+        assert_eq!(
+            s.shopify_admin.base_for("a.myshopify.com"),
+            "https://a.myshopify.com"
+        );
+        assert_eq!(s.shopify_admin.api_version, "2025-10");
+        assert_eq!(s.shopify_throttle_plan, ThrottlePlan::Standard);
+        assert_eq!(
+            (s.sync.group_id.as_str(), s.sync.batch_max),
+            ("loyalnest-rfm-sync", 5000)
+        );
+        let plus = settings(&[
+            base[0],
+            ("SHOPIFY_THROTTLE_PLAN", "plus"),
+            ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9"),
+            ("SYNC_LINGER_MS", "50"),
+            ("KAFKA_GROUP_ID", "blue"),
+        ])
+        .unwrap();
+        assert_eq!(plus.shopify_throttle_plan, ThrottlePlan::Plus);
+        assert_eq!(
+            plus.shopify_admin.base_for("a.myshopify.com"),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(plus.sync.linger, Duration::from_millis(50));
+        assert_eq!(plus.sync.group_id, "blue-sync");
+        let odd = settings(&[base[0], ("SHOPIFY_THROTTLE_PLAN", "gold")]).unwrap_err();
+        assert_eq!(odd.var, "SHOPIFY_THROTTLE_PLAN");
     }
 
     #[test]

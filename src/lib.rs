@@ -29,6 +29,7 @@ pub mod shopify;
 pub mod snapshots;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod widget;
 pub mod zeroing;

@@ -71,6 +71,17 @@ enum Command {
     /// The pipeline benchmark: a synthetic stream through the broker at `KAFKA_BROKERS` into an in-process
     /// processor; prints one JSON report.
     Bench(loyalnest_rfm::bench::BenchArgs),
+    /// Write-back throughput against an in-process Admin API stand-in (needs `DATABASE_URL`, `ENCRYPTION_KEYS`);
+    /// prints one JSON report.
+    BenchSync(loyalnest_rfm::bench::sync::SyncBenchArgs),
+    /// Run the local Admin API stand-in (token exchange, metafields, throttle) for by-hand use.
+    ShopifyStandin {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: String,
+        /// standard, advanced or plus.
+        #[arg(long, default_value = "standard")]
+        plan: String,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +90,9 @@ enum Role {
     Ingress,
     /// The stream processor (consumer group member).
     Processor,
-    /// Ingress and processor in one process.
+    /// The Shopify write-back worker (its own consumer group on `rfm.updated`).
+    Sync,
+    /// Ingress, processor and (with `DATABASE_URL`) the write-back worker in one process.
     All,
 }
 
@@ -141,6 +154,28 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BenchSync(args) => {
+            let settings = Settings::from_env()?;
+            let report = loyalnest_rfm::bench::sync::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::ShopifyStandin { addr, plan } => {
+            let settings = Settings::from_env()?;
+            let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
+            let options = loyalnest_rfm::shopify::standin::StandinOptions {
+                plan: plan.parse().map_err(anyhow::Error::msg)?,
+                ..loyalnest_rfm::shopify::standin::StandinOptions::new(
+                    &settings.shopify_api_key,
+                    &secret,
+                )
+            };
+            let standin = loyalnest_rfm::shopify::standin::server::start(options, &addr)?;
+            tracing::info!(address = %standin.address, "Admin API stand-in listening");
+            startup::shutdown_signal().await;
+            standin.handle.stop(true).await;
+            Ok(())
+        }
         Command::Bench(args) => {
             let settings = Settings::from_lookup(|k| match k {
                 "SHOPIFY_API_SECRET" => {
@@ -187,7 +222,26 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         .await
         .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
     }
+    if role == Role::Sync {
+        let worker = startup::build_sync_worker(&settings).await?;
+        let http = startup::sync_http(&settings)?;
+        tokio::spawn(http);
+        tracing::info!(group = %settings.sync.group_id, "Shopify write-back consuming");
+        return worker
+            .run(startup::shutdown_signal())
+            .await
+            .context("write-back worker failed");
+    }
     if role == Role::All {
+        // Without a database there are no tokens to write with, so `all` runs the write-back only with one.
+        if settings.database_url.is_some() {
+            let worker = startup::build_sync_worker(&settings).await?;
+            tokio::spawn(async move {
+                if let Err(e) = worker.run(std::future::pending()).await {
+                    tracing::error!(error = %e, "the Shopify write-back worker stopped");
+                }
+            });
+        }
         let engine =
             Engine::start(&settings, Arc::new(SystemClock), startup::shutdown_signal()).await?;
         tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");

@@ -94,6 +94,8 @@ pub struct Owner<'a> {
 pub enum Purpose {
     Pii,
     DataExport,
+    /// A shop's offline Admin API token (`shopify::access`); its owner's customer id is 0.
+    OfflineToken,
 }
 
 impl Owner<'_> {
@@ -101,6 +103,7 @@ impl Owner<'_> {
         let purpose = match purpose {
             Purpose::Pii => "pii",
             Purpose::DataExport => "data-export",
+            Purpose::OfflineToken => "offline-token",
         };
         format!(
             "loyalnest {purpose} v2|{}|{}",

@@ -27,8 +27,12 @@ use crate::routes::{
 };
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
+use crate::shopify::admin::paced::PacedClient;
+use crate::shopify::admin::throttle::CostThrottle;
+use crate::shopify::admin::AdminClient;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
 use crate::store::Store;
+use crate::sync::SyncWorker;
 use crate::telemetry;
 
 /// What the HTTP side shares with a processor in the same process, if there is one.
@@ -94,6 +98,13 @@ impl Application {
             store.clone(),
             templates.get_ref().clone(),
         ));
+        let install = web::Data::new(crate::routes::shop_install::InstallState {
+            admin: admin_client(settings),
+            pool: store.as_ref().map(|s| s.pool().clone()),
+            keys: settings.keys.clone(),
+            client_id: settings.shopify_api_key.clone(),
+            client_secret: String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned(),
+        });
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -131,6 +142,8 @@ impl Application {
                 .configure(nudge_templates::configure)
                 .app_data(rfm_configs.clone())
                 .configure(crate::routes::rfm_config::configure)
+                .app_data(install.clone())
+                .configure(crate::routes::shop_install::configure)
                 .app_data(previews.clone())
                 .configure(crate::routes::rfm_preview::configure)
                 .configure(crate::routes::rfm_lists::configure)
@@ -236,6 +249,11 @@ fn ingress_state(
         max_body_bytes: settings.webhook_max_body_bytes,
         limits,
         shop_keys,
+        access: settings
+            .database_url
+            .as_deref()
+            .map(|url| Store::connect_lazy(url).map(|s| s.pool().clone()))
+            .transpose()?,
     })
 }
 
@@ -371,6 +389,46 @@ fn snapshot_store(settings: &Settings, database: Option<&Store>) -> anyhow::Resu
         )?,
         (SnapshotBackend::Memory, _) => SnapshotStore::memory(),
     })
+}
+
+/// The Admin API client every role shares: pinned version, paced by the plan's bucket until Shopify reports one.
+pub fn admin_client(settings: &Settings) -> PacedClient {
+    let throttle = Arc::new(CostThrottle::new(settings.shopify_throttle_plan));
+    PacedClient::new(AdminClient::new(settings.shopify_admin.clone()), throttle)
+}
+
+/// The write-back worker (`--role sync`): Postgres (migrated), the sealed tokens' keys, its consumer group.
+pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker> {
+    let url = settings.database_url.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("the sync role needs DATABASE_URL (tokens and written versions)")
+    })?;
+    let store = Store::connect_lazy(url)?;
+    store.migrate().await?;
+    let topic = &settings.topics.rfm_updated;
+    Ok(SyncWorker {
+        consumer: crate::sync::consumer(&settings.kafka_brokers, &settings.sync, topic)?,
+        pool: store.pool().clone(),
+        keys: settings.keys.clone(),
+        admin: admin_client(settings),
+        sink: SinkConfig::new(settings.kafka_brokers.clone()).build()?,
+        topics: settings.topics.clone(),
+        settings: settings.sync.clone(),
+    })
+}
+
+/// What the sync role serves over HTTP: `/health` and `/metrics`.
+pub fn sync_http(settings: &Settings) -> anyhow::Result<Server> {
+    let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(prometheus.clone())
+            .route("/health", web::get().to(health::health))
+            .route("/metrics", web::get().to(health::metrics))
+    })
+    .workers(1)
+    .bind(settings.http_addr)?
+    .run();
+    Ok(server)
 }
 
 /// Ingress, processor and dashboards in one process.

@@ -242,17 +242,20 @@ fn scoped<'q>(
 }
 
 /// Tables whose rows belong to one customer of one merchant.
-const CUSTOMER_TABLES: [&str; 4] = [
+const CUSTOMER_TABLES: [&str; 5] = [
     "customers",
     "rfm_segment_deltas",
     "rfm_score_history",
     "nudges",
+    "shopify_sync_versions",
 ];
 
 /// Tables whose rows belong to a merchant as a whole; `merchants` last, as the others may reference it.
 /// `shop_data_keys` is the crypto-shredding: without it, the shop's sealed values left on Kafka cannot be opened.
-const SHOP_TABLES: [&str; 5] = [
+/// `shop_access` is the shop's Admin API token (also dropped on app/uninstalled).
+const SHOP_TABLES: [&str; 6] = [
     "shop_data_keys",
+    "shop_access",
     "nudge_experiments",
     "program_settings",
     "audit_logs",

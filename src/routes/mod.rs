@@ -11,6 +11,7 @@ pub mod rfm_lists;
 pub mod rfm_movements;
 pub mod rfm_preview;
 pub mod settings_page;
+pub mod shop_install;
 mod socket;
 pub mod stream;
 pub mod webhooks;

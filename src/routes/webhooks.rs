@@ -39,6 +39,8 @@ pub struct IngressState {
     pub limits: Arc<Limits>,
     /// Per-shop data keys, when Postgres and sealing keys are configured.
     pub shop_keys: Option<ShopKeys>,
+    /// Where shops' Admin API tokens are kept (`DATABASE_URL`), dropped on `app/uninstalled`.
+    pub access: Option<sqlx::PgPool>,
 }
 
 /// A finished answer: status, a machine-readable outcome for metrics, and the JSON body.
@@ -189,7 +191,33 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
             Answer::error(StatusCode::UNAUTHORIZED, "shop_mismatch", e.to_string())
         }
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Ok(_) if topic == WebhookTopic::AppUninstalled => uninstalled(state, &merchant).await,
         Ok(normalized) => deliver(state, normalized, &merchant, &webhook_id, topic).await,
+    }
+}
+
+/// `app/uninstalled`: the shop's token goes at once (it no longer works anyway); its data stays until
+/// `shop/redact`. Idempotent, so a retried delivery needs no dedupe; a database failure answers 503 for a retry.
+async fn uninstalled(state: &IngressState, merchant: &MerchantId) -> Answer {
+    let Some(pool) = &state.access else {
+        return Answer::ok(
+            "no_database",
+            json!({ "status": "ignored", "reason": "no_database" }),
+        );
+    };
+    match crate::shopify::access::drop_token(pool, merchant).await {
+        Ok(dropped) => {
+            tracing::info!(merchant = %merchant, dropped, "app uninstalled: Admin API token dropped");
+            Answer::ok("uninstalled", json!({ "status": "uninstalled" }))
+        }
+        Err(e) => {
+            tracing::warn!(merchant = %merchant, error = %e, "app/uninstalled: token not dropped; asking for a retry");
+            Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "retry later",
+            )
+        }
     }
 }
 

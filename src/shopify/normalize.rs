@@ -25,6 +25,8 @@ pub enum WebhookTopic {
     CustomersRedact,
     CustomersDataRequest,
     ShopRedact,
+    /// The merchant uninstalled the app: the ingress drops the shop's Admin API token (`shopify::access`).
+    AppUninstalled,
 }
 
 impl WebhookTopic {
@@ -45,6 +47,7 @@ impl WebhookTopic {
             "customers/redact" => WebhookTopic::CustomersRedact,
             "customers/data_request" => WebhookTopic::CustomersDataRequest,
             "shop/redact" => WebhookTopic::ShopRedact,
+            "app/uninstalled" => WebhookTopic::AppUninstalled,
             _ => return None,
         })
     }
@@ -58,6 +61,7 @@ impl WebhookTopic {
             WebhookTopic::CustomersRedact => "customers/redact",
             WebhookTopic::CustomersDataRequest => "customers/data_request",
             WebhookTopic::ShopRedact => "shop/redact",
+            WebhookTopic::AppUninstalled => "app/uninstalled",
         }
     }
 }
@@ -318,6 +322,11 @@ pub fn normalize(
         }
         WebhookTopic::CustomersRedact | WebhookTopic::CustomersDataRequest => {
             gdpr_customer(topic, body, env)?
+        }
+        WebhookTopic::AppUninstalled => {
+            // The body is the shop; nothing goes to Kafka, the ingress acts on the verified shop header.
+            require_object(topic.as_str(), body)?;
+            return Ok(Normalized::Ignored("app_uninstalled"));
         }
         WebhookTopic::ShopRedact => {
             let payload: ShopRedactPayload = parse(topic, body)?;

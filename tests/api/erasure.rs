@@ -34,6 +34,7 @@ async fn rows_left(pool: &PgPool, shop: &MerchantId, customer: Option<i64>) -> V
         "rfm_segment_deltas",
         "rfm_score_history",
         "nudges",
+        "shopify_sync_versions",
     ];
     let mut left = Vec::new();
     for table in by_customer {
@@ -64,6 +65,7 @@ async fn rows_left(pool: &PgPool, shop: &MerchantId, customer: Option<i64>) -> V
             "program_settings",
             "audit_logs",
             "nudge_experiments",
+            "shop_access",
         ] {
             let sql = format!("SELECT count(*) FROM {table} WHERE merchant_id = $1");
             let n: i64 = sqlx::query_scalar(&sql)
@@ -85,6 +87,7 @@ async fn seed_merchant_rows(pool: &PgPool, shop: &MerchantId) {
         "INSERT INTO program_settings (merchant_id, rfm_thresholds) VALUES ($1, '{}') ON CONFLICT DO NOTHING",
         "INSERT INTO audit_logs (merchant_id, actor, action) VALUES ($1, 'staff-1', 'config_update')",
         "INSERT INTO nudge_experiments (merchant_id, experiment_id, kind, definition) VALUES ($1, 'e', 'new', '{}')",
+        "INSERT INTO shop_access (merchant_id, key_id, sealed_token) VALUES ($1, 'k1', 'sealed') ON CONFLICT DO NOTHING",
     ] {
         sqlx::query(sql).bind(shop.as_str()).execute(pool).await.unwrap();
     }
@@ -96,6 +99,14 @@ async fn seed_merchant_rows(pool: &PgPool, shop: &MerchantId) {
     .await
     .unwrap();
     for customer in [7, 8] {
+        sqlx::query(
+            "INSERT INTO shopify_sync_versions (merchant_id, customer_id, version) VALUES ($1, $2, 3)",
+        )
+        .bind(shop.as_str())
+        .bind(customer)
+        .execute(pool)
+        .await
+        .unwrap();
         sqlx::query(
             "INSERT INTO nudges (merchant_id, nudge_id, customer_id, version, segment, variant)
              VALUES ($1, $2, $3, 1000, 'other', 'A') ON CONFLICT DO NOTHING",

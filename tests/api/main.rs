@@ -22,6 +22,7 @@ mod recovery;
 mod reseal;
 mod score_cache;
 mod settings_browser;
+mod shopify_sync;
 mod snapshot_store;
 mod webhooks;
 mod webhooks_faults;

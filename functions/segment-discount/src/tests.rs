@@ -220,3 +220,31 @@ fn discount_without_order_class_gets_nothing() {
         expected_order_discount(15.0, Some("Champions save 15%"))
     );
 }
+
+/// The input the write-back test (`tests/api/shopify_sync/discount.rs` in the service) builds from the
+/// `loyalnest.rfm_segment` metafield the sync worker wrote to the Admin API stand-in; it runs this test with the
+/// input's path in `SEGMENT_DISCOUNT_INPUT` and the percentage the merchant configured in `SEGMENT_DISCOUNT_EXPECT`.
+/// Run alone, it reads a copy of one such input.
+#[test]
+fn the_metafield_written_by_the_sync_worker_applies_the_discount() {
+    let (input, expected) = match std::env::var("SEGMENT_DISCOUNT_INPUT") {
+        Ok(path) => {
+            let input = std::fs::read_to_string(&path).expect("the input the write-back test wrote");
+            let expected: f64 = std::env::var("SEGMENT_DISCOUNT_EXPECT")
+                .expect("SEGMENT_DISCOUNT_EXPECT goes with SEGMENT_DISCOUNT_INPUT")
+                .parse()
+                .expect("a percentage");
+            (input, expected)
+        }
+        Err(_) => (
+            include_str!("../tests/fixtures/written_by_sync.json").to_owned(),
+            12.5,
+        ),
+    };
+    let output = output_json(&run(&input));
+    assert_eq!(
+        output["operations"][0]["orderDiscountsAdd"]["candidates"][0]["value"],
+        json!({"percentage": {"value": format!("{expected:.1}")}}),
+        "{output}"
+    );
+}
