@@ -19,8 +19,9 @@ use streams::MerchantId;
 
 use super::{results, save, section};
 use crate::helpers::{eventually, fresh_database, read_records};
+use crate::live::{open_socket, token};
 use crate::live::{post_order, shop, test_settings};
-use crate::widget::{get_with, widget_token};
+use crate::widget::{get_with, post_event, widget_token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -30,6 +31,7 @@ struct Running {
     db: PgPool,
     brokers: String,
     rfm_task: String,
+    topics: streams::Topics,
 }
 
 /// The whole engine on fresh topics and a fresh database, owning its partitions.
@@ -53,6 +55,7 @@ async fn start() -> Running {
         db: PgPool::connect(&url).await.expect("postgres"),
         brokers: settings.kafka_brokers.clone(),
         rfm_task: settings.topics.rfm_task.clone(),
+        topics: settings.topics.clone(),
         engine,
     }
 }
@@ -84,6 +87,35 @@ async fn widget_event(db: &PgPool, shop: &MerchantId, customer: u64, nudge_id: &
     .execute(db)
     .await
     .expect("event stored");
+}
+
+/// A `points.earned` event for `customer`, applied before this returns (the engine counts it).
+async fn earn_points(app: &Running, shop: &MerchantId, customer: u64, points: i64) {
+    let before = app.engine.stats.events.load(Ordering::SeqCst);
+    let event = streams::InputEvent::PointsEarned(streams::events::PointsChanged {
+        event_id: crate::helpers::unique("points-"),
+        schema_version: streams::SCHEMA_VERSION,
+        merchant_id: shop.clone(),
+        customer_id: customer,
+        points,
+        source: streams::events::PointsSource::Review,
+        created_at: chrono::Utc::now(),
+    });
+    let sink = streams::SinkConfig::new(app.brokers.clone())
+        .build()
+        .expect("producer");
+    let record = streams::sink::Outgoing {
+        topic: &app.topics.points_earned,
+        key: shop.as_str(),
+        payload: &event.encode(),
+        headers: &[],
+    };
+    sink.send(record).await.expect("broker acknowledges");
+    let stats = app.engine.stats.clone();
+    eventually("the points event applied", WAIT, async || {
+        stats.events.load(Ordering::SeqCst) > before
+    })
+    .await;
 }
 
 /// `count` $80 orders of `customer` from today, numbered after its `first`.
@@ -166,6 +198,69 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
     the_widget_shows_the_arms_texts(&app, &m, &cast).await;
     second_round(&app, &m, &cast, &nudge_of).await;
     check_rows_and_conversions(&app, &m, &nudge_of, &cast).await;
+    the_dashboard_frames_carry_the_counters(&app, &m, cast.blues[0], &nudge_of).await;
+}
+
+/// The dashboard socket's frames carry the per-arm counters, and a shopper's click moves them on the socket
+/// with no customer changing segment (the socket looks at the results again on its own).
+async fn the_dashboard_frames_carry_the_counters(
+    app: &Running,
+    m: &MerchantId,
+    blue: u64,
+    nudge_of: &HashMap<u64, String>,
+) {
+    let (mut socket, _) = open_socket(&app.address, &token(m))
+        .await
+        .expect("dashboard socket");
+    let blue_arm = |frame: &Value| {
+        frame["nudges"]["experiments"]
+            .as_array()
+            .and_then(|s| s.iter().find(|e| e["experiment_id"] == "first-order"))
+            .map(|e| e["arms"][1].clone())
+    };
+    let first = raw_frames_until(&mut socket, |f| blue_arm(f).is_some()).await;
+    let arm = blue_arm(&first).unwrap();
+    assert_eq!(
+        (
+            &arm["variant"],
+            &arm["viewed"],
+            &arm["clicked"],
+            &arm["converted"]
+        ),
+        (&json!("blue"), &json!(1), &json!(0), &json!(1)),
+        "{first}"
+    );
+    let widget = widget_token(&app.address, m, blue).await;
+    let click = json!({"action": "click", "event_id": uuid::Uuid::new_v4().to_string()});
+    let (status, _, body) = post_event(&app.address, &widget, &nudge_of[&blue], click).await;
+    assert_eq!(status, 201, "{body}");
+    let moved = raw_frames_until(&mut socket, |f| {
+        blue_arm(f).is_some_and(|a| a["clicked"] == 1)
+    })
+    .await;
+    assert_eq!(moved["merchant"], m.as_str(), "still a dashboard frame");
+}
+
+/// The first frame on the socket `done` accepts, as JSON; panics after `WAIT`.
+async fn raw_frames_until(
+    socket: &mut crate::live::Socket,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a matching frame within a minute")
+            .expect("socket open")
+            .expect("socket message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(text.as_str()).expect("JSON frame");
+            if done(&frame) {
+                return frame;
+            }
+        }
+    }
 }
 
 async fn tasks_carry_the_assigned_arms(app: &Running, m: &MerchantId, cast: &Cast) {
@@ -292,6 +387,7 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
     // The cap: red 0 moves on to loyal within the day (orders 2 to 4), so that nudge is capped. Held-out 1 does the
     // same afterwards and is shown it: a held-out customer was shown nothing. Its orders convert on its assignment.
     orders(app, m, reds[0], 2, 3).await;
+    earn_points(app, m, held[1], 1_200).await;
     orders(app, m, held[1], 2, 3).await;
     let desk = app.engine.nudges.clone().expect("the engine holds nudges");
     eventually("held-out 1's loyal nudge on the desk", WAIT, async || {
@@ -300,6 +396,10 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
             .is_some_and(|n| n.kind == NudgeKind::Loyal)
     })
     .await;
+    // The loyal template's `{points}` is the balance the points event left.
+    let loyal = widget_shows(app, m, held[1]).await;
+    let body = loyal["body"].as_str().unwrap_or_default();
+    assert!(body.contains("You have 1,200 points"), "{loyal}");
     // Red 0's outcome started before held-out 1's, and the desk takes outcomes in the order they started.
     let red_now = desk.current(key(m, reds[0])).await.map(|n| n.kind);
     assert_eq!(red_now, Some(NudgeKind::New));
