@@ -369,10 +369,11 @@ async fn events_are_validated_stored_once_with_their_customer_and_limited_per_cu
     }
     let nudge = |customer: u64| shown[&customer].clone();
 
-    // The customer's own id, but a nudge never shown to them: nothing is stored.
-    let never = format!("nudge:{a}:7:99");
+    // The customer's own id, but a nudge never shown to them (customer 11 has no order): nothing is stored.
+    let eleven = token_of(11).await;
+    let never = format!("nudge:{a}:11:1");
     let body = json!({"action": "view", "event_id": uuid::Uuid::new_v4().to_string()});
-    let (status, _, _) = post_event(&app.address, &seven, &never, body.clone()).await;
+    let (status, _, _) = post_event(&app.address, &eleven, &never, body.clone()).await;
     assert_eq!(status, 404, "a nudge that was never shown");
     let stored = stored_events(&pool, &a, body["event_id"].as_str().unwrap()).await;
     assert!(stored.is_empty());

@@ -89,6 +89,20 @@ async fn widget_event(db: &PgPool, shop: &MerchantId, customer: u64, nudge_id: &
     .expect("event stored");
 }
 
+/// The loyal nudge's English text with `{points}` (the default one names no points).
+async fn loyal_template_with_points(app: &Running, m: &MerchantId) {
+    let document = json!({"templates": {"loyal": {"enabled": true, "texts": {"en": {
+        "title": "Thank you, {first_name}!", "body": "You have {points} points to spend."}}}}});
+    let response = reqwest::Client::new()
+        .put(format!("{}/api/v1/rfm/nudges/templates", app.address))
+        .bearer_auth(token(m))
+        .json(&document)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+}
+
 /// A `points.earned` event for `customer`, applied before this returns (the engine counts it).
 async fn earn_points(app: &Running, shop: &MerchantId, customer: u64, points: i64) {
     let before = app.engine.stats.events.load(Ordering::SeqCst);
@@ -387,6 +401,7 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
     // The cap: red 0 moves on to loyal within the day (orders 2 to 4), so that nudge is capped. Held-out 1 does the
     // same afterwards and is shown it: a held-out customer was shown nothing. Its orders convert on its assignment.
     orders(app, m, reds[0], 2, 3).await;
+    loyal_template_with_points(app, m).await;
     earn_points(app, m, held[1], 1_200).await;
     orders(app, m, held[1], 2, 3).await;
     let desk = app.engine.nudges.clone().expect("the engine holds nudges");
@@ -399,7 +414,7 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
     // The loyal template's `{points}` is the balance the points event left.
     let loyal = widget_shows(app, m, held[1]).await;
     let body = loyal["body"].as_str().unwrap_or_default();
-    assert!(body.contains("You have 1,200 points"), "{loyal}");
+    assert_eq!(body, "You have 1,200 points to spend.", "{loyal}");
     // Red 0's outcome started before held-out 1's, and the desk takes outcomes in the order they started.
     let red_now = desk.current(key(m, reds[0])).await.map(|n| n.kind);
     assert_eq!(red_now, Some(NudgeKind::New));
