@@ -37,22 +37,14 @@ async fn the_demo_runs_fully_embedded_and_its_dashboard_counts_grow() {
         .spawn()
         .expect("the binary runs");
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    let mut widget_page = None;
-    let link = loop {
+    let (mut link, mut widget_page) = (None, None);
+    while link.is_none() || widget_page.is_none() {
         let line = next_line(&mut lines).await;
-        if let Some(url) = line
-            .split_whitespace()
-            .find(|w| w.contains("/widget/demo?"))
-        {
-            widget_page = Some(url.to_owned());
-        }
-        if let Some(link) = line
-            .split_whitespace()
-            .find(|w| w.contains("/dashboard#token="))
-        {
-            break link.to_owned();
-        }
-    };
+        let word = |part: &str| line.split_whitespace().find(|w| w.contains(part)).map(str::to_owned);
+        link = link.or_else(|| word("/dashboard#token="));
+        widget_page = widget_page.or_else(|| word("/widget/demo?"));
+    }
+    let (link, widget_page) = (link.unwrap(), widget_page.unwrap());
     let (base, token) = link.split_once("/dashboard#token=").unwrap();
     let page = reqwest::get(format!("{base}/dashboard")).await.unwrap();
     assert_eq!(page.status(), 200);
@@ -80,8 +72,6 @@ async fn the_demo_runs_fully_embedded_and_its_dashboard_counts_grow() {
 
     // Status lines keep coming; drained, so a full pipe never stalls the demo.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let widget_page =
-        widget_page.expect("the demo prints its widget page before the dashboard link");
     let page = reqwest::get(&widget_page).await.unwrap();
     assert_eq!(page.status(), 200, "{widget_page}");
     the_shoppers_fill_the_ab_results(base, token).await;
