@@ -288,7 +288,7 @@ impl PartitionCore {
                         locale: locale.clone(),
                         event_ms: None,
                         order_added: *order_added,
-                        points: points,
+                        points,
                     });
                 }
                 Effect::Redacted { customer_id } => outcome.redactions.push((

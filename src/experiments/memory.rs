@@ -47,6 +47,12 @@ struct EventRow {
     revenue: Option<i64>,
 }
 
+/// (merchant, event id): how `events` is keyed.
+type EventKey = (String, String);
+
+/// One customer's nudge ids and event keys.
+type Theirs = (Vec<String>, Vec<EventKey>);
+
 #[derive(Default)]
 struct Tables {
     experiments: HashMap<String, Vec<StoredExperiment>>,
@@ -56,9 +62,9 @@ struct Tables {
     /// When each customer was last shown a nudge (the cap's input), kept as rows are added.
     last_shown: HashMap<Customer, Timestamp>,
     /// Each customer's nudge ids and event keys, so crediting an order reads only its customer's rows.
-    by_customer: HashMap<Customer, (Vec<String>, Vec<(String, String)>)>,
+    by_customer: HashMap<Customer, Theirs>,
     /// Keyed by (merchant, event id), like `nudge_events_once`.
-    events: HashMap<(String, String), EventRow>,
+    events: HashMap<EventKey, EventRow>,
 }
 
 /// The in-memory ledger.

@@ -100,7 +100,11 @@ async fn the_cap_holds_and_only_shown_nudges_take_events_and_conversions() {
         nudge(2, 1, "holdout", t),
     );
     let ids = ledger
-        .record_fates(cap, &[shown.clone(), capped.clone()], &[held.clone()])
+        .record_fates(
+            cap,
+            &[shown.clone(), capped.clone()],
+            std::slice::from_ref(&held),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -109,7 +113,7 @@ async fn the_cap_holds_and_only_shown_nudges_take_events_and_conversions() {
         "the second is within the cap's day"
     );
     let again = ledger
-        .record_fates(cap, &[shown.clone()], &[])
+        .record_fates(cap, std::slice::from_ref(&shown), &[])
         .await
         .unwrap();
     assert_eq!(again, ids, "a replay keeps its fate");

@@ -40,7 +40,11 @@ async fn the_demo_runs_fully_embedded_and_its_dashboard_counts_grow() {
     let (mut link, mut widget_page) = (None, None);
     while link.is_none() || widget_page.is_none() {
         let line = next_line(&mut lines).await;
-        let word = |part: &str| line.split_whitespace().find(|w| w.contains(part)).map(str::to_owned);
+        let word = |part: &str| {
+            line.split_whitespace()
+                .find(|w| w.contains(part))
+                .map(str::to_owned)
+        };
         link = link.or_else(|| word("/dashboard#token="));
         widget_page = widget_page.or_else(|| word("/widget/demo?"));
     }

@@ -100,7 +100,12 @@ async fn loyal_template_with_points(app: &Running, m: &MerchantId) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 /// A `points.earned` event for `customer`, applied before this returns (the engine counts it).
