@@ -171,23 +171,37 @@ impl TemplateStore {
         for (kind, template) in updates {
             upsert(&mut tx, merchant, *kind, template).await?;
         }
-        if let Some(locale) = default_locale {
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT default_locale FROM merchants WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        // A document sent back as `GET` answered it names the locale it already has: not a change.
+        let default_locale = default_locale
+            .map(|l| l.map(Locale::to_string))
+            .filter(|l| *l != before);
+        if let Some(locale) = &default_locale {
             sqlx::query("UPDATE merchants SET default_locale = $2 WHERE merchant_id = $1")
                 .bind(merchant.as_str())
-                .bind(locale.map(Locale::to_string))
+                .bind(locale)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::from)?;
         }
         let kinds: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
-        let default_locale = default_locale.map(|l| l.map(Locale::to_string));
+        // The default locale is named only when the save changed it.
+        let mut detail = json!({ "kinds": kinds });
+        if let Some(locale) = default_locale {
+            detail["default_locale"] = json!(locale);
+        }
         sqlx::query(
             "INSERT INTO audit_logs (merchant_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
         )
         .bind(merchant.as_str())
         .bind(actor)
         .bind(AUDIT_ACTION)
-        .bind(json!({ "kinds": kinds, "default_locale": default_locale }))
+        .bind(detail)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
