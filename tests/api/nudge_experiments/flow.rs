@@ -19,9 +19,11 @@ use streams::MerchantId;
 
 use super::{results, save, section};
 use crate::helpers::{eventually, fresh_database, read_records};
-use crate::live::{open_socket, token};
+use crate::live::token;
 use crate::live::{post_order, shop, test_settings};
-use crate::widget::{get_with, post_event, widget_token};
+use crate::widget::{get_with, widget_token};
+
+mod frames;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -217,69 +219,7 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
     the_widget_shows_the_arms_texts(&app, &m, &cast).await;
     second_round(&app, &m, &cast, &nudge_of).await;
     check_rows_and_conversions(&app, &m, &nudge_of, &cast).await;
-    the_dashboard_frames_carry_the_counters(&app, &m, cast.blues[0], &nudge_of).await;
-}
-
-/// The dashboard socket's frames carry the per-arm counters, and a shopper's click moves them on the socket
-/// with no customer changing segment (the socket looks at the results again on its own).
-async fn the_dashboard_frames_carry_the_counters(
-    app: &Running,
-    m: &MerchantId,
-    blue: u64,
-    nudge_of: &HashMap<u64, String>,
-) {
-    let (mut socket, _) = open_socket(&app.address, &token(m))
-        .await
-        .expect("dashboard socket");
-    let blue_arm = |frame: &Value| {
-        frame["nudges"]["experiments"]
-            .as_array()
-            .and_then(|s| s.iter().find(|e| e["experiment_id"] == "first-order"))
-            .map(|e| e["arms"][1].clone())
-    };
-    let first = raw_frames_until(&mut socket, |f| blue_arm(f).is_some()).await;
-    let arm = blue_arm(&first).unwrap();
-    assert_eq!(
-        (
-            &arm["variant"],
-            &arm["viewed"],
-            &arm["clicked"],
-            &arm["converted"]
-        ),
-        (&json!("blue"), &json!(1), &json!(0), &json!(1)),
-        "{first}"
-    );
-    let widget = widget_token(&app.address, m, blue).await;
-    let click = json!({"action": "click", "event_id": uuid::Uuid::new_v4().to_string()});
-    let (status, _, body) = post_event(&app.address, &widget, &nudge_of[&blue], click).await;
-    assert_eq!(status, 201, "{body}");
-    let moved = raw_frames_until(&mut socket, |f| {
-        blue_arm(f).is_some_and(|a| a["clicked"] == 1)
-    })
-    .await;
-    assert_eq!(moved["merchant"], m.as_str(), "still a dashboard frame");
-}
-
-/// The first frame on the socket `done` accepts, as JSON; panics after `WAIT`.
-async fn raw_frames_until(
-    socket: &mut crate::live::Socket,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    use futures_util::StreamExt;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let message = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .expect("a matching frame within a minute")
-            .expect("socket open")
-            .expect("socket message");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            let frame: Value = serde_json::from_str(text.as_str()).expect("JSON frame");
-            if done(&frame) {
-                return frame;
-            }
-        }
-    }
+    frames::the_dashboard_frames_carry_the_counters(&app, &m, cast.blues[0], &nudge_of).await;
 }
 
 async fn tasks_carry_the_assigned_arms(app: &Running, m: &MerchantId, cast: &Cast) {
