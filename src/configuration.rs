@@ -64,6 +64,9 @@ pub struct Settings {
     pub widget_rate_per_customer: u32,
     /// Open widget sockets per customer on one instance.
     pub widget_sockets_per_customer: usize,
+    /// `/proxy/widget-token` requests per second per peer address (burst: twice that), checked before the
+    /// signature; 0 turns the limit off.
+    pub widget_proxy_rate_per_ip: u32,
     /// Serve `/widget/demo` and its signer, which signs App Proxy requests for any customer (`WIDGET_DEMO`; the
     /// demo command turns it on; never in production).
     pub widget_demo: bool,
@@ -203,6 +206,7 @@ impl Settings {
             )?),
             widget_rate_per_customer: parse_or(&get, "WIDGET_RATE_PER_CUSTOMER", "5")?,
             widget_sockets_per_customer: parse_or(&get, "WIDGET_SOCKETS_PER_CUSTOMER", "4")?,
+            widget_proxy_rate_per_ip: parse_or(&get, "WIDGET_PROXY_RATE_PER_IP", "50")?,
             widget_demo: parse_or(&get, "WIDGET_DEMO", "false")?,
             nudge_rules: NudgeRules {
                 cap: FrequencyCap {
@@ -280,6 +284,16 @@ mod tests {
         assert_eq!(s.http_addr.port(), 9);
         assert_eq!(s.topics.orders_create, "t.orders.create");
         assert_eq!(s.webhook_max_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_widget_proxy_rate_defaults_and_can_be_turned_off() {
+        let base = [("SHOPIFY_API_SECRET", "s")];
+        assert_eq!(settings(&base).unwrap().widget_proxy_rate_per_ip, 50);
+        let off = settings(&[base[0], ("WIDGET_PROXY_RATE_PER_IP", "0")]).unwrap();
+        assert_eq!(off.widget_proxy_rate_per_ip, 0);
+        let bad = settings(&[base[0], ("WIDGET_PROXY_RATE_PER_IP", "-1")]);
+        assert_eq!(bad.unwrap_err().var, "WIDGET_PROXY_RATE_PER_IP");
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! `loyalnest-rfm demo`: the whole engine in one process with nothing to install. librdkafka's mock cluster is the
 //! broker, Redis is used only when `REDIS_URL` is set and Postgres only when `DATABASE_URL` is set, and a synthetic
 //! store posts signed Shopify webhooks through the real ingress at a gentle rate. Every few seconds it prints how
-//! many events were processed and each demo shop's live segment sizes.
+//! many events were processed and each demo shop's live segment sizes. Synthetic shoppers of the first shop keep
+//! widgets open and answer the nudges of the A/B experiment the demo saves ([`shoppers`]); without `DATABASE_URL`
+//! the experiment, the nudges' fates, the shoppers' reports and the conversions are kept in memory
+//! (`experiments::memory`).
+
+mod shoppers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -38,7 +43,13 @@ pub struct DemoArgs {
     /// Seconds between status lines.
     #[arg(long, default_value_t = 2)]
     pub every: u64,
+    /// Synthetic shoppers of the first shop holding widgets open (at most `--customers`).
+    #[arg(long, default_value_t = 40)]
+    pub shoppers: u64,
 }
+
+/// The first customer id the synthetic store orders for (the store's customers are `FIRST_CUSTOMER..+customers`).
+const FIRST_CUSTOMER: u64 = 1_000;
 
 /// Settings for the demo: the environment where set, demo defaults elsewhere.
 pub fn settings() -> anyhow::Result<Settings> {
@@ -51,6 +62,10 @@ pub fn settings() -> anyhow::Result<Settings> {
     settings.kafka_create_topics = false;
     // The demo storefront page signs its own App Proxy requests; there is no Shopify in front of the demo.
     settings.widget_demo = true;
+    // The demo's shoppers and a load generator all ask for widget tokens from loopback.
+    if std::env::var("WIDGET_PROXY_RATE_PER_IP").is_err() {
+        settings.widget_proxy_rate_per_ip = 0;
+    }
     // The mock broker dies with the process, so a snapshot kept anywhere else would describe a log that is gone.
     settings.snapshot_store = Some(crate::snapshots::SnapshotBackend::Memory);
     Ok(settings)
@@ -76,15 +91,33 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     println!("LoyalNest RFM demo: ingress {base}/webhooks/shopify, metrics {base}/metrics");
     println!("Dashboard for {shop}: {base}/dashboard#token={token}");
     println!("Read API: curl -H 'Authorization: Bearer {token}' {base}/api/v1/rfm/segments");
-    println!("Shopper widget (customer 1 of {shop}): {base}/widget/demo?shop={shop}&customer=1");
+    println!(
+        "Shopper widget (customer {FIRST_CUSTOMER} of {shop}): {base}/widget/demo?shop={shop}&customer={FIRST_CUSTOMER}"
+    );
+    println!(
+        "A/B results: curl -H 'Authorization: Bearer {token}' {base}/api/v1/rfm/nudges/ab-test"
+    );
     if !Assets::default().has_chart_js() {
         println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
     }
     println!("Status every {}s:", args.every);
+    // Saved before the first order, so every `new` nudge of the first shop is in the experiment.
+    shoppers::start_experiment(&base, &token).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let front = shoppers::Storefront {
+        base: base.clone(),
+        shop: shop.clone(),
+        secret: settings.webhook_secrets.current().to_vec(),
+        run: run.clone(),
+    };
+    for customer in FIRST_CUSTOMER..FIRST_CUSTOMER + args.shoppers.min(args.customers) {
+        actix_web::rt::spawn(shoppers::shopper(front.clone(), customer));
+    }
     actix_web::rt::spawn(store(
         base,
         settings.webhook_secrets.current().to_vec(),
         args.clone(),
+        run,
     ));
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every.max(1)));
     let started = std::time::Instant::now();
@@ -130,13 +163,12 @@ async fn segment_counts(registry: &Registry) -> BTreeMap<String, BTreeMap<String
 
 /// The synthetic store: signed `orders/create` webhooks for random customers, a refund now and then, posted
 /// through the real ingress exactly as Shopify would.
-async fn store(base: String, secret: Vec<u8>, args: DemoArgs) {
+async fn store(base: String, secret: Vec<u8>, args: DemoArgs, run: String) {
     let client = reqwest::Client::new();
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     let mut seed: u64 = 0x1057_4e57;
-    // Webhook ids unique per run, so a Redis that remembers an earlier demo does not drop these as duplicates.
-    let run = uuid::Uuid::new_v4().simple().to_string();
+    // Webhook ids are unique per run, so a Redis that remembers an earlier demo does not drop these as duplicates.
     for n in 1u64.. {
         ticker.tick().await;
         seed = seed
@@ -146,7 +178,7 @@ async fn store(base: String, secret: Vec<u8>, args: DemoArgs) {
             "demo-{}.myshopify.com",
             (seed >> 20) % args.shops.max(1) + 1
         );
-        let customer = 1_000 + (seed >> 33) % args.customers.max(1);
+        let customer = FIRST_CUSTOMER + (seed >> 33) % args.customers.max(1);
         let cents = 1_500 + (seed >> 40) % 30_000;
         let (topic, body) = if n % 10 == 0 {
             let refund = json!({"id": n, "order_id": n - 1, "created_at": Utc::now().to_rfc3339(),

@@ -185,6 +185,7 @@ mod tests {
             locale: None,
             event_ms: None,
             order_added: None,
+            points: 0,
         };
         let expected = serde_json::json!({
             "customer_id": 42, "version": 3, "segment": "loyal", "recency": 5, "frequency": 2, "monetary": 3,

@@ -45,6 +45,8 @@ pub struct Shared {
     pub plans: Option<actors::NudgePlans>,
     /// The processor's nudge desk, for the widgets this instance serves.
     pub nudges: Option<actors::nudges::NudgeDesk>,
+    /// The processor's nudge ledger, so the routes and the processor keep one (the in-memory one especially).
+    pub ledger: Option<crate::experiments::ledger::Ledger>,
 }
 
 pub struct Application {
@@ -76,11 +78,14 @@ impl Application {
             .as_deref()
             .map(Store::connect_lazy)
             .transpose()?;
-        let experiments = web::Data::new(nudge_experiments::ExperimentState {
-            store: store.clone(),
-            plans: shared.plans,
-            rules: settings.nudge_rules,
+        let ledger = shared.ledger.clone().or_else(|| {
+            crate::experiments::ledger::ledger(store.as_ref(), false, settings.nudge_rules)
         });
+        let experiments = web::Data::new(nudge_experiments::ExperimentState::new(
+            ledger.clone(),
+            shared.plans,
+            settings.nudge_rules,
+        ));
         let templates = web::Data::new(TemplateStore::new(store.clone()));
         let previews = web::Data::new(crate::preview::service(
             settings,
@@ -96,6 +101,7 @@ impl Application {
             settings,
             shared.nudges.clone(),
             store.clone(),
+            ledger,
             templates.get_ref().clone(),
         ));
         let install = web::Data::new(crate::routes::shop_install::InstallState {
@@ -296,6 +302,13 @@ pub async fn build_processor(
     let gdpr = store
         .clone()
         .map(|store| crate::gdpr::Gdpr::new(store, settings));
+    // In memory only for the demo (`WIDGET_DEMO`) without Postgres: a real deployment without Postgres keeps no
+    // experiments rather than ones each instance would see differently.
+    let ledger = crate::experiments::ledger::ledger(
+        store.as_ref(),
+        settings.widget_demo,
+        settings.nudge_rules,
+    );
     let publisher = Publisher {
         sink,
         topics: settings.topics.clone(),
@@ -307,6 +320,7 @@ pub async fn build_processor(
         relay,
         desk_turn: Default::default(),
         nudge_rules: settings.nudge_rules,
+        ledger,
     };
     let experiments = publisher.store.clone();
     // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
@@ -458,6 +472,7 @@ impl Engine {
             channels,
             plans: Some(processor.plans()),
             nudges: nudges.clone(),
+            ledger: processor.ledger(),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());

@@ -25,7 +25,7 @@ pub enum StoreError {
     },
 }
 
-mod conversions;
+pub(crate) mod conversions;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -407,6 +407,7 @@ mod tests {
             locale: None,
             event_ms: None,
             order_added: None,
+            points: 0,
         }
     }
 

@@ -2,14 +2,17 @@
 //
 // Shows, per nudge kind and experiment, each arm and the holdout: shown (assigned for the holdout), viewed,
 // clicked, dismissed, converted, revenue, the conversion rate with its 95 % interval, and the lift over the
-// holdout with its p-value, as GET /api/v1/rfm/nudges/ab-test computes them. It refreshes every few seconds while
-// the page is visible, and at once when the live socket reports activity (dashboard.js dispatches
-// `loyalnest:frame`), at most once a second. Every value is written with textContent.
+// holdout with its p-value, as GET /api/v1/rfm/nudges/ab-test computes them. The live socket's frames carry the
+// same document as `nudges` (dashboard.js dispatches each frame as `loyalnest:frame`), so the panel follows the
+// frames; it asks the REST route only at the start and while no frame with results has come for a while (a socket
+// down). Every value is written with textContent.
 (function () {
   'use strict';
 
   var REFRESH_MS = 3000;
-  var MIN_GAP_MS = 1000;
+  // Frames bring results at least this often while the socket is up; past it the REST route is asked.
+  var FRAME_SILENCE_MS = 10000;
+  var lastFrameResults = 0;
   var panel = document.getElementById('nudge-results');
   if (!panel) return;
   // dashboard.js takes the token out of the URL fragment and keeps it in sessionStorage (and renews it there
@@ -20,7 +23,6 @@
   }
   var body = panel.querySelector('[data-results]');
   var note = panel.querySelector('[data-results-note]');
-  var lastFetch = 0;
   var inFlight = false;
 
   function pct(x) {
@@ -98,8 +100,8 @@
 
   function refresh() {
     if (inFlight || document.hidden || !token()) return;
+    if (Date.now() - lastFrameResults < FRAME_SILENCE_MS) return;
     inFlight = true;
-    lastFetch = Date.now();
     fetch('/api/v1/rfm/nudges/ab-test', { headers: { Authorization: 'Bearer ' + token() } })
       .then(function (r) {
         if (!r.ok) throw new Error('results answered ' + r.status);
@@ -110,8 +112,12 @@
       .then(function () { inFlight = false; });
   }
 
-  document.addEventListener('loyalnest:frame', function () {
-    if (Date.now() - lastFetch >= MIN_GAP_MS) refresh();
+  document.addEventListener('loyalnest:frame', function (event) {
+    var frame = event.detail;
+    if (frame && frame.nudges) {
+      lastFrameResults = Date.now();
+      render(frame.nudges);
+    }
   });
   document.addEventListener('visibilitychange', refresh);
   setInterval(refresh, REFRESH_MS);

@@ -120,9 +120,10 @@
       setStatus("live", "Live");
     };
     socket.onmessage = (event) => {
-      render(JSON.parse(event.data));
-      // The nudge results panel (abtest.js) refreshes on activity.
-      document.dispatchEvent(new Event('loyalnest:frame'));
+      const frame = JSON.parse(event.data);
+      render(frame);
+      // The nudge results panel (abtest.js) draws the results the frame carries.
+      document.dispatchEvent(new CustomEvent('loyalnest:frame', { detail: frame }));
     };
     socket.onclose = (event) => {
       if (state.socket !== socket) return;

@@ -55,6 +55,7 @@ fn nudge(customer_id: u64, version: u32) -> PendingNudge {
         locale: Some("en".into()),
         event_ms: None,
         order_added: None,
+        points: 0,
     };
     PendingNudge::of(&change).expect("the segment moved")
 }

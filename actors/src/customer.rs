@@ -55,6 +55,7 @@ impl PendingNudge {
             // When the change was made, by the processor's clock: the frequency cap and the `nudges` row go by it.
             // The desk stamps its own time when it takes the nudge, for how long it stays pending.
             fired_at: change.occurred_at,
+            points: change.points,
         }
     }
 

@@ -165,6 +165,7 @@ mod tests {
             locale: Some("es".into()),
             event_ms: None,
             order_added: None,
+            points: 0,
         }
     }
 

@@ -262,10 +262,9 @@ impl PartitionCore {
                         let rule = merchant.config.segments.get(usize::from(i));
                         rule.map_or_else(String::new, |r| r.key.clone())
                     };
-                    let totals = merchant
-                        .customer(*customer_id)
-                        .map(|c| c.aggregate.totals())
-                        .unwrap_or_default();
+                    let customer = merchant.customer(*customer_id);
+                    let totals = customer.map(|c| c.aggregate.totals()).unwrap_or_default();
+                    let points = customer.map_or(0, |c| c.aggregate.points());
                     let to_segment = key(transition.to.segment);
                     let rfm = transition.to.rfm();
                     let entered_at_risk = to_segment == "at_risk" && transition.segment_changed();
@@ -289,6 +288,7 @@ impl PartitionCore {
                         locale: locale.clone(),
                         event_ms: None,
                         order_added: *order_added,
+                        points,
                     });
                 }
                 Effect::Redacted { customer_id } => outcome.redactions.push((
@@ -384,5 +384,6 @@ pub(crate) fn test_change(
         locale: None,
         event_ms: None,
         order_added: None,
+        points: 0,
     }
 }

@@ -41,6 +41,9 @@ pub struct Change {
     /// The net amount of the valid order the change's event added, if it added one: what a nudge's conversion
     /// is credited with.
     pub order_added: Option<Money>,
+    /// The customer's loyalty points balance after the change (`points.earned` less `points.redeemed`), for a
+    /// nudge's `{points}`.
+    pub points: i64,
 }
 
 impl Change {
@@ -149,6 +152,8 @@ pub struct PendingNudge {
     /// When the change fired it; the desk re-stamps it with the time it took the nudge, which starts the window
     /// the nudge stays pending for.
     pub fired_at: Timestamp,
+    /// The customer's points balance when the nudge fired, for `{points}` (a count, not personal data).
+    pub points: i64,
 }
 
 /// One `rfm.updated` record as read back from the output topic.

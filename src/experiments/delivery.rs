@@ -17,6 +17,7 @@ use functions::nudge::cap::{CapDecision, FrequencyCap};
 use functions::Timestamp;
 use sqlx::Row;
 
+use super::ledger::NudgeLedger;
 use super::{from_time, to_time};
 use crate::store::{Store, StoreError};
 
@@ -44,20 +45,23 @@ impl Status {
     }
 }
 
-/// Records the outcome's fired nudges and leaves in `outcome.nudges` only those to be shown. Without a store
-/// nothing is recorded and nothing capped (the cap needs a place every instance sees); held-out nudges are
-/// dropped either way. Retries until Postgres answers: the consumer waits on this like on the batch's other rows.
-pub async fn settle(store: Option<&Store>, cap: FrequencyCap, outcome: &mut Outcome) {
+/// Records the outcome's fired nudges and leaves in `outcome.nudges` only those to be shown. Without a ledger
+/// nothing is recorded and nothing capped (the cap needs a place to remember); held-out nudges are dropped either
+/// way. Retries until the ledger answers: the consumer waits on this like on the batch's other rows.
+pub async fn settle(ledger: Option<&dyn NudgeLedger>, cap: FrequencyCap, outcome: &mut Outcome) {
     if outcome.nudges.is_empty() && outcome.held_out.is_empty() {
         return;
     }
-    let Some(store) = store else {
+    let Some(ledger) = ledger else {
         outcome.held_out.clear();
         return;
     };
     let mut delay = Duration::from_millis(50);
     let shown = loop {
-        match record(store, cap, &outcome.nudges, &outcome.held_out).await {
+        match ledger
+            .record_fates(cap, &outcome.nudges, &outcome.held_out)
+            .await
+        {
             Ok(shown) => break shown,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "nudge rows not written; retrying");
@@ -75,9 +79,9 @@ pub async fn settle(store: Option<&Store>, cap: FrequencyCap, outcome: &mut Outc
     outcome.held_out.clear();
 }
 
-/// The statuses of `nudges` (decided now, or read back when a replay finds them) and `held_out`, written in one
-/// transaction; returns the ids of the shown ones.
-async fn record(
+/// The statuses of `nudges` (decided now, or read back when a replay finds them) and `held_out`, written to
+/// Postgres in one transaction; returns the ids of the shown ones.
+pub(crate) async fn record(
     store: &Store,
     cap: FrequencyCap,
     nudges: &[PendingNudge],
@@ -117,7 +121,7 @@ async fn record(
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
-type Customer = (String, i64);
+pub(crate) type Customer = (String, i64);
 
 /// Statuses already recorded for these nudges (a replay).
 async fn known_statuses(
@@ -170,7 +174,7 @@ async fn last_shown(
 
 /// Each nudge's status: as recorded when a replay finds it, else the cap's decision in the order the nudges
 /// fired, each shown nudge moving its customer's window.
-fn decide<'n>(
+pub(crate) fn decide<'n>(
     cap: FrequencyCap,
     nudges: &'n [PendingNudge],
     known: &HashMap<String, Status>,
@@ -257,6 +261,7 @@ mod tests {
             locale: None,
             trace_id: "t".into(),
             fired_at: Timestamp(at),
+            points: 0,
         }
     }
 

@@ -15,6 +15,8 @@
 //!   of order; they are recorded in the transaction of the batch's changes, under ids that make a replay a no-op.
 
 pub mod delivery;
+pub mod ledger;
+pub mod memory;
 pub mod plans;
 pub mod results;
 pub mod store;

@@ -5,9 +5,10 @@
 //! periodic reload rather than pub/sub because it needs nothing but Postgres, and a missed message could leave an
 //! instance on an old plan for good.
 //!
-//! A refresh reads only ids and revisions; definitions are fetched for the plans that changed.
+//! A refresh reads only ids and revisions; definitions are fetched for the plans that changed. Refreshes never go
+//! backwards (see [`sync`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,33 +25,34 @@ use crate::store::{Store, StoreError};
 /// (merchant, kind) → (experiment id, revision)
 type Running = HashMap<(MerchantId, NudgeKind), (String, i64)>;
 
-/// Brings `plans` up to date with the running experiments in Postgres.
+/// Brings `plans` up to date with the running experiments in Postgres, never backwards: revisions come from a
+/// sequence when a save starts, so saves can commit out of revision order, and a read can miss a save that
+/// committed just after it while seeing a later-numbered one. A plan is installed only over an older revision
+/// (`install`), and ended only on evidence from the snapshot: its own row is visible and ended (a save that
+/// replaces it ends it in the same transaction). A plan whose row is not visible yet is kept: the save through this
+/// instance installed it first. (A row deleted outright leaves its plan until the restart.)
 pub async fn sync(store: &Store, plans: &NudgePlans) -> Result<(), StoreError> {
-    let (running, newest) = running(store).await?;
-    // Plans newer than what was read were installed by a save after the read; they stay.
-    let stale: Vec<(MerchantId, NudgeKind, String)> = plans
+    let held: Vec<(MerchantId, NudgeKind, String)> = plans
         .iter()
         .flat_map(|entry| {
             let merchant = entry.key().clone();
-            let gone = entry
+            entry
                 .value()
                 .iter()
-                .filter(|p| {
-                    p.revision <= newest
-                        && !running.contains_key(&(merchant.clone(), p.experiment.kind))
-                })
                 .map(|p| (merchant.clone(), p.experiment.kind, p.id.to_string()))
-                .collect::<Vec<_>>();
-            gone
+                .collect::<Vec<_>>()
         })
         .collect();
-    for (merchant, kind, id) in stale {
-        end(plans, &merchant, kind, &id);
+    let (running, ended) = read(store, &held).await?;
+    for (merchant, kind, id) in held {
+        if ended.contains(&(merchant.clone(), id.clone())) {
+            end(plans, &merchant, kind, &id);
+        }
     }
     let changed: Vec<(MerchantId, String)> = running
         .iter()
         .filter(|((merchant, kind), (_, revision))| {
-            installed_revision(plans, merchant, *kind) != Some(*revision)
+            installed_revision(plans, merchant, *kind).is_none_or(|held| held < *revision)
         })
         .map(|((merchant, _), (id, _))| (merchant.clone(), id.clone()))
         .collect();
@@ -88,10 +90,13 @@ fn installed_revision(plans: &NudgePlans, merchant: &MerchantId, kind: NudgeKind
     Some(plan.revision)
 }
 
-/// The running experiments' ids and revisions, and the newest revision of any row (running or not).
-async fn running(store: &Store) -> Result<(Running, i64), StoreError> {
+/// From one snapshot: the running experiments' ids and revisions, and which of the `held` plans' rows are
+/// visible and ended.
+async fn read(
+    store: &Store,
+    held: &[(MerchantId, NudgeKind, String)],
+) -> Result<(Running, HashSet<(MerchantId, String)>), StoreError> {
     let mut tx = store.pool().begin().await?;
-    // One snapshot for both reads.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
@@ -100,9 +105,17 @@ async fn running(store: &Store) -> Result<(Running, i64), StoreError> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    let newest: Option<i64> = sqlx::query_scalar("SELECT max(revision) FROM nudge_experiments")
-        .fetch_one(&mut *tx)
-        .await?;
+    let merchants: Vec<&str> = held.iter().map(|(m, ..)| m.as_str()).collect();
+    let ids: Vec<&str> = held.iter().map(|(_, _, id)| id.as_str()).collect();
+    let ended_rows = sqlx::query(
+        "SELECT e.merchant_id, e.experiment_id FROM nudge_experiments e
+         JOIN UNNEST($1::text[], $2::text[]) AS h(m, id) ON e.merchant_id = h.m AND e.experiment_id = h.id
+         WHERE e.ended_at IS NOT NULL",
+    )
+    .bind(&merchants)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     let mut running = Running::new();
     for row in rows {
@@ -117,7 +130,13 @@ async fn running(store: &Store) -> Result<(Running, i64), StoreError> {
             (row.try_get("experiment_id")?, row.try_get("revision")?),
         );
     }
-    Ok((running, newest.unwrap_or(0)))
+    let mut ended = HashSet::new();
+    for row in ended_rows {
+        if let Ok(merchant) = MerchantId::parse(&row.try_get::<String, _>("merchant_id")?) {
+            ended.insert((merchant, row.try_get("experiment_id")?));
+        }
+    }
+    Ok((running, ended))
 }
 
 /// The plans of the named running experiments.

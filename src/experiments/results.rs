@@ -7,8 +7,15 @@
 //! repeats. An arm's rate is converted over shown; the holdout's is converted over assigned (see
 //! `functions::nudge::attribution` for why that comparison is conservative). Nudges outside any experiment are
 //! reported per kind with `experiment_id: null`.
+//!
+//! A computation reads every nudge and event of the merchant (by `nudge_events (merchant_id, nudge_id)`), so
+//! [`ResultsCache`] serves one computation to every request and frame for [`RESULTS_FRESH_FOR`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use functions::nudge::experiment::HOLDOUT;
 use functions::nudge::stats::{evaluate, ArmCounts, ArmResult};
@@ -18,11 +25,67 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use streams::MerchantId;
 
-use super::store::{of_merchant, StoredExperiment};
+use super::ledger::{Counted, Group, Ledger, NudgeLedger};
+use super::store::StoredExperiment;
 use crate::store::{Store, StoreError};
 
 /// Revenue is summed from `NUMERIC(20, 3)`.
-const REVENUE_EXPONENT: u8 = 3;
+pub(crate) const REVENUE_EXPONENT: u8 = 3;
+
+/// How long computed results are served before they are computed again: the dashboard asks every few seconds
+/// and every frame may carry them, while a computation reads all of a merchant's nudges and events.
+pub const RESULTS_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// Results per merchant, computed at most once per [`RESULTS_FRESH_FOR`] on this instance; a save through this
+/// instance clears its merchant's entry, so a new experiment shows at once.
+#[derive(Clone)]
+pub struct ResultsCache {
+    ledger: Ledger,
+    window_seconds: i64,
+    cache: Arc<DashMap<MerchantId, (Instant, Arc<Results>)>>,
+}
+
+/// The most shops whose results one instance keeps; past it, stale entries go first.
+const CAPACITY: usize = 10_000;
+
+impl ResultsCache {
+    pub fn new(ledger: Ledger, window_seconds: i64) -> ResultsCache {
+        ResultsCache {
+            ledger,
+            window_seconds,
+            cache: Arc::new(DashMap::new()),
+        }
+    }
+
+    pub fn ledger(&self) -> &dyn NudgeLedger {
+        &*self.ledger
+    }
+
+    /// The merchant's results, fresh within [`RESULTS_FRESH_FOR`].
+    pub async fn get(&self, merchant: &MerchantId) -> Result<Arc<Results>, StoreError> {
+        let started = Instant::now();
+        if let Some(entry) = self.cache.get(merchant) {
+            let (at, results) = entry.value();
+            if started.saturating_duration_since(*at) < RESULTS_FRESH_FOR {
+                return Ok(results.clone());
+            }
+        }
+        let computed = Arc::new(results(&*self.ledger, merchant, self.window_seconds).await?);
+        if self.cache.len() >= CAPACITY {
+            self.cache
+                .retain(|_, (at, _)| started.saturating_duration_since(*at) < RESULTS_FRESH_FOR);
+        }
+        // Stamped with the time the computation began, so an entry never looks fresher than its data.
+        self.cache
+            .insert(merchant.clone(), (started, computed.clone()));
+        Ok(computed)
+    }
+
+    /// Forgets the merchant's results: the next read computes them.
+    pub fn invalidate(&self, merchant: &MerchantId) {
+        self.cache.remove(merchant);
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Results {
@@ -31,27 +94,20 @@ pub struct Results {
     pub experiments: Vec<Value>,
 }
 
-/// A section of the results: one experiment of a kind, or the kind's nudges outside any (`experiment_id` none).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Group {
-    kind: String,
-    experiment_id: Option<String>,
-}
-
 /// The merchant's results; `window_seconds` is the attribution window the conversions were recorded under.
 pub async fn results(
-    store: &Store,
+    ledger: &dyn NudgeLedger,
     merchant: &MerchantId,
     window_seconds: i64,
 ) -> Result<Results, StoreError> {
-    let defined = of_merchant(store, merchant).await?;
-    let counted = counts(store, merchant).await?;
+    let defined = ledger.experiments(merchant).await?;
+    let counted = ledger.counts(merchant).await?;
     let mut groups: BTreeMap<Group, Vec<(String, String, ArmCounts)>> = BTreeMap::new();
-    for (group, variant, status, counts) in counted {
+    for c in counted {
         groups
-            .entry(group)
+            .entry(c.group)
             .or_default()
-            .push((variant, status, counts));
+            .push((c.variant, c.status, c.counts));
     }
     for stored in &defined {
         let group = Group {
@@ -174,12 +230,12 @@ fn revenue(sum: Money) -> String {
     }
 }
 
-/// Per (kind, experiment, variant, status): nudges, and how many of them were viewed, clicked, dismissed and
-/// converted, and their conversions' revenue.
-async fn counts(
+/// Per (kind, experiment, variant, status), from Postgres: nudges, and how many of them were viewed, clicked,
+/// dismissed and converted, and their conversions' revenue.
+pub(crate) async fn pg_counts(
     store: &Store,
     merchant: &MerchantId,
-) -> Result<Vec<(Group, String, String, ArmCounts)>, StoreError> {
+) -> Result<Vec<Counted>, StoreError> {
     let rows = sqlx::query(
         "WITH ev AS (
              SELECT nudge_id,
@@ -216,12 +272,12 @@ async fn counts(
             converted: count("converted")?,
             revenue: Money::parse(&revenue, REVENUE_EXPONENT).unwrap_or_default(),
         };
-        out.push((
+        out.push(Counted {
             group,
-            row.try_get("variant")?,
-            row.try_get("status")?,
+            variant: row.try_get("variant")?,
+            status: row.try_get("status")?,
             counts,
-        ));
+        });
     }
     Ok(out)
 }
@@ -229,6 +285,28 @@ async fn counts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiments::memory::MemoryLedger;
+    use functions::nudge::attribution::AttributionWindow;
+
+    #[tokio::test]
+    async fn results_are_computed_once_while_fresh_and_again_after_a_save() {
+        let ledger: Ledger = Arc::new(MemoryLedger::new(AttributionWindow::default()));
+        let cache = ResultsCache::new(ledger.clone(), 7 * 86_400);
+        let shop = MerchantId::parse("cached.myshopify.com").unwrap();
+        assert!(cache.get(&shop).await.unwrap().experiments.is_empty());
+        let doc = json!({"id": "exp", "kind": "new", "variants": [{"name": "A", "weight": 1}, {"name": "B", "weight": 1}]});
+        let experiment = functions::nudge::experiment::Experiment::from_json(&doc, "x").unwrap();
+        ledger
+            .save_experiment(&shop, &experiment, "t")
+            .await
+            .unwrap();
+        assert!(
+            cache.get(&shop).await.unwrap().experiments.is_empty(),
+            "served from the cache while fresh"
+        );
+        cache.invalidate(&shop);
+        assert_eq!(cache.get(&shop).await.unwrap().experiments.len(), 1);
+    }
 
     #[test]
     fn revenue_shows_cents_unless_a_third_decimal_is_needed() {

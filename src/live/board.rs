@@ -253,6 +253,7 @@ mod tests {
             locale: None,
             event_ms: Some(1_790_000_000_000),
             order_added: None,
+            points: 0,
         }
     }
 

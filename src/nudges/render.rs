@@ -3,9 +3,9 @@
 //! values filled in.
 //!
 //! The caller opens the first name from the sealed personal data and passes it in; nothing here sees sealed data or
-//! keeps a name. The locale chain is the customer's locale, its language, the shop's default, then `en`; the shop's
-//! default locale is not stored anywhere yet (Shopify's `primary_locale` is not fetched), so for now the chain goes
-//! from the customer's language straight to `en`. `{segment}` is the segment's display name from the merchant's RFM
+//! keeps a name. The locale chain is the customer's locale, its language, the shop's default (saved with the
+//! templates, `merchants.default_locale`), then `en`. `{points}` is the customer's points balance when the nudge
+//! fired, carried on the nudge. `{segment}` is the segment's display name from the merchant's RFM
 //! configuration, in the language of the text used, else its key. `{discount_code}` renders empty: there is no
 //! source of discount codes until issue 19.
 
@@ -22,6 +22,7 @@ use streams::MerchantId;
 
 use super::cache::MerchantCache;
 use super::templates::TemplateStore;
+use crate::experiments::ledger::{ledger, Ledger};
 use crate::store::{Store, StoreError};
 
 /// What the widget displays, as plain text (it escapes it).
@@ -42,6 +43,8 @@ pub struct WidgetText {
 pub struct NudgeRenderer {
     templates: TemplateStore,
     store: Option<Store>,
+    /// Where the experiments (and so the arms' texts) are kept.
+    ledger: Option<Ledger>,
     segments: Arc<MerchantCache<Vec<SegmentRule>>>,
     /// The merchant's experiments, running or ended (a nudge of an ended one may still be pending).
     experiments: Arc<MerchantCache<Vec<Experiment>>>,
@@ -51,10 +54,19 @@ impl NudgeRenderer {
     pub fn new(templates: TemplateStore, store: Option<Store>) -> NudgeRenderer {
         NudgeRenderer {
             templates,
+            ledger: ledger(store.as_ref(), false, Default::default()),
             store,
             segments: Arc::new(MerchantCache::default()),
             experiments: Arc::new(MerchantCache::default()),
         }
+    }
+
+    /// The renderer reading the arms' texts from `ledger` (the demo's in-memory one) rather than the store.
+    pub fn with_ledger(mut self, ledger: Option<Ledger>) -> NudgeRenderer {
+        if ledger.is_some() {
+            self.ledger = ledger;
+        }
+        self
     }
 
     /// The nudge's text for this customer; `None` when the merchant turned the kind's template off.
@@ -73,7 +85,7 @@ impl NudgeRenderer {
         let arm_template = self.arm_template(nudge).await;
         let template = arm_template.as_ref().unwrap_or(kind_template);
         let customer = nudge.locale.as_deref().and_then(|l| Locale::parse(l).ok());
-        let shop_default: Option<Locale> = None;
+        let shop_default = set.default_locale.clone();
         let chain = fallback_chain(customer.as_ref(), shop_default.as_ref());
         let text_locale = template.text_for(&chain).next().map(|(l, _)| l.clone());
         let rules = self.segment_rules(merchant).await;
@@ -119,7 +131,7 @@ impl NudgeRenderer {
 
     async fn load_experiments(&self, merchant: &MerchantId) -> Option<Arc<Vec<Experiment>>> {
         let started = Instant::now();
-        let stored = crate::experiments::store::of_merchant(self.store.as_ref()?, merchant).await;
+        let stored = self.ledger.as_ref()?.experiments(merchant).await;
         let experiments: Arc<Vec<Experiment>> = match stored {
             Ok(stored) => Arc::new(stored.into_iter().map(|s| s.experiment).collect()),
             Err(e) => {

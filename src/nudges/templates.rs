@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use functions::nudge::{default_template, Template, Text};
+use functions::nudge::{default_template, Locale, Template, Text};
 use functions::NudgeKind;
 use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
@@ -30,10 +30,12 @@ pub struct Effective {
     pub saved: bool,
 }
 
-/// All seven kinds of one merchant.
+/// All seven kinds of one merchant, and the shop's default locale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateSet {
     kinds: BTreeMap<NudgeKind, Effective>,
+    /// The third step of the locale chain (`merchants.default_locale`); `None` goes on to `en`.
+    pub default_locale: Option<Locale>,
 }
 
 impl TemplateSet {
@@ -59,7 +61,10 @@ impl TemplateSet {
                 (kind, effective)
             })
             .collect();
-        TemplateSet { kinds }
+        TemplateSet {
+            kinds,
+            default_locale: None,
+        }
     }
 
     pub fn get(&self, kind: NudgeKind) -> &Template {
@@ -67,7 +72,8 @@ impl TemplateSet {
         &self.kinds[&kind].template
     }
 
-    /// `{"templates": {"at_risk": {…}, …}, "saved": ["loyal"]}`: the shape a `PUT` takes back as it is.
+    /// `{"templates": {"at_risk": {…}, …}, "saved": ["loyal"], "default_locale": "fr"}`: the shape a `PUT` takes
+    /// back as it is.
     pub fn to_json(&self) -> Value {
         let templates: serde_json::Map<String, Value> = self
             .kinds
@@ -80,7 +86,11 @@ impl TemplateSet {
             .filter(|(_, e)| e.saved)
             .map(|(kind, _)| kind.as_str())
             .collect();
-        json!({ "templates": templates, "saved": saved })
+        json!({
+            "templates": templates,
+            "saved": saved,
+            "default_locale": self.default_locale.as_ref().map(Locale::to_string),
+        })
     }
 }
 
@@ -119,18 +129,28 @@ impl TemplateStore {
         .bind(merchant.as_str())
         .fetch_all(store.pool())
         .await?;
-        let set = Arc::new(TemplateSet::from_saved(decode(merchant, rows)));
+        let default: Option<String> =
+            sqlx::query_scalar("SELECT default_locale FROM merchants WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .fetch_optional(store.pool())
+                .await?
+                .flatten();
+        let mut set = TemplateSet::from_saved(decode(merchant, rows));
+        set.default_locale = default.and_then(|raw| stored_locale(merchant, &raw));
+        let set = Arc::new(set);
         self.cache.insert(merchant.clone(), started, set.clone());
         Ok(set)
     }
 
-    /// Saves `updates` (already validated) for `merchant` on behalf of `actor`, and returns the kinds whose
-    /// content changed. Errors when there is no database.
+    /// Saves `updates` (already validated) for `merchant` on behalf of `actor`, and the shop's default locale when
+    /// `default_locale` is `Some` (`Some(None)` clears it); returns the kinds whose content changed. Errors when
+    /// there is no database.
     pub async fn save(
         &self,
         merchant: &MerchantId,
         actor: &str,
         updates: &BTreeMap<NudgeKind, Template>,
+        default_locale: Option<Option<&Locale>>,
     ) -> Result<Vec<NudgeKind>, SaveError> {
         let store = self.store.as_ref().ok_or(SaveError::NoDatabase)?;
         let mut tx = store.pool().begin().await.map_err(StoreError::from)?;
@@ -151,14 +171,37 @@ impl TemplateStore {
         for (kind, template) in updates {
             upsert(&mut tx, merchant, *kind, template).await?;
         }
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT default_locale FROM merchants WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        // A document sent back as `GET` answered it names the locale it already has: not a change.
+        let default_locale = default_locale
+            .map(|l| l.map(Locale::to_string))
+            .filter(|l| *l != before);
+        if let Some(locale) = &default_locale {
+            sqlx::query("UPDATE merchants SET default_locale = $2 WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .bind(locale)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        }
         let kinds: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
+        // The default locale is named only when the save changed it.
+        let mut detail = json!({ "kinds": kinds });
+        if let Some(locale) = default_locale {
+            detail["default_locale"] = json!(locale);
+        }
         sqlx::query(
             "INSERT INTO audit_logs (merchant_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
         )
         .bind(merchant.as_str())
         .bind(actor)
         .bind(AUDIT_ACTION)
-        .bind(json!({ "kinds": kinds }))
+        .bind(detail)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
@@ -167,6 +210,15 @@ impl TemplateStore {
         tracing::info!(merchant = %merchant, changed = ?kinds, "nudge templates saved");
         Ok(changed)
     }
+}
+
+/// A stored default locale, or `None` (logged) when it no longer parses.
+fn stored_locale(merchant: &MerchantId, raw: &str) -> Option<Locale> {
+    Locale::parse(raw)
+        .inspect_err(
+            |e| tracing::warn!(merchant = %merchant, error = %e, "stored default locale ignored"),
+        )
+        .ok()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -269,6 +269,11 @@ impl Processor {
         self.publisher.nudges.clone()
     }
 
+    /// Where this processor keeps its nudges' fates and conversions.
+    pub fn ledger(&self) -> Option<crate::experiments::ledger::Ledger> {
+        self.publisher.ledger.clone()
+    }
+
     /// Runs until `shutdown` resolves; returns an error only for failures that need a restart.
     pub async fn run(
         mut self,

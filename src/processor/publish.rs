@@ -15,6 +15,7 @@ use streams::{ProduceError, Topics};
 use tokio::sync::oneshot;
 
 use crate::experiments::delivery::settle;
+use crate::experiments::ledger::Ledger;
 use crate::experiments::NudgeRules;
 use crate::gdpr::{write_pii, Gdpr};
 use crate::processor::rows_order::RowsOrder;
@@ -42,6 +43,9 @@ pub struct Publisher {
     pub rows_order: RowsOrder,
     /// The frequency cap (see `experiments::delivery`); the attribution window is the store's.
     pub nudge_rules: NudgeRules,
+    /// Where the fired nudges' fates and the conversions are kept (`experiments::ledger`): Postgres with the
+    /// store, memory in the demo without one.
+    pub ledger: Option<Ledger>,
 }
 
 /// The previous outcome's desk hand-off, for the next one to wait on.
@@ -90,11 +94,17 @@ impl Publisher {
             }
             this.resend(failed).await;
             // The cap's verdicts and the `nudges` rows, before the desk sees a nudge.
-            settle(this.store.as_ref(), this.nudge_rules.cap, &mut outcome).await;
+            settle(this.ledger.as_deref(), this.nudge_rules.cap, &mut outcome).await;
             if let Some(turn) = turn {
                 turn.hand_over(&mut outcome);
             }
             this.write_rows(&outcome, seq).await;
+            if let Some(ledger) = &this.ledger {
+                retry("record conversions", || {
+                    ledger.record_conversions(&outcome.changes)
+                })
+                .await;
+            }
             if let Some(cache) = &this.cache {
                 cache.apply(&outcome.changes, &outcome.redactions).await;
             }
@@ -177,6 +187,9 @@ impl Publisher {
             }
             if let Some(cache) = &self.cache {
                 retry("erase score cache", || cache.erase(merchant, *customer)).await;
+            }
+            if let (Some(ledger), Some(customer)) = (&self.ledger, customer) {
+                retry("erase nudge ledger", || ledger.erase(merchant, *customer)).await;
             }
             if let Some(store) = &self.store {
                 retry("complete redaction", || {
@@ -275,6 +288,7 @@ mod tests {
             gdpr: None,
             rows_order: Default::default(),
             nudge_rules: Default::default(),
+            ledger: None,
         };
         let key = CustomerKey {
             merchant: MerchantId::parse("order.myshopify.com").unwrap(),
@@ -297,6 +311,7 @@ mod tests {
                 locale: None,
                 trace_id: "t".into(),
                 fired_at: Timestamp(0),
+                points: 0,
             }],
             ..Outcome::default()
         };

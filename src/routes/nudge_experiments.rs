@@ -1,5 +1,6 @@
 //! `POST /api/v1/rfm/nudges/ab-test` (create or replace the A/B experiment of one nudge kind) and
-//! `GET /api/v1/rfm/nudges/ab-test` (every experiment's results). Both are scoped by the session token's shop.
+//! `GET /api/v1/rfm/nudges/ab-test` (every experiment's results, computed at most every two seconds per shop and
+//! instance: `experiments::results::ResultsCache`). Both are scoped by the session token's shop.
 //!
 //! A save is validated whole (422 with every field error), stored with its audit row in one transaction, and
 //! installed in this instance's plans at once; other instances pick it up at their next refresh
@@ -12,23 +13,41 @@ use functions::nudge::experiment::Experiment;
 use functions::FieldError;
 use serde_json::json;
 
-use crate::experiments::results::results;
-use crate::experiments::store::{save, Saved};
+use crate::experiments::ledger::{Ledger, NudgeLedger};
+use crate::experiments::results::ResultsCache;
+use crate::experiments::store::Saved;
 use crate::experiments::NudgeRules;
 use crate::routes::api::{authenticate, ApiError, AuthedShop, ReadState};
-use crate::store::Store;
 
 /// What the experiment routes need besides the read API's state.
 pub struct ExperimentState {
-    pub store: Option<Store>,
+    pub ledger: Option<Ledger>,
+    /// The results as the REST route and the dashboard's frames serve them (`None` without a ledger).
+    pub results: Option<ResultsCache>,
     /// This instance's processor's plans, when it runs one.
     pub plans: Option<actors::NudgePlans>,
     pub rules: NudgeRules,
 }
 
 impl ExperimentState {
-    fn store(&self) -> Result<&Store, ApiError> {
-        self.store.as_ref().ok_or_else(|| {
+    pub fn new(
+        ledger: Option<Ledger>,
+        plans: Option<actors::NudgePlans>,
+        rules: NudgeRules,
+    ) -> ExperimentState {
+        let results = ledger
+            .clone()
+            .map(|l| ResultsCache::new(l, rules.attribution.seconds));
+        ExperimentState {
+            ledger,
+            results,
+            plans,
+            rules,
+        }
+    }
+
+    fn ledger(&self) -> Result<&dyn NudgeLedger, ApiError> {
+        self.ledger.as_deref().ok_or_else(|| {
             ApiError::Unavailable(
                 "experiments are kept in Postgres, and DATABASE_URL is not set".into(),
             )
@@ -47,7 +66,7 @@ pub async fn save_experiment(
     state: web::Data<ExperimentState>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = authenticate(&reads, &req)?;
-    let store = state.store()?;
+    let ledger = state.ledger()?;
     let Ok(document) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Ok(unprocessable(&[FieldError::new(
             "",
@@ -63,7 +82,9 @@ pub async fn save_experiment(
         Ok(experiment) => experiment,
         Err(errors) => return Ok(unprocessable(&errors)),
     };
-    let (revision, replaced) = match save(store, &auth.merchant, &experiment, &auth.subject).await?
+    let (revision, replaced) = match ledger
+        .save_experiment(&auth.merchant, &experiment, &auth.subject)
+        .await?
     {
         Saved::Running { revision, replaced } => (revision, replaced),
         Saved::IdOfAnotherKind(kind) => {
@@ -71,6 +92,9 @@ pub async fn save_experiment(
             return Ok(unprocessable(&[FieldError::new("id", message)]));
         }
     };
+    if let Some(results) = &state.results {
+        results.invalidate(&auth.merchant);
+    }
     if let Some(plans) = &state.plans {
         let plan = Arc::new(actors::ExperimentPlan::new(experiment.clone(), revision));
         actors::experiments::install(plans, &auth.merchant, plan);
@@ -103,7 +127,9 @@ pub async fn experiment_results(
     shop: AuthedShop,
     state: web::Data<ExperimentState>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = state.store()?;
-    let window = state.rules.attribution.seconds;
-    Ok(HttpResponse::Ok().json(results(store, &shop.0, window).await?))
+    state.ledger()?;
+    let Some(results) = &state.results else {
+        return Err(ApiError::Unavailable("no nudge ledger".into()));
+    };
+    Ok(HttpResponse::Ok().json(&*results.get(&shop.0).await?))
 }

@@ -4,10 +4,13 @@
 //! `{"templates": {"<kind>": {"enabled": …, "texts": {…}}, …}}` naming any of the kinds (those left out stay as they
 //! are), checks everything before writing anything, and answers 422 with every field error at once
 //! (`{"errors": [{"field": "templates.at_risk.texts.es.title", "message": "…"}]}`). A body that is not JSON is a 400.
+//! `default_locale` (optional) sets the shop's default locale, the locale chain's step between the customer's
+//! language and `en`; `null` clears it, leaving it out keeps it.
 //! Scoped by the session token's shop like every merchant route, and the audit row names the token's subject.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use functions::nudge::Locale;
 use functions::FieldError;
 use serde_json::{json, Value};
 
@@ -63,6 +66,21 @@ impl From<SaveError> for TemplatesError {
     }
 }
 
+/// The document's `default_locale`: absent leaves the shop's as it is (`None`), `null` clears it, a tag sets it.
+fn default_locale(document: &Value) -> Result<Option<Option<Locale>>, FieldError> {
+    match document.get("default_locale") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(raw)) => Locale::parse(raw)
+            .map(|l| Some(Some(l)))
+            .map_err(|e| FieldError::new("default_locale", e.to_string())),
+        Some(_) => Err(FieldError::new(
+            "default_locale",
+            "must be a locale tag such as \"fr\" or \"pt-BR\", or null",
+        )),
+    }
+}
+
 pub async fn get(
     req: HttpRequest,
     state: web::Data<ReadState>,
@@ -83,9 +101,25 @@ pub async fn put(
     let auth = authenticate(&state, &req)?;
     let document: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let updates = functions::nudge::parse_update(&document).map_err(TemplatesError::Invalid)?;
+    let updates = functions::nudge::parse_update(&document);
+    let default_locale = default_locale(&document);
+    let (updates, default_locale) = match (updates, default_locale) {
+        (Ok(updates), Ok(locale)) => (updates, locale),
+        (updates, locale) => {
+            let errors = updates
+                .err()
+                .into_iter()
+                .chain(locale.err().map(|e| vec![e]));
+            return Err(TemplatesError::Invalid(errors.flatten().collect()));
+        }
+    };
     let changed = templates
-        .save(&auth.merchant, &auth.subject, &updates)
+        .save(
+            &auth.merchant,
+            &auth.subject,
+            &updates,
+            default_locale.as_ref().map(Option::as_ref),
+        )
         .await?;
     let set = templates
         .get(&auth.merchant)

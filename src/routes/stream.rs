@@ -7,6 +7,13 @@
 //! for `IDLE_TIMEOUT` is closed, and so is one that cannot take a frame within `SEND_TIMEOUT`. A socket is closed
 //! with code 4001 when its token expires (the page then asks for a fresh token), and a shop may hold at most
 //! `DASHBOARD_SOCKETS_PER_SHOP` sockets on one instance (429 past that).
+//!
+//! Every frame also carries the shop's nudge results as `nudges` (the `GET /api/v1/rfm/nudges/ab-test` document:
+//! per kind, experiment and arm the shown, viewed, clicked, dismissed and converted counters, revenue, rates and
+//! lift). They are added here, at the socket, from the instance's results cache (computed at most every
+//! `RESULTS_FRESH_FOR` per shop), because shoppers' views and clicks change them without any change of the
+//! processor's: every `RESULTS_FRESH_FOR` the socket looks again and, when the results moved, sends the latest
+//! frame again with them, so the panel follows at that pace even while no customer changes segment.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +23,10 @@ use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use streams::MerchantId;
 
 use super::api::{authenticate, now_unix, ApiError, ReadState};
+use super::nudge_experiments::ExperimentState;
 use super::socket::{answer, send_text, SendMetrics, Step};
 use crate::auth::WS_PROTOCOL;
+use crate::experiments::results::{ResultsCache, RESULTS_FRESH_FOR};
 use crate::limits::SocketPermit;
 use crate::live::fanout::{last_frame, Slot};
 use crate::live::{Board, LiveFrame};
@@ -32,6 +41,7 @@ pub async fn stream(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<ReadState>,
+    experiments: Option<web::Data<ExperimentState>>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = authenticate(&state, &req)?;
     let permit = state
@@ -51,11 +61,13 @@ pub async fn stream(
     tracing::debug!(merchant = %auth.merchant, "dashboard socket opened");
     // The socket lives no longer than the token that opened it; the page then reconnects with a fresh one.
     let lifetime = Duration::from_secs(auth.expires_at.saturating_sub(now_unix()).max(0) as u64);
+    let results = experiments.and_then(|e| e.results.clone());
     let socket = Socket {
         session,
         messages: messages.max_frame_size(MAX_CLIENT_FRAME),
         slot,
         expires: tokio::time::Instant::now() + lifetime,
+        nudges: NudgeCounters::new(results, auth.merchant.clone()),
         _permit: permit,
     };
     actix_web::rt::spawn(serve(socket, first));
@@ -103,7 +115,54 @@ struct Socket {
     messages: MessageStream,
     slot: Slot,
     expires: tokio::time::Instant,
+    nudges: NudgeCounters,
     _permit: SocketPermit,
+}
+
+/// The shop's nudge results as the socket last sent them (see the module docs).
+struct NudgeCounters {
+    results: Option<ResultsCache>,
+    merchant: MerchantId,
+    /// The `nudges` value, rendered; `None` before the first read or without a ledger.
+    current: Option<String>,
+}
+
+impl NudgeCounters {
+    fn new(results: Option<ResultsCache>, merchant: MerchantId) -> NudgeCounters {
+        NudgeCounters {
+            results,
+            merchant,
+            current: None,
+        }
+    }
+
+    /// Reads the results again; true when they differ from what the socket has.
+    async fn refresh(&mut self) -> bool {
+        let Some(results) = &self.results else {
+            return false;
+        };
+        let fresh = match results.get(&self.merchant).await {
+            Ok(r) => serde_json::to_string(&*r).ok(),
+            Err(e) => {
+                tracing::debug!(merchant = %self.merchant, error = %e, "nudge results not read for a frame");
+                return false;
+            }
+        };
+        let moved = fresh.is_some() && fresh != self.current;
+        if moved {
+            self.current = fresh;
+        }
+        moved
+    }
+
+    /// The frame's JSON with `nudges` added (a frame is a JSON object, so it goes before the closing brace).
+    fn attach(&self, frame: &LiveFrame) -> String {
+        let json: &str = &frame.json;
+        match (&self.current, json.strip_suffix('}')) {
+            (Some(nudges), Some(open)) => format!("{open},\"nudges\":{nudges}}}"),
+            _ => json.to_owned(),
+        }
+    }
 }
 
 /// The close code a page reads as "get a fresh token and reconnect" (4000–4999 are the application's).
@@ -115,14 +174,19 @@ async fn serve(socket: Socket, first: LiveFrame) {
         mut messages,
         mut slot,
         expires,
+        mut nudges,
         _permit,
     } = socket;
     metrics::gauge!("dashboard_sockets_open").increment(1.0);
     let mut last_seq = first.seq;
-    let mut step = send_frame(&mut session, &first).await;
+    nudges.refresh().await;
+    let mut last_frame = first;
+    let mut step = send_frame(&mut session, nudges.attach(&last_frame)).await;
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut results_tick = tokio::time::interval(RESULTS_FRESH_FOR);
+    results_tick.tick().await;
     while let Step::Continue = step {
         step = tokio::select! {
             changed = slot.changed() => match changed {
@@ -135,7 +199,8 @@ async fn serve(socket: Socket, first: LiveFrame) {
                                 metrics::counter!("dashboard_frames_skipped_total").increment(skipped);
                             }
                             last_seq = frame.seq;
-                            send_frame(&mut session, &frame).await
+                            last_frame = frame;
+                            send_frame(&mut session, nudges.attach(&last_frame)).await
                         }
                         _ => Step::Continue,
                     }
@@ -145,6 +210,13 @@ async fn serve(socket: Socket, first: LiveFrame) {
             message = messages.recv() => {
                 last_heard = Instant::now();
                 answer(&mut session, message, "dashboard").await
+            }
+            _ = results_tick.tick() => {
+                if nudges.refresh().await {
+                    send_frame(&mut session, nudges.attach(&last_frame)).await
+                } else {
+                    Step::Continue
+                }
             }
             _ = tokio::time::sleep_until(expires) => Step::Close(Some(CloseReason {
                 code: CloseCode::Other(TOKEN_EXPIRED),
@@ -172,12 +244,6 @@ const FRAME_METRICS: SendMetrics = SendMetrics {
     too_slow: "dashboard_sockets_too_slow_total",
 };
 
-async fn send_frame(session: &mut Session, frame: &LiveFrame) -> Step {
-    send_text(
-        session,
-        frame.json.to_string(),
-        SEND_TIMEOUT,
-        &FRAME_METRICS,
-    )
-    .await
+async fn send_frame(session: &mut Session, json: String) -> Step {
+    send_text(session, json, SEND_TIMEOUT, &FRAME_METRICS).await
 }

@@ -7,7 +7,8 @@
 //! (the storefront always gets JSON of one shape; nobody logged in simply has no nudges). An event about a nudge that
 //! is not the token's customer's is `404` (it does not say whether such a nudge exists). A new event is `201`, a
 //! retried one (same `event_id`) `200`, both with `{"event_id", "duplicate"}`. Every widget route is limited per
-//! customer (`WIDGET_RATE_PER_CUSTOMER`), answering `429` with `Retry-After`. The REST routes allow any origin
+//! customer (`WIDGET_RATE_PER_CUSTOMER`), the token route per peer address (`WIDGET_PROXY_RATE_PER_IP`), answering
+//! `429` with `Retry-After`. A token request carrying parameters the App Proxy does not add is a `400` naming it. The REST routes allow any origin
 //! (CORS): the widget runs on the shop's storefront and authenticates with its bearer token, never a cookie.
 
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -20,9 +21,10 @@ use serde_json::json;
 use super::api::now_unix;
 use super::{widget_page, widget_stream};
 use crate::auth::AuthError;
+use crate::experiments::ledger::Recorded;
 use crate::limits::RetryAfter;
 use crate::store::StoreError;
-use crate::widget::events::{self, EventError, NudgeEvent};
+use crate::widget::events::{EventError, NudgeEvent};
 use crate::widget::proxy::{self, ProxyError};
 use crate::widget::render;
 use crate::widget::token::WidgetCustomer;
@@ -129,6 +131,9 @@ pub async fn widget_token(
     req: HttpRequest,
     state: web::Data<WidgetState>,
 ) -> Result<HttpResponse, WidgetError> {
+    // Before the signature: a flood from one address costs a bucket lookup, not an HMAC.
+    let peer = req.peer_addr().map(|a| a.ip());
+    state.limits.proxy(peer).map_err(WidgetError::RateLimited)?;
     let request =
         proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).inspect_err(|e| {
             metrics::counter!("widget_proxy_refused_total", "reason" => e.reason()).increment(1);
@@ -210,7 +215,7 @@ pub(crate) async fn render_for(
         .render(
             nudge,
             render::greeting_name(first_name.as_deref()).as_deref(),
-            None,
+            Some(nudge.points),
         )
         .await
     {
@@ -241,10 +246,14 @@ pub async fn event(
         return Err(WidgetError::Event(EventError::Body));
     }
     let event = NudgeEvent::parse(&customer.key, &path, &body)?;
-    let store = state.store.as_ref().ok_or(WidgetError::Unavailable(
+    let ledger = state.ledger.as_ref().ok_or(WidgetError::Unavailable(
         "events are kept in Postgres, and DATABASE_URL is not set",
     ))?;
-    let new = events::store(store, &customer.key, &event).await?;
+    let new = match ledger.record_event(&customer.key, event.report()).await? {
+        Recorded::New => true,
+        Recorded::Duplicate => false,
+        Recorded::NotShown => return Err(WidgetError::Event(EventError::NotYours)),
+    };
     metrics::counter!("widget_events_total", "action" => event.action.as_str())
         .increment(u64::from(new));
     let status = if new {

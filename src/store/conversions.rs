@@ -200,6 +200,7 @@ mod tests {
             locale: None,
             event_ms: None,
             order_added: None,
+            points: 0,
         }
     }
 

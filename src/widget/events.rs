@@ -1,5 +1,5 @@
 //! What a shopper did with a nudge (`view`, `click`, `dismiss`), as the widget reports it, parsed at the edge and
-//! stored once in `nudge_events`.
+//! stored once in `nudge_events` by the nudge ledger (`experiments::ledger`).
 //!
 //! Each report carries an id the widget made (a UUID); the table's unique index on `(merchant_id, event_id)` makes a
 //! retried report a no-op, so a widget may resend freely after a timeout. The row names the customer, so an
@@ -12,7 +12,7 @@ use actors::customer::{nudge_id, CustomerKey};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError};
+use crate::experiments::ledger::Report;
 
 /// What the shopper did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,15 @@ impl NudgeEvent {
             event_id,
         })
     }
+
+    /// The report as the nudge ledger stores it.
+    pub fn report(&self) -> Report<'_> {
+        Report {
+            nudge_id: &self.nudge_id,
+            action: self.action.as_str(),
+            event_id: self.event_id,
+        }
+    }
 }
 
 /// Whether `nudge` is the id of one of `customer`'s nudges: the id the customer's version would get.
@@ -87,27 +96,6 @@ fn names_customer(customer: &CustomerKey, nudge: &str) -> bool {
         return false;
     };
     version > 0 && nudge_id(&customer.merchant, customer.customer_id, version) == nudge
-}
-
-/// Stores the event; true when it was new, false when this event id was stored before (a retried report).
-pub async fn store(
-    store: &Store,
-    customer: &CustomerKey,
-    event: &NudgeEvent,
-) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO nudge_events (merchant_id, nudge_id, kind, customer_id, event_id)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (merchant_id, event_id) DO NOTHING",
-    )
-    .bind(customer.merchant.as_str())
-    .bind(&event.nudge_id)
-    .bind(event.action.as_str())
-    .bind(customer.customer_id as i64)
-    .bind(event.event_id.to_string())
-    .execute(store.pool())
-    .await?;
-    Ok(inserted.rows_affected() == 1)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod token;
 
 use crate::nudges::render::NudgeRenderer;
 use crate::nudges::templates::TemplateStore;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actors::customer::CustomerKey;
@@ -22,6 +23,7 @@ use actors::nudges::{NudgeDesk, NudgeDeskConfig};
 use dashmap::DashMap;
 
 use crate::configuration::Settings;
+use crate::experiments::ledger::Ledger;
 use crate::limits::{Bucket, RetryAfter};
 use crate::shopify::hmac::WebhookSecrets;
 use crate::store::Store;
@@ -38,8 +40,8 @@ pub struct WidgetState {
     pub names: Option<FirstNames>,
     /// Writes a nudge's words from the merchant's templates, sharing this instance's template cache.
     pub renderer: NudgeRenderer,
-    /// Where events are stored; `None` without `DATABASE_URL`.
-    pub store: Option<Store>,
+    /// Where events are stored; `None` without `DATABASE_URL` (outside the demo, which keeps them in memory).
+    pub ledger: Option<Ledger>,
     pub limits: WidgetLimits,
     /// Whether `/widget/demo` and its signer are served (never in production: the signer vouches for anyone).
     pub demo: bool,
@@ -50,6 +52,7 @@ impl WidgetState {
         settings: &Settings,
         desk: Option<NudgeDesk>,
         store: Option<Store>,
+        ledger: Option<Ledger>,
         templates: TemplateStore,
     ) -> Self {
         if settings.widget_demo && !settings.http_addr.ip().is_loopback() {
@@ -62,18 +65,19 @@ impl WidgetState {
             );
         }
         WidgetState {
-            renderer: NudgeRenderer::new(templates, store.clone()),
+            renderer: NudgeRenderer::new(templates, store.clone()).with_ledger(ledger.clone()),
             proxy_secrets: settings.webhook_secrets.clone(),
             keys: WidgetKeys::new(&settings.webhook_secrets),
             desk,
             names: store
                 .clone()
                 .map(|store| FirstNames::new(store, settings.keys.clone())),
-            store,
+            ledger,
             limits: WidgetLimits::new(
                 settings.widget_rate_per_customer,
                 settings.widget_sockets_per_customer,
-            ),
+            )
+            .with_proxy_rate(settings.widget_proxy_rate_per_ip),
             demo: settings.widget_demo,
         }
     }
@@ -102,8 +106,13 @@ pub fn standalone_desk(settings: &Settings) -> redis::RedisResult<Option<NudgeDe
     Ok(Some(desk))
 }
 
-/// Per-customer limits of the widget routes, keyed by the verified customer so nobody spends another's budget.
+/// Per-customer limits of the widget routes, keyed by the verified customer so nobody spends another's budget,
+/// and a per-address limit on the App Proxy token route, which has no customer until its signature is checked.
 pub struct WidgetLimits {
+    /// Keyed by the TCP peer, like the webhook route (forwarded-for headers are not trusted). Requests reach the
+    /// route from Shopify's proxy, whose addresses carry many shoppers, so the default budget is generous: it bounds
+    /// signature checks from one address, not one shopper.
+    proxy: Option<Bucket<IpAddr>>,
     events: Option<Bucket<CustomerKey>>,
     reads: Option<Bucket<CustomerKey>>,
     sockets: Arc<DashMap<CustomerKey, usize>>,
@@ -115,10 +124,24 @@ impl WidgetLimits {
     /// `sockets_per_customer` sockets of one customer on one instance (a shopper with a few tabs open).
     pub fn new(per_second: u32, sockets_per_customer: usize) -> Self {
         WidgetLimits {
+            proxy: None,
             events: Bucket::new(per_second),
             reads: Bucket::new(per_second),
             sockets: Arc::new(DashMap::new()),
             sockets_per_customer,
+        }
+    }
+
+    /// With `per_second` `/proxy/widget-token` requests per peer address (burst twice that; 0: no limit).
+    pub fn with_proxy_rate(mut self, per_second: u32) -> Self {
+        self.proxy = Bucket::new(per_second);
+        self
+    }
+
+    pub fn proxy(&self, peer: Option<IpAddr>) -> Result<(), RetryAfter> {
+        match (&self.proxy, peer) {
+            (Some(bucket), Some(ip)) => bucket.check(&ip, "widget_proxy"),
+            _ => Ok(()),
         }
     }
 
@@ -199,5 +222,19 @@ mod tests {
         assert!(limits.socket(&customer(2)).is_some());
         drop(first);
         assert!(limits.socket(&customer(1)).is_some());
+    }
+
+    #[test]
+    fn the_proxy_route_is_limited_per_address() {
+        let limits = WidgetLimits::new(1, 1).with_proxy_rate(1);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(limits.proxy(Some(a)).is_ok() && limits.proxy(Some(a)).is_ok());
+        assert!(limits.proxy(Some(a)).is_err(), "burst is twice the rate");
+        assert!(
+            limits.proxy(Some(b)).is_ok(),
+            "each address has its own budget"
+        );
+        let off = WidgetLimits::new(1, 1).with_proxy_rate(0);
+        assert!((0..10).all(|_| off.proxy(Some(a)).is_ok()));
     }
 }

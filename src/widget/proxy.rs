@@ -43,6 +43,12 @@ pub enum ProxyError {
     Shop,
     #[error("logged_in_customer_id is not a customer id")]
     Customer,
+    #[error(
+        "unexpected query parameter {0:?}: the widget token takes only what the App Proxy adds"
+    )]
+    Unexpected(String),
+    #[error("path_prefix must appear once")]
+    PathPrefix,
 }
 
 impl ProxyError {
@@ -63,10 +69,23 @@ impl ProxyError {
             ProxyError::MissingSignature => "missing",
             ProxyError::Signature => "signature",
             ProxyError::Timestamp | ProxyError::Stale => "timestamp",
-            ProxyError::Shop | ProxyError::Customer => "parameters",
+            ProxyError::Shop
+            | ProxyError::Customer
+            | ProxyError::Unexpected(_)
+            | ProxyError::PathPrefix => "parameters",
         }
     }
 }
+
+/// The parameters the App Proxy adds. The widget asks for its token with no query of its own, so anything else
+/// (which Shopify would forward, signed, from the storefront URL) is someone else's request and refused.
+const EXPECTED: [&str; 5] = [
+    "shop",
+    "logged_in_customer_id",
+    "path_prefix",
+    "timestamp",
+    "signature",
+];
 
 /// Parameters by key, each key's values in arrival order.
 type Params = BTreeMap<String, Vec<String>>;
@@ -109,7 +128,7 @@ fn single<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
 }
 
 /// Verifies a forwarded request's raw query string at `now_unix`: signature first (nothing unsigned is read), then
-/// freshness, then the shop and customer it names.
+/// freshness, then that only the App Proxy's parameters are present, then the shop and customer it names.
 pub fn verify(
     query: &str,
     secrets: &WebhookSecrets,
@@ -133,6 +152,12 @@ pub fn verify(
         .ok_or(ProxyError::Timestamp)?;
     if now_unix.saturating_sub(timestamp).saturating_abs() > FRESHNESS_SECS {
         return Err(ProxyError::Stale);
+    }
+    if let Some(key) = params.keys().find(|k| !EXPECTED.contains(&k.as_str())) {
+        return Err(ProxyError::Unexpected(key.chars().take(40).collect()));
+    }
+    if params.get("path_prefix").is_some_and(|v| v.len() != 1) {
+        return Err(ProxyError::PathPrefix);
     }
     let shop = single(&params, "shop")
         .and_then(|s| MerchantId::parse(s).ok())
@@ -183,14 +208,32 @@ mod tests {
     }
 
     /// Shopify's own worked example (shared secret `hush`): repeated `extra` joined with a comma, `path_prefix`
-    /// URL-decoded before signing.
+    /// URL-decoded before signing. Its signature verifies (the signature is checked first, so the refusal is about
+    /// the parameter set): the storefront's own `extra` has no business in a widget token request.
     #[test]
-    fn shopifys_documented_example_verifies() {
-        let query = "extra=1&extra=2&shop=shop-name.myshopify.com&logged_in_customer_id=1\
+    fn shopifys_documented_example_verifies_and_its_extra_parameter_is_refused() {
+        let documented = "extra=1&extra=2&shop=shop-name.myshopify.com&logged_in_customer_id=1\
                      &path_prefix=%2Fapps%2Fawesome_reviews&timestamp=1317327555\
                      &signature=4c68c8624d737112c91818c11017d24d334b524cb5c2b8ba08daa056f7395ddb";
-        let request = verify(query, &secrets(), NOW).unwrap();
-        assert_eq!(request.shop.as_str(), "shop-name.myshopify.com");
+        assert_eq!(
+            verify(documented, &secrets(), NOW),
+            Err(ProxyError::Unexpected("extra".into()))
+        );
+        let doubled_prefix = signed_query(
+            &[
+                ("shop", "a-shop.myshopify.com"),
+                ("path_prefix", "/apps/a"),
+                ("path_prefix", "/apps/b"),
+                ("timestamp", &NOW.to_string()),
+            ],
+            b"hush",
+        );
+        assert_eq!(
+            verify(&doubled_prefix, &secrets(), NOW),
+            Err(ProxyError::PathPrefix)
+        );
+        let request = verify(&query("1", NOW, b"hush"), &secrets(), NOW).unwrap();
+        assert_eq!(request.shop.as_str(), "a-shop.myshopify.com");
         assert_eq!(request.customer_id, Some(1));
     }
 

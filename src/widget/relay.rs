@@ -51,6 +51,9 @@ struct WireNudge {
     variant: String,
     locale: Option<String>,
     trace_id: String,
+    /// Absent in messages of instances from before `{points}` rendered.
+    #[serde(default)]
+    points: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,6 +83,7 @@ impl WireNudge {
             variant: nudge.variant.to_string(),
             locale: nudge.locale.clone(),
             trace_id: nudge.trace_id.clone(),
+            points: nudge.points,
         }
     }
 
@@ -101,6 +105,7 @@ impl WireNudge {
             trace_id: self.trace_id,
             // Stamped by the desk that takes it.
             fired_at: Timestamp(0),
+            points: self.points,
         })
     }
 }
@@ -288,6 +293,7 @@ mod tests {
             locale: Some("ar".into()),
             trace_id: "t-1".into(),
             fired_at: Timestamp(0),
+            points: 1_200,
         }
     }
 

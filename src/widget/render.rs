@@ -78,6 +78,7 @@ mod tests {
             locale: locale.map(str::to_owned),
             trace_id: "t".into(),
             fired_at: Timestamp(0),
+            points: 0,
         }
     }
 

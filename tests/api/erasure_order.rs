@@ -41,6 +41,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
         locale: None,
         event_ms: None,
         order_added: None,
+        points: 0,
     }
 }
 
@@ -53,6 +54,7 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
         .await
         .unwrap();
     let url = fresh_database().await;
+    let store = Store::connect_lazy(&url).unwrap();
     let publisher = Publisher {
         sink: SinkConfig {
             delivery_timeout: Duration::from_millis(1_000),
@@ -61,7 +63,7 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
         .build()
         .unwrap(),
         topics: topics.clone(),
-        store: Some(Store::connect_lazy(&url).unwrap()),
+        store: Some(store.clone()),
         cache: None,
         nudges: None,
         relay: None,
@@ -69,6 +71,9 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
         gdpr: None,
         rows_order: Default::default(),
         nudge_rules: Default::default(),
+        ledger: Some(std::sync::Arc::new(
+            loyalnest_rfm::experiments::ledger::PgLedger(store),
+        )),
     };
     let merchant = MerchantId::parse(&format!("{}.myshopify.com", unique("erase"))).unwrap();
     let changed = Outcome {

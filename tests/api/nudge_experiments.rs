@@ -429,3 +429,65 @@ async fn write(pool: &PgPool, shop: &MerchantId, f: &Fired, experiment: &str) {
         .unwrap();
     }
 }
+
+/// Revisions come from a sequence when a save starts, so a save can commit after a later-numbered one. A refresh
+/// that reads between the two must not end the plan of the save still committing (this instance installed it when
+/// its API saved it); only a visible ended row ends a plan.
+#[actix_web::test]
+async fn plan_refresh_never_goes_back_when_saves_commit_out_of_revision_order() {
+    use loyalnest_rfm::experiments::plans::sync;
+    use loyalnest_rfm::experiments::store::save;
+    use loyalnest_rfm::store::Store;
+
+    let url = fresh_database().await;
+    let store = Store::connect_lazy(&url).expect("pool");
+    store.migrate().await.expect("migrations");
+    let pool = PgPool::connect(&url).await.expect("postgres");
+    let (late_shop, other_shop) = (shop(), shop());
+    let doc = |id: &str| json!({"id": id, "kind": "new", "variants": [{"name": "A", "weight": 1}, {"name": "B", "weight": 1}]});
+    let experiment =
+        |id: &str| functions::nudge::experiment::Experiment::from_json(&doc(id), "x").unwrap();
+
+    // The late save takes its revision, then another shop's save takes a later one and commits first.
+    let mut late = pool.begin().await.unwrap();
+    let late_revision: i64 = sqlx::query_scalar(
+        "INSERT INTO nudge_experiments (merchant_id, experiment_id, kind, definition)
+         VALUES ($1, 'late', 'new', $2) RETURNING revision",
+    )
+    .bind(late_shop.as_str())
+    .bind(experiment("late").to_json())
+    .fetch_one(&mut *late)
+    .await
+    .unwrap();
+    save(&store, &other_shop, &experiment("other"), "test")
+        .await
+        .unwrap();
+
+    let plans: actors::NudgePlans = Default::default();
+    let installed = |plans: &actors::NudgePlans, shop: &MerchantId| -> Vec<String> {
+        plans
+            .get(shop)
+            .map(|p| p.iter().map(|p| p.id.to_string()).collect())
+            .unwrap_or_default()
+    };
+    let plan = actors::ExperimentPlan::new(experiment("late"), late_revision);
+    actors::experiments::install(&plans, &late_shop, std::sync::Arc::new(plan));
+    sync(&store, &plans).await.unwrap();
+    assert_eq!(
+        installed(&plans, &late_shop),
+        ["late"],
+        "kept while its row is not visible"
+    );
+    assert_eq!(installed(&plans, &other_shop), ["other"]);
+
+    late.commit().await.unwrap();
+    sync(&store, &plans).await.unwrap();
+    assert_eq!(installed(&plans, &late_shop), ["late"]);
+
+    // A replacing save ends it in the same transaction: the next refresh swaps the plans.
+    save(&store, &late_shop, &experiment("next"), "test")
+        .await
+        .unwrap();
+    sync(&store, &plans).await.unwrap();
+    assert_eq!(installed(&plans, &late_shop), ["next"]);
+}

@@ -300,6 +300,7 @@ fn pending(shop: &MerchantId, kind: NudgeKind, segment: &str, locale: &str) -> P
         locale: Some(locale.to_owned()),
         trace_id: "trace".to_owned(),
         fired_at: Timestamp::from_unix(1_790_000_000),
+        points: 0,
     }
 }
 
@@ -367,4 +368,65 @@ async fn shop_redact_removes_the_shops_templates() {
         .await
         .unwrap();
     assert_eq!(left, [b.to_string()]);
+}
+
+/// The shop's default locale sits between the customer's language and `en`: saved with the templates, shown by
+/// `GET`, refused when it is not a locale, cleared by `null`, and used by the renderer.
+#[actix_web::test]
+async fn the_shops_default_locale_comes_before_english() {
+    let (app, _pool, url) = spawn().await;
+    let a = shop();
+    let defaults = get(&app, &a).await;
+    assert_eq!(defaults["default_locale"], Value::Null);
+    let mut document = at_risk_with(
+        &defaults,
+        "fr",
+        json!({"title": "Revenez, {first_name} !", "body": "Vos {points} points vous attendent."}),
+    );
+    document["default_locale"] = json!("not a locale!");
+    let (status, body) = put(&app, &a, &document).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "default_locale"),
+        "{body}"
+    );
+    document["default_locale"] = json!("fr-CA");
+    let (status, body) = put(&app, &a, &document).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&app, &a).await["default_locale"], "fr-CA");
+
+    // A Portuguese customer: no `pt` text, so the shop's default (its language, `fr`) before `en`.
+    let store = Store::connect_lazy(&url).expect("pool");
+    let renderer = NudgeRenderer::new(TemplateStore::new(Some(store.clone())), Some(store));
+    let mut nudge = pending(&a, NudgeKind::AtRisk, "at_risk", "pt-BR");
+    nudge.points = 1_250;
+    let shown = renderer
+        .render(&nudge, Some("Inês"), Some(nudge.points))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.locale, "fr");
+    assert_eq!(shown.title, "Revenez, Inês !");
+    assert!(
+        shown.body.contains("points vous attendent"),
+        "{}",
+        shown.body
+    );
+
+    let mut cleared = document.clone();
+    cleared["default_locale"] = Value::Null;
+    assert_eq!(put(&app, &a, &cleared).await.0, 200);
+    let renderer = NudgeRenderer::new(
+        TemplateStore::new(Some(Store::connect_lazy(&url).unwrap())),
+        None,
+    );
+    let shown = renderer.render(&nudge, None, None).await.unwrap().unwrap();
+    assert_eq!(
+        shown.locale, "en",
+        "without a default the chain goes on to en"
+    );
 }

@@ -29,6 +29,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
         locale: None,
         event_ms: None,
         order_added: None,
+        points: 0,
     }
 }
 

@@ -329,6 +329,19 @@ async fn stored_events(
     .unwrap()
 }
 
+/// The id of the nudge the widget shows now (polled over REST, within the customer's read budget).
+async fn shown_nudge(address: &str, token: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = get_with(address, "/api/v1/rfm/nudges", token).await;
+        if status == 200 {
+            return body["nudge_id"].as_str().expect("a nudge id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "no nudge shown: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+}
+
 #[actix_web::test]
 async fn events_are_validated_stored_once_with_their_customer_and_limited_per_customer() {
     let app = spawn_engine_with(&[("WIDGET_RATE_PER_CUSTOMER", "1".to_owned())]).await;
@@ -338,7 +351,32 @@ async fn events_are_validated_stored_once_with_their_customer_and_limited_per_cu
     let a = shop();
     let token_of = |customer| widget_token(&app.address, &a, customer);
     let (seven, eight, nine) = (token_of(7).await, token_of(8).await, token_of(9).await);
-    let nudge = |customer: u64| format!("nudge:{a}:{customer}:1");
+    // Real nudges: a first order each moves 7, 9 and 10 into `new`, which is shown (no experiment, nothing capped).
+    for customer in [7, 9, 10] {
+        post_named_order(
+            &app.address,
+            &a,
+            7_000 + customer,
+            (customer, "Sam", "en"),
+            "40.00",
+            0,
+        )
+        .await;
+    }
+    let mut shown = std::collections::HashMap::new();
+    for (customer, token) in [(7, &seven), (9, &nine)] {
+        shown.insert(customer, shown_nudge(&app.address, token).await);
+    }
+    let nudge = |customer: u64| shown[&customer].clone();
+
+    // The customer's own id, but a nudge never shown to them (customer 11 has no order): nothing is stored.
+    let eleven = token_of(11).await;
+    let never = format!("nudge:{a}:11:1");
+    let body = json!({"action": "view", "event_id": uuid::Uuid::new_v4().to_string()});
+    let (status, _, _) = post_event(&app.address, &eleven, &never, body.clone()).await;
+    assert_eq!(status, 404, "a nudge that was never shown");
+    let stored = stored_events(&pool, &a, body["event_id"].as_str().unwrap()).await;
+    assert!(stored.is_empty());
 
     let id = uuid::Uuid::new_v4().to_string();
     let click = json!({"action": "click", "event_id": id});
@@ -367,7 +405,7 @@ async fn events_are_validated_stored_once_with_their_customer_and_limited_per_cu
     let (status, _, _) = post_event(
         &app.address,
         &eight,
-        &nudge(8),
+        &format!("nudge:{a}:8:1"),
         json!({"action": "buy", "event_id": fresh()}),
     )
     .await;
@@ -385,10 +423,59 @@ async fn events_are_validated_stored_once_with_their_customer_and_limited_per_cu
     let retry = first_refusal(&app.address, &nine, &nudge(9)).await;
     assert!(retry >= 1, "Retry-After {retry}");
     let ten = token_of(10).await;
+    let tens = shown_nudge(&app.address, &ten).await;
     let body = json!({"action": "dismiss", "event_id": fresh()});
     assert_eq!(
-        post_event(&app.address, &ten, &nudge(10), body).await.0,
+        post_event(&app.address, &ten, &tens, body).await.0,
         201,
         "another customer's budget"
+    );
+}
+
+/// The token route: limited per peer address before any signature is checked, and refusing parameters the App
+/// Proxy does not add.
+#[tokio::test]
+async fn the_proxy_route_is_limited_per_address_and_takes_only_the_proxys_parameters() {
+    let app = spawn_app_on(&brokers(), &[("WIDGET_PROXY_RATE_PER_IP", "1")]);
+    let a = shop();
+    let with_extra = signed_query(
+        &[
+            ("shop", a.as_str()),
+            ("logged_in_customer_id", "7"),
+            ("path_prefix", "/apps/loyalnest"),
+            ("timestamp", &now().to_string()),
+            ("redirect", "https://evil.example.com"),
+        ],
+        SECRET.as_bytes(),
+    );
+    let (status, body) = proxy_token(&app.address, &with_extra).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("redirect"),
+        "{body}"
+    );
+    // One a second, a burst of two: the second request above this line's first spent the burst.
+    let (status, _) = proxy_token(&app.address, &proxy_query(&a, Some(7), now(), SECRET)).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = reqwest::get(format!(
+            "{}/proxy/widget-token?{}",
+            app.address,
+            proxy_query(&a, Some(7), now(), SECRET)
+        ))
+        .await
+        .unwrap();
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never limited");
+    }
+    let unsigned = "shop=a.myshopify.com";
+    assert_eq!(
+        proxy_token(&app.address, unsigned).await.0,
+        429,
+        "limited before the signature is looked at"
     );
 }

@@ -28,6 +28,7 @@ struct Held {
     variant: Arc<str>,
     locale: Option<Arc<str>>,
     trace_id: Box<str>,
+    points: i64,
 }
 
 #[derive(Default)]
@@ -99,6 +100,7 @@ impl PendingTable {
             variant: nudge.variant.clone(),
             locale: nudge.locale.as_deref().map(|l| self.word(l)),
             trace_id: nudge.trace_id.as_str().into(),
+            points: nudge.points,
         };
         self.rows.insert(key, held);
         self.fired.push_back((key.0, key.1, seq));
@@ -121,6 +123,7 @@ impl PendingTable {
             locale: held.locale.as_deref().map(str::to_owned),
             trace_id: held.trace_id.to_string(),
             fired_at: held.fired_at,
+            points: held.points,
         })
     }
 
@@ -204,6 +207,7 @@ mod tests {
             locale: None,
             trace_id: "t".into(),
             fired_at: Timestamp(at),
+            points: 0,
         }
     }
 

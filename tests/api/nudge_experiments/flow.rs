@@ -19,8 +19,11 @@ use streams::MerchantId;
 
 use super::{results, save, section};
 use crate::helpers::{eventually, fresh_database, read_records};
+use crate::live::token;
 use crate::live::{post_order, shop, test_settings};
 use crate::widget::{get_with, widget_token};
+
+mod frames;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -30,6 +33,7 @@ struct Running {
     db: PgPool,
     brokers: String,
     rfm_task: String,
+    topics: streams::Topics,
 }
 
 /// The whole engine on fresh topics and a fresh database, owning its partitions.
@@ -53,6 +57,7 @@ async fn start() -> Running {
         db: PgPool::connect(&url).await.expect("postgres"),
         brokers: settings.kafka_brokers.clone(),
         rfm_task: settings.topics.rfm_task.clone(),
+        topics: settings.topics.clone(),
         engine,
     }
 }
@@ -84,6 +89,54 @@ async fn widget_event(db: &PgPool, shop: &MerchantId, customer: u64, nudge_id: &
     .execute(db)
     .await
     .expect("event stored");
+}
+
+/// The loyal nudge's English text with `{points}` (the default one names no points).
+async fn loyal_template_with_points(app: &Running, m: &MerchantId) {
+    let document = json!({"templates": {"loyal": {"enabled": true, "texts": {"en": {
+        "title": "Thank you, {first_name}!", "body": "You have {points} points to spend."}}}}});
+    let response = reqwest::Client::new()
+        .put(format!("{}/api/v1/rfm/nudges/templates", app.address))
+        .bearer_auth(token(m))
+        .json(&document)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// A `points.earned` event for `customer`, applied before this returns (the engine counts it).
+async fn earn_points(app: &Running, shop: &MerchantId, customer: u64, points: i64) {
+    let before = app.engine.stats.events.load(Ordering::SeqCst);
+    let event = streams::InputEvent::PointsEarned(streams::events::PointsChanged {
+        event_id: crate::helpers::unique("points-"),
+        schema_version: streams::SCHEMA_VERSION,
+        merchant_id: shop.clone(),
+        customer_id: customer,
+        points,
+        source: streams::events::PointsSource::Review,
+        created_at: chrono::Utc::now(),
+    });
+    let sink = streams::SinkConfig::new(app.brokers.clone())
+        .build()
+        .expect("producer");
+    let record = streams::sink::Outgoing {
+        topic: &app.topics.points_earned,
+        key: shop.as_str(),
+        payload: &event.encode(),
+        headers: &[],
+    };
+    sink.send(record).await.expect("broker acknowledges");
+    let stats = app.engine.stats.clone();
+    eventually("the points event applied", WAIT, async || {
+        stats.events.load(Ordering::SeqCst) > before
+    })
+    .await;
 }
 
 /// `count` $80 orders of `customer` from today, numbered after its `first`.
@@ -166,6 +219,7 @@ async fn arms_ride_on_rfm_task_the_holdout_stays_off_the_desk_the_cap_holds_and_
     the_widget_shows_the_arms_texts(&app, &m, &cast).await;
     second_round(&app, &m, &cast, &nudge_of).await;
     check_rows_and_conversions(&app, &m, &nudge_of, &cast).await;
+    frames::the_dashboard_frames_carry_the_counters(&app, &m, cast.blues[0], &nudge_of).await;
 }
 
 async fn tasks_carry_the_assigned_arms(app: &Running, m: &MerchantId, cast: &Cast) {
@@ -292,6 +346,8 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
     // The cap: red 0 moves on to loyal within the day (orders 2 to 4), so that nudge is capped. Held-out 1 does the
     // same afterwards and is shown it: a held-out customer was shown nothing. Its orders convert on its assignment.
     orders(app, m, reds[0], 2, 3).await;
+    loyal_template_with_points(app, m).await;
+    earn_points(app, m, held[1], 1_200).await;
     orders(app, m, held[1], 2, 3).await;
     let desk = app.engine.nudges.clone().expect("the engine holds nudges");
     eventually("held-out 1's loyal nudge on the desk", WAIT, async || {
@@ -300,6 +356,10 @@ async fn second_round(app: &Running, m: &MerchantId, cast: &Cast, nudge_of: &Has
             .is_some_and(|n| n.kind == NudgeKind::Loyal)
     })
     .await;
+    // The loyal template's `{points}` is the balance the points event left.
+    let loyal = widget_shows(app, m, held[1]).await;
+    let body = loyal["body"].as_str().unwrap_or_default();
+    assert_eq!(body, "You have 1,200 points to spend.", "{loyal}");
     // Red 0's outcome started before held-out 1's, and the desk takes outcomes in the order they started.
     let red_now = desk.current(key(m, reds[0])).await.map(|n| n.kind);
     assert_eq!(red_now, Some(NudgeKind::New));
