@@ -117,7 +117,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
         expires,
         _permit,
     } = socket;
-    metrics::gauge!("dashboard_sockets_open").increment(1.0);
+    metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "dashboard").increment(1.0);
     let mut last_seq = first.seq;
     let mut step = send_frame(&mut session, &first).await;
     let mut last_heard = Instant::now();
@@ -132,7 +132,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
                         Some(frame) if frame.seq != last_seq => {
                             let skipped = frame.seq.saturating_sub(last_seq + 1);
                             if last_seq > 0 && skipped > 0 {
-                                metrics::counter!("dashboard_frames_skipped_total").increment(skipped);
+                                metrics::counter!(streams::metric_names::DASHBOARD_FRAMES_SKIPPED).increment(skipped);
                             }
                             last_seq = frame.seq;
                             send_frame(&mut session, &frame).await
@@ -164,20 +164,29 @@ async fn serve(socket: Socket, first: LiveFrame) {
     if let Step::Close(reason) = step {
         let _ = session.close(reason).await;
     }
-    metrics::gauge!("dashboard_sockets_open").decrement(1.0);
+    metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "dashboard").decrement(1.0);
 }
 
 const FRAME_METRICS: SendMetrics = SendMetrics {
-    sent: "dashboard_frames_sent_total",
-    too_slow: "dashboard_sockets_too_slow_total",
+    sent: streams::metric_names::DASHBOARD_FRAMES_SENT,
+    too_slow: streams::metric_names::DASHBOARD_SOCKETS_TOO_SLOW,
 };
 
+/// Sends a frame; once it is out, each change new in it records how long after its webhook it reached this socket.
 async fn send_frame(session: &mut Session, frame: &LiveFrame) -> Step {
-    send_text(
+    let step = send_text(
         session,
         frame.json.to_string(),
         SEND_TIMEOUT,
         &FRAME_METRICS,
     )
-    .await
+    .await;
+    if matches!(step, Step::Continue) && !frame.fresh_event_ms.is_empty() {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for event_ms in frame.fresh_event_ms.iter() {
+            let seconds = (now_ms - event_ms).max(0) as f64 / 1e3;
+            metrics::histogram!(streams::metric_names::WEBHOOK_TO_FRAME).record(seconds);
+        }
+    }
+    step
 }

@@ -23,6 +23,7 @@ mod reseal;
 mod score_cache;
 mod settings_browser;
 mod snapshot_store;
+mod telemetry;
 mod webhooks;
 mod webhooks_faults;
 mod webhooks_forgery;
