@@ -129,12 +129,11 @@ pub async fn widget_token(
     req: HttpRequest,
     state: web::Data<WidgetState>,
 ) -> Result<HttpResponse, WidgetError> {
-    let request = proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).inspect_err(
-        |e| {
+    let request =
+        proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).inspect_err(|e| {
             metrics::counter!(streams::metric_names::WIDGET_PROXY_REFUSED, "reason" => e.reason())
                 .increment(1);
-        },
-    )?;
+        })?;
     let Some(customer_id) = request.customer_id else {
         return Ok(HttpResponse::Ok()
             .insert_header(no_store())
