@@ -6,6 +6,25 @@ use actix::Addr;
 use actors::{Inspect, PartitionActor, PartitionCore};
 use std::sync::Arc;
 
+/// A request waiting in (or being handled by) a partition actor's mailbox: counted in `rfm_mailbox_depth` from
+/// creation until dropped, so every path that sends to a partition actor shows in one gauge.
+pub struct InMailbox(());
+
+impl InMailbox {
+    pub fn enter() -> InMailbox {
+        metrics::gauge!(streams::metric_names::MAILBOX_DEPTH, "actor" => "partition")
+            .increment(1.0);
+        InMailbox(())
+    }
+}
+
+impl Drop for InMailbox {
+    fn drop(&mut self) {
+        metrics::gauge!(streams::metric_names::MAILBOX_DEPTH, "actor" => "partition")
+            .decrement(1.0);
+    }
+}
+
 /// The partition actors this instance owns, shared with the read API.
 pub type Registry = Arc<dashmap::DashMap<i32, Addr<PartitionActor>>>;
 
@@ -19,6 +38,7 @@ where
     let actors: Vec<Addr<PartitionActor>> = registry.iter().map(|e| e.value().clone()).collect();
     let mut out = Vec::with_capacity(actors.len());
     for addr in actors {
+        let _waiting = InMailbox::enter();
         if let Ok(value) = addr.send(Inspect(read.clone())).await {
             out.push(value);
         }
@@ -32,5 +52,6 @@ where
     R: Send + 'static,
     F: FnOnce(&PartitionCore) -> R + Send + 'static,
 {
+    let _waiting = InMailbox::enter();
     addr.send(Inspect(read)).await.ok()
 }

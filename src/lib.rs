@@ -16,6 +16,7 @@ pub mod live;
 pub mod merchant_config;
 pub mod mock_broker;
 pub mod nudges;
+pub mod otel;
 pub mod pii;
 pub mod preview;
 pub mod processor;

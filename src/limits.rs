@@ -79,7 +79,8 @@ impl Limits {
     pub fn dashboard_socket(&self, shop: &MerchantId) -> Option<SocketPermit> {
         let mut open = self.sockets.entry(shop.clone()).or_insert(0);
         if *open >= self.sockets_per_shop {
-            metrics::counter!("rate_limited_total", "door" => "dashboard_socket").increment(1);
+            metrics::counter!(streams::metric_names::RATE_LIMITED, "door" => "dashboard_socket")
+                .increment(1);
             return None;
         }
         *open += 1;
@@ -126,7 +127,7 @@ impl<K: Hash + Eq + Clone> Bucket<K> {
             self.limiter.retain_recent();
         }
         self.limiter.check_key(key).map_err(|not_until| {
-            metrics::counter!("rate_limited_total", "door" => door).increment(1);
+            metrics::counter!(streams::metric_names::RATE_LIMITED, "door" => door).increment(1);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             RetryAfter(wait.as_secs_f64().ceil().max(1.0) as u64)
         })

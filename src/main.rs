@@ -103,7 +103,12 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { role } => serve(role).await,
+        Command::Serve { role } => {
+            let served = serve(role).await;
+            // Spans still batched go out before the process ends.
+            loyalnest_rfm::otel::shutdown();
+            served
+        }
         Command::Migrate => migrate().await,
         Command::Demo(args) => {
             loyalnest_rfm::demo::run(loyalnest_rfm::demo::settings()?, &args).await

@@ -255,7 +255,7 @@ impl KeyRing {
         }
         let plaintext = serde_json::to_vec(pii).ok()?;
         let sealed = seal_with(&key.cipher, &plaintext, &owner.aad(Purpose::Pii))?;
-        metrics::counter!("pii_seals_total").increment(1);
+        metrics::counter!(streams::metric_names::PII_SEALS).increment(1);
         Some(SealedPii {
             key_id: format!("{SHOP_KEY_PREFIX}{}", key.kek_id),
             sealed,
@@ -347,7 +347,7 @@ fn open_with(cipher: &Aes256Gcm, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, Pi
 
 fn count_seal(key: &NamedKey) {
     let count = key.seals.fetch_add(1, Ordering::Relaxed) + 1;
-    metrics::counter!("pii_seals_total").increment(1);
+    metrics::counter!(streams::metric_names::PII_SEALS).increment(1);
     if count >= SEAL_WARNING && count.is_power_of_two() {
         tracing::warn!(key_id = %key.id, seals = count,
             "this sealing key has sealed many values; rotate it (prepend a new key to ENCRYPTION_KEYS)");

@@ -86,7 +86,9 @@ impl PreviewService {
             None => RfmConfig::default(),
         };
         let key = cache_key(merchant, &saved, config);
-        if let Some(hit) = self.cached(&key).await {
+        let cached = self.cached(&key).await;
+        streams::metric_names::cache_lookup("preview", cached.is_some());
+        if let Some(hit) = cached {
             return Ok((hit, true));
         }
         if let Some(registry) = &self.registry {

@@ -65,7 +65,7 @@ impl ScoreCache {
             }
             if let Err(e) = self.link.run(&pipe).await {
                 let missed = commands.len() - i * PIPELINE_MAX;
-                metrics::counter!("score_cache_errors_total").increment(1);
+                streams::metric_names::error("score_cache", "redis");
                 tracing::warn!(error = %e, missed, "score cache not updated");
                 return;
             }
@@ -184,6 +184,7 @@ mod tests {
             trace_id: "t".into(),
             locale: None,
             event_ms: None,
+            traceparent: None,
             order_added: None,
             points: 0,
         };

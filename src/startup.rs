@@ -134,6 +134,7 @@ impl Application {
         let assets = web::Data::new(dashboard::Assets::default());
         let ready_cache = web::Data::new(health::ReadyCache::default());
         let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
+        telemetry::describe_metrics(&settings.topics);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(ingress.clone())
@@ -270,6 +271,9 @@ pub async fn build_processor(
     clock: std::sync::Arc<dyn actors::Clock>,
 ) -> anyhow::Result<crate::processor::Processor> {
     use crate::processor::{publish::Publisher, ProcessorConfig, SnapshotSettings};
+    // The recorder first, so the families described here land in the exporter `/metrics` renders.
+    drop(crate::telemetry::prometheus());
+    crate::telemetry::describe_metrics(&settings.topics);
     let store = match &settings.database_url {
         Some(url) => {
             let store =

@@ -406,6 +406,7 @@ mod tests {
             trace_id: "t".into(),
             locale: None,
             event_ms: None,
+            traceparent: None,
             order_added: None,
             points: 0,
         }

@@ -9,20 +9,35 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr: JSON when `LOG_FORMAT=json`, human-readable otherwise; level from `RUST_LOG` (default `info`).
+/// Spans also go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `otel`).
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         // Logs go to stderr so commands that print a result (`bench`) keep stdout clean.
         .with_writer(std::io::stderr);
-    let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().try_init()
+    let fmt = if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
+        fmt.json().boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    let (otel, otel_error) = match crate::otel::layer() {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .try_init();
     // A second init (tests start several apps in one process) keeps the first subscriber.
     drop(result);
+    if let Some(e) = otel_error {
+        tracing::error!(error = %e, "OTLP export not started; traces stay in the Kafka headers only");
+    }
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every app started in this process.
@@ -47,10 +62,30 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Describes every metric family and creates the series known at start (see `streams::metric_names`), so
+/// `/metrics` lists them before the first event. Idempotent: counters are only incremented by zero.
+pub fn describe_metrics(topics: &streams::Topics) {
+    use streams::metric_names as names;
+    let inputs = topics.inputs();
+    let builtin = functions::RfmConfig::default();
+    let segments: Vec<&str> = builtin.segments.iter().map(|s| s.key.as_str()).collect();
+    names::describe_all(names::Known {
+        input_topics: &inputs,
+        segments: &segments,
+    });
+    let topics = crate::shopify::normalize::WebhookTopic::ALL.map(|t| t.as_str());
+    for topic in topics.into_iter().chain(["other"]) {
+        metrics::counter!(names::INGRESS_WEBHOOKS, "topic" => topic, "outcome" => "accepted")
+            .increment(0);
+    }
+}
+
 pub mod events {
     //! The ingress's internal events.
 
     use std::time::Duration;
+
+    use streams::metric_names as names;
 
     /// A webhook was answered; one per request.
     /// `topic` is `'static` so only a parsed topic name (or "other") can become a label, never a raw header.
@@ -70,9 +105,9 @@ pub mod events {
                 elapsed_ms = self.elapsed.as_secs_f64() * 1e3,
                 "webhook handled"
             );
-            metrics::counter!("ingress_webhooks_total", "topic" => self.topic, "outcome" => self.outcome)
+            metrics::counter!(names::INGRESS_WEBHOOKS, "topic" => self.topic, "outcome" => self.outcome)
                 .increment(1);
-            metrics::histogram!("ingress_webhook_duration_seconds", "outcome" => self.outcome)
+            metrics::histogram!(names::INGRESS_WEBHOOK_DURATION, "outcome" => self.outcome)
                 .record(self.elapsed.as_secs_f64());
         }
     }
@@ -87,8 +122,7 @@ pub mod events {
         pub fn emit(&self) {
             tracing::warn!(operation = self.operation, error = %self.error,
                 "webhook dedupe unavailable; continuing without it");
-            metrics::counter!("ingress_dedupe_errors_total", "operation" => self.operation)
-                .increment(1);
+            names::error("ingress", "dedupe_unavailable");
         }
     }
 
@@ -101,7 +135,8 @@ pub mod events {
     impl ProduceFailed<'_> {
         pub fn emit(&self) {
             tracing::error!(topic = self.topic, error = %self.error, "event not acknowledged by Kafka; answering 503");
-            metrics::counter!("ingress_produce_errors_total").increment(1);
+            metrics::counter!(names::INGRESS_PRODUCE_ERRORS).increment(1);
+            names::error("ingress", "produce");
         }
     }
 }

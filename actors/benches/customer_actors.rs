@@ -54,6 +54,7 @@ fn nudge(customer_id: u64, version: u32) -> PendingNudge {
         trace_id: format!("evt-{customer_id}-{version}"),
         locale: Some("en".into()),
         event_ms: None,
+        traceparent: None,
         order_added: None,
         points: 0,
     };

@@ -167,11 +167,11 @@ impl Actor for CustomerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.idle_check(ctx);
-        metrics::gauge!("customer_actors_active").increment(1.0);
+        metrics::gauge!(streams::metric_names::CUSTOMER_ACTORS_ACTIVE).increment(1.0);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        metrics::gauge!("customer_actors_active").decrement(1.0);
+        metrics::gauge!(streams::metric_names::CUSTOMER_ACTORS_ACTIVE).decrement(1.0);
         tracing::debug!(merchant = %self.key.merchant, customer_id = self.key.customer_id, "customer actor passivated");
         // A control message the desk must see to free the slot; the desk's mailbox is never the bottleneck here.
         self.desk.do_send(Passivated {
@@ -214,7 +214,7 @@ impl Handler<Deliver> for CustomerActor {
             .partition(|w| w.tx.try_send(nudge.clone()).is_ok());
         self.watchers = kept;
         if !lagging.is_empty() {
-            metrics::counter!("customer_watchers_disconnected_total")
+            metrics::counter!(streams::metric_names::CUSTOMER_WATCHERS_DISCONNECTED)
                 .increment(lagging.len() as u64);
         }
         // The probe's clone of the sender is the last one left: cancelling it closes the lagging stream.

@@ -7,6 +7,7 @@
 //! of its nudges; fired nudges wait for them as compact rows on the `nudges` desk. See DESIGN.md §2 and
 //! docs/DECISIONS.md.
 
+pub mod census;
 pub mod clock;
 pub mod customer;
 pub mod customer_table;

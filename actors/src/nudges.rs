@@ -245,7 +245,7 @@ impl DeskActor {
         let evicted = self.pending.evict_beyond(self.config.max_pending);
         if evicted > 0 {
             self.stats.evicted += evicted;
-            metrics::counter!("nudges_evicted_total").increment(evicted);
+            metrics::counter!(streams::metric_names::NUDGES_EVICTED).increment(evicted);
         }
     }
 
@@ -272,7 +272,7 @@ impl DeskActor {
                 self.deliver(Arc::new(nudge));
             }
         }
-        metrics::gauge!("nudges_pending").set(self.pending.len() as f64);
+        metrics::gauge!(streams::metric_names::NUDGES_PENDING).set(self.pending.len() as f64);
     }
 
     fn activate(&mut self, key: &CustomerKey, ctx: &mut Context<Self>) -> Addr<CustomerActor> {

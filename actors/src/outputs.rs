@@ -30,6 +30,7 @@ fn encode<T: serde::Serialize>(topic: &str, change: &Change, value: &T) -> Recor
         // Plain structs of strings and numbers always serialise.
         payload: serde_json::to_vec(value).unwrap_or_default(),
         trace_id: change.trace_id.clone(),
+        traceparent: change.traceparent.clone(),
     }
 }
 
@@ -164,6 +165,7 @@ mod tests {
             trace_id: "order-9".into(),
             locale: Some("es".into()),
             event_ms: None,
+            traceparent: None,
             order_added: None,
             points: 0,
         }

@@ -287,6 +287,7 @@ impl PartitionCore {
                         trace_id: trace_id.to_owned(),
                         locale: locale.clone(),
                         event_ms: None,
+                        traceparent: None,
                         order_added: *order_added,
                         points,
                     });
@@ -383,6 +384,7 @@ pub(crate) fn test_change(
         trace_id: "test".into(),
         locale: None,
         event_ms: None,
+        traceparent: None,
         order_added: None,
         points: 0,
     }

@@ -38,6 +38,8 @@ pub struct Change {
     pub locale: Option<String>,
     /// Broker timestamp (ms) of the record that caused the change, so the dashboard can measure accepted → shown.
     pub event_ms: Option<i64>,
+    /// The W3C trace context of the record that caused the change, carried onto its outputs and frames.
+    pub traceparent: Option<streams::traceparent::TraceParent>,
     /// The net amount of the valid order the change's event added, if it added one: what a nudge's conversion
     /// is credited with.
     pub order_added: Option<Money>,
@@ -97,6 +99,8 @@ pub struct Record {
     pub key: String,
     pub payload: Vec<u8>,
     pub trace_id: String,
+    /// The W3C trace context of the change's input record, sent as the `traceparent` header.
+    pub traceparent: Option<streams::traceparent::TraceParent>,
 }
 
 impl Record {
@@ -110,9 +114,15 @@ impl Record {
         }
     }
 
-    /// The headers every output record carries.
-    pub fn headers(&self) -> [(&str, &str); 1] {
-        [("trace_id", self.trace_id.as_str())]
+    /// The headers every output record carries: `trace_id` (the causing event), and `traceparent` when the input
+    /// record had one.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut headers = Vec::with_capacity(2);
+        headers.push(("trace_id", self.trace_id.as_str()));
+        if let Some(tp) = &self.traceparent {
+            headers.push((streams::traceparent::HEADER, tp.as_str()));
+        }
+        headers
     }
 }
 

@@ -19,7 +19,7 @@ pub mod time;
 pub use aggregate::{AggregateParts, CustomerAggregate, Fact, OrderRecord, Totals};
 pub use config::{FieldError, Measured, RfmConfig, SizePreset};
 pub use customer::{evaluate, CustomerState, Evaluation, Transition, Update};
-pub use lifecycle::{churn_risk, ChurnRisk, LifecycleStage};
+pub use lifecycle::{churn_risk, ChurnLevel, ChurnRisk, LifecycleStage};
 pub use money::Money;
 pub use nudge::NudgeKind;
 pub use score::{next_change, Rfm};

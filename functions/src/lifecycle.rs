@@ -79,6 +79,37 @@ pub struct ChurnRisk {
     pub rhythm_days: f64,
 }
 
+/// How an SRE's dashboard buckets churn risk: `High` from two rhythms overdue (score 0.75), `Medium` from one
+/// (0.5), `Low` above zero; `None` for a customer within their rhythm (or who never ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChurnLevel {
+    High,
+    Medium,
+    Low,
+}
+
+impl ChurnLevel {
+    pub fn of(score: f64) -> Option<ChurnLevel> {
+        if score >= 0.75 {
+            Some(ChurnLevel::High)
+        } else if score >= 0.5 {
+            Some(ChurnLevel::Medium)
+        } else if score > 0.0 {
+            Some(ChurnLevel::Low)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChurnLevel::High => "high",
+            ChurnLevel::Medium => "medium",
+            ChurnLevel::Low => "low",
+        }
+    }
+}
+
 /// Zero while the customer is within one rhythm of their last order; after that each further rhythm that passes
 /// halves the estimated chance they are still active: `1 − 2^−(days/rhythm − 1)`. Monotone in days since the last
 /// order, and lower for customers who habitually buy rarely. Customers who never ordered have no risk to lose.
@@ -102,5 +133,20 @@ pub fn churn_risk(totals: &Totals, config: &RfmConfig, now: Timestamp) -> ChurnR
         score: (1.0 - (-overdue).exp2()).clamp(0.0, 1.0),
         days_since_last_order: since,
         rhythm_days: rhythm,
+    }
+}
+
+#[cfg(test)]
+mod churn_level_tests {
+    use super::ChurnLevel;
+
+    #[test]
+    fn levels_start_at_one_and_two_rhythms_overdue() {
+        assert_eq!(ChurnLevel::of(0.0), None);
+        assert_eq!(ChurnLevel::of(0.01), Some(ChurnLevel::Low));
+        assert_eq!(ChurnLevel::of(0.5), Some(ChurnLevel::Medium));
+        assert_eq!(ChurnLevel::of(0.74), Some(ChurnLevel::Medium));
+        assert_eq!(ChurnLevel::of(0.75), Some(ChurnLevel::High));
+        assert_eq!(ChurnLevel::of(1.0), Some(ChurnLevel::High));
     }
 }

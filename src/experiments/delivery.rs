@@ -65,7 +65,8 @@ pub async fn settle(ledger: Option<&dyn NudgeLedger>, cap: FrequencyCap, outcome
             Ok(shown) => break shown,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "nudge rows not written; retrying");
-                metrics::counter!("processor_store_retries_total").increment(1);
+                metrics::counter!(streams::metric_names::STORE_RETRIES).increment(1);
+                streams::metric_names::error("processor", "store");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -74,8 +75,9 @@ pub async fn settle(ledger: Option<&dyn NudgeLedger>, cap: FrequencyCap, outcome
     let before = outcome.nudges.len();
     outcome.nudges.retain(|n| shown.contains(&n.nudge_id()));
     let capped = (before - outcome.nudges.len()) as u64;
-    metrics::counter!("nudges_capped_total").increment(capped);
-    metrics::counter!("nudges_held_out_total").increment(outcome.held_out.len() as u64);
+    metrics::counter!(streams::metric_names::NUDGES, "outcome" => "capped").increment(capped);
+    metrics::counter!(streams::metric_names::NUDGES, "outcome" => "held_out")
+        .increment(outcome.held_out.len() as u64);
     outcome.held_out.clear();
 }
 

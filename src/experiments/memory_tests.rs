@@ -48,6 +48,7 @@ fn order(customer_id: u64, version: u32, at: i64, cents: i64) -> Change {
         trace_id: "t".into(),
         locale: None,
         event_ms: None,
+        traceparent: None,
         order_added: Some(Money::from_minor(cents)),
         points: 0,
     }

@@ -78,7 +78,8 @@ pub fn spawn_refresh(store: Store, plans: &NudgePlans, every: Duration) {
             };
             if let Err(e) = sync(&store, &plans).await {
                 tracing::warn!(error = %e, "nudge experiments not refreshed; keeping the plans held");
-                metrics::counter!("nudge_plan_refresh_failures_total").increment(1);
+                metrics::counter!(streams::metric_names::NUDGE_PLAN_REFRESH_FAILURES).increment(1);
+                streams::metric_names::error("nudges", "plan_refresh");
             }
         }
     });

@@ -46,6 +46,9 @@ pub struct Delta {
     pub score: f64,
     pub lifecycle_stage: String,
     pub event_ms: Option<i64>,
+    /// The W3C trace id of the webhook that caused the change, when it carried or started one.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// What a dashboard socket receives.
@@ -58,6 +61,9 @@ pub struct Frame {
     pub server_time_ms: i64,
     pub customers: u64,
     pub segments: Vec<SegmentSize>,
+    /// How many of `deltas` (newest first) are new since the previous frame, for the webhook → frame latency.
+    #[serde(default)]
+    pub fresh: usize,
     pub moves: Vec<Move>,
     pub moves_per_minute: u64,
     pub events_per_second: f64,
@@ -111,6 +117,8 @@ pub struct Board {
     events: PerSecond,
     moved: PerSecond,
     seq: u64,
+    /// Deltas added since the last frame.
+    fresh: usize,
     /// Changed since the last frame.
     pub dirty: bool,
     pub last_frame_ms: i64,
@@ -139,6 +147,7 @@ impl Board {
             self.moved.add(now_ms.div_euclid(1000), 1);
         }
         push_recent(&mut self.deltas, delta(change));
+        self.fresh = (self.fresh + 1).min(self.deltas.len());
         self.dirty = true;
     }
 
@@ -147,6 +156,7 @@ impl Board {
     pub fn forget(&mut self, customer_id: u64) {
         self.moves.retain(|m| m.customer_id != customer_id);
         self.deltas.retain(|d| d.customer_id != customer_id);
+        self.fresh = self.fresh.min(self.deltas.len());
         self.dirty = true;
     }
 
@@ -154,6 +164,7 @@ impl Board {
     pub fn frame(&mut self, merchant: &str, now_ms: i64) -> Frame {
         self.seq += 1;
         self.dirty = false;
+        let fresh = std::mem::take(&mut self.fresh);
         self.last_frame_ms = now_ms;
         let second = now_ms.div_euclid(1000);
         let customers: u64 = self.segments.iter().map(|(_, _, n)| n).sum();
@@ -180,6 +191,7 @@ impl Board {
                     share: share(*count),
                 })
                 .collect(),
+            fresh,
             moves: self.moves.iter().rev().cloned().collect(),
             moves_per_minute: self.moved.sum(second, 60),
             events_per_second: self.events.sum(second, RATE_WINDOW) as f64 / RATE_WINDOW as f64,
@@ -213,6 +225,10 @@ fn delta(change: &Change) -> Delta {
         score: f64::from(change.score_tenths) / 10.0,
         lifecycle_stage: change.stage.as_str().to_owned(),
         event_ms: change.event_ms,
+        trace_id: change
+            .traceparent
+            .as_ref()
+            .map(|tp| tp.trace_id().to_owned()),
     }
 }
 
@@ -252,6 +268,7 @@ mod tests {
             trace_id: "e".into(),
             locale: None,
             event_ms: Some(1_790_000_000_000),
+            traceparent: None,
             order_added: None,
             points: 0,
         }

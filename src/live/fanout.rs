@@ -33,6 +33,8 @@ fn last_frame_key(merchant: &str) -> String {
 pub struct LiveFrame {
     pub seq: u64,
     pub json: Arc<str>,
+    /// Input record times (ms) of the changes new in this frame, for `rfm_webhook_to_frame_seconds`.
+    pub fresh_event_ms: Arc<[i64]>,
 }
 
 impl LiveFrame {
@@ -41,16 +43,23 @@ impl LiveFrame {
             seq: frame.seq,
             // A frame is strings and numbers only; serialising it cannot fail.
             json: serde_json::to_string(frame).unwrap_or_default().into(),
+            fresh_event_ms: fresh_event_ms(frame),
         }
     }
 
     fn parse(json: &str) -> Option<LiveFrame> {
-        let seq = serde_json::from_str::<Frame>(json).ok()?.seq;
+        let frame = serde_json::from_str::<Frame>(json).ok()?;
         Some(LiveFrame {
-            seq,
+            seq: frame.seq,
             json: json.into(),
+            fresh_event_ms: fresh_event_ms(&frame),
         })
     }
+}
+
+fn fresh_event_ms(frame: &Frame) -> Arc<[i64]> {
+    let fresh = frame.deltas.iter().take(frame.fresh);
+    fresh.filter_map(|d| d.event_ms).collect()
 }
 
 pub type Slot = watch::Receiver<Option<LiveFrame>>;
@@ -206,7 +215,7 @@ impl Channels {
             }
         }
         if removed > 0 {
-            metrics::counter!("dashboard_slots_dropped_total").increment(removed);
+            metrics::counter!(streams::metric_names::DASHBOARD_SLOTS_DROPPED).increment(removed);
             tracing::debug!(
                 dropped = removed,
                 held = self.slots.len(),
@@ -304,7 +313,7 @@ impl FrameSink {
             match redis.publish(&frames).await {
                 Ok(()) => return,
                 Err(e) => {
-                    metrics::counter!("dashboard_fanout_errors_total").increment(1);
+                    streams::metric_names::error("dashboard", "fanout");
                     tracing::warn!(error = %e, frames = frames.len(), "dashboard fan-out through Redis failed; delivering locally");
                 }
             }
@@ -405,6 +414,7 @@ mod tests {
         LiveFrame {
             seq,
             json: format!("{{\"seq\":{seq}}}").into(),
+            fresh_event_ms: Arc::new([]),
         }
     }
 

@@ -123,7 +123,7 @@ impl LiveFeed {
             return;
         }
         if let Err(e) = self.sink.erase(&pending).await {
-            metrics::counter!("dashboard_erasure_retries_total").increment(1);
+            streams::metric_names::error("dashboard", "erasure");
             tracing::warn!(error = %e, erasures = pending.len(), "dashboard erasure failed; retrying");
             let mut queue = self.erasures.lock().unwrap_or_else(|p| p.into_inner());
             queue.splice(0..0, pending);
@@ -163,7 +163,8 @@ impl LiveFeed {
             boards.remove(merchant);
         }
         if !dropped.is_empty() {
-            metrics::counter!("dashboard_boards_dropped_total").increment(dropped.len() as u64);
+            metrics::counter!(streams::metric_names::DASHBOARD_BOARDS_DROPPED)
+                .increment(dropped.len() as u64);
             tracing::debug!(
                 dropped = dropped.len(),
                 held = boards.len(),

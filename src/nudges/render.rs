@@ -117,7 +117,9 @@ impl NudgeRenderer {
         let merchant = &nudge.key.merchant;
         let cached = self.experiments.fresh(merchant, Instant::now());
         // An experiment the cached list does not know is newer than the list: load again.
-        let experiments = match cached.filter(|list| list.iter().any(|e| e.id.as_str() == id)) {
+        let cached = cached.filter(|list| list.iter().any(|e| e.id.as_str() == id));
+        streams::metric_names::cache_lookup("plans", cached.is_some());
+        let experiments = match cached {
             Some(list) => list,
             None => self.load_experiments(merchant).await?,
         };

@@ -117,7 +117,9 @@ impl TemplateStore {
     /// The merchant's seven templates, from the cache when it is fresh.
     pub async fn get(&self, merchant: &MerchantId) -> Result<Arc<TemplateSet>, StoreError> {
         let started = Instant::now();
-        if let Some(set) = self.cache.fresh(merchant, started) {
+        let cached = self.cache.fresh(merchant, started);
+        streams::metric_names::cache_lookup("templates", cached.is_some());
+        if let Some(set) = cached {
             return Ok(set);
         }
         let Some(store) = &self.store else {

@@ -96,6 +96,7 @@ impl Processor {
         if raw.is_empty() {
             return None;
         }
+        self.note_applied(partition, &raw);
         let timestamps: Vec<i64> = raw.iter().filter_map(|r| r.timestamp_ms).collect();
         if let Some(oldest) = timestamps.iter().min() {
             let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
@@ -202,6 +203,7 @@ async fn apply(partition: i32, addr: Option<Addr<PartitionActor>>, batch: ApplyB
     let Some(addr) = addr else {
         return Outcome::default();
     };
+    let _waiting = crate::directory::InMailbox::enter();
     match addr.send(batch).await {
         Ok(outcome) => outcome,
         // The actor only stops with its arbiter, i.e. at shutdown.

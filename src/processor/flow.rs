@@ -29,10 +29,17 @@ impl Processor {
             live.observe(&outcome);
         }
         let dead_letters = outcome.rejected.len() as u64;
+        let churn_timestamps = outcome
+            .changes
+            .iter()
+            .filter(|c| c.churn_risk.is_some())
+            .filter_map(|c| c.event_ms)
+            .collect();
         let done = tokio::task::spawn_local(self.publisher.start(outcome));
         self.in_flight.push_back(super::InFlight {
             done,
             timestamps,
+            churn_timestamps,
             events,
             dead_letters,
             tick: None,
@@ -93,7 +100,8 @@ impl Processor {
     ) -> Result<(), PublishError> {
         use std::sync::atomic::Ordering::SeqCst;
         result.map_err(|e| PublishError::Task(e.to_string()))?;
-        self.stats.record_latencies(&batch.timestamps);
+        self.stats
+            .record_latencies(&batch.timestamps, &batch.churn_timestamps);
         self.stats.events.fetch_add(batch.events, SeqCst);
         self.stats
             .dead_lettered
@@ -109,8 +117,8 @@ impl Processor {
         tracing::warn!(partitions = ?owned, in_flight = self.in_flight.len(), "outputs not completing; consumption paused");
         self.source.set_paused(&owned, true);
         self.paused = true;
-        metrics::counter!("processor_pauses_total").increment(1);
-        metrics::gauge!("processor_paused").set(1.0);
+        metrics::counter!(streams::metric_names::PAUSES).increment(1);
+        metrics::gauge!(streams::metric_names::PAUSED).set(1.0);
     }
 
     fn unpause(&mut self, stalled_since: Option<Instant>) {
@@ -130,6 +138,6 @@ impl Processor {
         self.paused = false;
         let paused_ms = stalled_since.map_or(0, |s| s.elapsed().as_millis() as u64);
         tracing::info!(partitions = ?owned, paused_ms, "outputs completing again; consumption resumed");
-        metrics::gauge!("processor_paused").set(0.0);
+        metrics::gauge!(streams::metric_names::PAUSED).set(0.0);
     }
 }

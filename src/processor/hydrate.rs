@@ -97,7 +97,7 @@ impl Hydration {
                 reason,
                 "snapshot refused; replaying the partition from the start"
             );
-            metrics::counter!("processor_snapshots_refused_total").increment(1);
+            metrics::counter!(streams::metric_names::SNAPSHOTS_REFUSED).increment(1);
             restored = Restored::empty(partition);
         }
         restored.incarnation.cluster_id = verdict.cluster.or(restored.incarnation.cluster_id);
@@ -188,6 +188,12 @@ impl Processor {
                     return Ok(());
                 }
                 let loaded = restored.is_some();
+                if !loaded {
+                    super::gauges::restore_failed(
+                        partition,
+                        "snapshot, broker or store unavailable",
+                    );
+                }
                 if let Some(hydrated) = restored {
                     self.install(partition, *hydrated);
                 }
@@ -204,6 +210,9 @@ impl Processor {
                 generation,
                 published,
             } => {
+                if published.is_none() {
+                    super::gauges::restore_failed(partition, "read-back of rfm.updated failed");
+                }
                 let event = Event::ReadBack {
                     attempt: generation,
                     read: published.is_some(),

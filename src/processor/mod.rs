@@ -12,6 +12,7 @@
 
 mod batch;
 mod flow;
+mod gauges;
 mod hydrate;
 mod incarnation;
 mod lifecycle;
@@ -56,13 +57,17 @@ pub struct ProcessorStats {
 }
 
 impl ProcessorStats {
-    fn record_latencies(&self, timestamps_ms: &[i64]) {
+    fn record_latencies(&self, timestamps_ms: &[i64], churn_ms: &[i64]) {
         let now_ms = chrono::Utc::now().timestamp_millis();
+        for ts in churn_ms {
+            let seconds = (now_ms - ts).max(0) as f64 / 1e3;
+            metrics::histogram!(streams::metric_names::CHURN_LATENCY).record(seconds);
+        }
         let sampling = self.sample_latency.load(Ordering::Relaxed);
         let mut samples = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner());
         for ts in timestamps_ms {
             let seconds = (now_ms - ts).max(0) as f64 / 1e3;
-            metrics::histogram!("processor_event_to_publish_seconds").record(seconds);
+            metrics::histogram!(streams::metric_names::EVENT_TO_PUBLISH).record(seconds);
             if sampling && samples.len() < 20_000_000 {
                 samples.push((seconds * 1e6) as u32);
             }
@@ -179,6 +184,7 @@ impl ProcessorConfig {
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             tick_every: self.tick_every,
+            partition_clocks: Default::default(),
         })
     }
 }
@@ -187,6 +193,8 @@ impl ProcessorConfig {
 struct InFlight {
     done: tokio::task::JoinHandle<()>,
     timestamps: Vec<i64>,
+    /// Event times of the batch's changes that published a `churn_risk.detected`.
+    churn_timestamps: Vec<i64>,
     events: u64,
     /// Records of the batch that went to the dead-letter topic (counted once acknowledged).
     dead_letters: u64,
@@ -243,6 +251,8 @@ pub struct Processor {
     batch_max: usize,
     batch_linger: Duration,
     tick_every: Duration,
+    /// Restore and snapshot times per owned partition, for the operator's gauges (see `gauges`).
+    partition_clocks: gauges::PartitionClocks,
 }
 
 impl Processor {
@@ -282,6 +292,7 @@ impl Processor {
         let mut ticker = tokio::time::interval(self.tick_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let census = gauges::spawn_census(self.partitions.clone(), self.clock.clone());
         loop {
             let wake = tokio::select! {
                 _ = &mut shutdown => break,
@@ -300,6 +311,7 @@ impl Processor {
                     self.retry_configs().await;
                     self.tick_lifecycles().await?;
                     self.tick().await?;
+                    self.update_partition_gauges();
                 }
                 Wake::Step(step) => self.on_step(step).await?,
                 Wake::Chunk(chunk) => self.on_chunk(chunk).await?,
@@ -315,6 +327,7 @@ impl Processor {
             }
         }
         tracing::info!("processor stopping");
+        drop(census);
         self.drain_chunks(|_| true).await?;
         self.settle(0).await?;
         self.snapshot_if_due(true).await?;
@@ -356,7 +369,10 @@ impl Processor {
             .map(|e| e.value().clone())
             .collect();
         for addr in actors {
-            if let Ok(outcome) = addr.send(Tick { now }).await {
+            let waiting = crate::directory::InMailbox::enter();
+            let sent = addr.send(Tick { now }).await;
+            drop(waiting);
+            if let Ok(outcome) = sent {
                 self.publish(outcome, Vec::new(), 0).await?;
             }
         }
@@ -401,12 +417,13 @@ async fn load_configs_of(
                 // A row that will never parse is not retried: the merchant gets the default, as without a row.
                 Err(StoreError::InvalidConfig { errors, .. }) => {
                     tracing::error!(merchant = %merchant, ?errors, "stored RFM configuration is invalid; using the default");
-                    metrics::counter!("processor_config_invalid_total").increment(1);
+                    metrics::counter!(streams::metric_names::CONFIG_INVALID).increment(1);
                     Default::default()
                 }
                 Err(e) => {
                     tracing::warn!(merchant = %merchant, error = %e, "RFM configuration unavailable; the merchant's records wait");
-                    metrics::counter!("processor_config_load_failures_total").increment(1);
+                    metrics::counter!(streams::metric_names::CONFIG_LOAD_FAILURES).increment(1);
+                    streams::metric_names::error("processor", "config_load");
                     failed.push(merchant);
                     continue;
                 }

@@ -25,6 +25,7 @@ impl Processor {
             }
             let (lifecycle, commands) = Lifecycle::assigned(&mut self.attempts);
             self.lifecycles.insert(partition, lifecycle);
+            self.partition_clocks.assigned(partition);
             self.run_commands(partition, commands, None).await?;
         }
         self.check_empty_assignment().await;
@@ -41,8 +42,8 @@ impl Processor {
         let restoring = self.lifecycles.values().filter(|l| !l.live()).count();
         let caught_up = !self.lifecycles.is_empty() && restoring == 0;
         self.stats.caught_up.store(caught_up, Ordering::SeqCst);
-        metrics::gauge!("processor_partitions_restoring").set(restoring as f64);
-        metrics::gauge!("processor_partitions_owned").set(self.lifecycles.len() as f64);
+        metrics::gauge!(streams::metric_names::PARTITIONS_RESTORING).set(restoring as f64);
+        metrics::gauge!(streams::metric_names::PARTITIONS_OWNED).set(self.lifecycles.len() as f64);
         Ok(())
     }
 
@@ -139,14 +140,15 @@ impl Processor {
             if let Some(saving) = self.saving.take() {
                 saving.abort();
             }
-            metrics::counter!("processor_fenced_handovers_total").increment(1);
+            metrics::counter!(streams::metric_names::FENCED_HANDOVERS).increment(1);
             tracing::warn!(partitions = ?revoked, "assignment lost; fenced: no hand-over snapshot, no commit");
             self.source.release_lost();
         } else {
             let written = self.snapshot_now(&handed).await;
             let snapshotted = written.iter().filter(|(_, _, r)| r.is_ok()).count();
             self.store_written(written);
-            metrics::counter!("processor_handover_snapshots_total").increment(snapshotted as u64);
+            metrics::counter!(streams::metric_names::HANDOVER_SNAPSHOTS)
+                .increment(snapshotted as u64);
             tracing::info!(partitions = ?revoked, snapshotted, "handing partitions over");
             let releasing = Instant::now();
             self.source.release();
@@ -156,6 +158,8 @@ impl Processor {
             self.partitions.remove(partition);
             self.positions.remove(partition);
             self.lifecycles.remove(partition);
+            self.partition_clocks.revoked(*partition);
+            self.source.lag().forget(*partition);
             self.config_wait.remove(partition);
         }
         Ok(())
@@ -184,7 +188,7 @@ impl Processor {
         match store.someone_alive().await {
             Ok(false) => {
                 tracing::warn!("no partitions and no live owner in the group; rejoining");
-                metrics::counter!("processor_group_rejoins_total").increment(1);
+                metrics::counter!(streams::metric_names::GROUP_REJOINS).increment(1);
                 if let Err(e) = self.source.rejoin() {
                     tracing::warn!(error = %e, "could not rejoin the group");
                 }

@@ -71,7 +71,7 @@ impl Publisher {
         // version of the same customer (readers order by version); counted to see whether that happens.
         let refused = deliveries.iter().filter(|d| d.is_none()).count();
         if refused > 0 {
-            metrics::counter!("processor_output_queue_full_total").increment(refused as u64);
+            metrics::counter!(streams::metric_names::OUTPUT_QUEUE_FULL).increment(refused as u64);
         }
         debug_assert_eq!(records.len(), deliveries.len(), "a delivery per record");
         let turn = self.take_turn(&outcome);
@@ -109,7 +109,8 @@ impl Publisher {
                 cache.apply(&outcome.changes, &outcome.redactions).await;
             }
             this.rows_order.finish(seq);
-            metrics::counter!("processor_changes_total").increment(outcome.changes.len() as u64);
+            metrics::counter!(streams::metric_names::CHANGES)
+                .increment(outcome.changes.len() as u64);
         }
     }
 
@@ -143,7 +144,8 @@ impl Publisher {
             let results = join_all(pending.iter().map(|r| self.send(r))).await;
             if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "output not acknowledged; retrying");
-                metrics::counter!("processor_output_retries_total").increment(1);
+                metrics::counter!(streams::metric_names::OUTPUT_RETRIES).increment(1);
+                streams::metric_names::error("processor", "output_delivery");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -246,7 +248,8 @@ where
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
-                metrics::counter!("processor_store_retries_total").increment(1);
+                metrics::counter!(streams::metric_names::STORE_RETRIES).increment(1);
+                streams::metric_names::error("processor", "store");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -300,6 +303,7 @@ mod tests {
                 key: key.merchant.to_string(),
                 payload: b"{}".to_vec(),
                 trace_id: "t".into(),
+                traceparent: None,
             }],
             nudges: vec![PendingNudge {
                 key: key.clone(),

@@ -220,6 +220,7 @@ mod tests {
             key: None,
             payload: Vec::new(),
             timestamp_ms: None,
+            traceparent: None,
         }
     }
 

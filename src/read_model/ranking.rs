@@ -104,11 +104,13 @@ impl Rankings {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(ranking) = latest.filter(|r| r.revision.covers(seen)) {
+            streams::metric_names::cache_lookup("score", true);
             return Some(ranking);
         }
+        streams::metric_names::cache_lookup("score", false);
         let ranking = Arc::new(build.await?);
         self.built.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("read_rankings_built_total").increment(1);
+        metrics::counter!(streams::metric_names::READ_RANKINGS_BUILT).increment(1);
         *entry.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(ranking.clone());
         self.bound();
         Some(ranking)
@@ -280,6 +282,7 @@ mod tests {
             key: Some(shop.as_bytes().to_vec()),
             payload: event.encode(),
             timestamp_ms: None,
+            traceparent: None,
         }
     }
 

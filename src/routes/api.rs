@@ -107,7 +107,7 @@ pub fn authenticate(state: &ReadState, req: &HttpRequest) -> Result<Authenticate
         .verifier
         .verify_request(req.headers(), now_unix())
         .map_err(|e| {
-            metrics::counter!("api_auth_failures_total", "reason" => auth_reason(&e)).increment(1);
+            metrics::counter!(streams::metric_names::API_AUTH_FAILURES, "reason" => auth_reason(&e)).increment(1);
             ApiError::Auth(e)
         })?;
     state

@@ -48,7 +48,7 @@ pub async fn ready(state: web::Data<IngressState>, cache: web::Data<ReadyCache>)
 }
 
 async fn check(state: &IngressState) -> (bool, serde_json::Value) {
-    metrics::counter!("ready_checks_total").increment(1);
+    metrics::counter!(streams::metric_names::READY_CHECKS).increment(1);
     let sink = state.sink.clone();
     let topic = state.topics.orders_create.clone();
     let kafka =

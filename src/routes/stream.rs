@@ -177,11 +177,11 @@ async fn serve(socket: Socket, first: LiveFrame) {
         mut nudges,
         _permit,
     } = socket;
-    metrics::gauge!("dashboard_sockets_open").increment(1.0);
+    metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "dashboard").increment(1.0);
     let mut last_seq = first.seq;
     nudges.refresh().await;
     let mut last_frame = first;
-    let mut step = send_frame(&mut session, nudges.attach(&last_frame)).await;
+    let mut step = send_frame(&mut session, nudges.attach(&last_frame), &last_frame.fresh_event_ms).await;
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -196,11 +196,11 @@ async fn serve(socket: Socket, first: LiveFrame) {
                         Some(frame) if frame.seq != last_seq => {
                             let skipped = frame.seq.saturating_sub(last_seq + 1);
                             if last_seq > 0 && skipped > 0 {
-                                metrics::counter!("dashboard_frames_skipped_total").increment(skipped);
+                                metrics::counter!(streams::metric_names::DASHBOARD_FRAMES_SKIPPED).increment(skipped);
                             }
                             last_seq = frame.seq;
                             last_frame = frame;
-                            send_frame(&mut session, nudges.attach(&last_frame)).await
+                            send_frame(&mut session, nudges.attach(&last_frame), &last_frame.fresh_event_ms).await
                         }
                         _ => Step::Continue,
                     }
@@ -213,7 +213,7 @@ async fn serve(socket: Socket, first: LiveFrame) {
             }
             _ = results_tick.tick() => {
                 if nudges.refresh().await {
-                    send_frame(&mut session, nudges.attach(&last_frame)).await
+                    send_frame(&mut session, nudges.attach(&last_frame), &[]).await
                 } else {
                     Step::Continue
                 }
@@ -236,14 +236,24 @@ async fn serve(socket: Socket, first: LiveFrame) {
     if let Step::Close(reason) = step {
         let _ = session.close(reason).await;
     }
-    metrics::gauge!("dashboard_sockets_open").decrement(1.0);
+    metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "dashboard").decrement(1.0);
 }
 
 const FRAME_METRICS: SendMetrics = SendMetrics {
-    sent: "dashboard_frames_sent_total",
-    too_slow: "dashboard_sockets_too_slow_total",
+    sent: streams::metric_names::DASHBOARD_FRAMES_SENT,
+    too_slow: streams::metric_names::DASHBOARD_SOCKETS_TOO_SLOW,
 };
 
-async fn send_frame(session: &mut Session, json: String) -> Step {
-    send_text(session, json, SEND_TIMEOUT, &FRAME_METRICS).await
+/// Sends a frame; once it is out, each change new in it (`fresh_event_ms`, empty when a frame is only re-sent with
+/// new nudge results) records how long after its webhook it reached this socket.
+async fn send_frame(session: &mut Session, json: String, fresh_event_ms: &[i64]) -> Step {
+    let step = send_text(session, json, SEND_TIMEOUT, &FRAME_METRICS).await;
+    if matches!(step, Step::Continue) && !fresh_event_ms.is_empty() {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for event_ms in fresh_event_ms {
+            let seconds = (now_ms - event_ms).max(0) as f64 / 1e3;
+            metrics::histogram!(streams::metric_names::WEBHOOK_TO_FRAME).record(seconds);
+        }
+    }
+    step
 }

@@ -20,6 +20,7 @@ use streams::{MerchantId, Topics};
 
 use crate::dedupe::{Claim, DedupeStore};
 use crate::limits::Limits;
+use crate::otel::{ingress_trace, IngressTrace};
 use crate::pii::KeyRing;
 use crate::shop_keys::ShopKeys;
 use crate::shopify::hmac::WebhookSecrets;
@@ -27,6 +28,8 @@ use crate::shopify::normalize::{
     check_unhandled, normalize, Envelope, NormalizeError, Normalized, WebhookTopic,
 };
 use crate::telemetry::events::{DedupeUnavailable, ProduceFailed, WebhookHandled};
+use streams::traceparent::{TraceParent, HEADER};
+use tracing::Instrument;
 
 /// What the webhook route needs, shared by all workers.
 pub struct IngressState {
@@ -192,7 +195,14 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
         }
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
         Ok(_) if topic == WebhookTopic::AppUninstalled => uninstalled(state, &merchant).await,
-        Ok(normalized) => deliver(state, normalized, &merchant, &webhook_id, topic).await,
+        Ok(normalized) => {
+            let IngressTrace { span, parent } =
+                ingress_trace(headers.get(HEADER).and_then(|v| v.to_str().ok()));
+            tracing::debug!(trace_id = parent.trace_id(), merchant = %merchant, "webhook traced");
+            deliver(state, normalized, &merchant, &webhook_id, (topic, &parent))
+                .instrument(span)
+                .await
+        }
     }
 }
 
@@ -247,7 +257,7 @@ async fn deliver(
     normalized: Normalized,
     merchant: &MerchantId,
     webhook_id: &str,
-    topic: WebhookTopic,
+    (topic, trace): (WebhookTopic, &TraceParent),
 ) -> Answer {
     let dedupe = state.dedupe.as_ref();
     if let Some(dedupe) = dedupe {
@@ -272,25 +282,26 @@ async fn deliver(
         Normalized::Ignored(reason) => {
             Answer::ok(reason, json!({ "status": "ignored", "reason": reason }))
         }
-        Normalized::Event(event) => match produce(state, &event, merchant, webhook_id, topic).await
-        {
-            Ok(()) => Answer::ok(
-                "accepted",
-                json!({ "status": "accepted", "event_id": webhook_id }),
-            ),
-            Err(answer) => {
-                if let Some(Err(e)) =
-                    OptionFuture::from(dedupe.map(|d| d.release(merchant, webhook_id))).await
-                {
-                    DedupeUnavailable {
-                        operation: "release",
-                        error: &e,
+        Normalized::Event(event) => {
+            match produce(state, &event, merchant, webhook_id, (topic, trace)).await {
+                Ok(()) => Answer::ok(
+                    "accepted",
+                    json!({ "status": "accepted", "event_id": webhook_id }),
+                ),
+                Err(answer) => {
+                    if let Some(Err(e)) =
+                        OptionFuture::from(dedupe.map(|d| d.release(merchant, webhook_id))).await
+                    {
+                        DedupeUnavailable {
+                            operation: "release",
+                            error: &e,
+                        }
+                        .emit();
                     }
-                    .emit();
+                    return answer;
                 }
-                return answer;
             }
-        },
+        }
     };
     if let Some(Err(e)) =
         OptionFuture::from(dedupe.map(|d| d.mark_processed(merchant, webhook_id))).await
@@ -309,9 +320,8 @@ async fn produce(
     event: &streams::InputEvent,
     merchant: &MerchantId,
     webhook_id: &str,
-    topic: WebhookTopic,
+    (topic, trace): (WebhookTopic, &TraceParent),
 ) -> Result<(), Answer> {
-    let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let payload = event.encode();
     let record = Outgoing {
         topic: event.kind().topic(&state.topics),
@@ -320,7 +330,8 @@ async fn produce(
         headers: &[
             ("webhook_id", webhook_id),
             ("shopify_topic", topic.as_str()),
-            ("trace_id", &trace_id),
+            ("trace_id", trace.trace_id()),
+            (HEADER, trace.as_str()),
         ],
     };
     match state.sink.send(record).await {

@@ -136,7 +136,8 @@ pub async fn widget_token(
     state.limits.proxy(peer).map_err(WidgetError::RateLimited)?;
     let request =
         proxy::verify(req.query_string(), &state.proxy_secrets, now_unix()).inspect_err(|e| {
-            metrics::counter!("widget_proxy_refused_total", "reason" => e.reason()).increment(1);
+            metrics::counter!(streams::metric_names::WIDGET_PROXY_REFUSED, "reason" => e.reason())
+                .increment(1);
         })?;
     let Some(customer_id) = request.customer_id else {
         return Ok(HttpResponse::Ok()
@@ -171,7 +172,8 @@ pub(crate) fn authenticate(
                 AuthError::Signature | AuthError::Algorithm => "signature",
                 _ => "claims",
             };
-            metrics::counter!("widget_auth_failures_total", "reason" => reason).increment(1);
+            metrics::counter!(streams::metric_names::WIDGET_AUTH_FAILURES, "reason" => reason)
+                .increment(1);
             WidgetError::Auth(e)
         })
 }
@@ -196,9 +198,17 @@ pub async fn current(
         None => None,
     };
     Ok(match message {
-        Some(message) => HttpResponse::Ok().insert_header(no_store()).json(message),
+        Some(message) => {
+            nudge_shown();
+            HttpResponse::Ok().insert_header(no_store()).json(message)
+        }
         None => HttpResponse::NoContent().insert_header(no_store()).finish(),
     })
+}
+
+/// A nudge's message reached a shopper's widget (answered to its fetch, or sent on its socket).
+pub(crate) fn nudge_shown() {
+    metrics::counter!(streams::metric_names::NUDGES, "outcome" => "shown").increment(1);
 }
 
 /// The nudge's message, with the customer's first name opened just for it; `None` when there is nothing to show.
@@ -254,7 +264,7 @@ pub async fn event(
         Recorded::Duplicate => false,
         Recorded::NotShown => return Err(WidgetError::Event(EventError::NotYours)),
     };
-    metrics::counter!("widget_events_total", "action" => event.action.as_str())
+    metrics::counter!(streams::metric_names::NUDGE_INTERACTIONS, "action" => event.action.as_str())
         .increment(u64::from(new));
     let status = if new {
         StatusCode::CREATED

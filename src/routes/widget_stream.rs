@@ -26,8 +26,8 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const NUDGE_METRICS: SendMetrics = SendMetrics {
-    sent: "widget_nudges_sent_total",
-    too_slow: "widget_sockets_too_slow_total",
+    sent: streams::metric_names::WIDGET_NUDGES_SENT,
+    too_slow: streams::metric_names::WIDGET_SOCKETS_TOO_SLOW,
 };
 /// Widgets send nothing but pongs and closes.
 const MAX_CLIENT_FRAME: usize = 1024;
@@ -105,7 +105,7 @@ impl Socket {
             current,
             mut updates,
         } = watching;
-        metrics::gauge!("widget_sockets_open").increment(1.0);
+        metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "widget").increment(1.0);
         let mut step = match current {
             Some(nudge) => self.send(&nudge).await,
             None => Step::Continue,
@@ -138,7 +138,7 @@ impl Socket {
         if let Step::Close(reason) = step {
             let _ = self.session.close(reason).await;
         }
-        metrics::gauge!("widget_sockets_open").decrement(1.0);
+        metrics::gauge!(streams::metric_names::SOCKETS_OPEN, "kind" => "widget").decrement(1.0);
     }
 
     async fn send(&mut self, nudge: &PendingNudge) -> Step {
@@ -151,6 +151,10 @@ impl Socket {
         };
         // Strings only: serialising cannot fail.
         let json = serde_json::to_string(&message).unwrap_or_default();
-        send_text(&mut self.session, json, SEND_TIMEOUT, &NUDGE_METRICS).await
+        let step = send_text(&mut self.session, json, SEND_TIMEOUT, &NUDGE_METRICS).await;
+        if matches!(step, Step::Continue) {
+            super::widget::nudge_shown();
+        }
+        step
     }
 }

@@ -30,6 +30,17 @@ pub enum WebhookTopic {
 }
 
 impl WebhookTopic {
+    /// Every topic the ingress accepts, for registering their metric series at start.
+    pub const ALL: [WebhookTopic; 7] = [
+        WebhookTopic::OrdersCreate,
+        WebhookTopic::OrdersCancelled,
+        WebhookTopic::RefundsCreate,
+        WebhookTopic::CustomersCreate,
+        WebhookTopic::CustomersRedact,
+        WebhookTopic::CustomersDataRequest,
+        WebhookTopic::ShopRedact,
+    ];
+
     /// Whether the topic's body may carry personal data to seal.
     pub fn carries_pii(self) -> bool {
         matches!(

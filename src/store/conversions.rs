@@ -170,7 +170,7 @@ async fn insert(tx: &mut Tx<'_>, rows: &[(&Change, String, Money)]) -> Result<()
     .bind(&revenue)
     .execute(&mut **tx)
     .await?;
-    metrics::counter!("nudge_conversions_total").increment(rows.len() as u64);
+    metrics::counter!(streams::metric_names::NUDGE_CONVERSIONS).increment(rows.len() as u64);
     Ok(())
 }
 
@@ -199,6 +199,7 @@ mod tests {
             trace_id: "t".into(),
             locale: None,
             event_ms: None,
+            traceparent: None,
             order_added: None,
             points: 0,
         }

@@ -163,12 +163,14 @@ impl WidgetLimits {
     pub fn socket(&self, customer: &CustomerKey) -> Option<WidgetSocketPermit> {
         // No entry for a customer who may hold none: it would never be removed.
         if self.sockets_per_customer == 0 {
-            metrics::counter!("rate_limited_total", "door" => "widget_socket").increment(1);
+            metrics::counter!(streams::metric_names::RATE_LIMITED, "door" => "widget_socket")
+                .increment(1);
             return None;
         }
         let mut open = self.sockets.entry(customer.clone()).or_insert(0);
         if *open >= self.sockets_per_customer {
-            metrics::counter!("rate_limited_total", "door" => "widget_socket").increment(1);
+            metrics::counter!(streams::metric_names::RATE_LIMITED, "door" => "widget_socket")
+                .increment(1);
             return None;
         }
         *open += 1;

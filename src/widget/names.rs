@@ -35,7 +35,7 @@ impl FirstNames {
             Err(reason) => {
                 // The reason names a key id or a database error, never the data.
                 tracing::warn!(merchant = %key.merchant, customer_id = key.customer_id, reason = %reason, "first name not opened for a nudge");
-                metrics::counter!("widget_names_unopened_total").increment(1);
+                metrics::counter!(streams::metric_names::WIDGET_NAMES_UNOPENED).increment(1);
                 None
             }
         }

@@ -169,7 +169,8 @@ impl NudgeRelay {
                 tracing::warn!("nudge relay stopped; an erasure did not reach the other instances");
             }
         } else if self.queue.try_send(queued).is_err() {
-            metrics::counter!("nudge_relay_dropped_total").increment(nudges.len() as u64);
+            metrics::counter!(streams::metric_names::NUDGE_RELAY_DROPPED)
+                .increment(nudges.len() as u64);
         }
     }
 }
@@ -210,7 +211,7 @@ async fn publish_forever(link: RedisLink, channel: String, mut pending: mpsc::Re
             match link.run(&pipe).await {
                 Ok(()) => break,
                 Err(e) if attempt == attempts => {
-                    metrics::counter!("nudge_relay_errors_total").increment(1);
+                    streams::metric_names::error("widget", "relay");
                     tracing::warn!(error = %e, erasure = queued.erasure, "nudge relay gave up on a message");
                 }
                 Err(_) => {

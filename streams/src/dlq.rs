@@ -53,7 +53,8 @@ impl DeadLetter {
         // The reason is a decoder's message, which can quote the payload: not logged above debug.
         tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, "record sent to the dead-letter topic");
         tracing::debug!(topic = %self.topic, offset = self.offset, reason = %self.reason, "dead letter reason");
-        metrics::counter!("processor_dead_lettered_total").increment(1);
+        metrics::counter!(crate::metric_names::DLQ_SIZE, "topic" => self.topic.clone())
+            .increment(1);
         let mut letter = std::borrow::Cow::Borrowed(self);
         let mut delay = Duration::from_millis(50);
         while let Err(e) = letter.send(sink, dlq).await {
@@ -64,7 +65,8 @@ impl DeadLetter {
                 continue;
             }
             tracing::warn!(topic = %self.topic, partition = self.partition, offset = self.offset, error = %e, retry_in_ms = delay.as_millis() as u64, "dead letter not acknowledged; retrying");
-            metrics::counter!("processor_dead_letter_retries_total").increment(1);
+            metrics::counter!(crate::metric_names::DEAD_LETTER_RETRIES).increment(1);
+            crate::metric_names::error("processor", "dead_letter_delivery");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }

@@ -6,12 +6,15 @@ pub mod admin;
 pub mod dlq;
 pub mod events;
 pub mod ids;
+pub mod lag;
+pub mod metric_names;
 pub mod outputs;
 pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod tail;
 pub mod topics;
+pub mod traceparent;
 
 pub use events::{DecodeError, InputEvent, InputKind, SCHEMA_VERSION};
 pub use ids::{event_key, MerchantId};

@@ -213,7 +213,7 @@ impl EventSink {
         match self.config.create_producer() {
             Ok(fresh) => {
                 tracing::warn!(fatal = ?fatal, quiet_ms = quiet_for, "Kafka producer stuck; replaced it");
-                metrics::counter!("kafka_producer_replaced_total").increment(1);
+                metrics::counter!(crate::metric_names::PRODUCER_REPLACED).increment(1);
                 let stuck = std::mem::replace(&mut *slot, fresh);
                 // Destroying a librdkafka handle waits for its broker threads, which can take seconds against a
                 // dead broker; that must block neither this lock nor the caller's async worker.

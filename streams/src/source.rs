@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::traceparent::TraceParent;
 use crate::{InputKind, Topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -67,6 +68,19 @@ pub struct RawRecord {
     pub payload: Vec<u8>,
     /// The broker's timestamp, in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// The record's W3C `traceparent` header, when it carries a valid one.
+    pub traceparent: Option<TraceParent>,
+}
+
+/// The `traceparent` header of a record; an invalid one is dropped (see `traceparent`).
+fn traceparent_of<M: Message>(message: &M) -> Option<TraceParent> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == crate::traceparent::HEADER)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .and_then(|v| TraceParent::parse(v).ok())
 }
 
 #[derive(Debug)]
@@ -84,9 +98,18 @@ pub struct Rebalances {
     assigned: Mutex<Vec<i32>>,
     /// Set once the processor stops: a revocation during `close` is answered at once, nobody is left to snapshot.
     closing: AtomicBool,
+    /// Consumer lag per partition, exported from librdkafka's statistics (see `lag`).
+    lag: crate::lag::LagBook,
+    /// The input topic names, whose partitions' lag is exported.
+    inputs: Vec<String>,
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.lag.export(&statistics, &self.inputs, now_ms);
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn rebalance(
@@ -112,14 +135,14 @@ impl ConsumerContext for Rebalances {
                 revoked.sort_unstable();
                 revoked.dedup();
                 tracing::info!(partitions = ?revoked, "partitions revoked");
-                metrics::counter!("processor_partitions_revoked_total")
+                metrics::counter!(crate::metric_names::PARTITIONS_REVOKED)
                     .increment(revoked.len() as u64);
                 // Lost: the group already moved the partitions on (this member missed its session or poll
                 // interval), so another member may own them now.
                 let lost = consumer.assignment_lost();
                 if lost {
                     tracing::warn!(partitions = ?revoked, "assignment lost; its partitions are fenced");
-                    metrics::counter!("processor_assignments_lost_total").increment(1);
+                    metrics::counter!(crate::metric_names::ASSIGNMENTS_LOST).increment(1);
                 }
                 if self.closing.load(Ordering::SeqCst) {
                     release(consumer);
@@ -152,6 +175,9 @@ pub fn fetch_settings(config: &mut ClientConfig) -> &mut ClientConfig {
         .set("fetch.queue.backoff.ms", "10")
         .set("queued.max.messages.kbytes", "65536")
 }
+
+/// How often librdkafka reports statistics, and so how fresh the lag gauges are.
+const LAG_EVERY_MS: &str = "5000";
 
 pub struct Source {
     consumer: StreamConsumer<Rebalances>,
@@ -186,12 +212,18 @@ impl Source {
             // Range assigns partition p of every topic to the same member when the topics have equal partition
             // counts, which keeps a merchant's co-partitioned topics in one partition actor.
             .set("partition.assignment.strategy", "range")
+            // Feeds the consumer-lag gauges (`lag`); the JSON is parsed on librdkafka's thread, not the loop.
+            .set("statistics.interval.ms", LAG_EVERY_MS)
             .set(
                 "max.poll.interval.ms",
                 settings.max_poll_interval.as_millis().to_string(),
             );
+        let context = Rebalances {
+            inputs: topics.inputs().iter().map(|t| (*t).to_owned()).collect(),
+            ..Rebalances::default()
+        };
         let consumer: StreamConsumer<Rebalances> =
-            fetch_settings(&mut config).create_with_context(Rebalances::default())?;
+            fetch_settings(&mut config).create_with_context(context)?;
         consumer.subscribe(&topics.inputs())?;
         Ok(Source {
             consumer,
@@ -229,6 +261,7 @@ impl Source {
             partition: message.partition(),
             raw: RawRecord {
                 timestamp_ms: message.timestamp().to_millis(),
+                traceparent: traceparent_of(message),
                 kind: InputKind::of_topic(&self.topics, &topic),
                 offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
@@ -303,6 +336,11 @@ impl Source {
     /// The pending revocation, if any; the caller must answer it with [`Source::release`].
     pub fn take_revoked(&self) -> Option<Revocation> {
         lock(&self.consumer.context().revoked).take()
+    }
+
+    /// Where the processor stands in each input partition, for the consumer-lag gauges.
+    pub fn lag(&self) -> &crate::lag::LagBook {
+        &self.consumer.context().lag
     }
 
     pub fn take_assigned(&self) -> Vec<i32> {

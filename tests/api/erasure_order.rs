@@ -40,6 +40,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
         trace_id: unique("order-"),
         locale: None,
         event_ms: None,
+        traceparent: None,
         order_added: None,
         points: 0,
     }
@@ -82,6 +83,7 @@ async fn an_erasure_waits_for_a_slower_earlier_outcome_of_the_same_customer() {
             key: merchant.to_string(),
             payload: b"{}".to_vec(),
             trace_id: "t".into(),
+            traceparent: None,
         }],
         changes: vec![change(&merchant, 9)],
         ..Outcome::default()

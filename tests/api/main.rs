@@ -24,6 +24,7 @@ mod score_cache;
 mod settings_browser;
 mod shopify_sync;
 mod snapshot_store;
+mod telemetry;
 mod webhooks;
 mod webhooks_faults;
 mod webhooks_forgery;

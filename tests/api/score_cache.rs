@@ -28,6 +28,7 @@ fn change(merchant: &MerchantId, customer_id: u64) -> Change {
         trace_id: "restore:7".into(),
         locale: None,
         event_ms: None,
+        traceparent: None,
         order_added: None,
         points: 0,
     }

@@ -120,7 +120,8 @@ impl OrphanRefunds {
             evicted.refunds += refunds;
         }
         if evicted.refunds > 0 {
-            metrics::counter!("orphan_refunds_evicted_total").increment(evicted.refunds as u64);
+            metrics::counter!(streams::metric_names::ORPHAN_REFUNDS_EVICTED)
+                .increment(evicted.refunds as u64);
         }
         evicted
     }

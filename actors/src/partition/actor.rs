@@ -10,6 +10,7 @@ use super::{Change, Configs, Outcome, PartitionCore, RawRecord};
 use crate::customer::PendingNudge;
 use crate::experiments::{arm_of, NudgeArm, NudgePlans};
 use streams::dlq::DeadLetter;
+use streams::traceparent::TraceParent;
 
 /// The actix actor around [`PartitionCore`]. Its mailbox is small and callers `send` (never `do_send`) and await,
 /// so a slow downstream slows the consumer instead of growing a queue.
@@ -209,6 +210,7 @@ impl Handler<ApplyBatch> for PartitionActor {
     fn handle(&mut self, msg: ApplyBatch, _: &mut Self::Context) -> Self::Result {
         let mut events = Vec::with_capacity(msg.records.len());
         let mut timestamps = Vec::with_capacity(msg.records.len());
+        let mut traces = Vec::with_capacity(msg.records.len());
         let mut rejected = Vec::new();
         for record in msg.records {
             let timestamp = record.timestamp_ms;
@@ -216,6 +218,7 @@ impl Handler<ApplyBatch> for PartitionActor {
                 Ok(event) => {
                     events.push(event);
                     timestamps.push(timestamp);
+                    traces.push(record.traceparent);
                 }
                 Err(reason) => rejected.push(DeadLetter {
                     partition: self.core.partition,
@@ -232,7 +235,7 @@ impl Handler<ApplyBatch> for PartitionActor {
         } else {
             self.core.apply(&events, msg.now, &self.configs)
         };
-        stamp_event_times(&mut outcome.changes, &events, &timestamps);
+        stamp_event_times(&mut outcome.changes, &events, &timestamps, &traces);
         outcome.rejected = rejected;
         MessageResult(self.encoded(outcome))
     }
@@ -253,14 +256,20 @@ fn decode_record(record: &RawRecord) -> Result<InputEvent, String> {
 }
 
 /// Changes come out in event order and carry their event's id, so one forward walk pairs each with its record's
-/// timestamp without a lookup table on the hot path.
-fn stamp_event_times(changes: &mut [Change], events: &[InputEvent], timestamps: &[Option<i64>]) {
+/// timestamp and trace context without a lookup table on the hot path.
+fn stamp_event_times(
+    changes: &mut [Change],
+    events: &[InputEvent],
+    timestamps: &[Option<i64>],
+    traces: &[Option<TraceParent>],
+) {
     let mut at = 0;
     for change in changes {
         while at < events.len() && events[at].event_id() != change.trace_id {
             at += 1;
         }
         change.event_ms = timestamps.get(at).copied().flatten();
+        change.traceparent = traces.get(at).cloned().flatten();
     }
 }
 

@@ -93,6 +93,6 @@ impl Hydration {
 /// A snapshot that cannot be read: replaying from the beginning is slower but exact.
 fn refused(partition: i32, error: &actors::SnapshotError) -> Restored {
     tracing::warn!(partition, error = %error, "snapshot refused; replaying the partition from the start");
-    metrics::counter!("processor_snapshots_refused_total").increment(1);
+    metrics::counter!(streams::metric_names::SNAPSHOTS_REFUSED).increment(1);
     Restored::empty(partition)
 }

@@ -211,10 +211,12 @@ impl Processor {
         for (partition, round, result) in written {
             match &result {
                 Ok(saved) => {
-                    metrics::counter!("processor_snapshots_total").increment(1);
-                    metrics::counter!("processor_snapshot_pieces_total")
+                    metrics::counter!(streams::metric_names::SNAPSHOTS, "outcome" => "written")
+                        .increment(1);
+                    self.partition_clocks.snapshot_written(partition);
+                    metrics::counter!(streams::metric_names::SNAPSHOT_PIECES)
                         .increment(saved.pieces as u64);
-                    metrics::counter!("processor_snapshot_bytes_total")
+                    metrics::counter!(streams::metric_names::SNAPSHOT_BYTES)
                         .increment(saved.bytes as u64);
                     tracing::debug!(
                         partition,
@@ -224,7 +226,9 @@ impl Processor {
                     );
                 }
                 Err(e) => {
-                    metrics::counter!("processor_snapshot_failures_total").increment(1);
+                    metrics::counter!(streams::metric_names::SNAPSHOTS, "outcome" => "failed")
+                        .increment(1);
+                    streams::metric_names::error("processor", "snapshot");
                     tracing::warn!(partition, error = %e, "snapshot not written; offsets not committed");
                 }
             }

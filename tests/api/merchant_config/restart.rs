@@ -134,7 +134,7 @@ async fn a_restart_takes_the_configuration_from_the_snapshot_not_from_postgres()
     eventually(
         "the instance to own its partition",
         Duration::from_secs(60),
-        async || binary.metric("processor_partitions_owned").await >= 1.0,
+        async || binary.metric("rfm_partitions_owned").await >= 1.0,
     )
     .await;
     let a = shop();
@@ -145,11 +145,18 @@ async fn a_restart_takes_the_configuration_from_the_snapshot_not_from_postgres()
     let (status, _, body) = put_config(&address, &a, Some(&tag), &tiers()).await;
     assert_eq!(status, 200, "{body}");
     wait_for_oracle(&address, &a, &customers, &tiers()).await;
-    let rounds = binary.metric("processor_snapshots_total").await;
+    let rounds = binary
+        .metric("rfm_snapshots_total{outcome=\"written\"}")
+        .await;
     eventually(
         "snapshot rounds after the change",
         Duration::from_secs(60),
-        async || binary.metric("processor_snapshots_total").await >= rounds + 2.0,
+        async || {
+            binary
+                .metric("rfm_snapshots_total{outcome=\"written\"}")
+                .await
+                >= rounds + 2.0
+        },
     )
     .await;
     binary.stop();

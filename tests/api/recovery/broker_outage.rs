@@ -23,7 +23,7 @@ async fn broker_frozen_and_back_mid_stream_loses_and_duplicates_nothing() {
     let mut snapshots = None;
     while frozen.elapsed() < FROZEN {
         if snapshots.is_none() && frozen.elapsed() > Duration::from_millis(1500) {
-            snapshots = Some(metric(&address, "processor_snapshots_total").await);
+            snapshots = Some(metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await);
         }
         // The instance itself keeps serving (its health does not depend on the broker answering).
         assert!(
@@ -33,7 +33,7 @@ async fn broker_frozen_and_back_mid_stream_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(
-        Some(metric(&address, "processor_snapshots_total").await),
+        Some(metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await),
         snapshots,
         "no snapshot (and so no commit) completes while the broker is frozen"
     );

@@ -169,7 +169,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
 
     // The processor must own the partition before the events, or they are only replayed quietly.
     eventually("the partition assigned and snapshotted", WAIT, async || {
-        metric(&address, "processor_snapshots_total").await > 0.0
+        metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await > 0.0
     })
     .await;
     post_webhook(
@@ -239,9 +239,9 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
     })
     .await;
     // Two snapshot rounds after it, so the stored snapshot is one taken after the erasure.
-    let rounds = metric(&address, "processor_snapshots_total").await;
+    let rounds = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
     eventually("two snapshot rounds after the erasure", WAIT, async || {
-        metric(&address, "processor_snapshots_total").await >= rounds + 2.0
+        metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await >= rounds + 2.0
     })
     .await;
 

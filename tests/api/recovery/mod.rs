@@ -286,15 +286,15 @@ async fn metric(address: &str, name: &str) -> f64 {
 /// Waits until the running instance has restored its partitions and then written a snapshot of each.
 async fn wait_for_snapshots_after_restore(address: &str) {
     eventually("restores to finish", Duration::from_secs(60), async || {
-        metric(address, "processor_snapshots_total").await > 0.0
+        metric(address, "rfm_snapshots_total{outcome=\"written\"}").await > 0.0
             && metric(address, "processor_partitions_restoring").await == 0.0
     })
     .await;
-    let before = metric(address, "processor_snapshots_total").await;
+    let before = metric(address, "rfm_snapshots_total{outcome=\"written\"}").await;
     eventually(
         "a snapshot round after the restores",
         Duration::from_secs(60),
-        async || metric(address, "processor_snapshots_total").await >= before + 3.0,
+        async || metric(address, "rfm_snapshots_total{outcome=\"written\"}").await >= before + 3.0,
     )
     .await;
 }

@@ -92,13 +92,18 @@ async fn redis_down_and_back_and_lost_snapshots_lose_nothing() {
     redis.stop();
     let changes = metric(&address, "processor_changes_total").await;
     scenario.produce(parts[1]).await;
-    counter_passes(&address, "processor_snapshot_failures_total", 0.0).await;
+    counter_passes(&address, "rfm_snapshots_total{outcome=\"failed\"}", 0.0).await;
     counter_passes(&address, "processor_changes_total", changes).await;
 
     // Redis is back, empty: snapshots resume.
     redis = PrivateRedis::start(port).await;
-    let snapshots = metric(&address, "processor_snapshots_total").await;
-    counter_passes(&address, "processor_snapshots_total", snapshots + 3.0).await;
+    let snapshots = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
+    counter_passes(
+        &address,
+        "rfm_snapshots_total{outcome=\"written\"}",
+        snapshots + 3.0,
+    )
+    .await;
 
     // The process dies and Redis loses every snapshot, while the group's offsets are committed past the start.
     instance.kill_9();

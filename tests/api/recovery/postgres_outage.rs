@@ -136,7 +136,7 @@ async fn postgres_down_and_back_mid_stream_loses_and_duplicates_nothing() {
             1.0,
             "still paused"
         );
-        assert_eq!(metric(&address, "processor_partitions_owned").await, 3.0);
+        assert_eq!(metric(&address, "rfm_partitions_owned").await, 3.0);
         assert_eq!(
             metric(&address, "processor_partitions_revoked_total").await,
             0.0,

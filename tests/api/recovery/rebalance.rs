@@ -12,7 +12,7 @@ async fn wait_for_split(addresses: &[String]) {
         async || {
             let mut total = 0.0;
             for address in addresses {
-                let owned = metric(address, "processor_partitions_owned").await;
+                let owned = metric(address, "rfm_partitions_owned").await;
                 let restoring = metric(address, "processor_partitions_restoring").await;
                 if owned < 1.0 || restoring > 0.0 {
                     return false;

@@ -31,11 +31,11 @@ async fn a_snapshot_of_replaced_topics_is_refused_and_the_new_log_is_counted_exa
         async || mismatches(&addresses, &old.merchants, &old.truth, now).await,
     )
     .await;
-    let rounds = metric(&address, "processor_snapshots_total").await;
+    let rounds = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
     eventually(
         "snapshot rounds after the old stream",
         Duration::from_secs(60),
-        async || metric(&address, "processor_snapshots_total").await >= rounds + 6.0,
+        async || metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await >= rounds + 6.0,
     )
     .await;
     instance.stop();
@@ -52,7 +52,7 @@ async fn a_snapshot_of_replaced_topics_is_refused_and_the_new_log_is_counted_exa
         "the new run's partitions restored",
         Duration::from_secs(60),
         async || {
-            metric(&address, "processor_partitions_owned").await == 3.0
+            metric(&address, "rfm_partitions_owned").await == 3.0
                 && metric(&address, "processor_partitions_restoring").await == 0.0
         },
     )
