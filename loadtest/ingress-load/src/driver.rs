@@ -92,6 +92,34 @@ impl Tally {
         }
     }
 
+    /// Counts one request sent at `from`; only those sent after `measured_from` go into the histogram.
+    fn record(
+        &mut self,
+        outcome: anyhow::Result<(u16, bool)>,
+        id: String,
+        from: Instant,
+        started: Instant,
+        measured_from: Instant,
+    ) {
+        let micros = from.elapsed().as_micros().max(1) as u64;
+        let second = from.saturating_duration_since(started).as_secs() as usize;
+        if self.worst_per_second.len() <= second {
+            self.worst_per_second.resize(second + 1, 0);
+        }
+        self.worst_per_second[second] = self.worst_per_second[second].max(micros);
+        match outcome {
+            Ok((200, true)) => {
+                self.accepted.push(id);
+                if from >= measured_from {
+                    self.measured_ok += 1;
+                    self.latency.saturating_record(micros);
+                }
+            }
+            Ok((status, _)) => self.count_status(status, 1),
+            Err(e) => self.error(e),
+        }
+    }
+
     fn error(&mut self, e: impl std::fmt::Display) {
         self.transport_errors += 1;
         self.first_error.get_or_insert_with(|| e.to_string());
@@ -160,27 +188,10 @@ async fn connection(job: Arc<Job>, n: usize, started: Instant) -> anyhow::Result
         let id = format!("{}-{n}-{seq}", job.run_id);
         seq += 1;
         let outcome = send(s, &job, variant, &id).await;
-        let micros = from.elapsed().as_micros().max(1) as u64;
-        let second = from.saturating_duration_since(started).as_secs() as usize;
-        if tally.worst_per_second.len() <= second {
-            tally.worst_per_second.resize(second + 1, 0);
+        if outcome.is_err() {
+            sender = None;
         }
-        tally.worst_per_second[second] = tally.worst_per_second[second].max(micros);
-        let measured = from >= started + job.warmup;
-        match outcome {
-            Ok((200, true)) => {
-                tally.accepted.push(id);
-                if measured {
-                    tally.measured_ok += 1;
-                    tally.latency.saturating_record(micros);
-                }
-            }
-            Ok((status, _)) => tally.count_status(status, 1),
-            Err(e) => {
-                tally.error(e);
-                sender = None;
-            }
-        }
+        tally.record(outcome, id, from, started, started + job.warmup);
     }
     Ok(tally)
 }

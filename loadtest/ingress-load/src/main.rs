@@ -117,15 +117,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(job.warmup).await;
     let measured_from = Instant::now();
     let own_cpu_at_start = report::own_cpu_seconds();
-    let watched: Vec<report::Watched> = options
-        .watch
-        .iter()
-        .map(|(label, pid)| report::Watched {
-            label: label.clone(),
-            pid: *pid,
-            cpu_at_start: report::process_cpu_seconds(*pid),
-        })
-        .collect();
+    let watched = report::watch(&options.watch);
     let tally = run.await.context("the run panicked")??;
     let measured = measured_from.elapsed();
     let generator_cpu = report::own_cpu_seconds() - own_cpu_at_start;

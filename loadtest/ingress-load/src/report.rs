@@ -42,6 +42,18 @@ pub struct Watched {
     pub cpu_at_start: Option<f64>,
 }
 
+/// Notes the CPU seconds of each `(label, pid)` now, the start of the measured part.
+pub fn watch(processes: &[(String, u32)]) -> Vec<Watched> {
+    processes
+        .iter()
+        .map(|(label, pid)| Watched {
+            label: label.clone(),
+            pid: *pid,
+            cpu_at_start: process_cpu_seconds(*pid),
+        })
+        .collect()
+}
+
 fn ms(micros: u64) -> f64 {
     (micros as f64 / 10.0).round() / 100.0
 }
