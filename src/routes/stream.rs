@@ -68,8 +68,8 @@ async fn first_frame(state: &ReadState, merchant: &MerchantId, slot: &Slot) -> L
     if let Some(frame) = slot.borrow().clone() {
         return frame;
     }
-    if let Some(client) = &state.redis {
-        if let Some(frame) = last_frame(client, merchant, state.redis_timeout).await {
+    if let Some(link) = &state.redis {
+        if let Some(frame) = last_frame(link, merchant).await {
             return frame;
         }
     }

@@ -7,10 +7,12 @@
 mod broker_outage;
 mod checks;
 mod crash;
+mod graceful;
 mod erasure_proof;
 mod outage;
 mod postgres_outage;
 mod rebalance;
+mod redis_cluster;
 mod retention;
 mod split;
 mod stale_incarnation;
