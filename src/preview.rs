@@ -66,7 +66,10 @@ pub fn cache_key(merchant: &MerchantId, saved: &RfmConfig, proposed: &RfmConfig)
     let pair = format!("{}:{}", config_hash(saved), config_hash(proposed));
     let digest = Sha256::digest(pair.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("rfm:preview:{}:{hex}", crate::redis_link::tag(merchant.as_str()))
+    format!(
+        "rfm:preview:{}:{hex}",
+        crate::redis_link::tag(merchant.as_str())
+    )
 }
 
 pub struct PreviewService {
@@ -241,7 +244,10 @@ async fn answer(
             tracing::debug!("ignoring a malformed preview request");
             continue;
         };
-        let prefix = format!("rfm:preview:{}:", crate::redis_link::tag(request.merchant.as_str()));
+        let prefix = format!(
+            "rfm:preview:{}:",
+            crate::redis_link::tag(request.merchant.as_str())
+        );
         if request.config.validate().is_err() || !request.key.starts_with(&prefix) {
             continue;
         }

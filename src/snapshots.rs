@@ -202,7 +202,11 @@ impl SnapshotStore {
                 prefix,
                 legacy_prefix,
             } => {
-                let get = |prefix: &str| redis::cmd("GET").arg(format!("{prefix}:{partition}")).to_owned();
+                let get = |prefix: &str| {
+                    redis::cmd("GET")
+                        .arg(format!("{prefix}:{partition}"))
+                        .to_owned()
+                };
                 let (tagged, legacy) = (get(prefix), get(legacy_prefix));
                 match link.query::<Option<Vec<u8>>>(&tagged).await {
                     Ok(Some(bytes)) => Some(bytes),

@@ -23,11 +23,11 @@ use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
 use crate::redis_link::{RedisLink, RedisTarget};
-use crate::runtime::readiness::Readiness;
-use crate::runtime::checks;
 use crate::routes::{
     api, dashboard, gdpr, health, nudge_experiments, nudge_templates, stream, webhooks, widget,
 };
+use crate::runtime::checks;
+use crate::runtime::readiness::Readiness;
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};

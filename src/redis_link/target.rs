@@ -32,7 +32,9 @@ impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedisTarget::Single(_) => f.write_str("RedisTarget::Single"),
-            RedisTarget::Cluster { seeds } => write!(f, "RedisTarget::Cluster({} seeds)", seeds.len()),
+            RedisTarget::Cluster { seeds } => {
+                write!(f, "RedisTarget::Cluster({} seeds)", seeds.len())
+            }
         }
     }
 }
@@ -100,7 +102,7 @@ impl RedisTarget {
                         Some((redis::Msg::from_push_info(push), (connection, received)))
                     },
                 )
-                .filter_map(|message| std::future::ready(message));
+                .filter_map(std::future::ready);
                 Ok(stream.boxed())
             }
         }
@@ -147,7 +149,7 @@ impl RedisConn {
             RedisConn::Cluster(conn) => {
                 // At most a pipeline's worth (a few hundred) in flight on the multiplexed node connections.
                 let mut sends = futures_util::stream::FuturesUnordered::new();
-                for cmd in pipe.cmd_iter().cloned() {
+                for cmd in pipe.cmd_iter() {
                     let mut conn = conn.clone();
                     sends.push(async move { cmd.query_async::<()>(&mut conn).await });
                 }
@@ -232,10 +234,14 @@ mod tests {
 
     #[test]
     fn opening_tells_the_kinds_apart() {
-        assert!(!RedisTarget::open("redis://127.0.0.1:6379").unwrap().is_cluster());
-        assert!(RedisTarget::open("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+        assert!(!RedisTarget::open("redis://127.0.0.1:6379")
             .unwrap()
             .is_cluster());
+        assert!(
+            RedisTarget::open("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+                .unwrap()
+                .is_cluster()
+        );
         assert!(RedisTarget::open("redis+cluster://").is_err(), "no seed");
     }
 

@@ -33,11 +33,7 @@ pub fn kafka_producer(sink: EventSink, topic: String) -> Check {
 pub fn redis(link: RedisLink) -> Check {
     Check::new("redis", move || {
         let link = link.clone();
-        async move {
-            link.query::<String>(&redis::cmd("PING"))
-                .await
-                .map(drop)
-        }
+        async move { link.query::<String>(&redis::cmd("PING")).await.map(drop) }
     })
 }
 

@@ -71,7 +71,10 @@ impl Stop {
         readiness.drain();
         self.phase.send_if_modified(|p| advance(p, Phase::Draining));
         if !delay.is_zero() {
-            tracing::info!(delay_ms = delay.as_millis() as u64, "waiting before stopping");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "waiting before stopping"
+            );
             tokio::time::sleep(delay).await;
         }
         self.phase.send_if_modified(|p| advance(p, Phase::Stopping));

@@ -104,6 +104,16 @@ impl Readiness {
             }
         }
         let answer = self.run().await;
+        // One line per change, not one per probe: a restore keeps the answer 503 for a while.
+        let was_ready = last.as_ref().map(|(_, previous)| previous.ready);
+        if was_ready != Some(answer.ready) {
+            match answer.ready {
+                true => tracing::info!("ready"),
+                false => {
+                    tracing::warn!(failed = %answer.body["failed"], checks = %answer.body["checks"], "not ready")
+                }
+            }
+        }
         *last = Some((Instant::now(), answer.clone()));
         answer
     }
@@ -129,7 +139,6 @@ impl Readiness {
             let text = match outcome {
                 Ok(()) => "ok".to_owned(),
                 Err(reason) => {
-                    tracing::warn!(check = name, reason = %reason, "not ready");
                     failed.push(name);
                     reason
                 }
@@ -177,7 +186,11 @@ mod tests {
         assert_eq!(answer.body["checks"]["postgres"], "down");
         let again = readiness.answer().await;
         assert_eq!(again, answer);
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "the second answer came from the cache");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the second answer came from the cache"
+        );
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ pub async fn ensure_topics(
     replication: i32,
 ) -> Result<(), AdminError> {
     let admin: AdminClient<DefaultClientContext> =
-        crate::client_props::apply(ClientConfig::new().set("bootstrap.servers", brokers)).create()?;
+        crate::client_props::apply(ClientConfig::new().set("bootstrap.servers", brokers))
+            .create()?;
     let inputs = topics.inputs();
     let retention = INPUT_RETENTION_MS.to_string();
     let new: Vec<NewTopic> = topics

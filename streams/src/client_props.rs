@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(e.var, "KAFKA_CONFIG_SECURITY_PROTOCOL");
         assert!(e.to_string().contains("security.protocol"), "{e}");
         let unknown = from_vars(vars(&[("KAFKA_CONFIG_NO_SUCH_THING", "1")]));
-        assert_eq!(check(&unknown).unwrap_err().var, "KAFKA_CONFIG_NO_SUCH_THING");
+        assert_eq!(
+            check(&unknown).unwrap_err().var,
+            "KAFKA_CONFIG_NO_SUCH_THING"
+        );
     }
 
     #[test]

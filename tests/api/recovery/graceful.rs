@@ -70,7 +70,13 @@ async fn wait_until_applied(scenario: &Scenario, ends: &mut Ends) {
     while markers.len() < 3 {
         let marker = MerchantId::parse(&format!("{}.myshopify.com", unique("marker-"))).unwrap();
         let before = ends.clone();
-        produce_tracking(&scenario.brokers, &scenario.topics, &[order_of(&marker)], ends).await;
+        produce_tracking(
+            &scenario.brokers,
+            &scenario.topics,
+            &[order_of(&marker)],
+            ends,
+        )
+        .await;
         let landed = ends
             .iter()
             .find(|(k, v)| before.get(*k) != Some(*v))
@@ -160,7 +166,9 @@ fn stopping_instance(scenario: &Scenario, role: &'static str) -> Instance {
     instance
         .env
         .push(("SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string()));
-    instance.env.push(("SHUTDOWN_DELAY_MS", DELAY_MS.to_string()));
+    instance
+        .env
+        .push(("SHUTDOWN_DELAY_MS", DELAY_MS.to_string()));
     instance
 }
 
@@ -180,8 +188,16 @@ async fn sigterm_turns_ready_off_hands_over_commits_and_exits_zero() {
     let mut ingress = stopping_instance(&scenario, "ingress");
     processor.start();
     ingress.start();
-    wait_ready(&processor.address(), "the processor to own and restore its partitions").await;
-    wait_ready(&ingress.address(), "the ingress's producer to reach the broker").await;
+    wait_ready(
+        &processor.address(),
+        "the processor to own and restore its partitions",
+    )
+    .await;
+    wait_ready(
+        &ingress.address(),
+        "the ingress's producer to reach the broker",
+    )
+    .await;
     let health = reqwest::get(format!("{}/health", processor.address()))
         .await
         .unwrap();
@@ -198,14 +214,29 @@ async fn sigterm_turns_ready_off_hands_over_commits_and_exits_zero() {
     // acknowledged afterwards (the markers in every orders partition included) are the ends.
     for _ in 0..5 {
         let body = fixture("orders_create.json");
-        post_webhook(&ingress.address(), &scenario.merchants[0], "orders/create", body).await;
+        post_webhook(
+            &ingress.address(),
+            &scenario.merchants[0],
+            "orders/create",
+            body,
+        )
+        .await;
     }
     let mut ends = Ends::new();
-    produce_tracking(&scenario.brokers, &scenario.topics, &scenario.events, &mut ends).await;
+    produce_tracking(
+        &scenario.brokers,
+        &scenario.topics,
+        &scenario.events,
+        &mut ends,
+    )
+    .await;
     wait_until_applied(&scenario, &mut ends).await;
 
     let status = terminate(&mut processor).await;
-    assert!(status.success(), "the processor exits 0 after a stop: {status:?}");
+    assert!(
+        status.success(),
+        "the processor exits 0 after a stop: {status:?}"
+    );
     let done = committed(&scenario.brokers, &group_of(&scenario), &ends);
     for (partition, end) in &ends {
         assert_eq!(
@@ -216,7 +247,10 @@ async fn sigterm_turns_ready_off_hands_over_commits_and_exits_zero() {
     }
 
     let status = terminate(&mut ingress).await;
-    assert!(status.success(), "the ingress exits 0 after a stop: {status:?}");
+    assert!(
+        status.success(),
+        "the ingress exits 0 after a stop: {status:?}"
+    );
 }
 
 #[actix_web::test]
@@ -227,9 +261,19 @@ async fn a_processor_with_static_membership_works_against_tansu() {
         .env
         .push(("KAFKA_GROUP_INSTANCE_ID", unique("processor-0-")));
     processor.start();
-    wait_ready(&processor.address(), "the static member to own and restore its partitions").await;
+    wait_ready(
+        &processor.address(),
+        "the static member to own and restore its partitions",
+    )
+    .await;
     let mut ends = Ends::new();
-    produce_tracking(&scenario.brokers, &scenario.topics, &scenario.events, &mut ends).await;
+    produce_tracking(
+        &scenario.brokers,
+        &scenario.topics,
+        &scenario.events,
+        &mut ends,
+    )
+    .await;
     wait_until_applied(&scenario, &mut ends).await;
     let status = terminate(&mut processor).await;
     assert!(status.success(), "{status:?}");

@@ -7,8 +7,8 @@
 mod broker_outage;
 mod checks;
 mod crash;
-mod graceful;
 mod erasure_proof;
+mod graceful;
 mod outage;
 mod postgres_outage;
 mod rebalance;

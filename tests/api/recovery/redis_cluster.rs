@@ -34,7 +34,12 @@ impl RedisCluster {
             let log = std::fs::File::create(node_dir.join("redis.log")).expect("node log");
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&node_dir)
@@ -46,9 +51,11 @@ impl RedisCluster {
             cluster.nodes.push(child);
         }
         for port in cluster.ports.clone() {
-            eventually("a cluster node to answer", Duration::from_secs(20), async || {
-                cli(port, &["ping"]).is_some_and(|out| out.contains("PONG"))
-            })
+            eventually(
+                "a cluster node to answer",
+                Duration::from_secs(20),
+                async || cli(port, &["ping"]).is_some_and(|out| out.contains("PONG")),
+            )
             .await;
         }
         let addresses: Vec<String> = cluster
@@ -68,9 +75,14 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         for port in cluster.ports.clone() {
-            eventually("every node to see the cluster ok", Duration::from_secs(30), async || {
-                cli(port, &["cluster", "info"]).is_some_and(|out| out.contains("cluster_state:ok"))
-            })
+            eventually(
+                "every node to see the cluster ok",
+                Duration::from_secs(30),
+                async || {
+                    cli(port, &["cluster", "info"])
+                        .is_some_and(|out| out.contains("cluster_state:ok"))
+                },
+            )
             .await;
         }
         cluster
@@ -143,8 +155,14 @@ async fn dedupe_snapshots_and_fan_out_work_on_a_redis_cluster() {
     // Dedupe: the second copy of one delivery is recognised, and its mark is in the cluster under the shop's tag.
     let shop = MerchantId::parse(&format!("{}.myshopify.com", unique("rc-"))).unwrap();
     let id = unique("wh-");
-    assert_ne!(post_with_id(&owner.address(), &shop, &id).await["status"], "duplicate");
-    assert_eq!(post_with_id(&owner.address(), &shop, &id).await["status"], "duplicate");
+    assert_ne!(
+        post_with_id(&owner.address(), &shop, &id).await["status"],
+        "duplicate"
+    );
+    assert_eq!(
+        post_with_id(&owner.address(), &shop, &id).await["status"],
+        "duplicate"
+    );
     let mark: Option<String> = redis::cmd("GET")
         .arg(format!("processed:{{{shop}}}:{id}"))
         .query_async(&mut conn)
@@ -172,9 +190,15 @@ async fn dedupe_snapshots_and_fan_out_work_on_a_redis_cluster() {
     let mut reader = scenario.instance();
     reader.role = "ingress";
     reader.start();
-    eventually("the reader to listen", Duration::from_secs(30), async || {
-        reqwest::get(format!("{}/health", reader.address())).await.is_ok()
-    })
+    eventually(
+        "the reader to listen",
+        Duration::from_secs(30),
+        async || {
+            reqwest::get(format!("{}/health", reader.address()))
+                .await
+                .is_ok()
+        },
+    )
     .await;
     let fan = MerchantId::parse(&format!("{}.myshopify.com", unique("fan-"))).unwrap();
     post_order(&owner.address(), &fan, 1, 1, "40.00", 1).await;
