@@ -27,7 +27,13 @@ const DELAY_MS: u64 = 1_500;
 type Ends = HashMap<(String, i32), i64>;
 
 async fn produce_tracking(brokers: &str, topics: &Topics, events: &[InputEvent], ends: &mut Ends) {
-    let sink = SinkConfig::new(brokers.to_owned()).build().unwrap();
+    // A broker shared with the whole suite can be slow to acknowledge; waiting longer is not a failure here.
+    let sink = SinkConfig {
+        delivery_timeout: Duration::from_secs(30),
+        ..SinkConfig::new(brokers.to_owned())
+    }
+    .build()
+    .unwrap();
     for e in events {
         let payload = e.encode();
         let topic = e.kind().topic(topics);
