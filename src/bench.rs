@@ -247,7 +247,8 @@ async fn read_only(
         .set("group.id", format!("{topic_prefix}raw"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = streams::source::fetch_settings(&mut config).create()?;
+    let consumer: StreamConsumer =
+        streams::client_props::apply(streams::source::fetch_settings(&mut config)).create()?;
     // Every input topic, as the processor subscribes; only the orders topic holds records.
     let topics = settings.topics.inputs();
     consumer.subscribe(&topics)?;

@@ -16,6 +16,7 @@ use crate::shopify::admin::throttle::ThrottlePlan;
 use crate::shopify::admin::AdminSettings;
 use crate::shopify::hmac::WebhookSecrets;
 use crate::snapshots::SnapshotBackend;
+use crate::store::PoolSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -26,6 +27,11 @@ pub struct Settings {
     pub kafka_session_timeout: Duration,
     /// How long the processor may go without polling before librdkafka leaves the group for it.
     pub kafka_max_poll_interval: Duration,
+    /// Static membership of the processor's consumer (`KAFKA_GROUP_INSTANCE_ID`, see docs/RECOVERY.md).
+    pub kafka_group_instance_id: Option<String>,
+    /// librdkafka properties from `KAFKA_CONFIG_*`, applied to every Kafka client (only [`Settings::from_env`]
+    /// reads them: a lookup cannot list variables).
+    pub kafka_client_props: Vec<streams::client_props::ClientProp>,
     /// librdkafka debug contexts for the processor's consumer (`KAFKA_DEBUG`).
     pub kafka_debug: Option<String>,
     /// Create missing topics at start-up, with this many partitions and replicas.
@@ -38,6 +44,8 @@ pub struct Settings {
     /// set.
     pub redis_enabled: bool,
     pub database_url: Option<String>,
+    /// The Postgres pool's size and timeouts (`PG_POOL_MAX`, `PG_ACQUIRE_TIMEOUT_MS`, `PG_STATEMENT_TIMEOUT_MS`).
+    pub postgres: PoolSettings,
     pub shopify_api_key: String,
     pub webhook_secrets: WebhookSecrets,
     pub keys: KeyRing,
@@ -78,6 +86,18 @@ pub struct Settings {
     pub shopify_throttle_plan: ThrottlePlan,
     /// The write-back worker's consumer group and batching (`SYNC_GROUP_ID`, `SYNC_BATCH_MAX`, `SYNC_LINGER_MS`).
     pub sync: SyncSettings,
+    /// How a stop (SIGTERM, Ctrl-C) unfolds (`SHUTDOWN_GRACE_SECS`, `SHUTDOWN_DELAY_MS`).
+    pub shutdown: ShutdownSettings,
+}
+
+/// `SHUTDOWN_GRACE_SECS` and `SHUTDOWN_DELAY_MS` (the stop sequence is described in `runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// Everything from the signal to the exit must fit in this; keep it under the orchestrator's own grace
+    /// (Kubernetes' `terminationGracePeriodSeconds`, 30 s by default).
+    pub grace: Duration,
+    /// How long the instance keeps working with `/ready` at 503 before it stops accepting.
+    pub delay: Duration,
 }
 
 /// The write-back worker's consumer group and batching (`SYNC_GROUP_ID`, `SYNC_BATCH_MAX`, `SYNC_LINGER_MS`).
@@ -135,7 +155,7 @@ impl Settings {
         }
         let kafka_group_id = get("KAFKA_GROUP_ID").unwrap_or_else(|| "loyalnest-rfm".to_owned());
         Ok(Settings {
-            http_addr: parse_or(&get, "HTTP_ADDR", "127.0.0.1:8080")?,
+            http_addr: parse_or(&get, "HTTP_ADDR", "0.0.0.0:8080")?,
             kafka_brokers: get("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
             kafka_group_id: kafka_group_id.clone(),
             kafka_session_timeout: Duration::from_millis(parse_or(
@@ -148,6 +168,8 @@ impl Settings {
                 "KAFKA_MAX_POLL_INTERVAL_MS",
                 "300000",
             )?),
+            kafka_group_instance_id: get("KAFKA_GROUP_INSTANCE_ID").map(|id| id.trim().to_owned()),
+            kafka_client_props: Vec::new(),
             kafka_debug: get("KAFKA_DEBUG"),
             kafka_create_topics: parse_or(&get, "KAFKA_CREATE_TOPICS", "true")?,
             kafka_partitions: parse_or(&get, "KAFKA_PARTITIONS", "12")?,
@@ -156,6 +178,17 @@ impl Settings {
             redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
             redis_enabled: true,
             database_url: get("DATABASE_URL"),
+            postgres: PoolSettings {
+                max_connections: parse_or::<u32>(&get, "PG_POOL_MAX", "8")?.max(1),
+                acquire_timeout: Duration::from_millis(parse_or(
+                    &get,
+                    "PG_ACQUIRE_TIMEOUT_MS",
+                    "3000",
+                )?),
+                statement_timeout: Some(parse_or::<u64>(&get, "PG_STATEMENT_TIMEOUT_MS", "0")?)
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
+            },
             shopify_api_key: get("SHOPIFY_API_KEY").unwrap_or_else(|| "loyalnest-dev".to_owned()),
             webhook_secrets: WebhookSecrets::new(
                 secret.into_bytes(),
@@ -232,11 +265,18 @@ impl Settings {
                 batch_max: parse_or::<usize>(&get, "SYNC_BATCH_MAX", "5000")?.max(1),
                 linger: Duration::from_millis(parse_or(&get, "SYNC_LINGER_MS", "200")?),
             },
+            shutdown: ShutdownSettings {
+                grace: Duration::from_secs(parse_or(&get, "SHUTDOWN_GRACE_SECS", "25")?),
+                delay: Duration::from_millis(parse_or(&get, "SHUTDOWN_DELAY_MS", "0")?),
+            },
         })
     }
 
+    /// The process environment, `KAFKA_CONFIG_*` included.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Settings::from_lookup(|var| std::env::var(var).ok())
+        let mut settings = Settings::from_lookup(|var| std::env::var(var).ok())?;
+        settings.kafka_client_props = streams::client_props::from_vars(std::env::vars());
+        Ok(settings)
     }
 }
 
@@ -339,6 +379,37 @@ mod tests {
         assert_eq!(plus.sync.group_id, "blue-sync");
         let odd = settings(&[base[0], ("SHOPIFY_THROTTLE_PLAN", "gold")]).unwrap_err();
         assert_eq!(odd.var, "SHOPIFY_THROTTLE_PLAN");
+    }
+
+    #[test]
+    fn runtime_settings_have_defaults_and_overrides() {
+        let base = [("SHOPIFY_API_SECRET", "s")];
+        let s = settings(&base).unwrap();
+        assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.shutdown.grace, Duration::from_secs(25));
+        assert_eq!(s.shutdown.delay, Duration::ZERO);
+        assert_eq!(s.postgres.max_connections, 8);
+        assert_eq!(s.postgres.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(s.postgres.statement_timeout, None);
+        assert_eq!(s.kafka_group_instance_id, None);
+        let s = settings(&[
+            base[0],
+            ("SHUTDOWN_GRACE_SECS", "10"),
+            ("SHUTDOWN_DELAY_MS", "1500"),
+            ("PG_POOL_MAX", "20"),
+            ("PG_ACQUIRE_TIMEOUT_MS", "500"),
+            ("PG_STATEMENT_TIMEOUT_MS", "2000"),
+            ("KAFKA_GROUP_INSTANCE_ID", "processor-0"),
+        ])
+        .unwrap();
+        assert_eq!(s.shutdown.grace, Duration::from_secs(10));
+        assert_eq!(s.shutdown.delay, Duration::from_millis(1500));
+        assert_eq!(s.postgres.max_connections, 20);
+        assert_eq!(s.postgres.acquire_timeout, Duration::from_millis(500));
+        assert_eq!(s.postgres.statement_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.kafka_group_instance_id.as_deref(), Some("processor-0"));
+        let bad = settings(&[base[0], ("SHUTDOWN_GRACE_SECS", "soon")]).unwrap_err();
+        assert_eq!(bad.var, "SHUTDOWN_GRACE_SECS");
     }
 
     #[test]

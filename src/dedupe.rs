@@ -1,4 +1,5 @@
-//! Webhook deduplication in Redis: `processed:{merchant_id}:{webhook_id}`.
+//! Webhook deduplication in Redis: `processed:{<merchant_id>}:<webhook_id>` (the shop as the hash tag, like every
+//! key of a shop; see `redis_link::target`).
 //!
 //! Shopify retries a webhook it did not see answered in time, so the same delivery can arrive twice, and sometimes
 //! at once. A delivery first *claims* its id with one atomic `SET NX` (value `pending`, held for about as long as a
@@ -9,11 +10,12 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use streams::MerchantId;
+
+use crate::redis_link::{tag, RedisConn, RedisTarget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupeError {
@@ -36,7 +38,7 @@ pub struct DedupeConfig {
 impl DedupeConfig {
     pub fn build(&self) -> Result<DedupeStore, DedupeError> {
         Ok(DedupeStore {
-            client: redis::Client::open(self.redis_url.as_str())?,
+            target: RedisTarget::open(&self.redis_url)?,
             connection: OnceCell::new(),
             ttl: self.ttl,
             timeout: self.timeout,
@@ -46,9 +48,9 @@ impl DedupeConfig {
 }
 
 pub struct DedupeStore {
-    client: redis::Client,
-    // Established on first use and then kept; the manager reconnects by itself after Redis restarts.
-    connection: OnceCell<ConnectionManager>,
+    target: RedisTarget,
+    // Established on first use and then kept; it reconnects by itself after Redis restarts.
+    connection: OnceCell<RedisConn>,
     ttl: Duration,
     timeout: Duration,
     claim: Duration,
@@ -69,14 +71,14 @@ const PENDING: &str = "pending";
 const DONE: &str = "done";
 
 fn key(merchant: &MerchantId, webhook_id: &str) -> String {
-    format!("processed:{merchant}:{webhook_id}")
+    format!("processed:{}:{webhook_id}", tag(merchant.as_str()))
 }
 
 impl DedupeStore {
-    async fn connection(&self) -> Result<ConnectionManager, DedupeError> {
+    async fn connection(&self) -> Result<RedisConn, DedupeError> {
         let connect = self
             .connection
-            .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await });
+            .get_or_try_init(|| async { self.target.connect(self.timeout, 6).await });
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(result) => Ok(result?.clone()),
             Err(_) => Err(DedupeError::Timeout(self.timeout)),

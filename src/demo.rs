@@ -56,6 +56,8 @@ pub fn settings() -> anyhow::Result<Settings> {
     let mut settings = Settings::from_lookup(|k| match k {
         "SHOPIFY_API_SECRET" => Some(std::env::var(k).unwrap_or_else(|_| "demo-secret".to_owned())),
         "KAFKA_BROKERS" => Some("mock".to_owned()),
+        // The demo signs App Proxy requests for anyone who reaches it: loopback unless asked otherwise.
+        "HTTP_ADDR" => Some(std::env::var(k).unwrap_or_else(|_| "127.0.0.1:8080".to_owned())),
         _ => std::env::var(k).ok(),
     })?;
     settings.redis_enabled = std::env::var("REDIS_URL").is_ok();

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use actors::SystemClock;
 use loyalnest_rfm::configuration::Settings;
 use loyalnest_rfm::mock_broker;
+use loyalnest_rfm::probes::ProbeServer;
+use loyalnest_rfm::runtime::{self, readiness::Readiness, Stop};
 use loyalnest_rfm::startup::{self, Application, Engine};
 use loyalnest_rfm::store::Store;
 use loyalnest_rfm::telemetry;
@@ -115,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ReplayDlq { group } => {
             let settings = Settings::from_env()?;
+            streams::client_props::install(settings.kafka_client_props.clone())?;
             let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
             let idle = std::time::Duration::from_secs(3);
             let report = streams::replay::replay_dlq(
@@ -135,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
                 .database_url
                 .as_deref()
                 .context("DATABASE_URL is required for reseal")?;
-            let store = Store::connect_lazy(url)?;
+            let store = Store::connect_with(url, &settings.postgres)?;
             store.migrate().await.context("applying migrations")?;
             let report = loyalnest_rfm::reseal::Resealer {
                 pool: store.pool(),
@@ -206,6 +209,8 @@ async fn migrate() -> anyhow::Result<()> {
 async fn serve(role: Role) -> anyhow::Result<()> {
     let mut settings =
         Settings::from_env().context("reading configuration from the environment")?;
+    streams::client_props::install(settings.kafka_client_props.clone())
+        .context("KAFKA_CONFIG_* (librdkafka properties)")?;
     // Kept alive until `serve` returns: the mock broker stops when dropped.
     let _mock = if mock_broker::is_mock(&settings.kafka_brokers) {
         let broker = mock_broker::MockBroker::start(&settings.topics, settings.kafka_partitions)?;
@@ -227,43 +232,110 @@ async fn serve(role: Role) -> anyhow::Result<()> {
         .await
         .context("creating Kafka topics (set KAFKA_CREATE_TOPICS=false to skip)")?;
     }
-    if role == Role::Sync {
-        let worker = startup::build_sync_worker(&settings).await?;
-        let http = startup::sync_http(&settings)?;
-        tokio::spawn(http);
-        tracing::info!(group = %settings.sync.group_id, "Shopify write-back consuming");
-        return worker
-            .run(startup::shutdown_signal())
-            .await
-            .context("write-back worker failed");
-    }
-    if role == Role::All {
-        // Without a database there are no tokens to write with, so `all` runs the write-back only with one.
-        if settings.database_url.is_some() {
-            let worker = startup::build_sync_worker(&settings).await?;
-            tokio::spawn(async move {
-                if let Err(e) = worker.run(std::future::pending()).await {
-                    tracing::error!(error = %e, "the Shopify write-back worker stopped");
-                }
-            });
+    let stop = Stop::default();
+    let (work, readiness) = match role {
+        Role::All => run_all(&settings, &stop).await?,
+        Role::Processor => run_processor(&settings, &stop).await?,
+        Role::Ingress => run_ingress(&settings, &stop)?,
+        Role::Sync => run_sync(&settings, &stop).await?,
+    };
+    tokio::spawn(runtime::stop_on_signal(
+        stop.clone(),
+        readiness,
+        settings.shutdown.delay,
+    ));
+    match stop.bounded(settings.shutdown.grace, work).await {
+        Ok(result) => {
+            result?;
+            tracing::info!("stopped");
+            Ok(())
         }
-        let engine =
-            Engine::start(&settings, Arc::new(SystemClock), startup::shutdown_signal()).await?;
-        tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
-        engine.processor.await?.context("processor failed")?;
+        Err(overrun) => {
+            // Whatever is still running (a snapshot write, a commit) is abandoned: the next owner restores from
+            // the previous snapshot. Exiting here beats being killed mid-write by the orchestrator.
+            tracing::error!(error = %overrun, "exiting before the stop finished");
+            std::process::exit(1);
+        }
+    }
+}
+
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+/// Ingress, processor and dashboards in one process (and the Shopify write-back when there is a database, since
+/// without one there are no tokens to write with): the processor stops first (hand-over snapshot and commit), then
+/// the write-back finishes its batch, then the HTTP server.
+async fn run_all(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Readiness)> {
+    let sync = match settings.database_url {
+        Some(_) => Some(tokio::spawn(
+            startup::build_sync_worker(settings)
+                .await?
+                .run(stop.stopping()),
+        )),
+        None => None,
+    };
+    let engine = Engine::start(settings, Arc::new(SystemClock), stop.stopping()).await?;
+    tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
+    let readiness = engine.readiness.clone();
+    let work = async move {
+        let outcome = engine.processor.await;
+        if let Some(sync) = sync {
+            if let Err(e) = sync.await? {
+                tracing::error!(error = %e, "the Shopify write-back worker stopped");
+            }
+        }
         engine.server.stop(true).await;
-        return Ok(());
-    }
-    if role == Role::Processor {
-        let (processor, _channels) =
-            startup::build_live_processor(&settings, Arc::new(SystemClock)).await?;
-        tracing::info!(group = %settings.kafka_group_id, "processor consuming");
-        return processor
-            .run(startup::shutdown_signal())
-            .await
-            .context("processor failed");
-    }
-    let app = Application::build(&settings).context("starting the HTTP server")?;
+        outcome?.context("processor failed")
+    };
+    Ok((Box::pin(work), readiness))
+}
+
+/// The Shopify write-back worker with the probe routes on `HTTP_ADDR`.
+async fn run_sync(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Readiness)> {
+    let worker = startup::build_sync_worker(settings).await?;
+    let readiness = Readiness::default();
+    readiness.add(runtime::checks::postgres(worker.pool.clone()));
+    let probes = ProbeServer::build(settings, readiness.clone()).context("binding HTTP_ADDR")?;
+    tracing::info!(group = %settings.sync.group_id, port = probes.port(), "Shopify write-back consuming");
+    let server = probes.handle();
+    tokio::spawn(probes.run_until_stopped());
+    let stopping = stop.stopping();
+    let work = async move {
+        let outcome = worker.run(stopping).await;
+        server.stop(true).await;
+        outcome.context("write-back worker failed")
+    };
+    Ok((Box::pin(work), readiness))
+}
+
+/// The processor with the probe routes on `HTTP_ADDR`.
+async fn run_processor(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Readiness)> {
+    let (processor, _channels) =
+        startup::build_live_processor(settings, Arc::new(SystemClock)).await?;
+    let readiness = Readiness::default();
+    startup::add_processor_checks(settings, &readiness, &processor)?;
+    let probes = ProbeServer::build(settings, readiness.clone()).context("binding HTTP_ADDR")?;
+    tracing::info!(group = %settings.kafka_group_id, port = probes.port(), "processor consuming");
+    let server = probes.handle();
+    tokio::spawn(probes.run_until_stopped());
+    let stopping = stop.stopping();
+    let work = async move {
+        let outcome = processor.run(stopping).await;
+        server.stop(true).await;
+        outcome.context("processor failed")
+    };
+    Ok((Box::pin(work), readiness))
+}
+
+/// The HTTP side alone: on a stop it refuses new connections and finishes the requests it has.
+fn run_ingress(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Readiness)> {
+    let app = Application::build(settings).context("starting the HTTP server")?;
     tracing::info!(port = app.port(), brokers = %settings.kafka_brokers, "ingress listening");
-    app.run_until_stopped().await.context("HTTP server failed")
+    let (readiness, server) = (app.readiness(), app.handle());
+    let stopping = stop.stopping();
+    tokio::spawn(async move {
+        stopping.await;
+        server.stop(true).await;
+    });
+    let work = async move { app.run_until_stopped().await.context("HTTP server failed") };
+    Ok((Box::pin(work), readiness))
 }

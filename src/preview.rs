@@ -20,7 +20,7 @@ use streams::MerchantId;
 
 use crate::directory::{inspect_all, Registry};
 use crate::read_model::Source;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, RedisTarget};
 use crate::store::{Store, StoreError};
 
 mod database;
@@ -59,13 +59,17 @@ pub fn config_hash(config: &RfmConfig) -> String {
         .to_owned()
 }
 
-/// `rfm:preview:{merchant}:{hash}`, the hash of the saved configuration and the proposal together.
+/// `rfm:preview:{<merchant>}:<hash>` (the shop as the hash tag), the hash of the saved configuration and the
+/// proposal together.
 pub fn cache_key(merchant: &MerchantId, saved: &RfmConfig, proposed: &RfmConfig) -> String {
     use sha2::{Digest, Sha256};
     let pair = format!("{}:{}", config_hash(saved), config_hash(proposed));
     let digest = Sha256::digest(pair.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("rfm:preview:{merchant}:{hex}")
+    format!(
+        "rfm:preview:{}:{hex}",
+        crate::redis_link::tag(merchant.as_str())
+    )
 }
 
 pub struct PreviewService {
@@ -137,7 +141,8 @@ impl PreviewService {
             .query(redis::cmd("PUBLISH").arg(REQUESTS).arg(request))
             .await
             .ok()?;
-        if listeners == 0 {
+        // A cluster counts only the subscribers of the node that took the PUBLISH, so its zero proves nothing.
+        if listeners == 0 && !redis.target().is_cluster() {
             return None;
         }
         let deadline = Instant::now() + OWNER_WAIT;
@@ -165,7 +170,7 @@ pub fn service(
         .then(|| RedisLink::new(&settings.redis_url, settings.redis_timeout))
         .transpose()?;
     if let (Some(link), Some(registry)) = (&redis, &registry) {
-        let client = redis::Client::open(settings.redis_url.as_str())?;
+        let client = link.target().clone();
         tokio::spawn(answer_forever(client, link.clone(), registry.clone()));
     }
     Ok(PreviewService {
@@ -216,7 +221,7 @@ async fn compute_live(
 }
 
 /// Answers other instances' proposals for the merchants this instance holds, until the process ends.
-pub async fn answer_forever(client: redis::Client, link: RedisLink, registry: Registry) {
+pub async fn answer_forever(client: RedisTarget, link: RedisLink, registry: Registry) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if let Err(e) = answer(&client, &link, &registry).await {
@@ -228,13 +233,11 @@ pub async fn answer_forever(client: redis::Client, link: RedisLink, registry: Re
 }
 
 async fn answer(
-    client: &redis::Client,
+    client: &RedisTarget,
     link: &RedisLink,
     registry: &Registry,
 ) -> redis::RedisResult<()> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(REQUESTS).await?;
-    let mut messages = pubsub.on_message();
+    let mut messages = client.messages(REQUESTS).await?;
     while let Some(message) = messages.next().await {
         let Ok(payload) = message.get_payload::<String>() else {
             continue;
@@ -243,7 +246,10 @@ async fn answer(
             tracing::debug!("ignoring a malformed preview request");
             continue;
         };
-        let prefix = format!("rfm:preview:{}:", request.merchant);
+        let prefix = format!(
+            "rfm:preview:{}:",
+            crate::redis_link::tag(request.merchant.as_str())
+        );
         if request.config.validate().is_err() || !request.key.starts_with(&prefix) {
             continue;
         }

@@ -1,33 +1,46 @@
 //! A lazily connected Redis link with a bound on every call, for the writers that must never hold up the pipeline
 //! (dashboard fan-out, score cache, snapshots): the process starts while Redis is down, and a call that fails drops
-//! the connection so the next one connects afresh instead of waiting on a reconnect that may never finish.
+//! the connection so the next one connects afresh instead of waiting on a reconnect that may never finish. The
+//! link works the same on one server and on a Redis Cluster (see [`target`]).
+
+pub mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
+
+pub use target::{tag, RedisConn, RedisTarget};
 
 #[derive(Clone)]
 pub struct RedisLink {
-    client: redis::Client,
-    connection: Arc<Mutex<Option<ConnectionManager>>>,
+    target: RedisTarget,
+    connection: Arc<Mutex<Option<RedisConn>>>,
     timeout: Duration,
 }
 
 impl RedisLink {
+    /// `url` as `REDIS_URL` gives it: one server, or `redis+cluster://` seeds.
     pub fn new(url: &str, timeout: Duration) -> redis::RedisResult<RedisLink> {
-        Ok(RedisLink {
-            client: redis::Client::open(url)?,
+        Ok(RedisLink::on(RedisTarget::open(url)?, timeout))
+    }
+
+    pub fn on(target: RedisTarget, timeout: Duration) -> RedisLink {
+        RedisLink {
+            target,
             connection: Arc::new(Mutex::new(None)),
             timeout,
-        })
+        }
+    }
+
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
     }
 
     /// Runs `pipe` (whose replies are ignored); errors and timeouts come back as text for the caller's log line.
     pub async fn run(&self, pipe: &redis::Pipeline) -> Result<(), String> {
         let mut conn = self.connection().await?;
-        let result = tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await;
+        let result = tokio::time::timeout(self.timeout, conn.run_batch(pipe)).await;
         self.settle(result).await
     }
 
@@ -38,7 +51,8 @@ impl RedisLink {
         self.settle(result).await
     }
 
-    /// Deletes every key matching the `SCAN` pattern, a page at a time (never `KEYS`, which blocks Redis).
+    /// Deletes every key matching the `SCAN` pattern, a page at a time (never `KEYS`, which blocks Redis). On a
+    /// cluster the pattern must carry a hash tag (`tag`): the scan runs on the node that owns its slot.
     pub async fn delete_matching(&self, pattern: &str) -> Result<(), String> {
         let mut cursor = 0u64;
         loop {
@@ -48,7 +62,11 @@ impl RedisLink {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(1_000);
-            let (next, keys): (u64, Vec<String>) = self.query(&scan).await?;
+            let mut conn = self.connection().await?;
+            let page = conn.query_at::<(u64, Vec<String>)>(pattern, &scan);
+            let (next, keys) = self
+                .settle(tokio::time::timeout(self.timeout, page).await)
+                .await?;
             if !keys.is_empty() {
                 self.run(redis::pipe().del(keys)).await?;
             }
@@ -72,17 +90,13 @@ impl RedisLink {
         Err(outcome)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    async fn connection(&self) -> Result<RedisConn, String> {
         let mut slot = self.connection.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        // Our callers retry on their own schedule; the manager's own retries would only stretch one call.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        // Our callers retry on their own schedule; the client's own retries would only stretch one call.
+        let connect = self.target.connect(self.timeout, 1);
         let conn = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| "connect timed out".to_owned())?

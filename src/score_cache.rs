@@ -1,4 +1,5 @@
-//! The score cache other services read: `rfm:customer:{merchant_id}:{customer_id}` in Redis, a small JSON value
+//! The score cache other services read: `rfm:customer:{<merchant_id>}:<customer_id>` in Redis (the shop as the
+//! hash tag, so on a Redis Cluster a shop's keys share one slot and its erasure scans one node), a small JSON value
 //! with the customer's current scores, segment and stage, kept for 24 hours after its last change (DESIGN.md §7).
 //!
 //! Best effort by design: the processor writes it after a batch's outputs are published and never waits on it for
@@ -11,12 +12,12 @@ use std::time::Duration;
 use actors::Change;
 use streams::MerchantId;
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{tag, RedisLink};
 
 const TTL_SECS: u64 = 86_400;
 
 pub fn key(merchant: &MerchantId, customer_id: u64) -> String {
-    format!("rfm:customer:{merchant}:{customer_id}")
+    format!("rfm:customer:{}:{customer_id}", tag(merchant.as_str()))
 }
 
 #[derive(Clone)]
@@ -86,7 +87,7 @@ impl ScoreCache {
                 .run(redis::pipe().del(key(merchant, customer)))
                 .await;
         }
-        let shop = glob_escape(merchant.as_str());
+        let shop = tag(&glob_escape(merchant.as_str()));
         for pattern in [
             format!("rfm:customer:{shop}:*"),
             format!("processed:{shop}:*"),

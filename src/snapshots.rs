@@ -100,7 +100,13 @@ pub struct Saved {
 #[derive(Clone)]
 pub enum SnapshotStore {
     Postgres(PgSnapshots),
-    Redis { link: RedisLink, prefix: String },
+    Redis {
+        link: RedisLink,
+        prefix: String,
+        /// Where snapshots were kept before the keys were hash-tagged; read when the tagged key is missing, so an
+        /// upgrade restores from the last snapshot instead of replaying.
+        legacy_prefix: String,
+    },
     Memory(Arc<DashMap<i32, Vec<u8>>>),
 }
 
@@ -109,7 +115,10 @@ impl SnapshotStore {
     pub fn redis(url: &str, group: &str, timeout: Duration) -> redis::RedisResult<Self> {
         Ok(SnapshotStore::Redis {
             link: RedisLink::new(url, timeout)?,
-            prefix: format!("rfm:snapshot:{group}"),
+            // The group as the hash tag: on a cluster every snapshot of the group and its liveness mark share a
+            // slot, so they can be written together should that ever be needed.
+            prefix: format!("rfm:snapshot:{}", crate::redis_link::tag(group)),
+            legacy_prefix: format!("rfm:snapshot:{group}"),
         })
     }
 
@@ -140,7 +149,7 @@ impl SnapshotStore {
         let partition = round.partition;
         match self {
             SnapshotStore::Postgres(pg) => pg.save(round, base, writer).await,
-            SnapshotStore::Redis { link, prefix } => {
+            SnapshotStore::Redis { link, prefix, .. } => {
                 let (whole, saved) = whole_of(round).await?;
                 let key = format!("{prefix}:{partition}");
                 link.query::<()>(redis::cmd("SET").arg(key).arg(whole))
@@ -161,7 +170,7 @@ impl SnapshotStore {
     pub async fn mark_alive(&self, ttl: Duration) -> Result<(), StoreError> {
         match self {
             SnapshotStore::Postgres(pg) => pg.mark_alive(ttl).await,
-            SnapshotStore::Redis { link, prefix } => {
+            SnapshotStore::Redis { link, prefix, .. } => {
                 let ms = ttl.as_millis().max(1) as u64;
                 let key = format!("{prefix}:alive");
                 link.query::<()>(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms))
@@ -177,7 +186,7 @@ impl SnapshotStore {
     pub async fn someone_alive(&self) -> Result<bool, StoreError> {
         match self {
             SnapshotStore::Postgres(pg) => pg.someone_alive().await,
-            SnapshotStore::Redis { link, prefix } => link
+            SnapshotStore::Redis { link, prefix, .. } => link
                 .query::<bool>(redis::cmd("EXISTS").arg(format!("{prefix}:alive")))
                 .await
                 .map_err(StoreError::Unavailable),
@@ -188,10 +197,26 @@ impl SnapshotStore {
     pub async fn load(&self, partition: i32) -> Result<Option<Loaded>, StoreError> {
         let whole = match self {
             SnapshotStore::Postgres(pg) => return pg.load(partition).await,
-            SnapshotStore::Redis { link, prefix } => link
-                .query::<Option<Vec<u8>>>(redis::cmd("GET").arg(format!("{prefix}:{partition}")))
-                .await
-                .map_err(StoreError::Unavailable)?,
+            SnapshotStore::Redis {
+                link,
+                prefix,
+                legacy_prefix,
+            } => {
+                let get = |prefix: &str| {
+                    redis::cmd("GET")
+                        .arg(format!("{prefix}:{partition}"))
+                        .to_owned()
+                };
+                let (tagged, legacy) = (get(prefix), get(legacy_prefix));
+                match link.query::<Option<Vec<u8>>>(&tagged).await {
+                    Ok(Some(bytes)) => Some(bytes),
+                    Ok(None) => link
+                        .query::<Option<Vec<u8>>>(&legacy)
+                        .await
+                        .map_err(StoreError::Unavailable)?,
+                    Err(e) => return Err(StoreError::Unavailable(e)),
+                }
+            }
             SnapshotStore::Memory(map) => map.get(&partition).map(|b| b.clone()),
         };
         Ok(whole.map(|bytes| Loaded {

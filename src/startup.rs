@@ -22,9 +22,12 @@ use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
 use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
+use crate::redis_link::{RedisLink, RedisTarget};
 use crate::routes::{
     api, dashboard, gdpr, health, nudge_experiments, nudge_templates, stream, webhooks, widget,
 };
+use crate::runtime::checks;
+use crate::runtime::readiness::Readiness;
 use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
 use crate::shopify::admin::paced::PacedClient;
@@ -47,11 +50,14 @@ pub struct Shared {
     pub nudges: Option<actors::nudges::NudgeDesk>,
     /// The processor's nudge ledger, so the routes and the processor keep one (the in-memory one especially).
     pub ledger: Option<crate::experiments::ledger::Ledger>,
+    /// What `/ready` checks; the HTTP side adds its own conditions to those already there.
+    pub readiness: Readiness,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    readiness: Readiness,
 }
 
 impl Application {
@@ -62,7 +68,7 @@ impl Application {
             ..Shared::default()
         };
         if settings.redis_enabled {
-            let client = redis::Client::open(settings.redis_url.as_str())?;
+            let client = RedisTarget::open(&settings.redis_url)?;
             tokio::spawn(subscribe_forever(client, shared.channels.clone()));
         }
         Application::build_with(settings, shared)
@@ -73,10 +79,12 @@ impl Application {
         let port = listener.local_addr()?.port();
         let limits = Arc::new(settings.limits.build());
         let ingress = web::Data::new(ingress_state(settings, limits.clone())?);
+        let readiness = shared.readiness.clone();
+        add_ingress_checks(settings, &readiness, &ingress)?;
         let store = settings
             .database_url
             .as_deref()
-            .map(Store::connect_lazy)
+            .map(|url| Store::connect_with(url, &settings.postgres))
             .transpose()?;
         let ledger = shared.ledger.clone().or_else(|| {
             crate::experiments::ledger::ledger(store.as_ref(), false, settings.nudge_rules)
@@ -123,7 +131,7 @@ impl Application {
             channels: shared.channels,
             redis: settings
                 .redis_enabled
-                .then(|| redis::Client::open(settings.redis_url.as_str()))
+                .then(|| RedisLink::new(&settings.redis_url, settings.redis_timeout))
                 .transpose()?,
             redis_timeout: settings.redis_timeout,
             limits,
@@ -132,7 +140,7 @@ impl Application {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let per_worker = settings.limits.max_connections.div_ceil(workers).max(1);
         let assets = web::Data::new(dashboard::Assets::default());
-        let ready_cache = web::Data::new(health::ReadyCache::default());
+        let ready = web::Data::new(readiness.clone());
         let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
         telemetry::describe_metrics(&settings.topics);
         let server = HttpServer::new(move || {
@@ -141,7 +149,7 @@ impl Application {
                 .app_data(reads.clone())
                 .app_data(experiments.clone())
                 .app_data(assets.clone())
-                .app_data(ready_cache.clone())
+                .app_data(ready.clone())
                 .app_data(prometheus.clone())
                 .app_data(widgets.clone())
                 .configure(widget::routes)
@@ -192,9 +200,21 @@ impl Application {
         })
         .workers(workers)
         .max_connections(per_worker)
+        // The process stops the server itself, after `/ready` has turned 503 (see `runtime`).
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown.grace.as_secs())
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            readiness,
+        })
+    }
+
+    /// What this instance's `/ready` checks.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -208,6 +228,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The ingress is ready when its producer reaches a broker and, when Redis is used, Redis answers (webhook
+/// dedupe needs it).
+fn add_ingress_checks(
+    settings: &Settings,
+    readiness: &Readiness,
+    ingress: &webhooks::IngressState,
+) -> anyhow::Result<()> {
+    let topic = settings.topics.orders_create.clone();
+    readiness.add(checks::kafka_producer(ingress.sink.clone(), topic));
+    if settings.redis_enabled {
+        let link = crate::redis_link::RedisLink::new(&settings.redis_url, settings.redis_timeout)?;
+        readiness.add(checks::redis(link));
+    }
+    Ok(())
 }
 
 fn ingress_state(
@@ -230,7 +266,7 @@ fn ingress_state(
     // Crypto-shredding needs somewhere to keep the shops' wrapped keys; without Postgres the configured key seals.
     let shop_keys = match (&settings.database_url, settings.keys.is_empty()) {
         (Some(url), false) => Some(ShopKeys::new(
-            Store::connect_lazy(url)?,
+            Store::connect_with(url, &settings.postgres)?,
             settings.keys.clone(),
         )),
         (None, false) => {
@@ -276,8 +312,8 @@ pub async fn build_processor(
     crate::telemetry::describe_metrics(&settings.topics);
     let store = match &settings.database_url {
         Some(url) => {
-            let store =
-                Store::connect_lazy(url)?.with_attribution(settings.nudge_rules.attribution);
+            let store = Store::connect_with(url, &settings.postgres)?
+                .with_attribution(settings.nudge_rules.attribution);
             store.migrate().await?;
             Some(store)
         }
@@ -342,6 +378,7 @@ pub async fn build_processor(
         )
     }
     .with_session_timeout(settings.kafka_session_timeout)
+    .with_group_instance_id(settings.kafka_group_instance_id.clone())
     .with_max_poll_interval(settings.kafka_max_poll_interval)
     .with_kafka_debug(settings.kafka_debug.clone())
     .build(publisher, clock)?;
@@ -364,7 +401,7 @@ pub async fn build_live_processor(
     let mut processor = build_processor(settings, clock).await?;
     let channels = Arc::new(Channels::default());
     let sink = if settings.redis_enabled {
-        let client = redis::Client::open(settings.redis_url.as_str())?;
+        let client = RedisTarget::open(&settings.redis_url)?;
         tokio::spawn(subscribe_forever(client, channels.clone()));
         FrameSink::redis(
             &settings.redis_url,
@@ -420,7 +457,7 @@ pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker
     let url = settings.database_url.as_deref().ok_or_else(|| {
         anyhow::anyhow!("the sync role needs DATABASE_URL (tokens and written versions)")
     })?;
-    let store = Store::connect_lazy(url)?;
+    let store = Store::connect_with(url, &settings.postgres)?;
     store.migrate().await?;
     let topic = &settings.topics.rfm_updated;
     Ok(SyncWorker {
@@ -434,21 +471,6 @@ pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker
     })
 }
 
-/// What the sync role serves over HTTP: `/health` and `/metrics`.
-pub fn sync_http(settings: &Settings) -> anyhow::Result<Server> {
-    let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(prometheus.clone())
-            .route("/health", web::get().to(health::health))
-            .route("/metrics", web::get().to(health::metrics))
-    })
-    .workers(1)
-    .bind(settings.http_addr)?
-    .run();
-    Ok(server)
-}
-
 /// Ingress, processor and dashboards in one process.
 pub struct Engine {
     pub port: u16,
@@ -457,6 +479,8 @@ pub struct Engine {
     /// Fired nudges and the customer actors that deliver them (the widget socket's source).
     pub nudges: Option<actors::nudges::NudgeDesk>,
     pub server: ServerHandle,
+    /// What `/ready` checks: the ingress's conditions and the processor's.
+    pub readiness: Readiness,
     /// Resolves when the processor stops; an error means it needs a restart.
     pub processor: tokio::task::JoinHandle<Result<(), crate::processor::publish::PublishError>>,
 }
@@ -471,12 +495,15 @@ impl Engine {
         let (processor, channels) = build_live_processor(settings, clock).await?;
         let (stats, registry, nudges) =
             (processor.stats(), processor.registry(), processor.nudges());
+        let readiness = Readiness::default();
+        add_processor_checks(settings, &readiness, &processor)?;
         let shared = Shared {
             registry: Some(registry.clone()),
             channels,
             plans: Some(processor.plans()),
             nudges: nudges.clone(),
             ledger: processor.ledger(),
+            readiness: readiness.clone(),
         };
         let app = Application::build_with(settings, shared)?;
         let (port, server) = (app.port(), app.handle());
@@ -488,26 +515,30 @@ impl Engine {
             registry,
             nudges,
             server,
+            readiness,
             processor,
         })
     }
 }
 
+/// The processor is ready when it owns partitions and has restored them, and Redis and Postgres (those it is
+/// configured with) answer.
+pub fn add_processor_checks(
+    settings: &Settings,
+    readiness: &Readiness,
+    processor: &crate::processor::Processor,
+) -> anyhow::Result<()> {
+    readiness.add(checks::partitions(processor.stats()));
+    if settings.redis_enabled {
+        let link = crate::redis_link::RedisLink::new(&settings.redis_url, settings.redis_timeout)?;
+        readiness.add(checks::redis(link));
+    }
+    if let Some(store) = processor.store() {
+        readiness.add(checks::postgres(store.pool().clone()));
+    }
+    Ok(())
+}
+
 /// Ctrl-C or SIGTERM (what orchestrators send): the processor then snapshots its partitions and commits before
 /// exiting, so the next owner replays nothing.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
-    }
-    tracing::info!("shutdown requested");
-}
+pub use crate::runtime::shutdown_signal;

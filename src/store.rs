@@ -9,7 +9,7 @@ use std::time::Duration;
 use actors::Change;
 use functions::nudge::attribution::AttributionWindow;
 use functions::{FieldError, RfmConfig};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use streams::MerchantId;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,26 @@ pub(crate) mod conversions;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The pool's size and timeouts, from `PG_POOL_MAX`, `PG_ACQUIRE_TIMEOUT_MS` and `PG_STATEMENT_TIMEOUT_MS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before its query fails.
+    pub acquire_timeout: Duration,
+    /// Postgres's `statement_timeout` on every connection of the pool; `None` leaves the server's setting.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -39,10 +59,20 @@ pub struct Store {
 impl Store {
     /// Connects lazily: the pool opens connections on first use, so the process starts while Postgres is down.
     pub fn connect_lazy(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &PoolSettings::default())
+    }
+
+    /// [`Store::connect_lazy`] with the pool sized and bounded by `settings`.
+    pub fn connect_with(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if let Some(limit) = settings.statement_timeout {
+            // Sent in the startup packet, so it holds on every connection the pool opens, reconnects included.
+            options = options.options([("statement_timeout", limit.as_millis().to_string())]);
+        }
         let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(url)?;
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
         Ok(Store {
             pool,
             attribution: AttributionWindow::default(),

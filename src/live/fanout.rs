@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::bounds::{evictions, LiveBound, Use};
 use super::Frame;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{tag, RedisLink, RedisTarget};
 
 /// The Redis pub/sub channel frames travel on.
 pub const CHANNEL: &str = "rfm:dashboard";
@@ -25,7 +25,7 @@ pub const CHANNEL: &str = "rfm:dashboard";
 const LAST_FRAME_TTL_SECS: u64 = 86_400;
 
 fn last_frame_key(merchant: &str) -> String {
-    format!("rfm:dashboard:last:{merchant}")
+    format!("rfm:dashboard:last:{}", tag(merchant))
 }
 
 /// A rendered frame, shared by every socket that sends it.
@@ -342,25 +342,16 @@ impl RedisFanout {
 }
 
 /// The latest frame Redis holds for `merchant`, for a socket that connects before this instance saw one.
-pub async fn last_frame(
-    client: &redis::Client,
-    merchant: &MerchantId,
-    timeout: Duration,
-) -> Option<LiveFrame> {
-    let read = async {
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let json: Option<String> = redis::cmd("GET")
-            .arg(last_frame_key(merchant.as_str()))
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        LiveFrame::parse(&json?)
-    };
-    tokio::time::timeout(timeout, read).await.ok().flatten()
+pub async fn last_frame(link: &RedisLink, merchant: &MerchantId) -> Option<LiveFrame> {
+    let get = redis::cmd("GET")
+        .arg(last_frame_key(merchant.as_str()))
+        .to_owned();
+    let json: Option<String> = link.query(&get).await.ok()?;
+    LiveFrame::parse(&json?)
 }
 
 /// Fills `channels` from the Redis channel until the process ends, reconnecting with backoff.
-pub async fn subscribe_forever(client: redis::Client, channels: Arc<Channels>) {
+pub async fn subscribe_forever(client: RedisTarget, channels: Arc<Channels>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match relay(&client, &channels).await {
@@ -374,11 +365,9 @@ pub async fn subscribe_forever(client: redis::Client, channels: Arc<Channels>) {
     }
 }
 
-async fn relay(client: &redis::Client, channels: &Channels) -> redis::RedisResult<()> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(CHANNEL).await?;
+async fn relay(client: &RedisTarget, channels: &Channels) -> redis::RedisResult<()> {
+    let mut messages = client.messages(CHANNEL).await?;
     tracing::info!(channel = CHANNEL, "dashboard fan-out subscribed");
-    let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let payload: String = match message.get_payload() {
             Ok(p) => p,

@@ -51,6 +51,8 @@ pub struct ProcessorStats {
     pub last_tick: AtomicI64,
     /// Partitions are assigned and none is restoring: what arrives now is published live.
     pub caught_up: AtomicBool,
+    /// How many partitions the group gave this instance.
+    pub partitions_owned: std::sync::atomic::AtomicUsize,
     /// Event → published latencies in microseconds, kept only when `sample_latency` is on (the benchmark).
     pub sample_latency: AtomicBool,
     latencies_us: Mutex<Vec<u32>>,
@@ -123,6 +125,7 @@ impl ProcessorConfig {
                 session_timeout: Duration::from_secs(45),
                 max_poll_interval: Duration::from_secs(300),
                 debug: None,
+                group_instance_id: None,
             },
             topics,
             batch_max: 5_000,
@@ -142,6 +145,11 @@ impl ProcessorConfig {
 
     pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
         self.consumer.max_poll_interval = interval;
+        self
+    }
+
+    pub fn with_group_instance_id(mut self, id: Option<String>) -> Self {
+        self.consumer.group_instance_id = id;
         self
     }
 
@@ -267,6 +275,11 @@ impl Processor {
     /// The actor of each partition this instance currently owns, for the read API.
     pub fn registry(&self) -> Registry {
         self.partitions.clone()
+    }
+
+    /// The Postgres store the processor writes to, when it has one.
+    pub fn store(&self) -> Option<Store> {
+        self.publisher.store.clone()
     }
 
     /// The running nudge experiments the partition actors assign by; kept up to date by the caller.

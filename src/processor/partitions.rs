@@ -42,6 +42,7 @@ impl Processor {
         let restoring = self.lifecycles.values().filter(|l| !l.live()).count();
         let caught_up = !self.lifecycles.is_empty() && restoring == 0;
         self.stats.caught_up.store(caught_up, Ordering::SeqCst);
+        (self.stats.partitions_owned).store(self.lifecycles.len(), Ordering::SeqCst);
         metrics::gauge!(streams::metric_names::PARTITIONS_RESTORING).set(restoring as f64);
         metrics::gauge!(streams::metric_names::PARTITIONS_OWNED).set(self.lifecycles.len() as f64);
         Ok(())

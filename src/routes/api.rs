@@ -25,7 +25,7 @@ pub struct ReadState {
     pub model: ReadModel,
     pub channels: Arc<Channels>,
     /// For the latest frame of a merchant this instance has not seen yet (fan-out through Redis).
-    pub redis: Option<redis::Client>,
+    pub redis: Option<crate::redis_link::RedisLink>,
     pub redis_timeout: std::time::Duration,
     pub limits: Arc<Limits>,
     /// GDPR requests and their exports; with the store.

@@ -80,8 +80,8 @@ async fn first_frame(state: &ReadState, merchant: &MerchantId, slot: &Slot) -> L
     if let Some(frame) = slot.borrow().clone() {
         return frame;
     }
-    if let Some(client) = &state.redis {
-        if let Some(frame) = last_frame(client, merchant, state.redis_timeout).await {
+    if let Some(link) = &state.redis {
+        if let Some(frame) = last_frame(link, merchant).await {
             return frame;
         }
     }
@@ -181,7 +181,12 @@ async fn serve(socket: Socket, first: LiveFrame) {
     let mut last_seq = first.seq;
     nudges.refresh().await;
     let mut last_frame = first;
-    let mut step = send_frame(&mut session, nudges.attach(&last_frame), &last_frame.fresh_event_ms).await;
+    let mut step = send_frame(
+        &mut session,
+        nudges.attach(&last_frame),
+        &last_frame.fresh_event_ms,
+    )
+    .await;
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;

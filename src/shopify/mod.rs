@@ -7,6 +7,5 @@ pub mod hmac;
 pub mod normalize;
 pub mod standin;
 
-/// Metafield writes by outcome: `written` (customers Shopify accepted), `refused` (dead-lettered), `stale`
-/// (older than what Shopify has), `no_token` (shop not installed), `throttled`, `retried` (calls).
-pub const WRITES_TOTAL: &str = "rfm_shopify_writes_total";
+/// Metafield writes by outcome (`streams::metric_names::SHOPIFY_WRITES` describes them).
+pub const WRITES_TOTAL: &str = streams::metric_names::SHOPIFY_WRITES;

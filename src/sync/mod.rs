@@ -65,7 +65,8 @@ pub fn consumer(
     settings: &SyncSettings,
     topic: &str,
 ) -> Result<StreamConsumer, SyncError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
@@ -73,8 +74,9 @@ pub fn consumer(
         .set(
             "session.timeout.ms",
             SESSION_TIMEOUT.as_millis().to_string(),
-        )
-        .create()?;
+        );
+    // Managed-Kafka settings (`KAFKA_CONFIG_*`) apply to this client like to every other.
+    let consumer: StreamConsumer = streams::client_props::apply(&mut config).create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }
@@ -114,7 +116,7 @@ impl SyncWorker {
                 tracing::warn!(
                     "no partition of rfm.updated for two session timeouts; rejoining the group"
                 );
-                metrics::counter!("rfm_sync_group_rejoins_total").increment(1);
+                metrics::counter!(streams::metric_names::SYNC_GROUP_REJOINS).increment(1);
                 self.consumer.unsubscribe();
                 if let Err(e) = self.consumer.subscribe(&[self.topics.rfm_updated.as_str()]) {
                     tracing::warn!(error = %e, "could not rejoin the group");

@@ -26,7 +26,7 @@ use streams::MerchantId;
 use tokio::sync::mpsc;
 
 use crate::configuration::Settings;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, RedisTarget};
 
 /// Messages waiting to be published before nudges are dropped.
 const QUEUE: usize = 4096;
@@ -177,7 +177,7 @@ impl NudgeRelay {
 
 /// Subscribes `desk` to the deployment's channel, for an instance that serves widgets but fires no nudges.
 pub fn subscribe(settings: &Settings, desk: NudgeDesk, origin: Arc<str>) -> redis::RedisResult<()> {
-    let client = redis::Client::open(settings.redis_url.as_str())?;
+    let client = RedisTarget::open(&settings.redis_url)?;
     tokio::spawn(subscribe_forever(client, channel(settings), desk, origin));
     Ok(())
 }
@@ -225,7 +225,7 @@ async fn publish_forever(link: RedisLink, channel: String, mut pending: mpsc::Re
 
 /// Feeds `desk` from the channel until the process ends, reconnecting with backoff.
 async fn subscribe_forever(
-    client: redis::Client,
+    client: RedisTarget,
     channel: String,
     desk: NudgeDesk,
     origin: Arc<str>,
@@ -242,15 +242,13 @@ async fn subscribe_forever(
 }
 
 async fn relay(
-    client: &redis::Client,
+    client: &RedisTarget,
     channel: &str,
     desk: &NudgeDesk,
     origin: &str,
 ) -> redis::RedisResult<()> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    let mut messages = client.messages(channel).await?;
     tracing::info!(channel, "nudge relay subscribed");
-    let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let payload: Vec<u8> = message.get_payload().unwrap_or_default();
         let Ok(message) = serde_json::from_slice::<Message>(&payload) else {

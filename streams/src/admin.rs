@@ -41,9 +41,9 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<(), AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        crate::client_props::apply(ClientConfig::new().set("bootstrap.servers", brokers))
+            .create()?;
     let inputs = topics.inputs();
     let retention = INPUT_RETENTION_MS.to_string();
     let new: Vec<NewTopic> = topics

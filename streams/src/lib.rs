@@ -3,6 +3,7 @@
 //! (`dlq`) and its replay (`replay`), and the reader of a topic's tail (`tail`).
 
 pub mod admin;
+pub mod client_props;
 pub mod dlq;
 pub mod events;
 pub mod ids;

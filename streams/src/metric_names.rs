@@ -44,6 +44,8 @@ families! {
         "Input records applied by the processor, by input topic.";
     SEGMENTS = "rfm_segment_customers", Gauge, Count,
         "Customers per segment key, summed over the merchants of the partitions this instance owns.";
+    SEGMENT_ENTRIES = "rfm_segments_total", Counter, Count,
+        "Customers moved into a segment (published changes whose segment differs from the one before), by segment.";
     CHURN_RISK_CUSTOMERS = "rfm_churn_risk_customers", Gauge, Count,
         "Customers of this instance's partitions by churn-risk level (high >= 0.75, medium >= 0.5, low > 0).";
     CHURN_LATENCY = "rfm_churn_latency_seconds", Histogram, Seconds,
@@ -176,6 +178,16 @@ families! {
         "Customer watchers dropped because they stopped listening.";
     ORPHAN_REFUNDS_EVICTED = "orphan_refunds_evicted_total", Counter, Count,
         "Refunds whose order never arrived, evicted from the waiting table.";
+
+    // Shopify both ways (write-back and history).
+    SHOPIFY_WRITES = "rfm_shopify_writes_total", Counter, Count,
+        "Customer write-backs to Shopify by outcome (written, refused, stale, no_token, throttled, retried).";
+    SHOPIFY_THROTTLE_AVAILABLE = "rfm_shopify_throttle_available", Gauge, Count,
+        "Points of Shopify's cost bucket available as last reported (the last shop heard from).";
+    SYNC_GROUP_REJOINS = "rfm_sync_group_rejoins_total", Counter, Count,
+        "Times the write-back worker left and re-joined its group after owning nothing for two sessions.";
+    BACKFILL_RECORDS = "rfm_backfill_records_total", Counter, Count,
+        "Records read from Shopify bulk-operation results, by kind (order, cancellation, refund, skipped, failed).";
 }
 
 /// How many distinct custom segment keys get a series of their own; later keys are counted under `other`.
@@ -186,6 +198,15 @@ pub const OTHER_SEGMENT: &str = "other";
 /// Label values fixed by the code, registered at start.
 pub mod labels {
     pub const CHURN_LEVELS: [&str; 3] = ["high", "medium", "low"];
+    pub const SHOPIFY_WRITE_OUTCOMES: [&str; 6] = [
+        "written",
+        "refused",
+        "stale",
+        "no_token",
+        "throttled",
+        "retried",
+    ];
+    pub const BACKFILL_KINDS: [&str; 5] = ["order", "cancellation", "refund", "skipped", "failed"];
     pub const CACHES: [&str; 4] = ["score", "preview", "templates", "plans"];
     pub const SNAPSHOT_OUTCOMES: [&str; 2] = ["written", "failed"];
     pub const SOCKET_KINDS: [&str; 2] = ["dashboard", "widget"];
@@ -263,6 +284,9 @@ fn register_known(known: Known<'_>) {
         segments.push(OTHER_SEGMENT);
     }
     one(SEGMENTS, "segment", &segments);
+    one(SEGMENT_ENTRIES, "segment", &segments);
+    one(SHOPIFY_WRITES, "outcome", &labels::SHOPIFY_WRITE_OUTCOMES);
+    one(BACKFILL_RECORDS, "kind", &labels::BACKFILL_KINDS);
     one(CHURN_RISK_CUSTOMERS, "level", &labels::CHURN_LEVELS);
     one(CACHE_HITS, "cache", &labels::CACHES);
     one(CACHE_MISSES, "cache", &labels::CACHES);
@@ -296,6 +320,9 @@ const LABELLED: &[&str] = &[
     EVENTS_PROCESSED,
     DLQ_SIZE,
     SEGMENTS,
+    SEGMENT_ENTRIES,
+    SHOPIFY_WRITES,
+    BACKFILL_RECORDS,
     CHURN_RISK_CUSTOMERS,
     CONSUMER_LAG_RECORDS,
     CONSUMER_LAG_SECONDS,
@@ -337,6 +364,17 @@ pub fn cache_lookup(cache: &'static str, hit: bool) {
     );
     let name = if hit { CACHE_HITS } else { CACHE_MISSES };
     metrics::counter!(name, "cache" => cache).increment(1);
+}
+
+/// [`segment_label`] over one process-wide list of custom keys, for counters updated from many places.
+pub fn shared_segment_label(key: &str, builtin: &[&str]) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    match SEEN.lock() {
+        Ok(mut seen) => segment_label(key, builtin, &mut seen),
+        // A poisoned list only means another thread panicked mid-push; fold rather than grow without bound.
+        Err(_) if builtin.contains(&key) => key.to_owned(),
+        Err(_) => OTHER_SEGMENT.to_owned(),
+    }
 }
 
 /// The `rfm_segment_customers` label for a segment key: built-in keys and the first [`MAX_SEGMENT_LABELS`] custom

@@ -42,12 +42,14 @@ pub async fn replay_dlq(
     sink: &EventSink,
     idle: Duration,
 ) -> Result<ReplayReport, ReplayError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let consumer: StreamConsumer = crate::client_props::apply(
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest"),
+    )
+    .create()?;
     consumer.subscribe(&[topics.dlq.as_str()])?;
     let dlq = CString::new(topics.dlq.as_str())
         .map_err(|_| KafkaError::Subscription(topics.dlq.clone()))?;

@@ -65,6 +65,7 @@ impl SinkConfig {
         for (key, value) in &self.extra {
             config.set(key, value);
         }
+        crate::client_props::apply(&mut config);
         config
     }
 

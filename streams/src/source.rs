@@ -33,6 +33,9 @@ pub struct ConsumerSettings {
     pub max_poll_interval: Duration,
     /// librdkafka's own debug contexts (`cgrp`, `fetch`, …), for diagnosing the group protocol with a broker.
     pub debug: Option<String>,
+    /// Static membership (`group.instance.id`, `KAFKA_GROUP_INSTANCE_ID`): unique per instance and stable across its
+    /// restarts (a StatefulSet pod name). Brokers without KIP-345 ignore it or treat the member as dynamic.
+    pub group_instance_id: Option<String>,
 }
 
 /// Partitions the group took back, for the processor to hand over.
@@ -218,12 +221,16 @@ impl Source {
                 "max.poll.interval.ms",
                 settings.max_poll_interval.as_millis().to_string(),
             );
+        if let Some(id) = &settings.group_instance_id {
+            // Static membership: a restart within the session takes its partitions back without a rebalance.
+            config.set("group.instance.id", id);
+        }
         let context = Rebalances {
             inputs: topics.inputs().iter().map(|t| (*t).to_owned()).collect(),
             ..Rebalances::default()
         };
         let consumer: StreamConsumer<Rebalances> =
-            fetch_settings(&mut config).create_with_context(context)?;
+            crate::client_props::apply(fetch_settings(&mut config)).create_with_context(context)?;
         consumer.subscribe(&topics.inputs())?;
         Ok(Source {
             consumer,

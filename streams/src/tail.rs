@@ -30,7 +30,7 @@ pub fn reader(brokers: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_uncommitted");
-    crate::source::fetch_settings(&mut config).create()
+    crate::client_props::apply(crate::source::fetch_settings(&mut config)).create()
 }
 
 /// The high watermark that the last fetch response of `partition` carried, or `None` before the first one.

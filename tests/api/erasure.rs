@@ -141,7 +141,7 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     let redis = redis::Client::open(app.settings.redis_url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let a = shop();
-    let last_frame_key = format!("rfm:dashboard:last:{a}");
+    let last_frame_key = format!("rfm:dashboard:last:{{{a}}}");
 
     let (mut socket, _) = open_socket(&app.address, &token(&a))
         .await
@@ -156,7 +156,7 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     seed_merchant_rows(&pool, &a).await;
     // The cache is written after the outputs are published, which can come after the frame.
     eventually("the score cache to hold customer 7", WAIT, async || {
-        let cached: Option<String> = conn.get(format!("rfm:customer:{a}:7")).await.unwrap();
+        let cached: Option<String> = conn.get(format!("rfm:customer:{{{a}}}:7")).await.unwrap();
         cached.is_some()
     })
     .await;
@@ -178,7 +178,7 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
         vec![],
         "customer 8 is untouched"
     );
-    let cached: Option<String> = conn.get(format!("rfm:customer:{a}:7")).await.unwrap();
+    let cached: Option<String> = conn.get(format!("rfm:customer:{{{a}}}:7")).await.unwrap();
     assert_eq!(cached, None, "score cache entry of 7");
     // The board names 7 in its moves until the erasure; the next frame must not.
     let frames = frames_until(&mut socket, WAIT, |f| {
@@ -235,13 +235,13 @@ async fn a_redacted_customer_then_a_redacted_shop_leave_nothing_behind() {
     .await
     .unwrap();
     assert_eq!(others, 0, "only the record of the shop's erasure is kept");
-    let keys: Vec<String> = conn.keys(format!("rfm:customer:{a}:*")).await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("rfm:customer:{{{a}}}:*")).await.unwrap();
     assert_eq!(
         keys,
         Vec::<String>::new(),
         "score cache entries of the shop"
     );
-    let marks: Vec<String> = conn.keys(format!("processed:{a}:*")).await.unwrap();
+    let marks: Vec<String> = conn.keys(format!("processed:{{{a}}}:*")).await.unwrap();
     assert_eq!(
         marks,
         Vec::<String>::new(),

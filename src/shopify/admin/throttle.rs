@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::QueryCost;
 
-/// The current value of the bucket last reported by Shopify, in points (shop-agnostic: the last one observed).
-pub const THROTTLE_AVAILABLE: &str = "rfm_shopify_throttle_available";
+use streams::metric_names::SHOPIFY_THROTTLE_AVAILABLE as THROTTLE_AVAILABLE;
 
 /// The shop's plan, which sets the bucket before Shopify has told us (`SHOPIFY_THROTTLE_PLAN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,11 @@ mod broker_outage;
 mod checks;
 mod crash;
 mod erasure_proof;
+mod graceful;
 mod outage;
 mod postgres_outage;
 mod rebalance;
+mod redis_cluster;
 mod retention;
 mod split;
 mod stale_incarnation;
@@ -326,7 +328,14 @@ async fn wait_until_live(address: &str, merchants: &[MerchantId]) {
 }
 
 async fn produce(brokers: &str, topics: &Topics, events: &[InputEvent]) {
-    let sink = SinkConfig::new(brokers.to_owned()).build().unwrap();
+    // The broker is shared with the whole suite and can be slow to acknowledge under load: waiting longer than
+    // the ingress's 3 s is not what these tests check.
+    let sink = SinkConfig {
+        delivery_timeout: Duration::from_secs(30),
+        ..SinkConfig::new(brokers.to_owned())
+    }
+    .build()
+    .unwrap();
     for e in events {
         let payload = e.encode();
         let record = Outgoing {
