@@ -10,10 +10,11 @@ use functions::{
     CustomerState, Evaluation, Fact, OrderRecord, RfmConfig, SegmentId, Timestamp, Transition,
     Update,
 };
-use streams::events::{InputEvent, OrderCreated, RefundCreated};
+use streams::events::{ConfigChanged, InputEvent, OrderCreated, RefundCreated};
 use streams::{event_key, MerchantId};
 
 use crate::customer_table::CustomerTable;
+pub(crate) use crate::partition::moves::Move;
 use crate::order_index::OrderIndex;
 
 mod orphans;
@@ -86,6 +87,8 @@ pub struct MerchantState {
     pub(crate) tombstones: HashMap<u64, i64>,
     /// When the whole shop was erased, with the same meaning for every event of the shop.
     pub(crate) shop_erased_at: Option<i64>,
+    /// The save count of the configuration applied (`ConfigChanged::revision`), 0 before any; kept in snapshots.
+    pub config_revision: u64,
     revision: Revision,
 }
 
@@ -103,6 +106,7 @@ impl MerchantState {
             touched: Vec::new(),
             tombstones: HashMap::new(),
             shop_erased_at: None,
+            config_revision: 0,
             revision: Revision {
                 epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
                 changes: 0,
@@ -197,9 +201,24 @@ impl MerchantState {
                 effects.push(Effect::ShopRedacted);
             }
             // Transitions name their "from" segment in the table being replaced; the partition renames them.
-            InputEvent::ConfigChanged(e) => self.reconfigure(e.config.clone(), now, effects),
+            InputEvent::ConfigChanged(e) => {
+                if !self.accepts_config(e) {
+                    tracing::info!(merchant = %self.id, revision = ?e.revision, held = self.config_revision,
+                        "configuration older than the one applied, ignored");
+                    return false;
+                }
+                self.config_revision = e.revision.unwrap_or(self.config_revision);
+                self.reconfigure(e.config.clone(), now, effects);
+            }
         }
         true
+    }
+
+    /// Whether a saved configuration is newer than the one applied: the outbox may send one again after a crash,
+    /// behind a later save, and applying it would undo that save. A record without a revision (from before the
+    /// outbox) is always applied.
+    pub fn accepts_config(&self, e: &ConfigChanged) -> bool {
+        e.revision.is_none_or(|r| r > self.config_revision)
     }
 
     fn order_created(&mut self, e: &OrderCreated, now: Timestamp, effects: &mut Vec<Effect>) {
@@ -376,6 +395,19 @@ impl MerchantState {
     /// customer whose `champions` became the first rule `platinum` moved, and one whose `loyal` moved from the
     /// second place to the third did not. Transitions keep the old table's index in `from` (the partition renames).
     pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
+        let moves = self.rescore_under(config, now);
+        effects.extend(moves.into_iter().map(|m| Effect::Changed {
+            customer_id: m.customer_id,
+            transition: m.transition,
+            order_added: None,
+        }));
+        self.touched
+            .extend(self.customers.iter().map(|(slot, _, _)| slot));
+    }
+
+    /// [`MerchantState::reconfigure`] without the effects and timers: the moves in table-slot order, for a caller
+    /// that publishes them and schedules the customers' boundaries itself, a chunk at a time.
+    pub(crate) fn rescore_under(&mut self, config: RfmConfig, now: Timestamp) -> Vec<Move> {
         self.changed();
         let carried: Vec<Option<SegmentId>> = self
             .config
@@ -388,7 +420,8 @@ impl MerchantState {
             .collect();
         self.segment_counts = vec![0; config.segments.len()];
         self.config = config;
-        for (_, customer_id, state) in self.customers.iter_mut() {
+        let mut moves = Vec::new();
+        for (slot, customer_id, state) in self.customers.iter_mut() {
             let before = state.published;
             let next = functions::evaluate(&state.aggregate, &self.config, now);
             let same = carried
@@ -404,16 +437,20 @@ impl MerchantState {
                     from: before,
                     to: next,
                 };
-                effects.push(Effect::Changed {
+                moves.push(Move {
+                    slot,
                     customer_id,
                     transition,
-                    order_added: None,
                 });
             }
             self.segment_counts[usize::from(next.segment)] += 1;
         }
-        self.touched
-            .extend(self.customers.iter().map(|(slot, _, _)| slot));
+        moves
+    }
+
+    /// One past the highest slot a customer holds in this merchant's table.
+    pub(crate) fn slot_bound(&self) -> u32 {
+        self.customers.iter().map(|(slot, _, _)| slot + 1).max().unwrap_or(0)
     }
 
     /// Sets what a customer last published (a restore learned it from the output topic or undoes a quiet
