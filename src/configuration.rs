@@ -294,7 +294,12 @@ mod tests {
         let s = settings(&[base]).unwrap();
         assert_eq!(s.exports, ExportLimits::default());
         assert_eq!((s.exports.total, s.exports.per_shop), (3, 2));
-        let s = settings(&[base, ("EXPORT_CONCURRENCY_PER_SHOP", "1"), ("EXPORT_TIME_LIMIT_SECS", "5")]).unwrap();
+        let s = settings(&[
+            base,
+            ("EXPORT_CONCURRENCY_PER_SHOP", "1"),
+            ("EXPORT_TIME_LIMIT_SECS", "5"),
+        ])
+        .unwrap();
         assert_eq!(s.exports.per_shop, 1);
         assert_eq!(s.exports.time_limit, Duration::from_secs(5));
         let zero = settings(&[base, ("EXPORT_CONCURRENCY", "0")]).unwrap_err();

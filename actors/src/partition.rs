@@ -389,8 +389,8 @@ fn segment_keys(config: &RfmConfig) -> Vec<String> {
 mod actor;
 pub(crate) mod moves;
 pub mod restore;
-pub use moves::MOVES_CHUNK;
 pub use actor::{ApplyBatch, Inspect, PartitionActor, Reconfigure, Tick};
+pub use moves::MOVES_CHUNK;
 
 /// A change with plausible scores, for tests of what is done with changes.
 #[cfg(test)]

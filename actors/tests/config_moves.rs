@@ -41,7 +41,13 @@ fn big() -> PartitionCore {
             (0..1 + c % 3).map(move |o| {
                 let cents = 1_200 + (c * 37 + o * 101) % 28_800;
                 let price = format!("{}.{:02}", cents / 100, cents % 100);
-                order(ALPHA, c, c * 4 + o, &price, -(((c * 7 + o * 31) % 400) as i64))
+                order(
+                    ALPHA,
+                    c,
+                    c * 4 + o,
+                    &price,
+                    -(((c * 7 + o * 31) % 400) as i64),
+                )
             })
         })
         .collect();
@@ -76,30 +82,63 @@ fn a_big_reconfiguration_is_published_in_chunks_between_other_merchants_events()
     let mut chunked = big();
     let mut whole = big();
     let all_at_once = whole.reconfigure(&mid(ALPHA), own(), day(0)).changes;
-    assert!(all_at_once.len() > 2 * MOVES_CHUNK, "most customers move: {}", all_at_once.len());
+    assert!(
+        all_at_once.len() > 2 * MOVES_CHUNK,
+        "most customers move: {}",
+        all_at_once.len()
+    );
 
     // The configuration and another merchant's order in one batch: the order's change is out at once.
-    let first = chunked.apply(&[config_event(), order(GAMMA, 1, 1, "30.00", 0)], day(0), &configs);
-    let (gamma, moves): (Vec<Change>, Vec<Change>) =
-        first.changes.into_iter().partition(|c| c.merchant == mid(GAMMA));
+    let first = chunked.apply(
+        &[config_event(), order(GAMMA, 1, 1, "30.00", 0)],
+        day(0),
+        &configs,
+    );
+    let (gamma, moves): (Vec<Change>, Vec<Change>) = first
+        .changes
+        .into_iter()
+        .partition(|c| c.merchant == mid(GAMMA));
     assert_eq!(gamma.len(), 1);
-    assert!(moves.len() <= MOVES_CHUNK, "{} moves in the first step", moves.len());
+    assert!(
+        moves.len() <= MOVES_CHUNK,
+        "{} moves in the first step",
+        moves.len()
+    );
     assert!(chunked.has_pending_moves());
     let mut published = moves;
 
     // The last customer's move is still waiting: its order publishes it first, then the order's own change.
-    let last = all_at_once.iter().map(|c| c.customer_id).max().expect("moves");
-    let next = chunked.apply(&[order(ALPHA, last, 9_999_999, "50.00", 0)], day(0), &configs);
+    let last = all_at_once
+        .iter()
+        .map(|c| c.customer_id)
+        .max()
+        .expect("moves");
+    let next = chunked.apply(
+        &[order(ALPHA, last, 9_999_999, "50.00", 0)],
+        day(0),
+        &configs,
+    );
     let of_last: Vec<(u32, &str)> = next
         .changes
         .iter()
         .filter(|c| c.customer_id == last)
         .map(|c| (c.version, c.trace_id.as_str()))
         .collect();
-    let version = all_at_once.iter().find(|c| c.customer_id == last).map(|c| c.version);
+    let version = all_at_once
+        .iter()
+        .find(|c| c.customer_id == last)
+        .map(|c| c.version);
     assert_eq!(of_last[0], (version.expect("moved"), "config-big"));
-    assert_eq!(of_last[1].0, of_last[0].0 + 1, "the order's change follows, one version on");
-    published.extend(next.changes.into_iter().filter(|c| c.trace_id == "config-big"));
+    assert_eq!(
+        of_last[1].0,
+        of_last[0].0 + 1,
+        "the order's change follows, one version on"
+    );
+    published.extend(
+        next.changes
+            .into_iter()
+            .filter(|c| c.trace_id == "config-big"),
+    );
 
     let mut steps = 2;
     while chunked.has_pending_moves() {

@@ -55,12 +55,14 @@ pub(super) async fn enqueue(
         saved_at: Utc::now(),
         revision: u64::try_from(revision).ok(),
     });
-    sqlx::query("INSERT INTO rfm_config_outbox (merchant_id, revision, payload) VALUES ($1, $2, $3)")
-        .bind(merchant.as_str())
-        .bind(revision)
-        .bind(event.encode())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO rfm_config_outbox (merchant_id, revision, payload) VALUES ($1, $2, $3)",
+    )
+    .bind(merchant.as_str())
+    .bind(revision)
+    .bind(event.encode())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -131,9 +133,8 @@ impl ConfigRelay {
     }
 
     async fn prune(&self) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "DELETE FROM rfm_config_outbox WHERE sent_at < now() - interval '{KEEP_SENT}'"
-        );
+        let sql =
+            format!("DELETE FROM rfm_config_outbox WHERE sent_at < now() - interval '{KEEP_SENT}'");
         sqlx::query(&sql).execute(self.store.pool()).await?;
         Ok(())
     }

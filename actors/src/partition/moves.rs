@@ -13,22 +13,15 @@
 
 use std::ops::Range;
 
-use functions::{Timestamp, Transition};
+use functions::Timestamp;
 use streams::InputEvent;
 
 use super::{rename_froms, Outcome, PartitionCore};
 use crate::merchant::Effect;
+pub use crate::vocab::Move;
 
 /// Moves published (and boundaries scheduled) per step of the partition, over all waiting merchants.
 pub const MOVES_CHUNK: usize = 25_000;
-
-/// One customer's change under a new configuration, by its slot in the merchant's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Move {
-    pub slot: u32,
-    pub customer_id: u64,
-    pub transition: Transition,
-}
 
 /// A merchant's re-score whose moves are not all published yet.
 #[derive(Debug)]
@@ -127,7 +120,10 @@ impl PartitionCore {
                 break;
             }
             let chunk = p.take_next(budget);
-            let end = p.unscheduled.end.min(p.unscheduled.start.saturating_add(budget as u32));
+            let end = p
+                .unscheduled
+                .end
+                .min(p.unscheduled.start.saturating_add(budget as u32));
             budget -= chunk.len();
             self.emit(p, chunk, outcome);
             let merchant = &self.merchants[p.merchant as usize];
@@ -144,7 +140,12 @@ impl PartitionCore {
     }
 
     /// Publishes the moves waiting for what `event` concerns, ahead of the event's own changes.
-    pub(crate) fn publish_moves_before(&mut self, merchant: u32, event: &InputEvent, outcome: &mut Outcome) {
+    pub(crate) fn publish_moves_before(
+        &mut self,
+        merchant: u32,
+        event: &InputEvent,
+        outcome: &mut Outcome,
+    ) {
         if !self.pending.iter().any(|p| p.merchant == merchant) {
             return;
         }
@@ -177,7 +178,12 @@ impl PartitionCore {
     }
 
     /// Publishes one customer's waiting move, if it has one (before its event or boundary).
-    pub(crate) fn publish_move_of(&mut self, merchant: u32, customer_id: u64, outcome: &mut Outcome) {
+    pub(crate) fn publish_move_of(
+        &mut self,
+        merchant: u32,
+        customer_id: u64,
+        outcome: &mut Outcome,
+    ) {
         if self.pending.is_empty() {
             return;
         }

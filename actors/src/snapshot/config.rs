@@ -61,7 +61,9 @@ pub(super) fn read_config(r: &mut Reader<'_>) -> Result<(RfmConfig, u64), Snapsh
     let mut json: serde_json::Value =
         serde_json::from_slice(r.take(len)?).map_err(|_| Corrupt("configuration is not JSON"))?;
     let revision = match json.as_object_mut().and_then(|o| o.remove(REVISION_KEY)) {
-        Some(n) => n.as_u64().ok_or(Corrupt("configuration revision is not a count"))?,
+        Some(n) => n
+            .as_u64()
+            .ok_or(Corrupt("configuration revision is not a count"))?,
         None => 0,
     };
     let config = RfmConfig::from_json(&json).map_err(|_| Corrupt("configuration is not valid"))?;

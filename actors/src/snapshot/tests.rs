@@ -308,7 +308,10 @@ fn a_snapshot_carries_the_configuration_revision_even_of_the_default() {
     core.merchants[0].config_revision = 8;
     let (restored, _) = decode(&core.encode_snapshot(&offsets())).unwrap();
     assert_eq!(
-        (restored.merchants[0].config_revision, &restored.merchants[0].config),
+        (
+            restored.merchants[0].config_revision,
+            &restored.merchants[0].config
+        ),
         (8, &tiers())
     );
 }

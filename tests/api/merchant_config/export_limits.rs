@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use streams::MerchantId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use streams::MerchantId;
 
 use super::spawn_http_with;
 use crate::live::{shop, token, LiveApp};
@@ -43,7 +43,11 @@ async fn export(app: &LiveApp, shop: &MerchantId) -> reqwest::Response {
 /// An export by a client that reads the response head and then nothing: a raw socket with a small receive buffer
 /// (set explicitly, which also turns off the kernel's growing it).
 async fn stalled_export(app: &LiveApp, shop: &MerchantId) -> (u16, TcpStream) {
-    let addr = app.address.trim_start_matches("http://").parse().expect("an address");
+    let addr = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
     let socket = TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let mut stream = socket.connect(addr).await.expect("connects");
@@ -59,7 +63,11 @@ async fn stalled_export(app: &LiveApp, shop: &MerchantId) -> (u16, TcpStream) {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, stream)
 }
 
@@ -74,7 +82,13 @@ async fn drain(mut stream: TcpStream) -> Vec<u8> {
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<u64> {
-    response.headers().get("retry-after")?.to_str().ok()?.parse().ok()
+    response
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 #[actix_web::test]
@@ -107,19 +121,32 @@ async fn exports_are_capped_per_shop_and_overall_and_cut_at_the_time_limit() {
         let response = export(&app, &c).await;
         if response.status() == 200 {
             let body = response.text().await.expect("a small export reads whole");
-            assert_eq!(body.lines().count(), 1, "c has no customers: the header only");
+            assert_eq!(
+                body.lines().count(),
+                1,
+                "c has no customers: the header only"
+            );
             break;
         }
         assert_eq!(response.status(), 429);
-        assert!(Instant::now() < deadline, "the held exports never gave their places back");
+        assert!(
+            Instant::now() < deadline,
+            "the held exports never gave their places back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // What the stalled reader gets: a body that ends in an error, never a complete-looking CSV.
     // (The body is chunked: a complete one ends with the zero-length chunk.)
     let cut = drain(held_a).await;
     let header = b"customer_id,segment,recency";
-    assert!(cut.windows(header.len()).any(|w| w == header), "the export had started");
-    assert!(!cut.ends_with(b"0\r\n\r\n"), "an export cut at the time limit must not end cleanly");
+    assert!(
+        cut.windows(header.len()).any(|w| w == header),
+        "the export had started"
+    );
+    assert!(
+        !cut.ends_with(b"0\r\n\r\n"),
+        "an export cut at the time limit must not end cleanly"
+    );
     drop(held_b);
     let audits: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE action = 'rfm_export'")

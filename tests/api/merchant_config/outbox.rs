@@ -80,12 +80,17 @@ async fn a_save_the_broker_did_not_take_is_sent_later_and_an_old_one_sent_again_
     assert_eq!(status, 200, "committed, to be sent: {body}");
     let first = body["config"].clone();
     wait_for_oracle(&owner, &a, &customers, &first, "live").await;
-    assert!(sent(&pool, &a, 1).await, "the owner's relay sent it and marked it");
+    assert!(
+        sent(&pool, &a, 1).await,
+        "the owner's relay sent it and marked it"
+    );
     let moved_first = moves(&customers, &default, &first);
     assert!(moved_first > 0);
-    eventually("the first save's deltas", Duration::from_secs(30), async || {
-        deltas_of(&pool, &a, 1).await == moved_first
-    })
+    eventually(
+        "the first save's deltas",
+        Duration::from_secs(30),
+        async || deltas_of(&pool, &a, 1).await == moved_first,
+    )
     .await;
 
     // Save 2 back to the default, then save 1 "sent again" by a relay that crashed before marking it.
@@ -93,11 +98,13 @@ async fn a_save_the_broker_did_not_take_is_sent_later_and_an_old_one_sent_again_
     let (status, _, _) = put_config(&owner.address, &a, Some(&tag), &default).await;
     assert_eq!(status, 200);
     wait_for_oracle(&owner, &a, &customers, &default, "live").await;
-    sqlx::query("UPDATE rfm_config_outbox SET sent_at = NULL WHERE merchant_id = $1 AND revision = 1")
-        .bind(a.as_str())
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE rfm_config_outbox SET sent_at = NULL WHERE merchant_id = $1 AND revision = 1",
+    )
+    .bind(a.as_str())
+    .execute(&pool)
+    .await
+    .unwrap();
     eventually("save 1 sent again", Duration::from_secs(30), async || {
         sent(&pool, &a, 1).await
     })
@@ -110,11 +117,17 @@ async fn a_save_the_broker_did_not_take_is_sent_later_and_an_old_one_sent_again_
     let moved_third = moves(&customers, &default, &third);
     assert!(moved_third > 0 && moves(&customers, &first, &third) != moved_third);
     wait_for_oracle(&owner, &a, &customers, &third, "live").await;
-    eventually("the third save's deltas, from the default", Duration::from_secs(30), async || {
-        deltas_of(&pool, &a, 3).await == moved_third
-    })
+    eventually(
+        "the third save's deltas, from the default",
+        Duration::from_secs(30),
+        async || deltas_of(&pool, &a, 3).await == moved_third,
+    )
     .await;
-    assert_eq!(deltas_of(&pool, &a, 1).await, moved_first, "save 1 sent again moved nobody");
+    assert_eq!(
+        deltas_of(&pool, &a, 1).await,
+        moved_first,
+        "save 1 sent again moved nobody"
+    );
 }
 
 #[actix_web::test]
@@ -134,7 +147,11 @@ async fn a_save_that_fails_to_commit_sends_nothing() {
     let (status, _, body) = put_config(&app.address, &a, Some(&tag), &tiers()).await;
     assert_eq!(status, 503, "{body}");
     let topic = &app.settings.topics.rfm_config;
-    assert_eq!(record_count(&app.settings.kafka_brokers, topic).await, 0, "nothing sent");
+    assert_eq!(
+        record_count(&app.settings.kafka_brokers, topic).await,
+        0,
+        "nothing sent"
+    );
     let (_, now) = get_config(&app.address, &a).await;
     assert_eq!(now["saved"], false);
 
@@ -144,8 +161,10 @@ async fn a_save_that_fails_to_commit_sends_nothing() {
         .unwrap();
     let (status, _, _) = put_config(&app.address, &a, Some(&tag), &tiers()).await;
     assert_eq!(status, 200);
-    eventually("the committed save on the topic", Duration::from_secs(30), async || {
-        record_count(&app.settings.kafka_brokers, topic).await == 1
-    })
+    eventually(
+        "the committed save on the topic",
+        Duration::from_secs(30),
+        async || record_count(&app.settings.kafka_brokers, topic).await == 1,
+    )
     .await;
 }

@@ -129,13 +129,16 @@ async fn webhooks(
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / options.order_rate as f64));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let customers = first_customer..;
-    let paced = stream::unfold((ticks, customers, stop), |(mut ticks, mut rest, stop)| async move {
-        ticks.tick().await;
-        if stop.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
-        Some((rest.next()?, (ticks, rest, stop)))
-    });
+    let paced = stream::unfold(
+        (ticks, customers, stop),
+        |(mut ticks, mut rest, stop)| async move {
+            ticks.tick().await;
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
+            }
+            Some((rest.next()?, (ticks, rest, stop)))
+        },
+    );
     let results: Vec<Option<f64>> = paced
         .map(|customer| {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
