@@ -196,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
             .then(|| tokio::spawn(webhooks(http.clone(), options.clone(), first, stop.clone())));
         (stop, task)
     };
-    let finish = |stop: Arc<std::sync::atomic::AtomicBool>, task| async move {
+    type Webhooks = Option<tokio::task::JoinHandle<(Vec<f64>, u64)>>;
+    let finish = |stop: Arc<std::sync::atomic::AtomicBool>, task: Webhooks| async move {
         stop.store(true, std::sync::atomic::Ordering::Release);
         match task {
             Some(task) => task.await.unwrap_or_default(),
