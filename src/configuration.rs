@@ -9,6 +9,7 @@ use streams::Topics;
 use functions::nudge::attribution::AttributionWindow;
 use functions::nudge::cap::FrequencyCap;
 
+use crate::customer_list::ExportLimits;
 use crate::experiments::NudgeRules;
 use crate::limits::LimitsConfig;
 use crate::pii::{KeyRing, PiiError};
@@ -88,6 +89,10 @@ pub struct Settings {
     pub sync: SyncSettings,
     /// How a stop (SIGTERM, Ctrl-C) unfolds (`SHUTDOWN_GRACE_SECS`, `SHUTDOWN_DELAY_MS`).
     pub shutdown: ShutdownSettings,
+    /// Customer exports at once (per shop, per instance) and how long one may stream.
+    pub exports: ExportLimits,
+    /// How often the config outbox is checked for saves not sent yet (a failed send, a crashed instance).
+    pub config_relay_interval: Duration,
 }
 
 /// `SHUTDOWN_GRACE_SECS` and `SHUTDOWN_DELAY_MS` (the stop sequence is described in `runtime`).
@@ -269,6 +274,10 @@ impl Settings {
                 grace: Duration::from_secs(parse_or(&get, "SHUTDOWN_GRACE_SECS", "25")?),
                 delay: Duration::from_millis(parse_or(&get, "SHUTDOWN_DELAY_MS", "0")?),
             },
+            exports: exports(&get)?,
+            config_relay_interval: Duration::from_millis(
+                parse_or::<u64>(&get, "CONFIG_RELAY_INTERVAL_MS", "1000")?.max(10),
+            ),
         })
     }
 
@@ -278,6 +287,21 @@ impl Settings {
         settings.kafka_client_props = streams::client_props::from_vars(std::env::vars());
         Ok(settings)
     }
+}
+
+fn exports(get: &impl Fn(&str) -> Option<String>) -> Result<ExportLimits, ConfigError> {
+    let limits = ExportLimits {
+        total: parse_or(get, "EXPORT_CONCURRENCY", "3")?,
+        per_shop: parse_or(get, "EXPORT_CONCURRENCY_PER_SHOP", "2")?,
+        time_limit: Duration::from_secs(parse_or(get, "EXPORT_TIME_LIMIT_SECS", "600")?),
+    };
+    if limits.total == 0 || limits.per_shop == 0 || limits.time_limit.is_zero() {
+        return Err(err(
+            "EXPORT_CONCURRENCY",
+            "EXPORT_CONCURRENCY, EXPORT_CONCURRENCY_PER_SHOP and EXPORT_TIME_LIMIT_SECS must be above 0",
+        ));
+    }
+    Ok(limits)
 }
 
 fn parse_or<T: std::str::FromStr>(
@@ -410,6 +434,25 @@ mod tests {
         assert_eq!(s.kafka_group_instance_id.as_deref(), Some("processor-0"));
         let bad = settings(&[base[0], ("SHUTDOWN_GRACE_SECS", "soon")]).unwrap_err();
         assert_eq!(bad.var, "SHUTDOWN_GRACE_SECS");
+    }
+
+    #[test]
+    fn export_caps_default_below_the_pool_and_refuse_zero() {
+        let base = ("SHOPIFY_API_SECRET", "s");
+        let s = settings(&[base]).unwrap();
+        assert_eq!(s.exports, ExportLimits::default());
+        assert_eq!((s.exports.total, s.exports.per_shop), (3, 2));
+        let s = settings(&[
+            base,
+            ("EXPORT_CONCURRENCY_PER_SHOP", "1"),
+            ("EXPORT_TIME_LIMIT_SECS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(s.exports.per_shop, 1);
+        assert_eq!(s.exports.time_limit, Duration::from_secs(5));
+        let zero = settings(&[base, ("EXPORT_CONCURRENCY", "0")]).unwrap_err();
+        assert_eq!(zero.var, "EXPORT_CONCURRENCY");
+        assert_eq!(s.config_relay_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Pages are keyset-paginated: the cursor names the last row's sort value and id, so a page costs the same deep in
 //! the list as at its start, and rows that change between two pages are neither repeated nor skipped by their
 //! position. An export reads the rows in the list's default order (by id) through one streamed query and a
-//! bounded channel, so its memory does not grow with the shop.
+//! bounded channel, so its memory does not grow with the shop; how many run at once, and for how long, is capped
+//! (`gate`), because each holds a pool connection as long as its reader takes.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,7 +17,9 @@ use streams::MerchantId;
 use crate::store::{Store, StoreError};
 
 mod export;
-pub use export::{export, Format};
+mod gate;
+pub use export::{export, ExportJob, Format};
+pub use gate::{ExportGate, ExportLimits, ExportPermit, Refused};
 
 /// The most rows one page holds.
 pub const PAGE: usize = 100;
@@ -60,6 +63,15 @@ impl Sort {
         }
     }
 
+    /// The name a query and a cursor use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Id => "id",
+            Sort::Score => "score",
+            Sort::Spend => "spend",
+        }
+    }
+
     fn column(self) -> Option<&'static str> {
         match self {
             Sort::Id => None,
@@ -69,42 +81,56 @@ impl Sort {
     }
 }
 
-/// Where the next page starts: after the row with this sort value (the column's text) and id.
+/// Where the next page starts: after the row with this sort value (the column's text) and id, in this sort. The
+/// sort is part of the cursor because a position means nothing in another order: resuming a score-sorted walk by
+/// spend would skip or repeat rows silently, so it is refused instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
+    sort: Sort,
     value: Option<String>,
     id: i64,
 }
 
 impl Cursor {
+    /// The sort this cursor continues.
+    pub fn sort(&self) -> Sort {
+        self.sort
+    }
+
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!(
-            "{}|{}",
+            "{}|{}|{}",
+            self.sort.name(),
             self.value.as_deref().unwrap_or(""),
             self.id
         ))
     }
 
-    /// `None` for anything this build did not hand out (the value must be a decimal number, if any).
+    /// `None` for anything this build did not hand out (a known sort; the value a decimal number iff the sort has a
+    /// column).
     pub fn decode(raw: &str) -> Option<Cursor> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-        let (value, id) = text.rsplit_once('|')?;
-        let value = if value.is_empty() {
-            None
-        } else {
-            let digits = value
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
-            if !digits || value.len() > 32 || value.parse::<f64>().is_err() {
-                return None;
-            }
-            Some(value.to_owned())
+        let (sort, rest) = text.split_once('|')?;
+        let sort = Sort::parse(sort).filter(|s| s.name() == sort)?;
+        let (value, id) = rest.rsplit_once('|')?;
+        let value = match (sort.column(), value.is_empty()) {
+            (None, true) => None,
+            (Some(_), false) => Some(decimal(value)?.to_owned()),
+            _ => return None,
         };
         Some(Cursor {
+            sort,
             value,
             id: id.parse().ok()?,
         })
     }
+}
+
+fn decimal(value: &str) -> Option<&str> {
+    let digits = value
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
+    (digits && value.len() <= 32 && value.parse::<f64>().is_ok()).then_some(value)
 }
 
 /// One customer as lists and exports show them: scores, segment and aggregates, no personal data.
@@ -169,6 +195,7 @@ pub async fn page(
         .then(|| rows.last())
         .flatten()
         .map(|last| Cursor {
+            sort: query.sort,
             value: match query.sort {
                 Sort::Id => None,
                 Sort::Score => Some(last.score.clone()),
@@ -186,12 +213,18 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_what_was_not_handed_out() {
         for cursor in [
-            Cursor { value: None, id: 7 },
             Cursor {
+                sort: Sort::Id,
+                value: None,
+                id: 7,
+            },
+            Cursor {
+                sort: Sort::Score,
                 value: Some("4.1".into()),
                 id: 9,
             },
             Cursor {
+                sort: Sort::Spend,
                 value: Some("-12.500".into()),
                 id: 1,
             },
@@ -201,8 +234,12 @@ mod tests {
         for bad in [
             "",
             "!!",
-            &URL_SAFE_NO_PAD.encode("1;drop|2"),
-            &URL_SAFE_NO_PAD.encode("1.0|x"),
+            &URL_SAFE_NO_PAD.encode("score|1;drop|2"),
+            &URL_SAFE_NO_PAD.encode("score|1.0|x"),
+            &URL_SAFE_NO_PAD.encode("1.0|2"),
+            &URL_SAFE_NO_PAD.encode("net_spend|1.0|2"),
+            &URL_SAFE_NO_PAD.encode("id|1.0|2"),
+            &URL_SAFE_NO_PAD.encode("score||2"),
         ] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }

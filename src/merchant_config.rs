@@ -2,21 +2,24 @@
 //! carried to the engine through the config topic.
 //!
 //! A save is one transaction that holds the merchant's row locked: it compares the caller's `If-Match` with the
-//! tag of the configuration saved now (412 when another admin saved first), writes the new one and an `audit_logs`
-//! row with both, and produces the `ConfigChanged` event, committing only after Kafka acknowledged it. So a saved
-//! configuration is always on its way to the partition that owns the merchant, and one that could not be sent is
-//! not saved (503). The partition applies it in order with the merchant's events (`actors::partition`).
+//! tag of the configuration saved now (412 when another admin saved first), writes the new one with the next
+//! revision, an `audit_logs` row with both, and an outbox row with the `ConfigChanged` event. Only once that
+//! committed is the event sent (`outbox`): at once by the saving request, and by a relay pass later if the broker
+//! did not take it then. So a committed configuration always reaches the partition that owns the merchant, and one
+//! that did not commit is never sent. The partition applies it in order with the merchant's events, and ignores a
+//! revision at or below the one it holds (`actors::partition`).
 
 use chrono::{DateTime, Utc};
 use functions::{Measured, Money, RfmConfig};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
-use streams::events::{ConfigChanged, InputEvent, SCHEMA_VERSION};
-use streams::sink::{EventSink, Outgoing, ProduceError};
-use streams::{MerchantId, Topics};
+use streams::MerchantId;
 
 use crate::store::{Store, StoreError};
+
+pub mod outbox;
+pub use outbox::ConfigRelay;
 
 /// The audit row's action for a `PUT`, and for a reset.
 pub const AUDIT_UPDATE: &str = "rfm_config_update";
@@ -45,12 +48,13 @@ pub fn etag(config: &RfmConfig) -> String {
     format!("\"{hex}\"")
 }
 
-/// Whether an `If-Match` header value admits `current`: `*`, or a list naming it (weak tags compared strongly).
+/// Whether an `If-Match` header value admits `current`: `*`, or a list naming it. RFC 9110 (13.1.1) has `If-Match`
+/// use the strong comparison, under which a weak tag (`W/"..."`) equals nothing, so one never admits a save.
 pub fn matches(if_match: &str, current: &str) -> bool {
     if_match
         .split(',')
         .map(|tag| tag.trim())
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == current)
+        .any(|tag| tag == "*" || (!tag.starts_with("W/") && tag == current))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +65,6 @@ pub enum SaveError {
     Store(#[from] StoreError),
     #[error("another change was saved first")]
     Stale(Current),
-    #[error("the configuration could not be sent to the engine: {0}")]
-    Produce(#[from] ProduceError),
 }
 
 impl From<sqlx::Error> for SaveError {
@@ -74,8 +76,8 @@ impl From<sqlx::Error> for SaveError {
 /// Reads and saves configurations; one per instance.
 pub struct ConfigService {
     pub store: Option<Store>,
-    pub sink: EventSink,
-    pub topics: Topics,
+    /// Sends the outbox (with a database, always).
+    pub relay: Option<std::sync::Arc<ConfigRelay>>,
 }
 
 /// What a save is asked to do.
@@ -112,10 +114,12 @@ impl ConfigService {
         }
         let after =
             serde_json::to_value(request.config).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let row: (DateTime<Utc>,) = sqlx::query_as(
-            "INSERT INTO program_settings (merchant_id, rfm_thresholds, updated_at) VALUES ($1, $2, now())
-             ON CONFLICT (merchant_id) DO UPDATE SET rfm_thresholds = EXCLUDED.rfm_thresholds, updated_at = now()
-             RETURNING updated_at",
+        let (updated_at, revision): (DateTime<Utc>, i64) = sqlx::query_as(
+            "INSERT INTO program_settings (merchant_id, rfm_thresholds, updated_at, config_revision)
+             VALUES ($1, $2, now(), 1)
+             ON CONFLICT (merchant_id) DO UPDATE SET rfm_thresholds = EXCLUDED.rfm_thresholds, updated_at = now(),
+                 config_revision = program_settings.config_revision + 1
+             RETURNING updated_at, config_revision",
         )
         .bind(merchant.as_str())
         .bind(&after)
@@ -126,6 +130,7 @@ impl ConfigService {
             "after": after,
             "etag_before": before.etag(),
             "etag_after": etag(request.config),
+            "revision": revision,
         });
         sqlx::query(
             "INSERT INTO audit_logs (merchant_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
@@ -136,33 +141,20 @@ impl ConfigService {
         .bind(detail)
         .execute(&mut *tx)
         .await?;
-        self.send(merchant, request.config).await?;
+        outbox::enqueue(&mut tx, merchant, revision, request.config).await?;
         tx.commit().await?;
-        tracing::info!(merchant = %merchant, action = request.action, "rfm configuration saved and sent");
+        tracing::info!(merchant = %merchant, action = request.action, revision, "rfm configuration saved");
+        // Sent now so the engine has it about as soon as the answer leaves; what fails here the relay retries.
+        if let Some(relay) = &self.relay {
+            if let Err(e) = relay.relay_pending().await {
+                tracing::warn!(merchant = %merchant, error = %e, "saved configuration not sent yet; the relay retries");
+            }
+        }
         Ok(Current {
             config: request.config.clone(),
             saved: true,
-            updated_at: Some(row.0),
+            updated_at: Some(updated_at),
         })
-    }
-
-    /// Produces the configuration to the config topic, keyed by the merchant, and waits for the acknowledgement.
-    async fn send(&self, merchant: &MerchantId, config: &RfmConfig) -> Result<(), ProduceError> {
-        let event = InputEvent::ConfigChanged(ConfigChanged {
-            event_id: format!("config-{}", uuid::Uuid::new_v4().simple()),
-            schema_version: SCHEMA_VERSION,
-            merchant_id: merchant.clone(),
-            config: config.clone(),
-            saved_at: Utc::now(),
-        });
-        let payload = event.encode();
-        let record = Outgoing {
-            topic: &self.topics.rfm_config,
-            key: merchant.as_str(),
-            payload: &payload,
-            headers: &[],
-        };
-        self.sink.send(record).await.map(|_| ())
     }
 }
 
@@ -248,10 +240,12 @@ mod tests {
     }
 
     #[test]
-    fn if_match_accepts_star_lists_and_weak_tags() {
+    fn if_match_accepts_star_and_lists_and_refuses_weak_tags() {
         let tag = etag(&RfmConfig::default());
         assert!(matches("*", &tag));
-        assert!(matches(&format!("\"x\", W/{tag}"), &tag));
+        assert!(matches(&format!("\"x\", {tag}"), &tag));
+        assert!(!matches(&format!("W/{tag}"), &tag));
+        assert!(!matches(&format!("\"x\", W/{tag}"), &tag));
         assert!(!matches("\"x\"", &tag));
         assert!(!matches("", &tag));
     }

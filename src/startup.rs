@@ -100,11 +100,21 @@ impl Application {
             shared.registry.clone(),
             store.clone(),
         )?);
+        let relay = store.clone().map(|store| {
+            Arc::new(crate::merchant_config::ConfigRelay::new(
+                store,
+                ingress.sink.clone(),
+                settings.topics.rfm_config.clone(),
+            ))
+        });
+        if let Some(relay) = &relay {
+            tokio::spawn(relay.clone().run(settings.config_relay_interval));
+        }
         let rfm_configs = web::Data::new(crate::merchant_config::ConfigService {
             store: store.clone(),
-            sink: ingress.sink.clone(),
-            topics: settings.topics.clone(),
+            relay,
         });
+        let exports = web::Data::new(settings.exports.build());
         let widgets = web::Data::new(crate::widget::WidgetState::new(
             settings,
             shared.nudges.clone(),
@@ -161,6 +171,7 @@ impl Application {
                 .configure(crate::routes::shop_install::configure)
                 .app_data(previews.clone())
                 .configure(crate::routes::rfm_preview::configure)
+                .app_data(exports.clone())
                 .configure(crate::routes::rfm_lists::configure)
                 .configure(crate::routes::rfm_movements::configure)
                 .configure(crate::routes::settings_page::configure)

@@ -28,6 +28,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use experiments::{ExperimentPlan, NudgeArm, NudgePlans};
 pub use held::{DataRequest, HeldCustomer};
 pub use partition::restore::{FinishRestore, NextRestoreChunk, PublishedVersion, RESTORE_CHUNK};
+pub use partition::MOVES_CHUNK;
 pub use partition::{
     ApplyBatch, Change, Configs, Inspect, LiveCounts, Outcome, PartitionActor, PartitionCore,
     RawRecord, Reconfigure, Tick,

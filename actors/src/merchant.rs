@@ -10,13 +10,14 @@ use functions::{
     CustomerState, Evaluation, Fact, OrderRecord, RfmConfig, SegmentId, Timestamp, Transition,
     Update,
 };
-use streams::events::{InputEvent, OrderCreated, RefundCreated};
+use streams::events::{ConfigChanged, InputEvent, OrderCreated, RefundCreated};
 use streams::{event_key, MerchantId};
 
 use crate::customer_table::CustomerTable;
 use crate::order_index::OrderIndex;
 
 mod orphans;
+mod rescore;
 pub(crate) use orphans::OrphanRefunds;
 pub use orphans::MAX_ORPHAN_REFUNDS;
 
@@ -86,6 +87,8 @@ pub struct MerchantState {
     pub(crate) tombstones: HashMap<u64, i64>,
     /// When the whole shop was erased, with the same meaning for every event of the shop.
     pub(crate) shop_erased_at: Option<i64>,
+    /// The save count of the configuration applied (`ConfigChanged::revision`), 0 before any; kept in snapshots.
+    pub config_revision: u64,
     revision: Revision,
 }
 
@@ -103,6 +106,7 @@ impl MerchantState {
             touched: Vec::new(),
             tombstones: HashMap::new(),
             shop_erased_at: None,
+            config_revision: 0,
             revision: Revision {
                 epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
                 changes: 0,
@@ -197,9 +201,24 @@ impl MerchantState {
                 effects.push(Effect::ShopRedacted);
             }
             // Transitions name their "from" segment in the table being replaced; the partition renames them.
-            InputEvent::ConfigChanged(e) => self.reconfigure(e.config.clone(), now, effects),
+            InputEvent::ConfigChanged(e) => {
+                if !self.accepts_config(e) {
+                    tracing::info!(merchant = %self.id, revision = ?e.revision, held = self.config_revision,
+                        "configuration older than the one applied, ignored");
+                    return false;
+                }
+                self.config_revision = e.revision.unwrap_or(self.config_revision);
+                self.reconfigure(e.config.clone(), now, effects);
+            }
         }
         true
+    }
+
+    /// Whether a saved configuration is newer than the one applied: the outbox may send one again after a crash,
+    /// behind a later save, and applying it would undo that save. A record without a revision (from before the
+    /// outbox) is always applied.
+    pub fn accepts_config(&self, e: &ConfigChanged) -> bool {
+        e.revision.is_none_or(|r| r > self.config_revision)
     }
 
     fn order_created(&mut self, e: &OrderCreated, now: Timestamp, effects: &mut Vec<Effect>) {
@@ -369,51 +388,6 @@ impl MerchantState {
                 order_added: None,
             });
         }
-    }
-
-    /// Replaces the configuration and re-scores every customer at once. A customer changes when their scores,
-    /// stage or segment *key* change: a segment keeps its meaning across tables by its key, not its place, so a
-    /// customer whose `champions` became the first rule `platinum` moved, and one whose `loyal` moved from the
-    /// second place to the third did not. Transitions keep the old table's index in `from` (the partition renames).
-    pub fn reconfigure(&mut self, config: RfmConfig, now: Timestamp, effects: &mut Vec<Effect>) {
-        self.changed();
-        let carried: Vec<Option<SegmentId>> = self
-            .config
-            .segments
-            .iter()
-            .map(|old| {
-                let at = config.segments.iter().position(|new| new.key == old.key);
-                at.and_then(|i| SegmentId::try_from(i).ok())
-            })
-            .collect();
-        self.segment_counts = vec![0; config.segments.len()];
-        self.config = config;
-        for (_, customer_id, state) in self.customers.iter_mut() {
-            let before = state.published;
-            let next = functions::evaluate(&state.aggregate, &self.config, now);
-            let same = carried
-                .get(usize::from(before.segment))
-                .copied()
-                .flatten()
-                .map(|i| Evaluation::new(before.rfm(), i, before.stage));
-            state.published = next;
-            if same != Some(next) {
-                state.version += 1;
-                let transition = Transition {
-                    version: state.version,
-                    from: before,
-                    to: next,
-                };
-                effects.push(Effect::Changed {
-                    customer_id,
-                    transition,
-                    order_added: None,
-                });
-            }
-            self.segment_counts[usize::from(next.segment)] += 1;
-        }
-        self.touched
-            .extend(self.customers.iter().map(|(slot, _, _)| slot));
     }
 
     /// Sets what a customer last published (a restore learned it from the output topic or undoes a quiet

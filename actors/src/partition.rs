@@ -27,6 +27,8 @@ pub struct PartitionCore {
     pub(crate) restore_queue: restore::RestoreQueue,
     /// Which merchants changed since the last snapshot round (see `snapshot::pieces`).
     pub(crate) pieces: crate::ledger::PieceLedger,
+    /// Re-scores whose moves are still being published (see `moves`).
+    pub(crate) pending: Vec<moves::PendingMoves>,
 }
 
 impl PartitionCore {
@@ -39,6 +41,7 @@ impl PartitionCore {
             quiet: None,
             restore_queue: Default::default(),
             pieces: Default::default(),
+            pending: Vec::new(),
         }
     }
 
@@ -73,6 +76,8 @@ impl PartitionCore {
         let mut outcome = Outcome::default();
         let mut effects = Vec::new();
         let mut touched: Vec<(u32, u64)> = Vec::new();
+        // How many waiting moves this step may still publish (see `moves`).
+        let mut budget = MOVES_CHUNK;
         for event in events {
             let slot = self.slot(event.merchant_id(), configs);
             self.pieces.touch(slot);
@@ -81,9 +86,21 @@ impl PartitionCore {
                 Some((_, n)) => *n += 1,
                 None => touched.push((slot, 1)),
             }
+            self.publish_moves_before(slot, event, &mut outcome);
             effects.clear();
             let merchant = &mut self.merchants[slot as usize];
-            let old_keys = config_change(event, configs).then(|| segment_keys(&merchant.config));
+            let old_keys =
+                config_change(event, merchant, configs).then(|| segment_keys(&merchant.config));
+            if let (Some(old_keys), InputEvent::ConfigChanged(e)) = (&old_keys, event) {
+                merchant.config_revision = e.revision.unwrap_or(merchant.config_revision);
+                let moves = merchant.rescore_under(e.config.clone(), now);
+                let trace = event.event_id().to_owned();
+                self.queue_moves(slot, moves, old_keys.clone(), trace, now);
+                // In place, as far as the step's budget goes: a small merchant's moves all come out here.
+                budget = self.publish_moves_within(budget, &mut outcome);
+                self.schedule_touched(slot, now);
+                continue;
+            }
             let applied = merchant.apply(event, now, &mut effects);
             // Not for an event an erasure refused: its personal data belongs to the ended relationship.
             if let (true, Some((customer, pii))) = (applied, sealed_pii(event)) {
@@ -103,6 +120,7 @@ impl PartitionCore {
             }
             self.schedule_touched(slot, now);
         }
+        self.publish_moves_within(budget, &mut outcome);
         outcome.live = touched
             .into_iter()
             .map(|(slot, events)| self.live_counts(slot, events))
@@ -138,8 +156,19 @@ impl PartitionCore {
                 Some((slot, id))
             })
             .collect();
-        let outcome = self.rescore_all(due, now, &format!("timer:{}", now.unix()));
-        self.drop_stale_timers(now);
+        // A boundary's change comes after the customer's waiting move, as an event's does.
+        let mut outcome = Outcome::default();
+        for (slot, customer) in &due {
+            self.publish_move_of(*slot, *customer, &mut outcome);
+        }
+        let mut boundaries = self.rescore_all(due, now, &format!("timer:{}", now.unix()));
+        outcome.changes.append(&mut boundaries.changes);
+        outcome.live = boundaries.live;
+        self.publish_moves(&mut outcome);
+        // Not while moves wait: their boundaries are still being scheduled, so the queue is not complete.
+        if self.pending.is_empty() {
+            self.drop_stale_timers(now);
+        }
         outcome
     }
 
@@ -212,10 +241,12 @@ impl PartitionCore {
             return outcome;
         };
         let mut effects = Vec::new();
+        self.publish_all_moves_of(slot, &mut outcome);
         // Transitions name their "from" segment by its index in the table being replaced.
         let old_keys: Vec<String> = segment_keys(&self.merchants[slot as usize].config);
         self.pieces.touch(slot);
         self.merchants[slot as usize].reconfigure(config, now, &mut effects);
+        let first = outcome.changes.len();
         self.collect(
             slot,
             &effects,
@@ -224,7 +255,7 @@ impl PartitionCore {
             None,
             &mut outcome,
         );
-        rename_froms(&mut outcome.changes, &effects, &old_keys);
+        rename_froms(&mut outcome.changes[first..], &effects, &old_keys);
         self.schedule_touched(slot, now);
         outcome.live.push(self.live_counts(slot, 0));
         outcome
@@ -327,12 +358,15 @@ fn sealed_pii(event: &InputEvent) -> Option<(u64, &streams::events::SealedPii)> 
     }
 }
 
-/// Whether `event` is a saved configuration; if so it also becomes the one a merchant seen for the first time
-/// after this (on this instance) starts from.
-fn config_change(event: &InputEvent, configs: &Configs) -> bool {
+/// Whether `event` is a saved configuration `merchant` will apply (not an older revision); if so it also becomes
+/// the one a merchant seen for the first time after this (on this instance) starts from.
+fn config_change(event: &InputEvent, merchant: &MerchantState, configs: &Configs) -> bool {
     let InputEvent::ConfigChanged(e) = event else {
         return false;
     };
+    if !merchant.accepts_config(e) {
+        return false;
+    }
     configs.insert(e.merchant_id.clone(), e.config.clone());
     true
 }
@@ -354,8 +388,10 @@ fn segment_keys(config: &RfmConfig) -> Vec<String> {
 }
 
 mod actor;
+pub(crate) mod moves;
 pub mod restore;
 pub use actor::{ApplyBatch, Inspect, PartitionActor, Reconfigure, Tick};
+pub use moves::MOVES_CHUNK;
 
 /// A change with plausible scores, for tests of what is done with changes.
 #[cfg(test)]

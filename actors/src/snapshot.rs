@@ -246,7 +246,7 @@ pub(super) fn config_fingerprint(config: &RfmConfig) -> u64 {
 }
 
 pub(super) fn write_merchant(out: &mut Vec<u8>, merchant: &MerchantState) {
-    write_config(out, &merchant.config);
+    write_config(out, &merchant.config, merchant.config_revision);
     write_merchant_body(out, merchant);
 }
 
@@ -383,9 +383,10 @@ fn read_merchant(
     scratch: &mut Scratch,
 ) -> Result<(), SnapshotError> {
     if scratch.version >= CONFIG_IN_PIECE {
-        let config = read_config(r)?;
+        let (config, revision) = read_config(r)?;
         merchant.segment_counts = vec![0; config.segments.len()];
         merchant.config = config;
+        merchant.config_revision = revision;
     }
     let count = r.count(8)?;
     merchant.customers.reserve(count);

@@ -181,3 +181,12 @@ pub struct PublishedVersion {
     pub occurred_at: Timestamp,
     pub trace_id: String,
 }
+
+/// One customer's change under a new configuration, by its slot in the merchant's table (`MerchantState`
+/// re-scores, `partition::moves` publishes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub slot: u32,
+    pub customer_id: u64,
+    pub transition: functions::Transition,
+}

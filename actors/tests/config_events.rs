@@ -35,13 +35,54 @@ fn tiers() -> RfmConfig {
 }
 
 fn config_event(id: &str, config: RfmConfig) -> InputEvent {
+    revised(id, config, None)
+}
+
+fn revised(id: &str, config: RfmConfig, revision: Option<u64>) -> InputEvent {
     InputEvent::ConfigChanged(ConfigChanged {
         event_id: id.into(),
         schema_version: SCHEMA_VERSION,
         merchant_id: mid(ALPHA),
         config,
         saved_at: at(0),
+        revision,
     })
+}
+
+#[test]
+fn a_revision_older_than_the_applied_one_is_ignored() {
+    let configs = Configs::default();
+    let mut core = PartitionCore::new(PARTITION);
+    core.apply(&[order(ALPHA, 1, 11, "250.00", 0)], day(0), &configs);
+    // Saves 1 and 2, then save 1 again (the outbox re-sent it after a crash) and save 2 again.
+    let first = core.apply(&[revised("c1", tiers(), Some(1))], day(0), &configs);
+    assert_eq!(first.changes.len(), 1, "customer 1 moves to gold");
+    let second = core.apply(
+        &[revised("c2", RfmConfig::default(), Some(2))],
+        day(0),
+        &configs,
+    );
+    assert_eq!(second.changes.len(), 1, "and back");
+    for again in [
+        revised("c1", tiers(), Some(1)),
+        revised("c2", RfmConfig::default(), Some(2)),
+    ] {
+        let outcome = core.apply(&[again], day(0), &configs);
+        assert!(
+            outcome.changes.is_empty(),
+            "a revision already passed moves nobody"
+        );
+    }
+    assert_eq!(
+        core.merchants().next().unwrap().config,
+        RfmConfig::default()
+    );
+    assert!(configs
+        .get(&mid(ALPHA))
+        .is_some_and(|c| *c == RfmConfig::default()));
+    // A record from before revisions is applied as it comes.
+    let old = core.apply(&[config_event("c0", tiers())], day(0), &configs);
+    assert_eq!(old.changes.len(), 1);
 }
 
 #[test]

@@ -249,6 +249,7 @@ fn seed_config(merchant: MerchantId, event_id: &str) -> ConfigChanged {
         merchant_id: merchant,
         config,
         saved_at: at(T0 - 7_200),
+        revision: None,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Streaming a merchant's customers out as CSV (RFC 4180: a header, CRLF line ends, fields quoted when they need
 //! it), one JSON array, or newline-delimited JSON. One query is streamed from Postgres by a task that encodes rows
 //! into chunks and hands them to the response through a bounded channel, so a slow client holds the query back
-//! instead of the server buffering the shop.
+//! instead of the server buffering the shop; the query runs under a time limit and an [`ExportPermit`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
 use streams::MerchantId;
 
-use super::{Listed, SegmentKey, COLUMNS};
+use std::time::Duration;
+
+use super::{ExportPermit, Listed, SegmentKey, COLUMNS};
 use crate::store::Store;
 
 /// Chunks are sent when they pass this size; with [`CHANNEL_CHUNKS`] in flight, the bound on what one export holds.
@@ -128,20 +130,46 @@ fn encode(out: &mut BytesMut, format: Format, row: &Listed, first: bool) {
     }
 }
 
+/// What one export reads and how.
+pub struct ExportJob {
+    pub store: Store,
+    pub merchant: MerchantId,
+    pub segment: Option<SegmentKey>,
+    pub format: Format,
+    /// Its place among the exports running now, given back when the query is done with.
+    pub permit: ExportPermit,
+    pub time_limit: Duration,
+}
+
 /// The merchant's customers (of one segment, if given) by ascending id, encoded in `format`, as a stream of
-/// chunks. A database error after the first chunk ends the stream with an error, which cuts the response short
-/// (the client sees a truncated body, never a complete-looking one).
-pub fn export(
-    store: Store,
-    merchant: MerchantId,
-    segment: Option<SegmentKey>,
-    format: Format,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+/// chunks. A database error after the first chunk, or the time limit, ends the stream with an error, which cuts
+/// the response short (the client sees a truncated body, never a complete-looking one).
+pub fn export(job: ExportJob) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_CHUNKS);
     tokio::spawn(async move {
-        if let Err(e) = produce(&store, &merchant, segment.as_ref(), format, &tx).await {
-            tracing::warn!(merchant = %merchant, error = %e, "export cut short");
-            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        let ExportJob {
+            store,
+            merchant,
+            segment,
+            format,
+            permit,
+            time_limit,
+        } = job;
+        let run = produce(&store, &merchant, segment.as_ref(), format, &tx);
+        let failure = match tokio::time::timeout(time_limit, run).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "stopped at the time limit of {} s",
+                time_limit.as_secs()
+            )),
+        };
+        // The query's future is gone, and its connection with it: give the place back before waiting on a reader
+        // who may never read the error.
+        drop(permit);
+        if let Some(reason) = failure {
+            tracing::warn!(merchant = %merchant, error = %reason, "export cut short");
+            let _ = tx.send(Err(std::io::Error::other(reason))).await;
         }
     });
     futures_util::stream::unfold(rx, |mut rx| async move {
@@ -178,6 +206,8 @@ async fn produce(
             return Ok(());
         }
     }
+    // The connection goes back to the pool now, not after a slow reader took the last chunk.
+    drop(rows);
     if format == Format::Json {
         chunk.put_u8(b']');
     }

@@ -48,6 +48,9 @@ pub enum ApiError {
     RateLimited(RetryAfter),
     #[error("too many dashboards open for this shop")]
     TooManySockets,
+    /// A bounded resource (exports at once) is taken; the client should come back later.
+    #[error("{0}")]
+    Busy(String, RetryAfter),
 }
 
 impl ResponseError for ApiError {
@@ -57,7 +60,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited(_) | ApiError::TooManySockets => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManySockets | ApiError::Busy(..) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -70,7 +75,7 @@ impl ResponseError for ApiError {
             ApiError::Auth(_) => {
                 response.insert_header(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
             }
-            ApiError::RateLimited(RetryAfter(seconds)) => {
+            ApiError::RateLimited(RetryAfter(seconds)) | ApiError::Busy(_, RetryAfter(seconds)) => {
                 response.insert_header(("Retry-After", seconds.to_string()));
             }
             ApiError::TooManySockets => {

@@ -2,8 +2,8 @@
 //! segment rules, with what the engine measured of the shop (AOV, purchase interval) beside them.
 //!
 //! `GET` answers the configuration (saved, or the medium preset) with an `ETag`. `PUT` takes a whole
-//! configuration, requires `If-Match` (428 without it, 412 when another admin saved first, with the current tag),
-//! answers 422 with every field error at once, and saves and sends it (`merchant_config`). A reset takes
+//! configuration, requires `If-Match` (428 without it, 412 when another admin saved first or the tag is weak, with
+//! the current tag), answers 422 with every field error at once, and saves it for the engine (`merchant_config`). A reset takes
 //! `{"preset": "small"|"medium"|"plus"}`, `{"aov": "23.50"}` or `{}` (the measured AOV) and re-derives the
 //! thresholds from it, keeping weights and segments; `If-Match` is optional there. Scoped by the token's shop.
 
@@ -84,7 +84,7 @@ impl ResponseError for ConfigError {
 impl From<SaveError> for ConfigError {
     fn from(e: SaveError) -> Self {
         match e {
-            SaveError::NoDatabase | SaveError::Produce(_) => {
+            SaveError::NoDatabase => {
                 tracing::warn!(error = %e, "rfm configuration not saved");
                 ApiError::Unavailable(e.to_string()).into()
             }

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{authenticate, ApiError, ReadState};
-use crate::customer_list::{self, Cursor, Format, PageQuery, SegmentKey, Sort, PAGE};
+use crate::customer_list::{
+    self, Cursor, ExportGate, ExportJob, Format, PageQuery, SegmentKey, Sort, PAGE,
+};
+use crate::limits::RetryAfter;
 use crate::store::Store;
 
 /// The audit row's action for an export.
@@ -66,6 +69,13 @@ pub async fn customers(
                 .ok_or_else(|| ApiError::BadRequest("not a cursor this API handed out".into()))
         })
         .transpose()?;
+    if let Some(cursor) = after.as_ref().filter(|c| c.sort() != sort) {
+        return Err(ApiError::BadRequest(format!(
+            "this cursor continues a list sorted by {}, not by {}; start again without a cursor",
+            cursor.sort().name(),
+            sort.name()
+        )));
+    }
     let limit = params.limit.unwrap_or(PAGE);
     if !(1..=PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit is 1 to {PAGE}")));
@@ -90,10 +100,14 @@ pub struct ExportParams {
     pub segment: Option<String>,
 }
 
+/// How long a refused export is asked to wait: exports of big shops take seconds to minutes.
+const EXPORT_RETRY_AFTER: RetryAfter = RetryAfter(10);
+
 pub async fn export(
     req: HttpRequest,
     params: web::Query<ExportParams>,
     state: web::Data<ReadState>,
+    gate: web::Data<ExportGate>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = authenticate(&state, &req)?;
     let format = match params.format.as_deref() {
@@ -104,6 +118,10 @@ pub async fn export(
     };
     let segment = segment(params.segment.as_deref())?;
     let store = store(&state)?.clone();
+    let permit = gate.admit(&auth.merchant).map_err(|refused| {
+        tracing::info!(merchant = %auth.merchant, reason = ?refused, "rfm export refused");
+        ApiError::Busy(refused.to_string(), EXPORT_RETRY_AFTER)
+    })?;
     // Audited before the first byte: an export that fails half-way was still asked for.
     sqlx::query(
         "INSERT INTO audit_logs (merchant_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
@@ -125,7 +143,14 @@ pub async fn export(
         segment.as_ref().map_or("all", SegmentKey::as_str),
         format.extension()
     );
-    let body = customer_list::export(store, auth.merchant, segment, format);
+    let body = customer_list::export(ExportJob {
+        store,
+        merchant: auth.merchant,
+        segment,
+        format,
+        permit,
+        time_limit: gate.time_limit(),
+    });
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header((

@@ -119,6 +119,11 @@ event!(
     ConfigChanged {
         config: functions::RfmConfig,
         saved_at: DateTime<Utc>,
+        /// The merchant's save count in Postgres when this was saved: the outbox may send a record again after a
+        /// crash, so the partition applies only a revision above the one it holds. Absent from older records
+        /// (always applied).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
     }
 );
 

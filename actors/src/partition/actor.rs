@@ -256,7 +256,8 @@ fn decode_record(record: &RawRecord) -> Result<InputEvent, String> {
 }
 
 /// Changes come out in event order and carry their event's id, so one forward walk pairs each with its record's
-/// timestamp and trace context without a lookup table on the hot path.
+/// timestamp and trace context without a lookup table on the hot path. A change of no event in the batch (a
+/// configuration's move published now, `moves`) gets neither and does not move the walk.
 fn stamp_event_times(
     changes: &mut [Change],
     events: &[InputEvent],
@@ -265,11 +266,19 @@ fn stamp_event_times(
 ) {
     let mut at = 0;
     for change in changes {
-        while at < events.len() && events[at].event_id() != change.trace_id {
-            at += 1;
-        }
-        change.event_ms = timestamps.get(at).copied().flatten();
-        change.traceparent = traces.get(at).cloned().flatten();
+        let found = events[at.min(events.len())..]
+            .iter()
+            .position(|e| e.event_id() == change.trace_id);
+        (change.event_ms, change.traceparent) = match found {
+            Some(ahead) => {
+                at += ahead;
+                (
+                    timestamps.get(at).copied().flatten(),
+                    traces.get(at).cloned().flatten(),
+                )
+            }
+            None => (None, None),
+        };
     }
 }
 

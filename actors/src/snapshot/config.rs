@@ -32,24 +32,40 @@ pub(super) fn starting_config(
     Ok(config)
 }
 
-/// The configuration as its stored JSON, or nothing (length 0) for the default: most merchants never save one,
-/// and their pieces stay as small as before. The front's fingerprint pins which default was meant.
-pub(super) fn write_config(out: &mut Vec<u8>, config: &RfmConfig) {
-    if *config == RfmConfig::default() {
+/// The configuration as its stored JSON, or nothing (length 0) for the default never saved: most merchants never
+/// save one, and their pieces stay as small as before. The front's fingerprint pins which default was meant. The
+/// revision of a saved one rides in the same object under [`REVISION_KEY`] (no configuration field has that name),
+/// so an older revision re-sent after a restore is still recognised.
+pub(super) fn write_config(out: &mut Vec<u8>, config: &RfmConfig, revision: u64) {
+    if *config == RfmConfig::default() && revision == 0 {
         put_len(out, 0);
         return;
     }
-    let json = serde_json::to_vec(config).unwrap_or_default();
+    let mut json = serde_json::to_value(config).unwrap_or_default();
+    if let (Some(object), true) = (json.as_object_mut(), revision > 0) {
+        object.insert(REVISION_KEY.to_owned(), revision.into());
+    }
+    let json = serde_json::to_vec(&json).unwrap_or_default();
     put_len(out, json.len());
     out.extend_from_slice(&json);
 }
 
-pub(super) fn read_config(r: &mut Reader<'_>) -> Result<RfmConfig, SnapshotError> {
+/// Where a piece's configuration carries its revision.
+const REVISION_KEY: &str = "_revision";
+
+pub(super) fn read_config(r: &mut Reader<'_>) -> Result<(RfmConfig, u64), SnapshotError> {
     let len = r.count(1)?;
     if len == 0 {
-        return Ok(RfmConfig::default());
+        return Ok((RfmConfig::default(), 0));
     }
-    let json: serde_json::Value =
+    let mut json: serde_json::Value =
         serde_json::from_slice(r.take(len)?).map_err(|_| Corrupt("configuration is not JSON"))?;
-    RfmConfig::from_json(&json).map_err(|_| Corrupt("configuration is not valid"))
+    let revision = match json.as_object_mut().and_then(|o| o.remove(REVISION_KEY)) {
+        Some(n) => n
+            .as_u64()
+            .ok_or(Corrupt("configuration revision is not a count"))?,
+        None => 0,
+    };
+    let config = RfmConfig::from_json(&json).map_err(|_| Corrupt("configuration is not valid"))?;
+    Ok((config, revision))
 }

@@ -171,9 +171,10 @@ pub fn assemble<'p>(
     Ok(out)
 }
 
-/// Asks the actor for its next snapshot round (`PartitionCore::snapshot_round`).
+/// Asks the actor for its next snapshot round (`PartitionCore::snapshot_round`); `None` while a re-score's moves
+/// are still being published (the state holds versions not yet out; the round after them covers them).
 #[derive(Message)]
-#[rtype(result = "SnapshotRound")]
+#[rtype(result = "Option<SnapshotRound>")]
 pub struct TakeSnapshotRound {
     pub offsets: SnapshotOffsets,
     pub incarnation: Incarnation,
@@ -184,10 +185,13 @@ impl Handler<TakeSnapshotRound> for PartitionActor {
     type Result = MessageResult<TakeSnapshotRound>;
 
     fn handle(&mut self, msg: TakeSnapshotRound, _: &mut Self::Context) -> Self::Result {
+        if self.core.has_pending_moves() {
+            return MessageResult(None);
+        }
         let round = self
             .core
             .snapshot_round(&msg.offsets, &msg.incarnation, msg.full);
-        MessageResult(round)
+        MessageResult(Some(round))
     }
 }
 

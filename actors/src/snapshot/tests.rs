@@ -296,6 +296,27 @@ fn a_snapshot_carries_each_merchants_configuration() {
 }
 
 #[test]
+fn a_snapshot_carries_the_configuration_revision_even_of_the_default() {
+    let mut core = sample();
+    core.merchants[0].config_revision = 7;
+    let bytes = core.encode_snapshot(&offsets());
+    let (restored, _) = decode(&bytes).unwrap();
+    assert_eq!(restored.merchants[0].config_revision, 7);
+    assert_eq!(restored.merchants[0].config, RfmConfig::default());
+    let mut effects = Vec::new();
+    core.merchants[0].reconfigure(tiers(), Timestamp(T0), &mut effects);
+    core.merchants[0].config_revision = 8;
+    let (restored, _) = decode(&core.encode_snapshot(&offsets())).unwrap();
+    assert_eq!(
+        (
+            restored.merchants[0].config_revision,
+            &restored.merchants[0].config
+        ),
+        (8, &tiers())
+    );
+}
+
+#[test]
 fn a_configuration_that_does_not_match_its_fingerprint_is_refused() {
     let mut core = sample();
     let mut effects = Vec::new();

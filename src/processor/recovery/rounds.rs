@@ -176,7 +176,8 @@ impl Processor {
                 incarnation: position.incarnation.clone(),
                 full: !incremental || position.lineage.full,
             };
-            let Ok(taken) = addr.send(take).await else {
+            // `None`: a re-score is still publishing its moves; this partition waits for the next round.
+            let Ok(Some(taken)) = addr.send(take).await else {
                 continue;
             };
             let of = RoundOf {

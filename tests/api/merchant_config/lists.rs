@@ -184,6 +184,30 @@ async fn score_order_pages_repeat_and_skip_nothing() {
     let (status, _, body) = get(&app, &a, "/api/v1/rfm/customers").await;
     assert_eq!(status, 200);
     let first: Value = serde_json::from_str(&body).unwrap();
+    // A cursor continues the order it came from, and no other.
+    let by_id = first["next_cursor"].as_str().expect("a next page");
+    let (status, _, body) = get(
+        &app,
+        &a,
+        &format!("/api/v1/rfm/customers?sort=score&cursor={by_id}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, _, body) = get(&app, &a, "/api/v1/rfm/customers?sort=spend").await;
+    let by_spend: Value = serde_json::from_str(&body).unwrap();
+    let by_spend = by_spend["next_cursor"].as_str().expect("a next page");
+    for other in ["score", "id"] {
+        let path = format!("/api/v1/rfm/customers?sort={other}&cursor={by_spend}");
+        let (status, _, body) = get(&app, &a, &path).await;
+        assert_eq!(status, 400, "{other}: {body}");
+    }
+    let (status, _, _) = get(
+        &app,
+        &a,
+        &format!("/api/v1/rfm/customers?sort=spend&cursor={by_spend}"),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert_eq!(
         first["customers"].as_array().unwrap().len(),
         100,

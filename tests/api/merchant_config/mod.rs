@@ -2,8 +2,10 @@
 //! the broker: defaults and entity tags, saves that round-trip and are audited, every kind of refusal, resets,
 //! and shops kept apart. `stream` follows a saved configuration into the engine.
 
+mod export_limits;
 mod lists;
 mod oracle;
+mod outbox;
 mod preview;
 mod restart;
 mod stream;
@@ -20,15 +22,24 @@ const PATH: &str = "/api/v1/rfm/config";
 
 /// An HTTP-only instance on a fresh database and fresh topics (a save is produced to the config topic).
 pub(crate) async fn spawn_http() -> (LiveApp, PgPool) {
+    spawn_http_with(&[]).await
+}
+
+/// [`spawn_http`] with extra settings.
+pub(crate) async fn spawn_http_with(extra: &[(&str, String)]) -> (LiveApp, PgPool) {
     let url = fresh_database().await;
-    let settings = test_settings(&[("DATABASE_URL", url.clone())]);
+    let mut env = vec![("DATABASE_URL", url.clone())];
+    env.extend(extra.iter().cloned());
+    let settings = test_settings(&env);
     streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, 1, 1)
         .await
         .expect("topics");
     let app = Application::build(&settings).expect("app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = PgPool::connect(&url).await.expect("postgres");
-    (LiveApp::at(address, app), pool)
+    let mut live = LiveApp::at(address, app);
+    live.settings = settings;
+    (live, pool)
 }
 
 /// One answer: status, `ETag` header, body.
@@ -163,7 +174,7 @@ async fn a_save_round_trips_with_a_new_tag_and_one_audit_row() {
 }
 
 #[actix_web::test]
-async fn a_stale_tag_is_412_and_a_missing_one_428() {
+async fn a_stale_or_weak_tag_is_412_and_a_missing_one_428() {
     let (app, pool) = spawn_http().await;
     let a = shop();
     let (first_tag, _) = get_config(&app.address, &a).await;
@@ -180,6 +191,10 @@ async fn a_stale_tag_is_412_and_a_missing_one_428() {
 
     let (status, _, body) = put_config(&app.address, &a, None, &theirs).await;
     assert_eq!(status, 428, "{body}");
+    // If-Match compares strongly (RFC 9110 13.1.1): the current tag marked weak matches nothing.
+    let weak = format!("W/{}", winner_tag.as_deref().expect("a tag"));
+    let (status, _, body) = put_config(&app.address, &a, Some(&weak), &theirs).await;
+    assert_eq!(status, 412, "{body}");
     assert_eq!(
         audit_rows(&pool, &a).await.len(),
         1,

@@ -33,7 +33,7 @@ async fn live_segment(app: &LiveApp, shop: &MerchantId, id: u64) -> Option<(Stri
 }
 
 /// Waits until every customer's segment on `app` is the oracle's under `config`, read from `source`.
-async fn wait_for_oracle(
+pub(super) async fn wait_for_oracle(
     app: &LiveApp,
     shop: &MerchantId,
     customers: &[Customer],
