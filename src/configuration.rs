@@ -67,6 +67,14 @@ pub struct Settings {
     pub widget_demo: bool,
     /// Frequency cap, attribution window and experiment refresh of nudges.
     pub nudge_rules: NudgeRules,
+    /// The Admin API's address (`SHOPIFY_ADMIN_URL`, `{shop}` replaced by the shop domain).
+    pub shopify_admin_url: String,
+    /// The pinned Admin API version (`SHOPIFY_API_VERSION`).
+    pub shopify_api_version: String,
+    /// Time between two status queries of a backfill's bulk operation (`BACKFILL_POLL_MS`).
+    pub backfill_poll_interval: Duration,
+    /// JSONL lines per acknowledged batch and progress checkpoint of a backfill (`BACKFILL_BATCH_LINES`).
+    pub backfill_batch_lines: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +206,12 @@ impl Settings {
                     parse_or::<u64>(&get, "NUDGE_PLAN_REFRESH_SECS", "5")?.max(1),
                 ),
             },
+            shopify_admin_url: get("SHOPIFY_ADMIN_URL").unwrap_or_else(|| "https://{shop}".to_owned()),
+            shopify_api_version: get("SHOPIFY_API_VERSION").unwrap_or_else(|| "2025-10".to_owned()),
+            backfill_poll_interval: Duration::from_millis(
+                parse_or::<u64>(&get, "BACKFILL_POLL_MS", "2000")?.max(10),
+            ),
+            backfill_batch_lines: parse_or::<usize>(&get, "BACKFILL_BATCH_LINES", "2000")?.max(1),
         })
     }
 
@@ -262,6 +276,22 @@ mod tests {
         assert_eq!(lonely.var, "SNAPSHOT_STORE", "postgres without a database");
         let odd = settings(&[base[0], ("SNAPSHOT_STORE", "kafka")]).unwrap_err();
         assert_eq!(odd.var, "SNAPSHOT_STORE");
+    }
+
+    #[test]
+    fn shopify_admin_and_backfill_settings() {
+        let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
+        assert_eq!((s.shopify_admin_url.as_str(), s.shopify_api_version.as_str()), ("https://{shop}", "2025-10"));
+        assert_eq!((s.backfill_poll_interval, s.backfill_batch_lines), (Duration::from_secs(2), 2000));
+        let s = settings(&[
+            ("SHOPIFY_API_SECRET", "s"),
+            ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9/shops/{shop}"),
+            ("BACKFILL_BATCH_LINES", "10"),
+        ])
+        .unwrap();
+        assert_eq!((s.shopify_admin_url.as_str(), s.backfill_batch_lines), ("http://127.0.0.1:9/shops/{shop}", 10));
+        let e = settings(&[("SHOPIFY_API_SECRET", "s"), ("BACKFILL_POLL_MS", "soon")]).unwrap_err();
+        assert_eq!(e.var, "BACKFILL_POLL_MS");
     }
 
     #[test]

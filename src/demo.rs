@@ -1,7 +1,8 @@
 //! `loyalnest-rfm demo`: the whole engine in one process with nothing to install. librdkafka's mock cluster is the
 //! broker, Redis is used only when `REDIS_URL` is set and Postgres only when `DATABASE_URL` is set, and a synthetic
 //! store posts signed Shopify webhooks through the real ingress at a gentle rate. Every few seconds it prints how
-//! many events were processed and each demo shop's live segment sizes.
+//! many events were processed and each demo shop's live segment sizes. Before the live store starts, each demo
+//! shop's year of order history is brought in by the backfill from a local Admin API stand-in, as after an install.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,11 @@ use serde_json::json;
 use streams::MerchantId;
 
 use crate::auth::mint;
+use crate::backfill::Backfill;
+use crate::shopify::standin::bulk::BulkState;
+use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec, CUSTOMER_ID_BASE};
+use crate::shopify::standin::StandIn;
+use crate::store::Store;
 use crate::configuration::Settings;
 use crate::directory::{inspect_all, Registry};
 use crate::mock_broker::MockBroker;
@@ -80,6 +86,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     if !Assets::default().has_chart_js() {
         println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
     }
+    history(&settings, args).await?;
     println!("Status every {}s:", args.every);
     actix_web::rt::spawn(store(
         base,
@@ -104,6 +111,41 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Each demo shop's year of order history, generated, served by the Admin API stand-in and brought in by the
+/// backfill exactly as after an install, so every segment has members before the first live order.
+async fn history(settings: &Settings, args: &DemoArgs) -> anyhow::Result<()> {
+    let bulk = Arc::new(BulkState::new(1));
+    let now = Utc::now().timestamp();
+    let shops: Vec<MerchantId> = (1..=args.shops.max(1))
+        .map(|n| MerchantId::parse(&format!("demo-{n}.myshopify.com")))
+        .collect::<Result<_, _>>()?;
+    for (n, shop) in shops.iter().enumerate() {
+        let spec = ShopSpec {
+            customers: args.customers.max(1),
+            orders: args.customers.max(1) * 3,
+            now,
+            seed: n as u64 + 1,
+        };
+        bulk.add_shop(shop.as_str(), GeneratedShop::generate(spec));
+    }
+    // Leaked like the broker: it serves until the process exits.
+    let standin = Box::leak(Box::new(StandIn::start("127.0.0.1:0".parse()?, bulk)?));
+    let mut settings = settings.clone();
+    settings.shopify_admin_url = standin.admin_url();
+    settings.backfill_poll_interval = Duration::from_millis(100);
+    let store = settings.database_url.as_deref().map(Store::connect_lazy).transpose()?;
+    let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
+    let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
+    for shop in &shops {
+        let progress = backfill.run(shop, "demo-offline-token", &|_| {}).await?;
+        println!(
+            "Backfilled {shop} from the Shopify stand-in: {} orders, {} events",
+            progress.lines_done, progress.events_produced
+        );
     }
     Ok(())
 }
@@ -146,7 +188,8 @@ async fn store(base: String, secret: Vec<u8>, args: DemoArgs) {
             "demo-{}.myshopify.com",
             (seed >> 20) % args.shops.max(1) + 1
         );
-        let customer = 1_000 + (seed >> 33) % args.customers.max(1);
+        // The backfilled customers: live orders move the customers whose history is already in.
+        let customer = CUSTOMER_ID_BASE + 1 + (seed >> 33) % args.customers.max(1);
         let cents = 1_500 + (seed >> 40) % 30_000;
         let (topic, body) = if n % 10 == 0 {
             let refund = json!({"id": n, "order_id": n - 1, "created_at": Utc::now().to_rfc3339(),

@@ -71,6 +71,16 @@ enum Command {
     /// The pipeline benchmark: a synthetic stream through the broker at `KAFKA_BROKERS` into an in-process
     /// processor; prints one JSON report.
     Bench(loyalnest_rfm::bench::BenchArgs),
+    /// Bring a shop's Shopify order history into the engine (a bulk operation over its orders), with a progress
+    /// bar; continues an interrupted run.
+    Backfill(loyalnest_rfm::history_cli::BackfillArgs),
+    /// Import points balances from a Smile.io or LoyaltyLion customer export (CSV).
+    Import(loyalnest_rfm::history_cli::ImportArgs),
+    /// Run the local Shopify Admin API stand-in with generated shops (bulk operations), for trying `backfill`.
+    ShopifyStandin(loyalnest_rfm::history_cli::StandinArgs),
+    /// The backfill benchmark: a generated shop's JSONL through the stand-in, the backfill and an in-process
+    /// processor to final segments; prints one JSON report.
+    BenchBackfill(loyalnest_rfm::bench::backfill::BackfillBenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,6 +149,20 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 loyalnest_rfm::auth::mint(&shop, &settings.shopify_api_key, secret, now, ttl)
             );
+            Ok(())
+        }
+        Command::Backfill(args) => loyalnest_rfm::history_cli::backfill(&args).await,
+        Command::Import(args) => loyalnest_rfm::history_cli::import(&args).await,
+        Command::ShopifyStandin(args) => loyalnest_rfm::history_cli::standin(&args).await,
+        Command::BenchBackfill(args) => {
+            let settings = Settings::from_lookup(|k| match k {
+                "SHOPIFY_API_SECRET" => {
+                    Some(std::env::var(k).unwrap_or_else(|_| "bench".to_owned()))
+                }
+                _ => std::env::var(k).ok(),
+            })?;
+            let report = loyalnest_rfm::bench::backfill::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench(args) => {

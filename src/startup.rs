@@ -94,6 +94,11 @@ impl Application {
             store.clone(),
             templates.get_ref().clone(),
         ));
+        let history = web::Data::new(crate::routes::history::HistoryState::new(
+            settings,
+            ingress.sink.clone(),
+            store.as_ref(),
+        ));
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
                 api_key: settings.shopify_api_key.clone(),
@@ -136,6 +141,8 @@ impl Application {
                 .configure(crate::routes::rfm_lists::configure)
                 .configure(crate::routes::rfm_movements::configure)
                 .configure(crate::routes::settings_page::configure)
+                .app_data(history.clone())
+                .configure(crate::routes::history::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

@@ -189,7 +189,12 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
             Answer::error(StatusCode::UNAUTHORIZED, "shop_mismatch", e.to_string())
         }
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
-        Ok(normalized) => deliver(state, normalized, &merchant, &webhook_id, topic).await,
+        Ok(normalized) => {
+            if topic == WebhookTopic::BulkOperationsFinish {
+                crate::backfill::bulk_operation_finished(&merchant);
+            }
+            deliver(state, normalized, &merchant, &webhook_id, topic).await
+        }
     }
 }
 
