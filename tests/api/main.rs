@@ -11,6 +11,7 @@ mod erasure;
 mod erasure_order;
 mod harness;
 mod helpers;
+mod imports;
 mod limits;
 mod live;
 mod merchant_config;
