@@ -206,7 +206,8 @@ impl Settings {
                     parse_or::<u64>(&get, "NUDGE_PLAN_REFRESH_SECS", "5")?.max(1),
                 ),
             },
-            shopify_admin_url: get("SHOPIFY_ADMIN_URL").unwrap_or_else(|| "https://{shop}".to_owned()),
+            shopify_admin_url: get("SHOPIFY_ADMIN_URL")
+                .unwrap_or_else(|| "https://{shop}".to_owned()),
             shopify_api_version: get("SHOPIFY_API_VERSION").unwrap_or_else(|| "2025-10".to_owned()),
             backfill_poll_interval: Duration::from_millis(
                 parse_or::<u64>(&get, "BACKFILL_POLL_MS", "2000")?.max(10),
@@ -281,15 +282,24 @@ mod tests {
     #[test]
     fn shopify_admin_and_backfill_settings() {
         let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
-        assert_eq!((s.shopify_admin_url.as_str(), s.shopify_api_version.as_str()), ("https://{shop}", "2025-10"));
-        assert_eq!((s.backfill_poll_interval, s.backfill_batch_lines), (Duration::from_secs(2), 2000));
+        assert_eq!(
+            (s.shopify_admin_url.as_str(), s.shopify_api_version.as_str()),
+            ("https://{shop}", "2025-10")
+        );
+        assert_eq!(
+            (s.backfill_poll_interval, s.backfill_batch_lines),
+            (Duration::from_secs(2), 2000)
+        );
         let s = settings(&[
             ("SHOPIFY_API_SECRET", "s"),
             ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9/shops/{shop}"),
             ("BACKFILL_BATCH_LINES", "10"),
         ])
         .unwrap();
-        assert_eq!((s.shopify_admin_url.as_str(), s.backfill_batch_lines), ("http://127.0.0.1:9/shops/{shop}", 10));
+        assert_eq!(
+            (s.shopify_admin_url.as_str(), s.backfill_batch_lines),
+            ("http://127.0.0.1:9/shops/{shop}", 10)
+        );
         let e = settings(&[("SHOPIFY_API_SECRET", "s"), ("BACKFILL_POLL_MS", "soon")]).unwrap_err();
         assert_eq!(e.var, "BACKFILL_POLL_MS");
     }

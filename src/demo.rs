@@ -16,16 +16,16 @@ use streams::MerchantId;
 
 use crate::auth::mint;
 use crate::backfill::Backfill;
-use crate::shopify::standin::bulk::BulkState;
-use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec, CUSTOMER_ID_BASE};
-use crate::shopify::standin::StandIn;
-use crate::store::Store;
 use crate::configuration::Settings;
 use crate::directory::{inspect_all, Registry};
 use crate::mock_broker::MockBroker;
 use crate::routes::dashboard::Assets;
 use crate::shopify::hmac::sign;
+use crate::shopify::standin::bulk::BulkState;
+use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec, CUSTOMER_ID_BASE};
+use crate::shopify::standin::StandIn;
 use crate::startup::Engine;
+use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -86,7 +86,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     if !Assets::default().has_chart_js() {
         println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
     }
-    history(&settings, args).await?;
+    history(&settings, args, &stats).await?;
     println!("Status every {}s:", args.every);
     actix_web::rt::spawn(store(
         base,
@@ -117,7 +117,11 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
 
 /// Each demo shop's year of order history, generated, served by the Admin API stand-in and brought in by the
 /// backfill exactly as after an install, so every segment has members before the first live order.
-async fn history(settings: &Settings, args: &DemoArgs) -> anyhow::Result<()> {
+async fn history(
+    settings: &Settings,
+    args: &DemoArgs,
+    stats: &crate::processor::ProcessorStats,
+) -> anyhow::Result<()> {
     let bulk = Arc::new(BulkState::new(1));
     let now = Utc::now().timestamp();
     let shops: Vec<MerchantId> = (1..=args.shops.max(1))
@@ -137,15 +141,26 @@ async fn history(settings: &Settings, args: &DemoArgs) -> anyhow::Result<()> {
     let mut settings = settings.clone();
     settings.shopify_admin_url = standin.admin_url();
     settings.backfill_poll_interval = Duration::from_millis(100);
-    let store = settings.database_url.as_deref().map(Store::connect_lazy).transpose()?;
+    let store = settings
+        .database_url
+        .as_deref()
+        .map(Store::connect_lazy)
+        .transpose()?;
     let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
     let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
+    let mut produced = 0;
     for shop in &shops {
         let progress = backfill.run(shop, "demo-offline-token", &|_| {}).await?;
         println!(
             "Backfilled {shop} from the Shopify stand-in: {} orders, {} events",
             progress.lines_done, progress.events_produced
         );
+        produced += progress.events_produced;
+    }
+    // The live store starts once the history is applied, so the first status line already shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.events.load(Ordering::SeqCst) < produced && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

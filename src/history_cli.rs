@@ -12,7 +12,7 @@ use streams::{MerchantId, SinkConfig};
 
 use crate::backfill::{Backfill, Phase, Progress};
 use crate::configuration::Settings;
-use crate::imports::{Importer, ImportStore, Source, MAX_IMPORT_BYTES};
+use crate::imports::{ImportStore, Importer, Source, MAX_IMPORT_BYTES};
 use crate::shopify::standin::bulk::BulkState;
 use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec};
 use crate::shopify::standin::StandIn;
@@ -67,8 +67,15 @@ fn bar_line(p: &Progress) -> String {
         p.phase.as_str(),
         p.lines_done,
         p.events_produced,
-        if p.lines_failed > 0 { format!(", {} unusable", p.lines_failed) } else { String::new() },
-        p.bulk_operation_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default()
+        if p.lines_failed > 0 {
+            format!(", {} unusable", p.lines_failed)
+        } else {
+            String::new()
+        },
+        p.bulk_operation_id
+            .as_deref()
+            .map(|id| format!(" ({id})"))
+            .unwrap_or_default()
     )
 }
 
@@ -81,10 +88,16 @@ pub async fn backfill(args: &BackfillArgs) -> anyhow::Result<()> {
     }
     let token = match (&args.token, &store) {
         (Some(token), _) => token.clone(),
-        (None, Some(store)) => crate::shopify::access::offline_token(store.pool(), &settings.keys, &shop)
-            .await?
-            .context("no offline token is stored for this shop: install the app, or pass --token")?,
-        (None, None) => anyhow::bail!("pass --token, or set DATABASE_URL to use the token stored at install"),
+        (None, Some(store)) => {
+            crate::shopify::access::offline_token(store.pool(), &settings.keys, &shop)
+                .await?
+                .context(
+                    "no offline token is stored for this shop: install the app, or pass --token",
+                )?
+        }
+        (None, None) => {
+            anyhow::bail!("pass --token, or set DATABASE_URL to use the token stored at install")
+        }
     };
     let sink = SinkConfig::new(settings.kafka_brokers.clone()).build()?;
     let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
@@ -104,7 +117,11 @@ pub async fn backfill(args: &BackfillArgs) -> anyhow::Result<()> {
     let outcome = backfill.run(&shop, &token, &report).await;
     bar.finish();
     let progress = outcome?;
-    anyhow::ensure!(progress.phase == Phase::Completed, "backfill ended {}", progress.phase.as_str());
+    anyhow::ensure!(
+        progress.phase == Phase::Completed,
+        "backfill ended {}",
+        progress.phase.as_str()
+    );
     println!("{}", serde_json::to_string(&progress)?);
     Ok(())
 }
@@ -113,8 +130,13 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env().context("reading configuration from the environment")?;
     let shop = MerchantId::parse(&args.shop)?;
     let source = Source::parse(&args.source).context("--source is smile or loyaltylion")?;
-    let size = std::fs::metadata(&args.file).with_context(|| format!("{}", args.file.display()))?.len();
-    anyhow::ensure!(size <= MAX_IMPORT_BYTES as u64, "the file is larger than 10 MB");
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("{}", args.file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= MAX_IMPORT_BYTES as u64,
+        "the file is larger than 10 MB"
+    );
     let body = std::fs::read(&args.file).with_context(|| format!("{}", args.file.display()))?;
     let store = database(&settings)?;
     if let Some(store) = &store {
@@ -149,7 +171,10 @@ pub async fn standin(args: &StandinArgs) -> anyhow::Result<()> {
         bulk.add_shop(shop, GeneratedShop::generate(spec));
     }
     let standin = StandIn::start(args.addr, bulk)?;
-    println!("Shopify Admin stand-in: SHOPIFY_ADMIN_URL={}", standin.admin_url());
+    println!(
+        "Shopify Admin stand-in: SHOPIFY_ADMIN_URL={}",
+        standin.admin_url()
+    );
     crate::startup::shutdown_signal().await;
     standin.stop().await;
     Ok(())

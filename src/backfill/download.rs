@@ -103,7 +103,13 @@ fn kind_label(event: &InputEvent) -> &'static str {
 
 impl Producing<'_> {
     /// Converts one line (number `line_no`, from 1), adding its events to `batch`.
-    fn take_line(&self, line_no: u64, line: &[u8], batch: &mut Vec<InputEvent>, progress: &mut Progress) {
+    fn take_line(
+        &self,
+        line_no: u64,
+        line: &[u8],
+        batch: &mut Vec<InputEvent>,
+        progress: &mut Progress,
+    ) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -155,7 +161,8 @@ impl Producing<'_> {
             if lines_in_batch >= self.batch_lines || (last && lines_in_batch > 0) {
                 produce_all(self.sink, self.topics, self.merchant, &batch).await?;
                 for event in &batch {
-                    metrics::counter!(BACKFILL_RECORDS_TOTAL, "kind" => kind_label(event)).increment(1);
+                    metrics::counter!(BACKFILL_RECORDS_TOTAL, "kind" => kind_label(event))
+                        .increment(1);
                 }
                 progress.events_produced += batch.len() as u64;
                 progress.lines_done = line_no;

@@ -124,7 +124,11 @@ fn utc(t: DateTime<FixedOffset>) -> DateTime<Utc> {
     t.with_timezone(&Utc)
 }
 
-pub fn convert(line: &[u8], merchant: &MerchantId, sealer: &Sealer<'_>) -> Result<Converted, LineError> {
+pub fn convert(
+    line: &[u8],
+    merchant: &MerchantId,
+    sealer: &Sealer<'_>,
+) -> Result<Converted, LineError> {
     let head: Head<'_> = serde_json::from_slice(line)?;
     if let Some(parent) = head.parent {
         if !head.id.starts_with("gid://shopify/Refund/") {
@@ -132,13 +136,19 @@ pub fn convert(line: &[u8], merchant: &MerchantId, sealer: &Sealer<'_>) -> Resul
         }
         let order_id = numeric_id("__parentId", "Order", parent)?;
         let refund: RefundLine = serde_json::from_slice(line)?;
-        return Ok(Converted::Events(vec![refund_event(merchant, None, order_id, &refund)?]));
+        return Ok(Converted::Events(vec![refund_event(
+            merchant, None, order_id, &refund,
+        )?]));
     }
     let order: OrderLine = serde_json::from_slice(line)?;
     order_events(order, merchant, sealer)
 }
 
-fn order_events(order: OrderLine, merchant: &MerchantId, sealer: &Sealer<'_>) -> Result<Converted, LineError> {
+fn order_events(
+    order: OrderLine,
+    merchant: &MerchantId,
+    sealer: &Sealer<'_>,
+) -> Result<Converted, LineError> {
     let order_id = numeric_id("id", "Order", &order.id)?;
     let Some(customer) = &order.customer else {
         return Ok(Converted::Skipped("guest_order"));
@@ -226,26 +236,58 @@ mod tests {
 
     fn run(line: &str) -> Result<Converted, LineError> {
         let keys = KeyRing::empty();
-        convert(line.as_bytes(), &shop(), &Sealer { keys: &keys, shop_key: None })
+        convert(
+            line.as_bytes(),
+            &shop(),
+            &Sealer {
+                keys: &keys,
+                shop_key: None,
+            },
+        )
     }
 
     #[test]
     fn an_order_with_a_cancellation_and_a_refund_becomes_three_events() {
         let line = r#"{"id":"gid://shopify/Order/11","createdAt":"2026-01-02T03:04:05Z","cancelledAt":"2026-01-03T00:00:00Z","test":false,"displayFinancialStatus":"PARTIALLY_REFUNDED","totalPriceSet":{"shopMoney":{"amount":"20.5","currencyCode":"USD"}},"customer":{"id":"gid://shopify/Customer/7","email":null},"refunds":[{"id":"gid://shopify/Refund/99","createdAt":"2026-01-04T00:00:00Z","totalRefundedSet":{"shopMoney":{"amount":"5.00","currencyCode":"USD"}}}]}"#;
-        let Ok(Converted::Events(events)) = run(line) else { panic!("converts") };
+        let Ok(Converted::Events(events)) = run(line) else {
+            panic!("converts")
+        };
         let ids: Vec<&str> = events.iter().map(InputEvent::event_id).collect();
-        assert_eq!(ids, ["shopify-order-11", "shopify-order-11-cancelled", "shopify-refund-99"]);
-        let InputEvent::OrderCreated(order) = &events[0] else { panic!("an order") };
-        assert_eq!((order.customer_id, order.total_price.as_str(), order.cancelled), (7, "20.50", true));
+        assert_eq!(
+            ids,
+            [
+                "shopify-order-11",
+                "shopify-order-11-cancelled",
+                "shopify-refund-99"
+            ]
+        );
+        let InputEvent::OrderCreated(order) = &events[0] else {
+            panic!("an order")
+        };
+        assert_eq!(
+            (
+                order.customer_id,
+                order.total_price.as_str(),
+                order.cancelled
+            ),
+            (7, "20.50", true)
+        );
         assert_eq!(order.financial_status, "partially_refunded");
     }
 
     #[test]
     fn a_child_refund_line_names_its_order_through_parent_id() {
         let line = r#"{"id":"gid://shopify/Refund/5","createdAt":"2026-01-04T00:00:00Z","totalRefundedSet":{"shopMoney":{"amount":"1.00","currencyCode":"USD"}},"__parentId":"gid://shopify/Order/42"}"#;
-        let Ok(Converted::Events(events)) = run(line) else { panic!("converts") };
-        let InputEvent::RefundCreated(refund) = &events[0] else { panic!("a refund") };
-        assert_eq!((refund.order_id, refund.refund_id, refund.customer_id), (42, 5, None));
+        let Ok(Converted::Events(events)) = run(line) else {
+            panic!("converts")
+        };
+        let InputEvent::RefundCreated(refund) = &events[0] else {
+            panic!("a refund")
+        };
+        assert_eq!(
+            (refund.order_id, refund.refund_id, refund.customer_id),
+            (42, 5, None)
+        );
         let other = r#"{"id":"gid://shopify/LineItem/5","__parentId":"gid://shopify/Order/42"}"#;
         assert_eq!(run(other).unwrap(), Converted::Skipped("child_line"));
     }
@@ -254,8 +296,13 @@ mod tests {
     fn guests_are_skipped_and_garbage_is_an_error() {
         let guest = r#"{"id":"gid://shopify/Order/1","createdAt":"2026-01-02T03:04:05Z","totalPriceSet":{"shopMoney":{"amount":"1.00","currencyCode":"USD"}},"customer":null}"#;
         assert_eq!(run(guest).unwrap(), Converted::Skipped("guest_order"));
-        assert!(matches!(run("{\"id\":\"gid://shopify/Order/x\"}"), Err(LineError::Json(_))));
-        let bad_money = guest.replace("1.00", "1.0.0").replace("null", r#"{"id":"gid://shopify/Customer/3"}"#);
+        assert!(matches!(
+            run("{\"id\":\"gid://shopify/Order/x\"}"),
+            Err(LineError::Json(_))
+        ));
+        let bad_money = guest
+            .replace("1.00", "1.0.0")
+            .replace("null", r#"{"id":"gid://shopify/Customer/3"}"#);
         assert!(matches!(run(&bad_money), Err(LineError::Money { .. })));
         assert!(run("not json").is_err());
     }

@@ -33,14 +33,17 @@ pub const BACKFILL_RECORDS_TOTAL: &str = "rfm_backfill_records_total";
 
 /// The bulk query: every order with what the engine scores. `refunds` is a list field of `Order` (not a
 /// connection), so refunds arrive nested in their order's line.
-pub const ORDERS_QUERY: &str = "{ orders { edges { node { id createdAt processedAt cancelledAt test \
+pub const ORDERS_QUERY: &str =
+    "{ orders { edges { node { id createdAt processedAt cancelledAt test \
 displayFinancialStatus totalPriceSet { shopMoney { amount currencyCode } } customer { id email } \
 refunds { id createdAt totalRefundedSet { shopMoney { amount currencyCode } } } } } } }";
 
-const RUN_MUTATION: &str = "mutation backfillOrders($query: String!) { bulkOperationRunQuery(query: $query) { \
+const RUN_MUTATION: &str =
+    "mutation backfillOrders($query: String!) { bulkOperationRunQuery(query: $query) { \
 bulkOperation { id status } userErrors { field message } } }";
 
-const POLL_QUERY: &str = "query backfillOperation($id: ID!) { node(id: $id) { ... on BulkOperation { id status \
+const POLL_QUERY: &str =
+    "query backfillOperation($id: ID!) { node(id: $id) { ... on BulkOperation { id status \
 errorCode objectCount url } } }";
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,9 @@ impl Backfill {
             topics: settings.topics.clone(),
             keys: settings.keys.clone(),
             shop_keys,
-            progress: store.map_or_else(ProgressStore::memory, |s| ProgressStore::Postgres(s.pool().clone())),
+            progress: store.map_or_else(ProgressStore::memory, |s| {
+                ProgressStore::Postgres(s.pool().clone())
+            }),
             poll_interval: settings.backfill_poll_interval,
             max_wait: Duration::from_secs(6 * 3600),
             batch_lines: settings.backfill_batch_lines,
@@ -162,7 +167,10 @@ impl Backfill {
         if let Err(e) = &outcome {
             progress.error = Some(e.to_string());
             // A failure Shopify reported ends the run; anything else (broker, network) leaves it resumable.
-            if matches!(e, BackfillError::OperationFailed { .. } | BackfillError::Refused(_)) {
+            if matches!(
+                e,
+                BackfillError::OperationFailed { .. } | BackfillError::Refused(_)
+            ) {
                 progress.phase = Phase::Failed;
             }
             self.progress.save(shop, &progress).await?;
@@ -189,7 +197,11 @@ impl Backfill {
                 .and_then(reqwest::Response::error_for_status)
                 .map_err(|e| BackfillError::Download(e.to_string()))?;
             let shop_key = match &self.shop_keys {
-                Some(keys) => Some(keys.for_sealing(shop).await.map_err(|e| BackfillError::Download(format!("shop data key: {e}")))?),
+                Some(keys) => Some(
+                    keys.for_sealing(shop)
+                        .await
+                        .map_err(|e| BackfillError::Download(format!("shop data key: {e}")))?,
+                ),
                 None => None,
             };
             let producing = download::Producing {
@@ -217,10 +229,19 @@ impl Backfill {
         Ok(())
     }
 
-    async fn start_operation(&self, shop: &MerchantId, token: &str) -> Result<String, BackfillError> {
+    async fn start_operation(
+        &self,
+        shop: &MerchantId,
+        token: &str,
+    ) -> Result<String, BackfillError> {
         let reply = self
             .admin
-            .graphql(shop.as_str(), token, RUN_MUTATION, json!({ "query": ORDERS_QUERY }))
+            .graphql(
+                shop.as_str(),
+                token,
+                RUN_MUTATION,
+                json!({ "query": ORDERS_QUERY }),
+            )
             .await?;
         let result = &reply.data["bulkOperationRunQuery"];
         let refusals: Vec<String> = result["userErrors"]
@@ -239,7 +260,12 @@ impl Backfill {
         }
     }
 
-    async fn wait_for(&self, shop: &MerchantId, token: &str, id: &str) -> Result<Operation, BackfillError> {
+    async fn wait_for(
+        &self,
+        shop: &MerchantId,
+        token: &str,
+        id: &str,
+    ) -> Result<Operation, BackfillError> {
         let woken = waiter(shop);
         let deadline = tokio::time::Instant::now() + self.max_wait;
         loop {
@@ -254,7 +280,11 @@ impl Backfill {
                 _ => {
                     return Err(BackfillError::OperationFailed {
                         error_code: op.error_code.unwrap_or_else(|| "no error code".into()),
-                        status: if op.status.is_empty() { "unknown".into() } else { op.status },
+                        status: if op.status.is_empty() {
+                            "unknown".into()
+                        } else {
+                            op.status
+                        },
                     })
                 }
             }

@@ -135,7 +135,8 @@ impl ProgressStore {
     /// This process's memory; one map for the whole process, so the status route sees a backfill that another
     /// part of the process (the embedded demo) runs.
     pub fn memory() -> ProgressStore {
-        static MAP: std::sync::OnceLock<Arc<Mutex<HashMap<MerchantId, Progress>>>> = std::sync::OnceLock::new();
+        static MAP: std::sync::OnceLock<Arc<Mutex<HashMap<MerchantId, Progress>>>> =
+            std::sync::OnceLock::new();
         ProgressStore::Memory(MAP.get_or_init(Arc::default).clone())
     }
 

@@ -44,12 +44,24 @@ pub struct BackfillBenchReport {
     pub segments: BTreeMap<String, u64>,
 }
 
-pub async fn run(settings: &Settings, args: &BackfillBenchArgs) -> anyhow::Result<BackfillBenchReport> {
-    let prefix = format!("bfbench{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+pub async fn run(
+    settings: &Settings,
+    args: &BackfillBenchArgs,
+) -> anyhow::Result<BackfillBenchReport> {
+    let prefix = format!(
+        "bfbench{}.",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let mut settings = settings.clone();
     settings.topics = Topics::with_prefix(&prefix);
     settings.kafka_group_id = format!("{prefix}group");
-    streams::admin::ensure_topics(&settings.kafka_brokers, &settings.topics, args.partitions, 1).await?;
+    streams::admin::ensure_topics(
+        &settings.kafka_brokers,
+        &settings.topics,
+        args.partitions,
+        1,
+    )
+    .await?;
     let shop = MerchantId::parse("bench-history.myshopify.com")?;
     let bulk = Arc::new(BulkState::new(1));
     let spec = ShopSpec {
@@ -83,7 +95,9 @@ pub async fn run(settings: &Settings, args: &BackfillBenchArgs) -> anyhow::Resul
         core.merchants()
             .flat_map(|m| {
                 let counts = m.config.segments.iter().zip(m.segment_counts());
-                counts.map(|(rule, n)| (rule.key.clone(), *n)).collect::<Vec<_>>()
+                counts
+                    .map(|(rule, n)| (rule.key.clone(), *n))
+                    .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>()
     };

@@ -36,12 +36,22 @@ impl Source {
     fn columns(self) -> [&'static [&'static str]; 3] {
         match self {
             Source::Smile => [
-                &["external_id", "shopify_customer_id", "customer_id", "shopify_id"],
+                &[
+                    "external_id",
+                    "shopify_customer_id",
+                    "customer_id",
+                    "shopify_id",
+                ],
                 &["email", "customer_email"],
                 &["points", "points_balance", "balance"],
             ],
             Source::LoyaltyLion => [
-                &["merchant_id", "shopify_customer_id", "customer_id", "shopify_id"],
+                &[
+                    "merchant_id",
+                    "shopify_customer_id",
+                    "customer_id",
+                    "shopify_id",
+                ],
                 &["email", "customer_email"],
                 &["points_approved", "points", "points_balance"],
             ],
@@ -84,9 +94,11 @@ pub struct Parsed {
 
 fn find(headers: &csv::StringRecord, names: &[&str]) -> Option<usize> {
     names.iter().find_map(|name| {
-        headers
-            .iter()
-            .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+        headers.iter().position(|h| {
+            h.trim()
+                .trim_start_matches('\u{feff}')
+                .eq_ignore_ascii_case(name)
+        })
     })
 }
 
@@ -112,7 +124,9 @@ fn points(raw: &str) -> Result<i64, String> {
         Ok(p) if p < 0 => Err(format!("points {p} is negative; a balance cannot be")),
         Ok(p) if p > 100_000_000 => Err(format!("points {p} is beyond 100,000,000")),
         Ok(p) => Ok(p),
-        Err(_) => Err(format!("points {raw:?} is not a whole number (no separators)")),
+        Err(_) => Err(format!(
+            "points {raw:?} is not a whole number (no separators)"
+        )),
     }
 }
 
@@ -128,7 +142,10 @@ fn email(raw: &str) -> Result<Option<String>, String> {
     if plausible {
         Ok(Some(raw.to_owned()))
     } else {
-        Err(format!("email {:?} is not an address", raw.chars().take(80).collect::<String>()))
+        Err(format!(
+            "email {:?} is not an address",
+            raw.chars().take(80).collect::<String>()
+        ))
     }
 }
 
@@ -139,7 +156,10 @@ pub fn parse(source: Source, body: &[u8]) -> Result<Parsed, FileError> {
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(body);
-    let headers = reader.headers().map_err(|e| FileError::Csv(e.to_string()))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| FileError::Csv(e.to_string()))?
+        .clone();
     if headers.is_empty() {
         return Err(FileError::Empty);
     }
@@ -158,7 +178,10 @@ pub fn parse(source: Source, body: &[u8]) -> Result<Parsed, FileError> {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, csv::Position::line);
-                parsed.errors.push(RowError { line, reason: format!("not CSV: {e}") });
+                parsed.errors.push(RowError {
+                    line,
+                    reason: format!("not CSV: {e}"),
+                });
                 continue;
             }
         };
@@ -171,7 +194,12 @@ pub fn parse(source: Source, body: &[u8]) -> Result<Parsed, FileError> {
                 return Err("neither a customer id nor an email".to_owned());
             }
             let points = points(cell(Some(points_col)))?;
-            Ok(Row { line, shopify_id, email, points })
+            Ok(Row {
+                line,
+                shopify_id,
+                email,
+                points,
+            })
         })();
         match row {
             Ok(row) => parsed.rows.push(row),
@@ -190,7 +218,15 @@ mod tests {
         let file = "email,points\nann@example.com,120\nbob@example.com,12,5\n,30\nnot-an-email,5\ncid@example.com,-3\n";
         let parsed = parse(Source::Smile, file.as_bytes()).unwrap();
         assert_eq!(parsed.rows.len(), 2, "{parsed:?}");
-        assert_eq!(parsed.rows[0], Row { line: 2, shopify_id: None, email: Some("ann@example.com".into()), points: 120 });
+        assert_eq!(
+            parsed.rows[0],
+            Row {
+                line: 2,
+                shopify_id: None,
+                email: Some("ann@example.com".into()),
+                points: 120
+            }
+        );
         let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [4, 5, 6]);
         assert!(parsed.errors[2].reason.contains("negative"));
@@ -200,12 +236,18 @@ mod tests {
     fn loyaltylion_takes_the_platform_id_and_the_approved_balance() {
         let file = "merchant_id,email,points_approved,points_pending\ngid://shopify/Customer/77,a@b.co,40,10\n";
         let parsed = parse(Source::LoyaltyLion, file.as_bytes()).unwrap();
-        assert_eq!((parsed.rows[0].shopify_id, parsed.rows[0].points), (Some(77), 40));
+        assert_eq!(
+            (parsed.rows[0].shopify_id, parsed.rows[0].points),
+            (Some(77), 40)
+        );
     }
 
     #[test]
     fn a_file_without_points_is_refused_whole() {
-        assert!(matches!(parse(Source::Smile, b"email,stars\na@b.co,1\n"), Err(FileError::MissingColumn("points", _))));
+        assert!(matches!(
+            parse(Source::Smile, b"email,stars\na@b.co,1\n"),
+            Err(FileError::MissingColumn("points", _))
+        ));
         assert!(parse(Source::Smile, b"").is_err());
     }
 }

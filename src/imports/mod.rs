@@ -69,7 +69,12 @@ pub struct Importer {
 
 impl Importer {
     /// Imports `body` (a `source` export) for `shop` to the end and returns its status.
-    pub async fn import(&self, shop: &MerchantId, source: Source, body: &[u8]) -> Result<ImportStatus, ImportError> {
+    pub async fn import(
+        &self,
+        shop: &MerchantId,
+        source: Source,
+        body: &[u8],
+    ) -> Result<ImportStatus, ImportError> {
         let parsed = csv_rows::parse(source, body)?;
         let mut errors = parsed.errors;
         let matched = self.match_customers(shop, &parsed.rows).await?;
@@ -79,11 +84,16 @@ impl Importer {
         for (row, customer) in parsed.rows.iter().zip(matched) {
             let Some(customer_id) = customer else {
                 let reason = match (&row.email, self.indexed()) {
-                    (Some(_), false) => "no Shopify customer id, and emails can only be matched with a database \
-                                         and PII_INDEX_KEY",
+                    (Some(_), false) => {
+                        "no Shopify customer id, and emails can only be matched with a database \
+                                         and PII_INDEX_KEY"
+                    }
                     _ => "no customer of this shop has this email",
                 };
-                errors.push(RowError { line: row.line, reason: reason.into() });
+                errors.push(RowError {
+                    line: row.line,
+                    reason: reason.into(),
+                });
                 continue;
             };
             imported += 1;
@@ -121,11 +131,16 @@ impl Importer {
     }
 
     fn indexed(&self) -> bool {
-        matches!(self.store, ImportStore::Postgres(_)) && self.keys.email_index("probe@example.com").is_some()
+        matches!(self.store, ImportStore::Postgres(_))
+            && self.keys.email_index("probe@example.com").is_some()
     }
 
     /// The customer of each row: its Shopify id, else the customer whose email has the same blind index.
-    async fn match_customers(&self, shop: &MerchantId, rows: &[csv_rows::Row]) -> Result<Vec<Option<u64>>, ImportError> {
+    async fn match_customers(
+        &self,
+        shop: &MerchantId,
+        rows: &[csv_rows::Row],
+    ) -> Result<Vec<Option<u64>>, ImportError> {
         let indexes: Vec<Option<String>> = rows
             .iter()
             .map(|r| match (r.shopify_id, &r.email) {
@@ -150,7 +165,10 @@ impl Importer {
         Ok(rows
             .iter()
             .zip(indexes)
-            .map(|(row, index)| row.shopify_id.or_else(|| index.and_then(|i| by_index.get(&i).copied())))
+            .map(|(row, index)| {
+                row.shopify_id
+                    .or_else(|| index.and_then(|i| by_index.get(&i).copied()))
+            })
             .collect())
     }
 
@@ -186,7 +204,11 @@ impl Importer {
     }
 
     /// The status of `shop`'s import `id`, as JSON; `None` when the shop has no such import.
-    pub async fn status(&self, shop: &MerchantId, id: &str) -> Result<Option<serde_json::Value>, ImportError> {
+    pub async fn status(
+        &self,
+        shop: &MerchantId,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, ImportError> {
         match &self.store {
             ImportStore::Memory(map) => Ok(map
                 .lock()

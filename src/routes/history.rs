@@ -53,7 +53,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/imports/{id}", web::get().to(import_status));
 }
 
-async fn backfill_status(shop: AuthedShop, state: web::Data<HistoryState>) -> Result<HttpResponse, ApiError> {
+async fn backfill_status(
+    shop: AuthedShop,
+    state: web::Data<HistoryState>,
+) -> Result<HttpResponse, ApiError> {
     let progress = state
         .backfill
         .progress
@@ -61,7 +64,8 @@ async fn backfill_status(shop: AuthedShop, state: web::Data<HistoryState>) -> Re
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let percent = progress.as_ref().and_then(|p| p.percent());
-    Ok(HttpResponse::Ok().json(json!({ "merchant": shop.0, "backfill": progress, "percent": percent })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "merchant": shop.0, "backfill": progress, "percent": percent })))
 }
 
 #[derive(Deserialize)]
@@ -95,7 +99,8 @@ async fn import(
         .unwrap_or("");
     if content_type.starts_with("multipart/") {
         return Err(ApiError::BadRequest(
-            "send the CSV file itself as the body (Content-Type: text/csv), not a multipart form".into(),
+            "send the CSV file itself as the body (Content-Type: text/csv), not a multipart form"
+                .into(),
         ));
     }
     let status = state
@@ -111,7 +116,12 @@ async fn import_status(
     id: web::Path<String>,
     state: web::Data<HistoryState>,
 ) -> Result<HttpResponse, ApiError> {
-    match state.importer.status(&shop.0, &id).await.map_err(import_error)? {
+    match state
+        .importer
+        .status(&shop.0, &id)
+        .await
+        .map_err(import_error)?
+    {
         Some(status) => Ok(HttpResponse::Ok().json(status)),
         None => Err(ApiError::NotFound("no such import for this shop".into())),
     }

@@ -63,7 +63,9 @@ async fn engine(h: &Harness, shop: &MerchantId) -> Outcome {
         let mut out = Vec::new();
         for m in core.merchants().filter(|m| m.id == shop) {
             for (id, c) in m.customers() {
-                let key = m.config.segments[usize::from(c.published.segment)].key.clone();
+                let key = m.config.segments[usize::from(c.published.segment)]
+                    .key
+                    .clone();
                 let totals = c.aggregate.totals();
                 out.push((id, (key, totals.orders, totals.net.minor())));
             }
@@ -87,16 +89,29 @@ struct Setup {
 async fn setup(customers: u64, orders: u64) -> Setup {
     let h = start_processor(2).await;
     let shop = MerchantId::parse(&format!("{}.myshopify.com", unique("hist"))).unwrap();
-    let data = GeneratedShop::generate(ShopSpec { customers, orders, now: T0, seed: 42 });
+    let data = GeneratedShop::generate(ShopSpec {
+        customers,
+        orders,
+        now: T0,
+        seed: 42,
+    });
     let bulk = Arc::new(BulkState::new(2));
     bulk.add_shop(shop.as_str(), data.clone());
     let standin = StandIn::start("127.0.0.1:0".parse().unwrap(), bulk).unwrap();
-    Setup { h, standin, shop, data }
+    Setup {
+        h,
+        standin,
+        shop,
+        data,
+    }
 }
 
 fn backfill(s: &Setup, batch_lines: usize) -> Backfill {
     Backfill {
-        admin: AdminClient::new(AdminSettings { base_url: s.standin.admin_url(), api_version: "2025-10".into() }),
+        admin: AdminClient::new(AdminSettings {
+            base_url: s.standin.admin_url(),
+            api_version: "2025-10".into(),
+        }),
         sink: s.h.sink.clone(),
         topics: s.h.topics.clone(),
         keys: KeyRing::empty(),
@@ -112,20 +127,48 @@ fn backfill(s: &Setup, batch_lines: usize) -> Backfill {
 async fn a_backfilled_shop_equals_the_oracle_and_a_second_backfill_changes_nothing() {
     let s = setup(300, 1_200).await;
     let expected = oracle(&s.data.orders);
-    let segments: std::collections::BTreeSet<&str> = expected.values().map(|v| v.0.as_str()).collect();
-    assert!(segments.len() >= 4, "the generated shop spreads over segments: {segments:?}");
+    let segments: std::collections::BTreeSet<&str> =
+        expected.values().map(|v| v.0.as_str()).collect();
+    assert!(
+        segments.len() >= 4,
+        "the generated shop spreads over segments: {segments:?}"
+    );
 
-    let first = backfill(&s, 250).run(&s.shop, "offline-token", &|_| {}).await.expect("backfill runs");
-    assert_eq!((first.phase, first.lines_done, first.lines_failed), (Phase::Completed, 1_200, 0));
+    let first = backfill(&s, 250)
+        .run(&s.shop, "offline-token", &|_| {})
+        .await
+        .expect("backfill runs");
+    assert_eq!(
+        (first.phase, first.lines_done, first.lines_failed),
+        (Phase::Completed, 1_200, 0)
+    );
     s.h.wait_processed(first.events_produced).await;
     let after_first = engine(&s.h, &s.shop).await;
-    assert_eq!(after_first, expected, "every customer's segment and totals as the oracle computes them");
+    assert_eq!(
+        after_first, expected,
+        "every customer's segment and totals as the oracle computes them"
+    );
 
-    let second = backfill(&s, 250).run(&s.shop, "offline-token", &|_| {}).await.expect("second backfill runs");
-    assert_eq!(second.events_produced, first.events_produced, "the same events again");
-    assert_eq!(s.standin.bulk.operations_started(), 2, "a finished backfill is not continued but run anew");
-    s.h.wait_processed(first.events_produced + second.events_produced).await;
-    assert_eq!(engine(&s.h, &s.shop).await, after_first, "the second backfill changed nothing");
+    let second = backfill(&s, 250)
+        .run(&s.shop, "offline-token", &|_| {})
+        .await
+        .expect("second backfill runs");
+    assert_eq!(
+        second.events_produced, first.events_produced,
+        "the same events again"
+    );
+    assert_eq!(
+        s.standin.bulk.operations_started(),
+        2,
+        "a finished backfill is not continued but run anew"
+    );
+    s.h.wait_processed(first.events_produced + second.events_produced)
+        .await;
+    assert_eq!(
+        engine(&s.h, &s.shop).await,
+        after_first,
+        "the second backfill changed nothing"
+    );
 }
 
 /// The webhook body Shopify would have sent for the order, through the ingress's own normalisation.
@@ -145,7 +188,12 @@ fn webhook_events(shop: &MerchantId, o: &GeneratedOrder) -> Vec<streams::InputEv
         .into_iter()
         .map(|(topic, body)| {
             let id = unique("wh-");
-            let env = Envelope { event_id: &id, merchant_id: shop, keys: &keys, shop_key: None };
+            let env = Envelope {
+                event_id: &id,
+                merchant_id: shop,
+                keys: &keys,
+                shop_key: None,
+            };
             match normalize(topic, body.to_string().as_bytes(), &env).expect("a valid webhook") {
                 Normalized::Event(e) => *e,
                 Normalized::Ignored(why) => panic!("ignored: {why}"),
@@ -157,15 +205,28 @@ fn webhook_events(shop: &MerchantId, o: &GeneratedOrder) -> Vec<streams::InputEv
 #[actix_web::test]
 async fn an_order_that_arrived_by_webhook_and_by_backfill_counts_once() {
     let s = setup(40, 120).await;
-    let refunded = s.data.orders.iter().find(|o| !o.refunds.is_empty() && !o.test && o.cancelled_at.is_none());
-    let refunded = refunded.expect("the generated shop has a refunded order").clone();
+    let refunded = s
+        .data
+        .orders
+        .iter()
+        .find(|o| !o.refunds.is_empty() && !o.test && o.cancelled_at.is_none());
+    let refunded = refunded
+        .expect("the generated shop has a refunded order")
+        .clone();
     let live = webhook_events(&s.shop, &refunded);
     s.h.produce(&live).await;
-    let done = backfill(&s, 50).run(&s.shop, "offline-token", &|_| {}).await.expect("backfill runs");
-    s.h.wait_processed(live.len() as u64 + done.events_produced).await;
+    let done = backfill(&s, 50)
+        .run(&s.shop, "offline-token", &|_| {})
+        .await
+        .expect("backfill runs");
+    s.h.wait_processed(live.len() as u64 + done.events_produced)
+        .await;
     let state = engine(&s.h, &s.shop).await;
     let expected = oracle(&s.data.orders);
-    assert_eq!(state[&refunded.customer_id], expected[&refunded.customer_id], "the order and its refund once");
+    assert_eq!(
+        state[&refunded.customer_id], expected[&refunded.customer_id],
+        "the order and its refund once"
+    );
     assert_eq!(state, expected);
 }
 
@@ -176,7 +237,9 @@ async fn an_interrupted_backfill_continues_from_its_last_acknowledged_line() {
     let mut jsonl = Vec::new();
     s.data.write_jsonl(&mut jsonl).unwrap();
     *s.standin.bulk.cut_after.lock().unwrap() = Some(jsonl.len() / 3);
-    let broken = backfill(&s, 100).run(&s.shop, "offline-token", &|_| {}).await;
+    let broken = backfill(&s, 100)
+        .run(&s.shop, "offline-token", &|_| {})
+        .await;
     assert!(broken.is_err(), "the cut download is an error: {broken:?}");
     let (phase, done): (String, i64) =
         sqlx::query_as("SELECT phase, lines_done FROM backfill_runs WHERE merchant_id = $1")
@@ -188,12 +251,24 @@ async fn an_interrupted_backfill_continues_from_its_last_acknowledged_line() {
     assert!(done > 0 && done < 2_000, "stopped part-way, at line {done}");
 
     *s.standin.bulk.cut_after.lock().unwrap() = None;
-    let resumed = backfill(&s, 100).run(&s.shop, "offline-token", &|_| {}).await.expect("the resumed run ends");
-    assert_eq!((resumed.phase, resumed.lines_done), (Phase::Completed, 2_000));
-    assert_eq!(s.standin.bulk.operations_started(), 1, "the same bulk operation was continued");
-    eventually("every produced event applied", Duration::from_secs(60), async || {
-        engine(&s.h, &s.shop).await == oracle(&s.data.orders)
-    })
+    let resumed = backfill(&s, 100)
+        .run(&s.shop, "offline-token", &|_| {})
+        .await
+        .expect("the resumed run ends");
+    assert_eq!(
+        (resumed.phase, resumed.lines_done),
+        (Phase::Completed, 2_000)
+    );
+    assert_eq!(
+        s.standin.bulk.operations_started(),
+        1,
+        "the same bulk operation was continued"
+    );
+    eventually(
+        "every produced event applied",
+        Duration::from_secs(60),
+        async || engine(&s.h, &s.shop).await == oracle(&s.data.orders),
+    )
     .await;
     // Lines up to the checkpoint were not produced again: at most one unrecorded batch is sent twice.
     let orders_on_topic = record_count(&brokers(), &s.h.topics.orders_create).await;

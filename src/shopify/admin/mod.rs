@@ -135,7 +135,10 @@ fn decode(body: &str) -> Result<GraphqlReply, AdminError> {
         });
     }
     Ok(GraphqlReply {
-        data: value.get_mut("data").map(Value::take).unwrap_or(Value::Null),
+        data: value
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null),
         errors,
         cost,
     })

@@ -235,11 +235,20 @@ mod tests {
             .is_some());
         let poll = json!({"query": "{ currentBulkOperation { id status url } }"});
         let statuses: Vec<Value> = (0..3)
-            .map(|_| handle(&state, "a.myshopify.com", &poll)["data"]["currentBulkOperation"]["status"].clone())
+            .map(|_| {
+                handle(&state, "a.myshopify.com", &poll)["data"]["currentBulkOperation"]["status"]
+                    .clone()
+            })
             .collect();
-        assert_eq!(statuses, [json!("RUNNING"), json!("COMPLETED"), json!("COMPLETED")]);
+        assert_eq!(
+            statuses,
+            [json!("RUNNING"), json!("COMPLETED"), json!("COMPLETED")]
+        );
         let lines = state.result(1).unwrap();
         assert_eq!(lines.iter().filter(|b| **b == b'\n').count(), 12);
-        assert_eq!(handle(&state, "b.myshopify.com", &poll)["data"]["currentBulkOperation"], Value::Null);
+        assert_eq!(
+            handle(&state, "b.myshopify.com", &poll)["data"]["currentBulkOperation"],
+            Value::Null
+        );
     }
 }

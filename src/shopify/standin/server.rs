@@ -27,19 +27,13 @@ impl StandIn {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
         let base_url = format!("http://{local}");
-        *bulk
-            .public_base
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = base_url.clone();
+        *bulk.public_base.lock().unwrap_or_else(|p| p.into_inner()) = base_url.clone();
         let data = web::Data::from(bulk.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::JsonConfig::default().limit(1 << 20))
-                .route(
-                    "/admin/api/{version}/graphql.json",
-                    web::post().to(graphql),
-                )
+                .route("/admin/api/{version}/graphql.json", web::post().to(graphql))
                 .route(
                     "/shops/{shop}/admin/api/{version}/graphql.json",
                     web::post().to(graphql),
@@ -94,8 +88,10 @@ async fn graphql(
     if bulk::is_bulk(query) {
         return HttpResponse::Ok().json(bulk::handle(&state, &shop_of(&req), &body));
     }
-    HttpResponse::Ok().json(json!({"errors": [{"message": "this stand-in serves bulk operations only",
-        "extensions": {"code": "NOT_IMPLEMENTED"}}]}))
+    HttpResponse::Ok().json(
+        json!({"errors": [{"message": "this stand-in serves bulk operations only",
+        "extensions": {"code": "NOT_IMPLEMENTED"}}]}),
+    )
 }
 
 async fn result(path: web::Path<String>, state: web::Data<BulkState>) -> HttpResponse {
