@@ -68,7 +68,7 @@ impl Mix {
 
 impl GeneratedShop {
     pub fn generate(spec: ShopSpec) -> GeneratedShop {
-        let mut rng = Mix(spec.seed ^ 0x5EED_0F_5110_F1F1);
+        let mut rng = Mix(spec.seed ^ 0x005E_ED0F_5110_F1F1);
         let customers = spec.customers.max(1);
         let orders = (1..=spec.orders)
             .map(|n| Self::order(&mut rng, &spec, customers, n))
