@@ -17,6 +17,7 @@ use crate::configuration::Settings;
 use crate::directory::{inspect_all, Registry};
 use crate::processor::ProcessorStats;
 
+pub mod backfill;
 mod reads;
 pub mod sync;
 
@@ -358,7 +359,11 @@ async fn drain(in_flight: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyhow
     Ok(())
 }
 
-async fn wait_for(stats: &ProcessorStats, events: u64, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(
+    stats: &ProcessorStats,
+    events: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     // Caught up too: a backlog is applied quietly and each partition ends with one net change per customer, which

@@ -93,6 +93,10 @@ pub struct Settings {
     pub exports: ExportLimits,
     /// How often the config outbox is checked for saves not sent yet (a failed send, a crashed instance).
     pub config_relay_interval: Duration,
+    /// Time between two status queries of a backfill's bulk operation (`BACKFILL_POLL_MS`).
+    pub backfill_poll_interval: Duration,
+    /// JSONL lines per acknowledged batch and progress checkpoint of a backfill (`BACKFILL_BATCH_LINES`).
+    pub backfill_batch_lines: usize,
 }
 
 /// `SHUTDOWN_GRACE_SECS` and `SHUTDOWN_DELAY_MS` (the stop sequence is described in `runtime`).
@@ -278,6 +282,10 @@ impl Settings {
             config_relay_interval: Duration::from_millis(
                 parse_or::<u64>(&get, "CONFIG_RELAY_INTERVAL_MS", "1000")?.max(10),
             ),
+            backfill_poll_interval: Duration::from_millis(
+                parse_or::<u64>(&get, "BACKFILL_POLL_MS", "2000")?.max(10),
+            ),
+            backfill_batch_lines: parse_or::<usize>(&get, "BACKFILL_BATCH_LINES", "2000")?.max(1),
         })
     }
 
@@ -453,6 +461,27 @@ mod tests {
         let zero = settings(&[base, ("EXPORT_CONCURRENCY", "0")]).unwrap_err();
         assert_eq!(zero.var, "EXPORT_CONCURRENCY");
         assert_eq!(s.config_relay_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn shopify_admin_and_backfill_settings() {
+        let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
+        assert_eq!(
+            (s.backfill_poll_interval, s.backfill_batch_lines),
+            (Duration::from_secs(2), 2000)
+        );
+        let s = settings(&[
+            ("SHOPIFY_API_SECRET", "s"),
+            ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9/shops/{shop}"),
+            ("BACKFILL_BATCH_LINES", "10"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.shopify_admin.base_url.as_str(), s.backfill_batch_lines),
+            ("http://127.0.0.1:9/shops/{shop}", 10)
+        );
+        let e = settings(&[("SHOPIFY_API_SECRET", "s"), ("BACKFILL_POLL_MS", "soon")]).unwrap_err();
+        assert_eq!(e.var, "BACKFILL_POLL_MS");
     }
 
     #[test]

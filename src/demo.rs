@@ -4,7 +4,8 @@
 //! many events were processed and each demo shop's live segment sizes. Synthetic shoppers of the first shop keep
 //! widgets open and answer the nudges of the A/B experiment the demo saves ([`shoppers`]); without `DATABASE_URL`
 //! the experiment, the nudges' fates, the shoppers' reports and the conversions are kept in memory
-//! (`experiments::memory`).
+//! (`experiments::memory`). Before the live store starts, each demo shop's year of order history is brought in
+//! by the backfill from a local Admin API stand-in, as after an install.
 
 mod shoppers;
 
@@ -19,12 +20,17 @@ use serde_json::json;
 use streams::MerchantId;
 
 use crate::auth::mint;
+use crate::backfill::Backfill;
 use crate::configuration::Settings;
 use crate::directory::{inspect_all, Registry};
 use crate::mock_broker::MockBroker;
 use crate::routes::dashboard::Assets;
 use crate::shopify::hmac::sign;
+use crate::shopify::standin::bulk::BulkState;
+use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec, CUSTOMER_ID_BASE};
+use crate::shopify::standin::StandIn;
 use crate::startup::Engine;
+use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -48,8 +54,9 @@ pub struct DemoArgs {
     pub shoppers: u64,
 }
 
-/// The first customer id the synthetic store orders for (the store's customers are `FIRST_CUSTOMER..+customers`).
-const FIRST_CUSTOMER: u64 = 1_000;
+/// The first customer id the synthetic store orders for (the store's customers are `FIRST_CUSTOMER..+customers`):
+/// the generated shop's, so live orders move customers whose history the backfill brought in.
+const FIRST_CUSTOMER: u64 = CUSTOMER_ID_BASE + 1;
 
 /// Settings for the demo: the environment where set, demo defaults elsewhere.
 pub fn settings() -> anyhow::Result<Settings> {
@@ -102,6 +109,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     if !Assets::default().has_chart_js() {
         println!("(Chart.js is not installed, so the dashboard shows its table only: run `npm ci --prefix web`.)");
     }
+    history(&settings, args, &stats).await?;
     println!("Status every {}s:", args.every);
     // Saved before the first order, so every `new` nudge of the first shop is in the experiment.
     shoppers::start_experiment(&base, &token).await?;
@@ -143,6 +151,56 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Each demo shop's year of order history, generated, served by the Admin API stand-in and brought in by the
+/// backfill exactly as after an install, so every segment has members before the first live order.
+async fn history(
+    settings: &Settings,
+    args: &DemoArgs,
+    stats: &crate::processor::ProcessorStats,
+) -> anyhow::Result<()> {
+    let bulk = Arc::new(BulkState::new(1));
+    let now = Utc::now().timestamp();
+    let shops: Vec<MerchantId> = (1..=args.shops.max(1))
+        .map(|n| MerchantId::parse(&format!("demo-{n}.myshopify.com")))
+        .collect::<Result<_, _>>()?;
+    for (n, shop) in shops.iter().enumerate() {
+        let spec = ShopSpec {
+            customers: args.customers.max(1),
+            orders: args.customers.max(1) * 3,
+            now,
+            seed: n as u64 + 1,
+        };
+        bulk.add_shop(shop.as_str(), GeneratedShop::generate(spec));
+    }
+    // Leaked like the broker: it serves until the process exits.
+    let standin = Box::leak(Box::new(StandIn::start("127.0.0.1:0".parse()?, bulk)?));
+    let mut settings = settings.clone();
+    settings.shopify_admin.base_url = standin.admin_url();
+    settings.backfill_poll_interval = Duration::from_millis(100);
+    let store = settings
+        .database_url
+        .as_deref()
+        .map(Store::connect_lazy)
+        .transpose()?;
+    let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
+    let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
+    let mut produced = 0;
+    for shop in &shops {
+        let progress = backfill.run(shop, "demo-offline-token", &|_| {}).await?;
+        println!(
+            "Backfilled {shop} from the Shopify stand-in: {} orders, {} events",
+            progress.lines_done, progress.events_produced
+        );
+        produced += progress.events_produced;
+    }
+    // The live store starts once the history is applied, so the first status line already shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.events.load(Ordering::SeqCst) < produced && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Live segment sizes per shop, read from the partition actors.
 async fn segment_counts(registry: &Registry) -> BTreeMap<String, BTreeMap<String, u64>> {
     let read = |core: &PartitionCore| {
@@ -180,6 +238,7 @@ async fn store(base: String, secret: Vec<u8>, args: DemoArgs, run: String) {
             "demo-{}.myshopify.com",
             (seed >> 20) % args.shops.max(1) + 1
         );
+        // The backfilled customers: live orders move the customers whose history is already in.
         let customer = FIRST_CUSTOMER + (seed >> 33) % args.customers.max(1);
         let cents = 1_500 + (seed >> 40) % 30_000;
         let (topic, body) = if n % 10 == 0 {

@@ -3,6 +3,7 @@
 //! in-process.
 
 pub mod auth;
+pub mod backfill;
 pub mod bench;
 pub mod configuration;
 pub mod customer_list;
@@ -11,6 +12,8 @@ pub mod demo;
 pub mod directory;
 pub mod experiments;
 pub mod gdpr;
+pub mod history_cli;
+pub mod imports;
 pub mod limits;
 pub mod live;
 pub mod merchant_config;

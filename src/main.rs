@@ -84,6 +84,16 @@ enum Command {
         #[arg(long, default_value = "standard")]
         plan: String,
     },
+    /// Bring a shop's Shopify order history into the engine (a bulk operation over its orders), with a progress
+    /// bar; continues an interrupted run.
+    Backfill(loyalnest_rfm::history_cli::BackfillArgs),
+    /// Import points balances from a Smile.io or LoyaltyLion customer export (CSV).
+    Import(loyalnest_rfm::history_cli::ImportArgs),
+    /// Run the local Shopify Admin API stand-in of bulk operations over generated shops, for trying `backfill`.
+    ShopifyBulkStandin(loyalnest_rfm::history_cli::StandinArgs),
+    /// The backfill benchmark: a generated shop's JSONL through the stand-in, the backfill and an in-process
+    /// processor to final segments; prints one JSON report.
+    BenchBackfill(loyalnest_rfm::bench::backfill::BackfillBenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,6 +192,20 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %standin.address, "Admin API stand-in listening");
             startup::shutdown_signal().await;
             standin.handle.stop(true).await;
+            Ok(())
+        }
+        Command::Backfill(args) => loyalnest_rfm::history_cli::backfill(&args).await,
+        Command::Import(args) => loyalnest_rfm::history_cli::import(&args).await,
+        Command::ShopifyBulkStandin(args) => loyalnest_rfm::history_cli::standin(&args).await,
+        Command::BenchBackfill(args) => {
+            let settings = Settings::from_lookup(|k| match k {
+                "SHOPIFY_API_SECRET" => {
+                    Some(std::env::var(k).unwrap_or_else(|_| "bench".to_owned()))
+                }
+                _ => std::env::var(k).ok(),
+            })?;
+            let report = loyalnest_rfm::bench::backfill::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench(args) => {

@@ -122,12 +122,18 @@ impl Application {
             ledger,
             templates.get_ref().clone(),
         ));
+        let history = web::Data::new(crate::routes::history::HistoryState::new(
+            settings,
+            ingress.sink.clone(),
+            store.as_ref(),
+        ));
         let install = web::Data::new(crate::routes::shop_install::InstallState {
             admin: admin_client(settings),
             pool: store.as_ref().map(|s| s.pool().clone()),
             keys: settings.keys.clone(),
             client_id: settings.shopify_api_key.clone(),
             client_secret: String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned(),
+            backfill: Some(history.backfill.clone()),
         });
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
@@ -175,6 +181,8 @@ impl Application {
                 .configure(crate::routes::rfm_lists::configure)
                 .configure(crate::routes::rfm_movements::configure)
                 .configure(crate::routes::settings_page::configure)
+                .app_data(history.clone())
+                .configure(crate::routes::history::configure)
                 .route("/webhooks/shopify", web::post().to(webhooks::receive))
                 .route("/api/v1/rfm/segments", web::get().to(api::segments))
                 .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))

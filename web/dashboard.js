@@ -161,4 +161,41 @@
 
   state.chart = makeChart();
   connect();
+
+  // History brought in from Shopify on install (GET /api/v1/backfill/status): shown while it runs, and once when
+  // it is done, so the merchant knows the segments include their past orders.
+  function renderBackfill(body) {
+    const el = $("backfill");
+    const run = body && body.backfill;
+    if (!run) {
+      el.hidden = true;
+      return;
+    }
+    const lines = run.lines_done.toLocaleString();
+    const of = run.object_count != null ? " of " + Number(run.object_count).toLocaleString() : "";
+    const texts = {
+      running: "Shopify is preparing your order history…",
+      downloading: "Importing order history: " + lines + of + " orders",
+      completed: "Order history imported: " + lines + " orders",
+      failed: "Importing order history failed: " + (run.error || "unknown error"),
+    };
+    el.dataset.state = run.phase;
+    el.textContent = texts[run.phase] || run.phase;
+    el.hidden = false;
+    state.backfill = run;
+  }
+
+  function pollBackfill() {
+    const token = sessionStorage.getItem("loyalnest-token");
+    if (!token) return;
+    fetch("/api/v1/backfill/status", { headers: { Authorization: "Bearer " + token } })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((body) => {
+        renderBackfill(body);
+        const phase = body && body.backfill && body.backfill.phase;
+        if (phase === "running" || phase === "downloading") setTimeout(pollBackfill, 2000);
+      })
+      .catch(() => setTimeout(pollBackfill, 5000));
+  }
+  window.addEventListener("load", pollBackfill);
 })();

@@ -266,6 +266,23 @@ pub enum PublishError {
     Task(String),
 }
 
+/// `rfm_segments_total`: one per published change that moved its customer into another segment.
+fn count_segment_entries(changes: &[actors::Change]) {
+    static BUILTIN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let builtin = BUILTIN.get_or_init(|| {
+        functions::RfmConfig::default()
+            .segments
+            .into_iter()
+            .map(|rule| rule.key)
+            .collect()
+    });
+    let builtin: Vec<&str> = builtin.iter().map(String::as_str).collect();
+    for change in changes.iter().filter(|c| c.from_segment != c.to_segment) {
+        let label = streams::metric_names::shared_segment_label(&change.to_segment, &builtin);
+        metrics::counter!(streams::metric_names::SEGMENT_ENTRIES, "segment" => label).increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,22 +361,5 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(desk.current(key).await, None, "the erasure came last");
-    }
-}
-
-/// `rfm_segments_total`: one per published change that moved its customer into another segment.
-fn count_segment_entries(changes: &[actors::Change]) {
-    static BUILTIN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let builtin = BUILTIN.get_or_init(|| {
-        functions::RfmConfig::default()
-            .segments
-            .into_iter()
-            .map(|rule| rule.key)
-            .collect()
-    });
-    let builtin: Vec<&str> = builtin.iter().map(String::as_str).collect();
-    for change in changes.iter().filter(|c| c.from_segment != c.to_segment) {
-        let label = streams::metric_names::shared_segment_label(&change.to_segment, &builtin);
-        metrics::counter!(streams::metric_names::SEGMENT_ENTRIES, "segment" => label).increment(1);
     }
 }

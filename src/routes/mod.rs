@@ -4,6 +4,7 @@ pub mod api;
 pub mod dashboard;
 pub mod gdpr;
 pub mod health;
+pub mod history;
 pub mod nudge_experiments;
 pub mod nudge_templates;
 pub mod rfm_config;

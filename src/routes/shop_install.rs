@@ -6,9 +6,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::api::{authenticate, ReadState};
+use crate::backfill::Phase;
 use crate::pii::KeyRing;
 use crate::shopify::access::{self, AccessError};
 use crate::shopify::admin::paced::PacedClient;
+use streams::ids::MerchantId;
 
 pub const PATH: &str = "/api/v1/shop/install";
 
@@ -19,6 +21,8 @@ pub struct InstallState {
     /// The app's client id and secret, which the token exchange presents.
     pub client_id: String,
     pub client_secret: String,
+    /// The history backfill an install starts (issue 19); `None` where the instance has no producer for it.
+    pub backfill: Option<std::sync::Arc<crate::backfill::Backfill>>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -51,11 +55,15 @@ async fn install(
     )
     .await
     {
-        Ok(done) => HttpResponse::Ok().json(json!({
-            "status": "installed",
-            "scope": done.scope,
-            "definitions_created": done.definitions_created,
-        })),
+        Ok(done) => {
+            let backfill = start_history(&state, &auth.merchant, &done.access_token).await;
+            HttpResponse::Ok().json(json!({
+                "status": "installed",
+                "scope": done.scope,
+                "definitions_created": done.definitions_created,
+                "backfill": backfill,
+            }))
+        }
         Err(e) => {
             tracing::warn!(merchant = %auth.merchant, error = %e, "install failed");
             match e {
@@ -68,6 +76,38 @@ async fn install(
         }
     }
 }
+
+/// Starts the shop's history backfill unless one finished or is under way: the embedded app calls install each
+/// time it opens, and a finished backfill would only be repeated (harmlessly, since its ids are Shopify's, but at
+/// the cost of a bulk operation). Answers what happened, for the response.
+async fn start_history(state: &InstallState, shop: &MerchantId, token: &str) -> &'static str {
+    let Some(backfill) = &state.backfill else {
+        return "not_configured";
+    };
+    match backfill.progress.load(shop).await {
+        Ok(Some(p)) if p.phase == Phase::Completed => "completed",
+        Ok(Some(p)) if p.phase.resumable() && IN_FLIGHT.contains(shop) => "running",
+        Ok(_) => {
+            IN_FLIGHT.insert(shop.clone());
+            let task =
+                crate::backfill::start_backfill(backfill.clone(), shop.clone(), token.to_owned());
+            let shop = shop.clone();
+            tokio::spawn(async move {
+                let _ = task.await;
+                IN_FLIGHT.remove(&shop);
+            });
+            "started"
+        }
+        Err(e) => {
+            tracing::warn!(merchant = %shop, error = %e, "backfill progress unreadable; not started");
+            "unavailable"
+        }
+    }
+}
+
+/// Shops whose backfill this instance is running, so a second install call does not start another.
+static IN_FLIGHT: std::sync::LazyLock<dashmap::DashSet<MerchantId>> =
+    std::sync::LazyLock::new(dashmap::DashSet::new);
 
 fn unavailable(message: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().json(json!({ "error": "unavailable", "message": message }))

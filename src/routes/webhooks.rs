@@ -196,6 +196,9 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
         Ok(_) if topic == WebhookTopic::AppUninstalled => uninstalled(state, &merchant).await,
         Ok(normalized) => {
+            if topic == WebhookTopic::BulkOperationsFinish {
+                crate::backfill::bulk_operation_finished(&merchant);
+            }
             let IngressTrace { span, parent } =
                 ingress_trace(headers.get(HEADER).and_then(|v| v.to_str().ok()));
             tracing::debug!(trace_id = parent.trace_id(), merchant = %merchant, "webhook traced");

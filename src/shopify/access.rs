@@ -57,6 +57,8 @@ impl std::fmt::Debug for Installed {
 /// What an install did.
 pub struct Installed {
     pub scope: String,
+    /// The offline token just stored, for work the install starts at once (the history backfill).
+    pub access_token: String,
     /// Definitions created now (0 when they were there from an earlier install).
     pub definitions_created: usize,
 }
@@ -208,6 +210,7 @@ pub async fn install(
     tracing::info!(merchant = %shop, definitions_created, "shop installed: offline token stored sealed");
     Ok(Installed {
         scope: grant.scope,
+        access_token: grant.access_token,
         definitions_created,
     })
 }

@@ -27,6 +27,8 @@ pub enum WebhookTopic {
     ShopRedact,
     /// The merchant uninstalled the app: the ingress drops the shop's Admin API token (`shopify::access`).
     AppUninstalled,
+    /// A bulk operation of ours finished (issue 19's backfill): it wakes the waiting backfill, produces nothing.
+    BulkOperationsFinish,
 }
 
 impl WebhookTopic {
@@ -59,6 +61,7 @@ impl WebhookTopic {
             "customers/data_request" => WebhookTopic::CustomersDataRequest,
             "shop/redact" => WebhookTopic::ShopRedact,
             "app/uninstalled" => WebhookTopic::AppUninstalled,
+            "bulk_operations/finish" => WebhookTopic::BulkOperationsFinish,
             _ => return None,
         })
     }
@@ -73,6 +76,7 @@ impl WebhookTopic {
             WebhookTopic::CustomersDataRequest => "customers/data_request",
             WebhookTopic::ShopRedact => "shop/redact",
             WebhookTopic::AppUninstalled => "app/uninstalled",
+            WebhookTopic::BulkOperationsFinish => "bulk_operations/finish",
         }
     }
 }
@@ -197,6 +201,13 @@ struct Refund {
     transactions: Vec<Transaction>,
 }
 
+/// The `bulk_operations/finish` body: the operation's id and how it ended (the result is read by querying it).
+#[derive(Deserialize)]
+struct BulkOperationFinish {
+    admin_graphql_api_id: String,
+    status: String,
+}
+
 #[derive(Deserialize)]
 struct GdprCustomer {
     id: u64,
@@ -319,6 +330,12 @@ pub fn normalize(
             })
         }
         WebhookTopic::RefundsCreate => refund_created(parse(topic, body)?, env)?,
+        WebhookTopic::BulkOperationsFinish => {
+            let finished: BulkOperationFinish = parse(topic, body)?;
+            tracing::info!(merchant = %env.merchant_id, operation = %finished.admin_graphql_api_id,
+                status = %finished.status, "bulk operation finished");
+            return Ok(Normalized::Ignored("bulk_operation_finished"));
+        }
         WebhookTopic::CustomersCreate => {
             let customer: CustomerRef = parse(topic, body)?;
             InputEvent::CustomerCreated(CustomerCreated {

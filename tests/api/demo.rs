@@ -1,6 +1,7 @@
 //! The embedded demo, as a newcomer runs it: the real binary, no broker, Redis or Postgres configured. It must
 //! print a working dashboard link whose counts grow, report growing counts in the terminal, print the widget's
-//! storefront page, and fill the A/B results with its synthetic shoppers (kept in memory without Postgres).
+//! storefront page, and fill the A/B results with its synthetic shoppers (kept in memory without Postgres), every demo
+//! shop starting from a backfilled year of order history.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -62,10 +63,20 @@ async fn the_demo_runs_fully_embedded_and_its_dashboard_counts_grow() {
     let grown = frames_until(&mut socket, Duration::from_secs(30), |f| f.customers > seen).await;
     assert_eq!(grown.last().unwrap().merchant, "demo-1.myshopify.com");
 
-    // The terminal reports too: events counted, never going down, and still growing.
+    // The terminal reports too: events counted, never going down, and still growing; from the first status line,
+    // the backfilled history has put demo-1's customers in several segments.
     let mut events: Vec<u64> = Vec::new();
     while events.iter().filter(|e| **e > 0).count() < 2 || events.first() == events.last() {
-        if let Some((n, _)) = status_line(&next_line(&mut lines).await) {
+        if let Some((n, segments)) = status_line(&next_line(&mut lines).await) {
+            if events.is_empty() {
+                let populated = segments["demo-1.myshopify.com"]
+                    .as_object()
+                    .map_or(0, |s| s.len());
+                assert!(
+                    populated >= 4,
+                    "segments from the first status line: {segments}"
+                );
+            }
             events.push(n);
         }
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real app, a real Kafka-protocol broker (Tansu) and a real Redis.
 //! One test binary, as in zero2prod: the app starts in-process on port 0 with fresh topics per test.
 
+mod backfill;
 mod browser;
 mod crypto_shred;
 mod dashboard;
@@ -10,6 +11,7 @@ mod erasure;
 mod erasure_order;
 mod harness;
 mod helpers;
+mod imports;
 mod limits;
 mod live;
 mod merchant_config;

@@ -8,8 +8,11 @@
 //! address (`SHOPIFY_ADMIN_URL=http://127.0.0.1:PORT`). Where the stand-in and Shopify's documentation differ, the
 //! stand-in is wrong.
 
+pub mod bulk;
+pub mod bulk_server;
 pub mod metafields;
 pub mod server;
+pub mod shop_data;
 pub mod throttle;
 pub mod token_exchange;
 
@@ -18,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::shopify::admin::throttle::ThrottlePlan;
+
+pub use bulk_server::StandIn;
 
 /// How the stand-in behaves.
 #[derive(Debug, Clone)]
