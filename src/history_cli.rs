@@ -99,6 +99,7 @@ pub async fn backfill(args: &BackfillArgs) -> anyhow::Result<()> {
             anyhow::bail!("pass --token, or set DATABASE_URL to use the token stored at install")
         }
     };
+    streams::client_props::install(settings.kafka_client_props.clone())?;
     let sink = SinkConfig::new(settings.kafka_brokers.clone()).build()?;
     let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
     let bar = ProgressBar::new(0);
@@ -142,6 +143,7 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
     if let Some(store) = &store {
         store.migrate().await.context("applying migrations")?;
     }
+    streams::client_props::install(settings.kafka_client_props.clone())?;
     let importer = Importer {
         sink: SinkConfig::new(settings.kafka_brokers.clone()).build()?,
         topics: settings.topics.clone(),

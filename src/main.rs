@@ -300,8 +300,12 @@ async fn run_all(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Read
     let engine = Engine::start(settings, Arc::new(SystemClock), stop.stopping()).await?;
     tracing::info!(port = engine.port, brokers = %settings.kafka_brokers, group = %settings.kafka_group_id, "ingress, processor and dashboards running");
     let readiness = engine.readiness.clone();
+    let (stop, ready) = (stop.clone(), readiness.clone());
     let work = async move {
         let outcome = engine.processor.await;
+        // However the processor ended (a stop, or an error that needs a restart), the write-back stops with it,
+        // so the process exits rather than serving a `/ready` of an instance that no longer processes.
+        stop.begin(&ready, std::time::Duration::ZERO).await;
         if let Some(sync) = sync {
             if let Err(e) = sync.await? {
                 tracing::error!(error = %e, "the Shopify write-back worker stopped");

@@ -37,6 +37,8 @@ pub struct ResealReport {
     pub shop_keys: u64,
     pub personal_data: u64,
     pub exports: u64,
+    /// Shops' Admin API offline tokens (`shop_access`).
+    pub tokens: u64,
     pub unreadable: u64,
 }
 
@@ -54,6 +56,7 @@ struct Cursors {
     shop: String,
     customer: (String, i64),
     export: (String, String),
+    token: String,
 }
 
 impl Resealer<'_> {
@@ -67,7 +70,8 @@ impl Resealer<'_> {
         loop {
             let seen = self.shop_keys(&current, &mut at, &mut report).await?
                 + self.personal_data(&current, &mut at, &mut report).await?
-                + self.exports(&current, &mut at, &mut report).await?;
+                + self.exports(&current, &mut at, &mut report).await?
+                + self.tokens(&current, &mut at, &mut report).await?;
             if seen == 0 {
                 return Ok(report);
             }
@@ -239,6 +243,62 @@ impl Resealer<'_> {
             .execute(self.pool)
             .await?;
             report.exports += updated.rows_affected();
+        }
+        Ok(seen)
+    }
+
+    /// Offline tokens are sealed to their shop (customer 0) under their own purpose; without this pass a rotation
+    /// that retires the old key would leave every shop's write-back unable to open its token.
+    async fn tokens(
+        &self,
+        current: &str,
+        at: &mut Cursors,
+        report: &mut ResealReport,
+    ) -> Result<usize, ResealError> {
+        let rows = sqlx::query(
+            "SELECT merchant_id, key_id, sealed_token FROM shop_access
+             WHERE key_id <> $1 AND merchant_id > $3 ORDER BY merchant_id LIMIT $2",
+        )
+        .bind(current)
+        .bind(self.batch)
+        .bind(&at.token)
+        .fetch_all(self.pool)
+        .await?;
+        let seen = rows.len();
+        for row in rows {
+            let (shop, key_id, stored): (String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            at.token = shop.clone();
+            let Ok(merchant) = MerchantId::parse(&shop) else {
+                report.unreadable += 1;
+                continue;
+            };
+            let owner = Owner {
+                merchant: &merchant,
+                customer_id: 0,
+            };
+            let purpose = Purpose::OfflineToken;
+            let resealed = self
+                .keys
+                .open_bytes(&key_id, &stored, owner, purpose)
+                .ok()
+                .and_then(|bytes| self.keys.seal_bytes(&bytes, owner, purpose));
+            let Some((new_key, new_stored)) = resealed else {
+                report.unreadable += 1;
+                continue;
+            };
+            // Conditional on the value read, so a token stored meanwhile (a reinstall) is not overwritten.
+            let updated = sqlx::query(
+                "UPDATE shop_access SET key_id = $3, sealed_token = $4
+                 WHERE merchant_id = $1 AND sealed_token = $2",
+            )
+            .bind(&shop)
+            .bind(&stored)
+            .bind(new_key)
+            .bind(new_stored)
+            .execute(self.pool)
+            .await?;
+            report.tokens += updated.rows_affected();
         }
         Ok(seen)
     }

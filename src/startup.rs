@@ -314,7 +314,7 @@ fn ingress_state(
         access: settings
             .database_url
             .as_deref()
-            .map(|url| Store::connect_lazy(url).map(|s| s.pool().clone()))
+            .map(|url| Store::connect_with(url, &settings.postgres).map(|s| s.pool().clone()))
             .transpose()?,
     })
 }

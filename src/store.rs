@@ -283,9 +283,14 @@ const CUSTOMER_TABLES: [&str; 5] = [
 /// Tables whose rows belong to a merchant as a whole; `merchants` last, as the others may reference it.
 /// `shop_data_keys` is the crypto-shredding: without it, the shop's sealed values left on Kafka cannot be opened.
 /// `shop_access` is the shop's Admin API token (also dropped on app/uninstalled).
-const SHOP_TABLES: [&str; 6] = [
+/// `point_imports` keeps row errors that may quote what a merchant uploaded; `backfill_runs` would otherwise make a
+/// reinstall after an erasure skip the history it must bring in again.
+const SHOP_TABLES: [&str; 9] = [
     "shop_data_keys",
     "shop_access",
+    "point_imports",
+    "backfill_runs",
+    "rfm_config_outbox",
     "nudge_experiments",
     "program_settings",
     "audit_logs",

@@ -198,6 +198,10 @@ impl MerchantState {
                 self.order_customers.clear();
                 self.orphan_refunds.clear();
                 self.segment_counts.iter_mut().for_each(|c| *c = 0);
+                // The shop's saved configuration is erased with it, and a reinstalled shop's saves count from 1
+                // again: holding on to the old revision would ignore every one of them.
+                let _no_customers_left = self.rescore_under(RfmConfig::default(), now);
+                self.config_revision = 0;
                 effects.push(Effect::ShopRedacted);
             }
             // Transitions name their "from" segment in the table being replaced; the partition renames them.

@@ -361,6 +361,11 @@ fn sealed_pii(event: &InputEvent) -> Option<(u64, &streams::events::SealedPii)> 
 /// Whether `event` is a saved configuration `merchant` will apply (not an older revision); if so it also becomes
 /// the one a merchant seen for the first time after this (on this instance) starts from.
 fn config_change(event: &InputEvent, merchant: &MerchantState, configs: &Configs) -> bool {
+    if let InputEvent::ShopRedact(e) = event {
+        // The erased shop's saved configuration goes with it (the merchant state resets to the default too).
+        configs.remove(&e.merchant_id);
+        return false;
+    }
     let InputEvent::ConfigChanged(e) = event else {
         return false;
     };

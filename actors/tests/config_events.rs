@@ -86,6 +86,31 @@ fn a_revision_older_than_the_applied_one_is_ignored() {
 }
 
 #[test]
+fn after_a_shop_erasure_the_reinstalled_shops_saves_count_again() {
+    let configs = Configs::default();
+    let mut core = PartitionCore::new(PARTITION);
+    core.apply(&[revised("c1", tiers(), Some(3))], day(0), &configs);
+    let redact = InputEvent::ShopRedact(streams::events::ShopRedact {
+        event_id: "erase".into(),
+        schema_version: SCHEMA_VERSION,
+        merchant_id: mid(ALPHA),
+        requested_at: None,
+    });
+    core.apply(&[redact], day(1), &configs);
+    let merchant = core.merchants().next().unwrap();
+    assert_eq!(
+        merchant.config,
+        RfmConfig::default(),
+        "the erased save is gone"
+    );
+    assert_eq!(merchant.config_revision, 0);
+    assert!(configs.get(&mid(ALPHA)).is_none());
+    // The reinstalled shop's first save is revision 1 again, and it applies.
+    core.apply(&[revised("c2", tiers(), Some(1))], day(2), &configs);
+    assert_eq!(core.merchants().next().unwrap().config, tiers());
+}
+
+#[test]
 fn a_config_event_rescores_the_merchant_in_order() {
     let configs = Configs::default();
     let mut core = PartitionCore::new(PARTITION);

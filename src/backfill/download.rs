@@ -24,10 +24,16 @@ pub(super) struct Producing<'a> {
     pub report: &'a (dyn Fn(&Progress) + Sync),
 }
 
+/// The longest JSONL line kept; a longer one (no order is anywhere near it) is dropped and reported as an empty,
+/// unparsable line, so a broken or hostile result cannot make the backfill buffer it whole.
+const MAX_LINE: usize = 8 << 20;
+
 /// Splits a byte stream into lines without holding more than the unfinished one.
 #[derive(Default)]
 pub(super) struct LineSplitter {
     partial: Vec<u8>,
+    /// The unfinished line passed [`MAX_LINE`]; its bytes are dropped until its end.
+    too_long: bool,
 }
 
 impl LineSplitter {
@@ -35,7 +41,10 @@ impl LineSplitter {
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-            if self.partial.is_empty() {
+            if self.too_long {
+                self.too_long = false;
+                each(b"");
+            } else if self.partial.is_empty() {
                 each(&rest[..end]);
             } else {
                 self.partial.extend_from_slice(&rest[..end]);
@@ -44,11 +53,26 @@ impl LineSplitter {
             }
             rest = &rest[end + 1..];
         }
-        self.partial.extend_from_slice(rest);
+        self.keep(rest);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.partial.len() + bytes.len() > MAX_LINE {
+            self.too_long = true;
+            self.partial = Vec::new();
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
     }
 
     /// The last line, when the body did not end with a newline.
     pub fn finish(&mut self) -> Option<Vec<u8>> {
+        if std::mem::take(&mut self.too_long) {
+            return Some(Vec::new());
+        }
         (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
     }
 }
@@ -143,7 +167,7 @@ impl Producing<'_> {
             let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk())
                 .await
                 .map_err(|_| BackfillError::Download("no data for 60 s".into()))?
-                .map_err(|e| BackfillError::Download(e.to_string()))?;
+                .map_err(|e| BackfillError::Download(e.without_url().to_string()))?;
             let last = chunk.is_none();
             let mut lines: Vec<Vec<u8>> = Vec::new();
             match &chunk {
@@ -191,5 +215,26 @@ mod tests {
         }
         seen.extend(splitter.finish().map(|l| String::from_utf8(l).unwrap()));
         assert_eq!(seen, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_dropped_and_counted_as_one_unparsable_line() {
+        let mut splitter = LineSplitter::default();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let big = vec![b'x'; MAX_LINE / 2 + 1];
+        splitter.feed(b"{\"a\":1}\n", |l| seen.push(l.to_vec()));
+        for _ in 0..3 {
+            splitter.feed(&big, |l| seen.push(l.to_vec()));
+        }
+        assert!(
+            splitter.partial.len() <= MAX_LINE,
+            "never held past the cap"
+        );
+        splitter.feed(b"x\n{\"b\":2}\n", |l| seen.push(l.to_vec()));
+        assert_eq!(
+            seen,
+            [b"{\"a\":1}".to_vec(), Vec::new(), b"{\"b\":2}".to_vec()]
+        );
+        assert_eq!(splitter.finish(), None);
     }
 }

@@ -67,6 +67,9 @@ pub struct Importer {
     pub store: ImportStore,
 }
 
+/// Records produced and acknowledged together.
+const PRODUCE_BATCH: usize = 5_000;
+
 impl Importer {
     /// Imports `body` (a `source` export) for `shop` to the end and returns its status.
     pub async fn import(
@@ -76,7 +79,7 @@ impl Importer {
         body: &[u8],
     ) -> Result<ImportStatus, ImportError> {
         let parsed = csv_rows::parse(source, body)?;
-        let mut errors = parsed.errors;
+        let (mut errors, mut more_errors) = (parsed.errors, parsed.more_errors);
         let matched = self.match_customers(shop, &parsed.rows).await?;
         let now = Utc::now();
         let mut events = Vec::new();
@@ -90,10 +93,14 @@ impl Importer {
                     }
                     _ => "no customer of this shop has this email",
                 };
-                errors.push(RowError {
-                    line: row.line,
-                    reason: reason.into(),
-                });
+                if errors.len() < csv_rows::MAX_ERRORS {
+                    errors.push(RowError {
+                        line: row.line,
+                        reason: reason.into(),
+                    });
+                } else {
+                    more_errors += 1;
+                }
                 continue;
             };
             imported += 1;
@@ -110,16 +117,19 @@ impl Importer {
                 created_at: now,
             }));
         }
-        produce_all(&self.sink, &self.topics, shop, &events).await?;
+        // In acknowledged batches, so a large file never has all its records queued in the producer at once.
+        for batch in events.chunks(PRODUCE_BATCH) {
+            produce_all(&self.sink, &self.topics, shop, batch).await?;
+        }
         errors.sort_by_key(|e| e.line);
         let status = ImportStatus {
             id: Uuid::new_v4().to_string(),
             source,
             status: "completed",
             file_sha256: hex::encode(Sha256::digest(body)),
-            rows_total: imported + errors.len() as u64,
+            rows_total: imported + errors.len() as u64 + more_errors,
             rows_imported: imported,
-            rows_failed: errors.len() as u64,
+            rows_failed: errors.len() as u64 + more_errors,
             errors,
             created_at: now,
             finished_at: Some(Utc::now()),

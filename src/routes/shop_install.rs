@@ -86,9 +86,9 @@ async fn start_history(state: &InstallState, shop: &MerchantId, token: &str) -> 
     };
     match backfill.progress.load(shop).await {
         Ok(Some(p)) if p.phase == Phase::Completed => "completed",
-        Ok(Some(p)) if p.phase.resumable() && IN_FLIGHT.contains(shop) => "running",
+        // `insert` is the check: two install calls at once start one backfill.
+        Ok(_) if !IN_FLIGHT.insert(shop.clone()) => "running",
         Ok(_) => {
-            IN_FLIGHT.insert(shop.clone());
             let task =
                 crate::backfill::start_backfill(backfill.clone(), shop.clone(), token.to_owned());
             let shop = shop.clone();

@@ -194,7 +194,12 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
             Answer::error(StatusCode::UNAUTHORIZED, "shop_mismatch", e.to_string())
         }
         Err(e) => Answer::error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
-        Ok(_) if topic == WebhookTopic::AppUninstalled => uninstalled(state, &merchant).await,
+        Ok(_) if topic == WebhookTopic::AppUninstalled => {
+            let triggered_at = shopify_header(headers, "triggered-at")
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            uninstalled(state, &merchant, triggered_at).await
+        }
         Ok(normalized) => {
             if topic == WebhookTopic::BulkOperationsFinish {
                 crate::backfill::bulk_operation_finished(&merchant);
@@ -211,14 +216,19 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &IngressState) 
 
 /// `app/uninstalled`: the shop's token goes at once (it no longer works anyway); its data stays until
 /// `shop/redact`. Idempotent, so a retried delivery needs no dedupe; a database failure answers 503 for a retry.
-async fn uninstalled(state: &IngressState, merchant: &MerchantId) -> Answer {
+/// A token stored after the uninstall was triggered (a reinstall that overtook a retried delivery) is kept.
+async fn uninstalled(
+    state: &IngressState,
+    merchant: &MerchantId,
+    triggered_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Answer {
     let Some(pool) = &state.access else {
         return Answer::ok(
             "no_database",
             json!({ "status": "ignored", "reason": "no_database" }),
         );
     };
-    match crate::shopify::access::drop_token(pool, merchant).await {
+    match crate::shopify::access::drop_token(pool, merchant, triggered_at).await {
         Ok(dropped) => {
             tracing::info!(merchant = %merchant, dropped, "app uninstalled: Admin API token dropped");
             Answer::ok("uninstalled", json!({ "status": "uninstalled" }))

@@ -118,9 +118,16 @@ pub async fn store_token(
 }
 
 /// Forgets the shop's token (`app/uninstalled`); true when there was one.
-pub async fn drop_token(pool: &PgPool, shop: &MerchantId) -> Result<bool, AccessError> {
-    let done = sqlx::query("DELETE FROM shop_access WHERE merchant_id = $1")
-        .bind(shop.as_str())
+pub async fn drop_token(
+    pool: &PgPool,
+    shop: &MerchantId,
+    installed_before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<bool, AccessError> {
+    let done = sqlx::query(
+        "DELETE FROM shop_access WHERE merchant_id = $1 AND ($2::timestamptz IS NULL OR installed_at < $2)",
+    )
+    .bind(shop.as_str())
+    .bind(installed_before)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() > 0)

@@ -246,6 +246,12 @@ struct GdprCustomerPayload {
     data_request: Option<DataRequestRef>,
 }
 
+/// An `app/uninstalled` body: the Shop resource, whose `myshopify_domain` is the shop uninstalling.
+#[derive(Deserialize)]
+struct UninstalledShop {
+    myshopify_domain: String,
+}
+
 /// A `shop/redact` body: a shop and nothing about a customer.
 #[derive(Deserialize)]
 struct ShopRedactPayload {
@@ -352,8 +358,14 @@ pub fn normalize(
             gdpr_customer(topic, body, env)?
         }
         WebhookTopic::AppUninstalled => {
-            // The body is the shop; nothing goes to Kafka, the ingress acts on the verified shop header.
-            require_object(topic.as_str(), body)?;
+            // The body is the Shop resource and must name the header's shop: the header is not signed, so without
+            // this any signed body of any shop could be replayed as an uninstall of another. Nothing goes to Kafka.
+            let payload: UninstalledShop = parse(topic, body)?;
+            GdprShop {
+                shop_domain: payload.myshopify_domain,
+                _shop_id: None,
+            }
+            .check(env.merchant_id)?;
             return Ok(Normalized::Ignored("app_uninstalled"));
         }
         WebhookTopic::ShopRedact => {

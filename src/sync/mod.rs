@@ -127,15 +127,28 @@ impl SyncWorker {
     }
 
     /// Waits for a first record, then takes what arrives within the linger, up to the batch size.
+    /// A consumer error librdkafka will recover from (a broker away, a partition end) is logged and waited out
+    /// rather than ending the worker; only a fatal one does.
     async fn collect(&self) -> Result<Vec<Source>, SyncError> {
-        let first = self.consumer.recv().await?;
+        let first = loop {
+            match self.consumer.recv().await {
+                Ok(record) => break record,
+                Err(e) if is_fatal(&e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "write-back consumer error; waiting for the broker");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
         let mut batch = vec![source(&first)];
         let until = Instant::now() + self.settings.linger;
         while batch.len() < self.settings.batch_max {
             let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(record) => batch.push(source(&record?)),
-                Err(_) => break,
+                Ok(Ok(record)) => batch.push(source(&record)),
+                Ok(Err(e)) if is_fatal(&e) => return Err(e.into()),
+                // What was gathered goes on; the next wait for a first record meets the error again if it lasts.
+                Ok(Err(_)) | Err(_) => break,
             }
         }
         Ok(batch)
@@ -281,4 +294,17 @@ where
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether a consumer error ends the worker: librdkafka retries everything else itself.
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        )
+    ) || matches!(e, rdkafka::error::KafkaError::Subscription(_))
 }

@@ -115,7 +115,7 @@ async fn the_shoppers_fill_the_ab_results(base: &str, token: &str) {
             .unwrap();
         let experiment = results["experiments"]
             .as_array()
-            .and_then(|list| list.iter().find(|e| e["experiment_id"] == "demo-welcome"))
+            .and_then(|list| list.iter().find(|e| e["experiment_id"] == "demo-loyal"))
             .cloned();
         if let Some(e) = experiment.filter(|e| {
             e["arms"]

@@ -7,6 +7,7 @@ use base64::Engine;
 use loyalnest_rfm::pii::{KeyRing, Owner, Pii, Purpose};
 use loyalnest_rfm::reseal::{ResealReport, Resealer};
 use loyalnest_rfm::shop_keys::{self, ShopKeys};
+use loyalnest_rfm::shopify::access;
 use loyalnest_rfm::store::Store;
 use sqlx::PgPool;
 use streams::MerchantId;
@@ -95,6 +96,13 @@ async fn reseal_moves_everything_at_rest_to_the_newest_key_once() {
     .await
     .unwrap();
 
+    // Shop A's Admin API token, sealed under k1 like the rest.
+    let grant = access::Grant {
+        access_token: "shpat_reseal".into(),
+        scope: "read_orders".into(),
+    };
+    access::store_token(&pool, &old, &a, &grant).await.unwrap();
+
     let resealer = Resealer {
         pool: &pool,
         keys: &rotated,
@@ -108,6 +116,7 @@ async fn reseal_moves_everything_at_rest_to_the_newest_key_once() {
             shop_keys: 1,
             personal_data: 1,
             exports: 1,
+            tokens: 1,
             unreadable: 1
         }
     );
@@ -144,6 +153,12 @@ async fn reseal_moves_everything_at_rest_to_the_newest_key_once() {
         sealed_of(&pool, &b, 3).await.0,
         "k0",
         "what cannot be opened is left as it was"
+    );
+
+    assert_eq!(
+        access::offline_token(&pool, &only_new, &a).await.unwrap(),
+        Some("shpat_reseal".to_owned()),
+        "the token opens without k1"
     );
 
     // Run again: nothing moves.

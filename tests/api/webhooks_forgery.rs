@@ -124,6 +124,27 @@ async fn a_gdpr_body_of_another_shop_is_refused() {
 }
 
 #[tokio::test]
+async fn an_uninstall_must_name_the_headers_shop() {
+    let app = spawn_app().await;
+    // A genuine uninstall of another shop, or any signed body that is not a Shop resource, cannot drop this
+    // shop's Admin API token: the shop header is not signed.
+    let other = br#"{"id":7,"myshopify_domain":"someone-else.myshopify.com"}"#.to_vec();
+    let response = app.post(&Webhook::new("app/uninstalled", other)).await;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"], "shop_mismatch", "{answer}");
+    let order = br#"{"id":1,"customer":{"id":2}}"#.to_vec();
+    let response = app.post(&Webhook::new("app/uninstalled", order)).await;
+    assert_eq!(response.status(), 400, "a body that is not a shop");
+    let own = format!(r#"{{"id":7,"myshopify_domain":"{}"}}"#, app.shop);
+    let response = app
+        .post(&Webhook::new("app/uninstalled", own.into_bytes()))
+        .await;
+    assert_eq!(response.status(), 200, "the shop's own uninstall");
+}
+
+#[tokio::test]
 async fn signed_bodies_that_are_not_json_objects_are_refused() {
     let app = spawn_app().await;
     for (topic, kafka_topic, fixture_name) in TOPICS {

@@ -214,7 +214,10 @@ async fn sigterm_turns_ready_off_hands_over_commits_and_exits_zero() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("processor_partitions_owned"), "{metrics}");
+    assert!(
+        metrics.contains(streams::metric_names::PARTITIONS_OWNED),
+        "{metrics}"
+    );
 
     // Webhooks through the ingress first: answered 200 only once on Kafka, so the offsets this test sees
     // acknowledged afterwards (the markers in every orders partition included) are the ends.
