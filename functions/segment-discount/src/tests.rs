@@ -229,7 +229,8 @@ fn discount_without_order_class_gets_nothing() {
 fn the_metafield_written_by_the_sync_worker_applies_the_discount() {
     let (input, expected) = match std::env::var("SEGMENT_DISCOUNT_INPUT") {
         Ok(path) => {
-            let input = std::fs::read_to_string(&path).expect("the input the write-back test wrote");
+            let input =
+                std::fs::read_to_string(&path).expect("the input the write-back test wrote");
             let expected: f64 = std::env::var("SEGMENT_DISCOUNT_EXPECT")
                 .expect("SEGMENT_DISCOUNT_EXPECT goes with SEGMENT_DISCOUNT_INPUT")
                 .parse()
