@@ -13,7 +13,7 @@ use loyalnest_rfm::pii::KeyRing;
 use loyalnest_rfm::shopify::normalize::{normalize, Envelope, Normalized, WebhookTopic};
 use streams::{InputEvent, MerchantId};
 
-const TOPICS: [WebhookTopic; 7] = [
+const TOPICS: [WebhookTopic; 9] = [
     WebhookTopic::OrdersCreate,
     WebhookTopic::OrdersCancelled,
     WebhookTopic::RefundsCreate,
@@ -21,6 +21,8 @@ const TOPICS: [WebhookTopic; 7] = [
     WebhookTopic::CustomersRedact,
     WebhookTopic::CustomersDataRequest,
     WebhookTopic::ShopRedact,
+    WebhookTopic::AppUninstalled,
+    WebhookTopic::BulkOperationsFinish,
 ];
 
 /// Fails to compile when a topic is added without being listed above.
@@ -33,7 +35,9 @@ fn every_topic_is_listed(topic: WebhookTopic) {
         | WebhookTopic::CustomersCreate
         | WebhookTopic::CustomersRedact
         | WebhookTopic::CustomersDataRequest
-        | WebhookTopic::ShopRedact => {}
+        | WebhookTopic::ShopRedact
+        | WebhookTopic::AppUninstalled
+        | WebhookTopic::BulkOperationsFinish => {}
     }
 }
 
