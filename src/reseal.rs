@@ -222,12 +222,8 @@ impl Resealer<'_> {
                 customer_id: customer as u64,
             };
             let purpose = Purpose::DataExport;
-            let resealed = self
-                .keys
-                .open_bytes(&key_id, &stored, owner, purpose)
-                .ok()
-                .and_then(|bytes| self.keys.seal_bytes(&bytes, owner, purpose));
-            let Some((new_key, new_stored)) = resealed else {
+            let Some((new_key, new_stored)) = self.reseal_bytes(&key_id, &stored, owner, purpose)
+            else {
                 report.unreadable += 1;
                 continue;
             };
@@ -245,6 +241,19 @@ impl Resealer<'_> {
             report.exports += updated.rows_affected();
         }
         Ok(seen)
+    }
+
+    /// Opens a value sealed under an older key and seals it again under the current one; `None` when it cannot be
+    /// opened (a key no longer configured, or damage).
+    fn reseal_bytes(
+        &self,
+        key_id: &str,
+        stored: &str,
+        owner: Owner<'_>,
+        purpose: Purpose,
+    ) -> Option<(String, String)> {
+        let bytes = self.keys.open_bytes(key_id, stored, owner, purpose).ok()?;
+        self.keys.seal_bytes(&bytes, owner, purpose)
     }
 
     /// Offline tokens are sealed to their shop (customer 0) under their own purpose; without this pass a rotation
@@ -278,12 +287,8 @@ impl Resealer<'_> {
                 customer_id: 0,
             };
             let purpose = Purpose::OfflineToken;
-            let resealed = self
-                .keys
-                .open_bytes(&key_id, &stored, owner, purpose)
-                .ok()
-                .and_then(|bytes| self.keys.seal_bytes(&bytes, owner, purpose));
-            let Some((new_key, new_stored)) = resealed else {
+            let Some((new_key, new_stored)) = self.reseal_bytes(&key_id, &stored, owner, purpose)
+            else {
                 report.unreadable += 1;
                 continue;
             };
