@@ -38,4 +38,4 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod widget;
-pub mod zeroing;
+pub use streams::zeroing;

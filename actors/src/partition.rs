@@ -95,9 +95,16 @@ impl PartitionCore {
                 merchant.config_revision = e.revision.unwrap_or(merchant.config_revision);
                 let moves = merchant.rescore_under(e.config.clone(), now);
                 let trace = event.event_id().to_owned();
+                let fits = moves.len() <= budget;
                 self.queue_moves(slot, moves, old_keys.clone(), trace, now);
-                // In place, as far as the step's budget goes: a small merchant's moves all come out here.
-                budget = self.publish_moves_within(budget, &mut outcome);
+                // A small merchant's moves all come out here, in place. A big one's re-score is this step's whole
+                // allowance: a chunk on top of re-scoring a million customers would double what the other
+                // merchants of the partition wait, so its moves go out from the next step on.
+                budget = if fits {
+                    self.publish_moves_within(budget, &mut outcome)
+                } else {
+                    0
+                };
                 self.schedule_touched(slot, now);
                 continue;
             }

@@ -16,6 +16,7 @@ pub mod source;
 pub mod tail;
 pub mod topics;
 pub mod traceparent;
+pub mod zeroing;
 
 pub use events::{DecodeError, InputEvent, InputKind, SCHEMA_VERSION};
 pub use ids::{event_key, MerchantId};

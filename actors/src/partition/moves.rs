@@ -4,7 +4,8 @@
 //! at that size). Done in the step that applied the configuration, it would stall every other merchant of the
 //! partition for that long. So the state changes at once, and its moves wait here: each step of the partition
 //! (a batch or a tick) publishes at most [`MOVES_CHUNK`] of them and schedules as many boundaries after its own
-//! work, and other merchants' records are applied in between.
+//! work, and other merchants' records are applied in between. The step that re-scored a merchant with more moves
+//! than a chunk publishes none of them: the re-score is that step's allowance.
 //!
 //! Each customer's records stay in version order: before an event or a boundary of a customer with a move still
 //! waiting, that move is published first, in the same step and ahead of the event's own change. An event that
@@ -82,7 +83,7 @@ impl PartitionCore {
         !self.pending.is_empty()
     }
 
-    /// Takes a merchant's re-score; the step's own `publish_moves` publishes its first chunk, later steps the rest.
+    /// Takes a merchant's re-score: published in place when it fits the step's allowance, else a chunk per later step.
     pub(crate) fn queue_moves(
         &mut self,
         merchant: u32,
