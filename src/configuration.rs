@@ -226,6 +226,7 @@ impl Settings {
                     "5000",
                 )?),
                 max_connections: parse_or(&get, "HTTP_MAX_CONNECTIONS", "65536")?,
+                listen_backlog: parse_or(&get, "HTTP_LISTEN_BACKLOG", "4096")?,
             },
             redis_timeout: Duration::from_millis(parse_or(&get, "REDIS_TIMEOUT_MS", "250")?),
             live_frame_interval: Duration::from_millis(parse_or(

@@ -5,6 +5,7 @@
 use actix::Addr;
 use actors::{Inspect, PartitionActor, PartitionCore};
 use std::sync::Arc;
+use streams::MerchantId;
 
 /// A request waiting in (or being handled by) a partition actor's mailbox: counted in `rfm_mailbox_depth` from
 /// creation until dropped, so every path that sends to a partition actor shows in one gauge.
@@ -54,4 +55,46 @@ where
 {
     let _waiting = InMailbox::enter();
     addr.send(Inspect(read)).await.ok()
+}
+
+/// Which partition last held each merchant read here. A merchant's records all go to one partition (they are keyed
+/// by merchant), so while this instance keeps that partition a read needs one actor, not all of them: at 5,000
+/// concurrent reads, asking every actor turned each read into a dozen cross-thread messages (docs/PERFORMANCE.md).
+/// Only merchants found live are remembered, and a hint that misses is dropped, so the map holds at most the
+/// merchants this instance has served live.
+#[derive(Debug, Default)]
+pub struct Owners(dashmap::DashMap<MerchantId, i32>);
+
+impl Owners {
+    /// Runs `read` in the actor that holds `merchant`: the remembered one first, then every actor (remembering
+    /// the one that answered). `None` when no actor of this instance answers.
+    pub async fn inspect<R, F>(&self, registry: &Registry, merchant: &MerchantId, read: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: Fn(&PartitionCore) -> Option<R> + Clone + Send + 'static,
+    {
+        let hinted = self.0.get(merchant).map(|p| *p);
+        if let Some(partition) = hinted {
+            let addr = registry.get(&partition).map(|a| a.value().clone());
+            let found = match addr {
+                Some(addr) => inspect_one(&addr, read.clone()).await.flatten(),
+                None => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+            self.0.remove(merchant);
+        }
+        let actors: Vec<(i32, Addr<PartitionActor>)> = registry
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (partition, addr) in actors {
+            if let Some(found) = inspect_one(&addr, read.clone()).await.flatten() {
+                self.0.insert(merchant.clone(), partition);
+                return Some(found);
+            }
+        }
+        None
+    }
 }

@@ -34,6 +34,9 @@ pub struct LimitsConfig {
     pub body_deadline: Duration,
     /// Open connections on one instance, over all workers.
     pub max_connections: usize,
+    /// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`). std listens with 128, so a
+    /// burst of thousands of new connections overflowed it and each dropped SYN cost its client a second.
+    pub listen_backlog: i32,
 }
 
 impl LimitsConfig {
@@ -145,6 +148,7 @@ mod tests {
             dashboard_sockets_per_shop: sockets,
             body_deadline: Duration::from_secs(1),
             max_connections: 10,
+            listen_backlog: 128,
         }
         .build()
     }

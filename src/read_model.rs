@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row;
 use streams::MerchantId;
 
-use crate::directory::{inspect_all, Registry};
+use crate::directory::{Owners, Registry};
 use crate::store::{Store, StoreError};
 
 mod ranking;
@@ -77,6 +77,7 @@ pub struct ReadModel {
     pub store: Option<Store>,
     /// Churn-risk rankings of the merchants read recently, computed off the partition actors.
     pub rankings: Rankings,
+    owners: Owners,
 }
 
 fn time(ts: Option<Timestamp>) -> Option<DateTime<Utc>> {
@@ -117,20 +118,18 @@ impl ReadModel {
             registry,
             store,
             rankings: Rankings::default(),
+            owners: Owners::default(),
         }
     }
 
     /// Runs `read` on the partition actor that holds `merchant`, if this instance has it.
     async fn live<R: Send + 'static>(
         &self,
+        merchant: &MerchantId,
         read: impl Fn(&PartitionCore) -> Option<R> + Clone + Send + 'static,
     ) -> Option<R> {
         let registry = self.registry.as_ref()?;
-        inspect_all(registry, read)
-            .await
-            .into_iter()
-            .flatten()
-            .next()
+        self.owners.inspect(registry, merchant, read).await
     }
 
     pub async fn segments(
@@ -139,7 +138,7 @@ impl ReadModel {
     ) -> Result<(Source, Vec<SegmentCount>), StoreError> {
         let m = merchant.clone();
         let live = self
-            .live(move |core| {
+            .live(merchant, move |core| {
                 let state = core.merchant(&m)?;
                 let counts = state.config.segments.iter().zip(state.segment_counts());
                 Some(counts.map(|(rule, n)| count(rule, *n)).collect::<Vec<_>>())
@@ -176,7 +175,7 @@ impl ReadModel {
     ) -> Result<Option<(Source, CustomerView)>, StoreError> {
         let m = merchant.clone();
         if let Some(v) = self
-            .live(move |core| view(core, &m, customer_id, now))
+            .live(merchant, move |core| view(core, &m, customer_id, now))
             .await
         {
             return Ok(Some((Source::Live, v)));

@@ -76,6 +76,8 @@ impl Application {
 
     pub fn build_with(settings: &Settings, shared: Shared) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.http_addr)?;
+        // Listening again only resizes the accept queue, which `bind` left at std's 128.
+        socket2::SockRef::from(&listener).listen(settings.limits.listen_backlog)?;
         let port = listener.local_addr()?.port();
         let limits = Arc::new(settings.limits.build());
         let ingress = web::Data::new(ingress_state(settings, limits.clone())?);

@@ -222,7 +222,7 @@ impl ReadModel {
         let cached = self.rankings.cached(merchant);
         let m = merchant.clone();
         let found = self
-            .live(move |core| probe(core, &m, cached.as_deref(), (offset, limit, now)))
+            .live(merchant, move |core| probe(core, &m, cached.as_deref(), (offset, limit, now)))
             .await?;
         let (partition, seen) = match found {
             Probe::Page(page) => return Some(page),
@@ -348,5 +348,30 @@ mod tests {
             "the change is seen"
         );
         assert_eq!((page.total, model.rankings.built()), (CUSTOMERS + 1, 2));
+    }
+
+    #[actix_web::test]
+    async fn a_read_finds_the_merchant_again_after_its_partition_moves_to_another_actor() {
+        let now = Timestamp::from_unix(chrono::Utc::now().timestamp());
+        let registry: crate::processor::Registry = Default::default();
+        let first = PartitionActor::new(1, Configs::default(), Topics::default()).start();
+        let second = PartitionActor::new(2, Configs::default(), Topics::default()).start();
+        registry.insert(1, first.clone());
+        registry.insert(2, second.clone());
+        apply(&first, vec![order(SHOP, 1, 1_000, now)], now).await;
+        let model = ReadModel::new(Some(registry.clone()), None);
+        let shop = MerchantId::parse(SHOP).unwrap();
+        let customers = |counts: Vec<super::super::SegmentCount>| counts.iter().map(|c| c.count).sum::<u64>();
+
+        let (source, counts) = model.segments(&shop).await.unwrap();
+        assert_eq!((source, customers(counts)), (Source::Live, 1));
+        // The remembered actor loses the partition; the merchant's state is now the other actor's.
+        registry.remove(&1);
+        apply(&second, vec![order(SHOP, 1, 1_000, now), order(SHOP, 2, 2_000, now)], now).await;
+        let (source, counts) = model.segments(&shop).await.unwrap();
+        assert_eq!((source, customers(counts)), (Source::Live, 2));
+        let nowhere = MerchantId::parse("nowhere.myshopify.com").unwrap();
+        let (_, counts) = model.segments(&nowhere).await.unwrap();
+        assert_eq!(customers(counts), 0, "a merchant no actor holds has no live counts");
     }
 }
