@@ -52,6 +52,11 @@ pub struct Settings {
     pub keys: KeyRing,
     pub webhook_max_body_bytes: usize,
     pub kafka_delivery_timeout: Duration,
+    /// How long the processor's outputs may wait for the broker's acknowledgement before they are sent again as
+    /// new records (`PROCESSOR_DELIVERY_TIMEOUT_MS`). Long: until then librdkafka's idempotent retries deliver a
+    /// record once however late the broker answers, whereas a record sent again after a late acknowledgement
+    /// lands twice. Nobody waits on these the way Shopify waits on a webhook.
+    pub processor_delivery_timeout: Duration,
     pub dedupe_ttl: Duration,
     /// How long a data request's export is kept for the merchant to download.
     pub gdpr_export_retention: Duration,
@@ -209,6 +214,11 @@ impl Settings {
                 &get,
                 "KAFKA_DELIVERY_TIMEOUT_MS",
                 "3000",
+            )?),
+            processor_delivery_timeout: Duration::from_millis(parse_or(
+                &get,
+                "PROCESSOR_DELIVERY_TIMEOUT_MS",
+                "30000",
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
             gdpr_export_retention: Duration::from_secs(

@@ -23,6 +23,14 @@ impl MockBroker {
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
     }
+
+    /// Delays every answer of the broker by `delay` (a slow or busy broker), for tests.
+    #[cfg(test)]
+    pub fn delay_answers(&self, delay: std::time::Duration) {
+        self.cluster
+            .broker_round_trip_time(-1, delay)
+            .expect("mock broker round-trip time");
+    }
 }
 
 /// True when the configured brokers ask for the in-process mock.

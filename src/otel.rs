@@ -1,9 +1,10 @@
-//! Optional OTLP trace export, and the span the ingress opens per webhook so an exported trace and the
-//! `traceparent` carried on Kafka agree.
+//! Optional OTLP trace export, the span the ingress opens per webhook so an exported trace and the
+//! `traceparent` carried on Kafka agree, and the processor's spans that continue those traces.
 //!
 //! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set: then spans go over OTLP/HTTP (protobuf) to
 //! `$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), batched on the SDK's own
-//! thread. Unset, no exporter, thread or connection exists, and the ingress makes its span ids itself.
+//! thread. Unset, no exporter, thread or connection exists, the ingress makes its span ids itself and the processor
+//! opens no span.
 
 use std::sync::OnceLock;
 
@@ -94,6 +95,27 @@ pub fn ingress_trace(incoming: Option<&str>) -> IngressTrace {
         None => TraceParent::start(uuid::Uuid::new_v4().as_u128(), own_span),
     };
     IngressTrace { span, parent }
+}
+
+/// One `process` span per distinct trace context among a partition's records, each a child of the span that put
+/// its record on Kafka (the ingress's `webhook`), so a trace shows webhook → processor. The caller drops them once
+/// the records' outputs are published, which ends them. Empty, at the cost of one check, without export.
+pub fn record_spans<'a>(
+    partition: i32,
+    contexts: impl Iterator<Item = &'a TraceParent>,
+) -> Vec<tracing::Span> {
+    if PROVIDER.get().is_none() {
+        return Vec::new();
+    }
+    let mut seen = std::collections::HashSet::new();
+    contexts
+        .filter(|context| seen.insert(context.as_str()))
+        .map(|context| {
+            let span = tracing::info_span!("process", otel.kind = "consumer", partition);
+            let _ = span.set_parent(remote_context(context));
+            span
+        })
+        .collect()
 }
 
 /// The caller's context as OpenTelemetry's parent of our span.

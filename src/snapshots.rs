@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::{SnapshotError, SnapshotRound};
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use crate::redis_link::RedisLink;
 
@@ -106,6 +106,8 @@ pub enum SnapshotStore {
         /// Where snapshots were kept before the keys were hash-tagged; read when the tagged key is missing, so an
         /// upgrade restores from the last snapshot instead of replaying.
         legacy_prefix: String,
+        /// Partitions whose legacy key this process has deleted since it last loaded them (see [`forget_legacy`]).
+        legacy_gone: Arc<DashSet<i32>>,
     },
     Memory(Arc<DashMap<i32, Vec<u8>>>),
 }
@@ -119,6 +121,7 @@ impl SnapshotStore {
             // slot, so they can be written together should that ever be needed.
             prefix: format!("rfm:snapshot:{}", crate::redis_link::tag(group)),
             legacy_prefix: format!("rfm:snapshot:{group}"),
+            legacy_gone: Arc::default(),
         })
     }
 
@@ -149,12 +152,18 @@ impl SnapshotStore {
         let partition = round.partition;
         match self {
             SnapshotStore::Postgres(pg) => pg.save(round, base, writer).await,
-            SnapshotStore::Redis { link, prefix, .. } => {
+            SnapshotStore::Redis {
+                link,
+                prefix,
+                legacy_prefix,
+                legacy_gone,
+            } => {
                 let (whole, saved) = whole_of(round).await?;
                 let key = format!("{prefix}:{partition}");
                 link.query::<()>(redis::cmd("SET").arg(key).arg(whole))
                     .await
                     .map_err(StoreError::Unavailable)?;
+                forget_legacy(link, legacy_prefix, partition, legacy_gone).await;
                 Ok(saved)
             }
             SnapshotStore::Memory(map) => {
@@ -201,7 +210,11 @@ impl SnapshotStore {
                 link,
                 prefix,
                 legacy_prefix,
+                legacy_gone,
             } => {
+                // Another owner (an older build, in a rolling upgrade) may have written the legacy key since this
+                // process last deleted it: the first round after this load deletes it again.
+                legacy_gone.remove(&partition);
                 let get = |prefix: &str| {
                     redis::cmd("GET")
                         .arg(format!("{prefix}:{partition}"))
@@ -223,6 +236,29 @@ impl SnapshotStore {
             stored: Stored::Whole(bytes),
             stamp: None,
         }))
+    }
+}
+
+/// Deletes `partition`'s snapshot under the key it had before keys were hash-tagged, once a tagged one is written:
+/// the load would otherwise keep falling back to it whenever the tagged key is missing (a flushed or rebuilt Redis),
+/// restoring a snapshot from before the upgrade, and the key would hold its megabytes forever. Best effort, once
+/// per partition and load: a failure is logged and the next round tries again.
+async fn forget_legacy(link: &RedisLink, legacy_prefix: &str, partition: i32, gone: &DashSet<i32>) {
+    if gone.contains(&partition) {
+        return;
+    }
+    let key = format!("{legacy_prefix}:{partition}");
+    match link.query::<i64>(redis::cmd("DEL").arg(&key)).await {
+        Ok(deleted) => {
+            gone.insert(partition);
+            if deleted > 0 {
+                metrics::counter!(streams::metric_names::LEGACY_SNAPSHOT_KEYS_DELETED).increment(1);
+                tracing::info!(partition, key = %key, "legacy snapshot key deleted");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(partition, key = %key, %error, "legacy snapshot key not deleted; tried again next round");
+        }
     }
 }
 

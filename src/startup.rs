@@ -345,10 +345,10 @@ pub async fn build_processor(
             None
         }
     };
-    let sink = SinkConfig {
-        linger: std::time::Duration::from_millis(5),
-        ..SinkConfig::new(settings.kafka_brokers.clone())
-    }
+    let sink = crate::processor::publish::output_sink(
+        &settings.kafka_brokers,
+        settings.processor_delivery_timeout,
+    )
     .build()?;
     let cache = settings
         .redis_enabled

@@ -102,9 +102,13 @@ impl Processor {
             let age_ms = chrono::Utc::now().timestamp_millis() - oldest;
             tracing::debug!(partition, records = raw.len(), age_ms, "batch received");
         }
+        // Before the apply, so each span covers apply → publish; none unless spans are exported.
+        let spans =
+            crate::otel::record_spans(partition, raw.iter().filter_map(|r| r.traceparent.as_ref()));
         Some(Share {
             partition,
             events: raw.len() as u64,
+            spans,
             records: raw,
             timestamps,
             quiet,
@@ -113,7 +117,7 @@ impl Processor {
 
     async fn publish_share(&mut self, share: Share, outcome: Outcome) -> Result<(), PublishError> {
         let partition = share.partition;
-        self.publish(outcome, share.timestamps, share.events)
+        self.publish_traced(outcome, share.timestamps, share.events, share.spans)
             .await?;
         if share.quiet {
             self.report_progress(partition).await?;
@@ -196,6 +200,8 @@ struct Share {
     events: u64,
     /// Restoring: applied without publishing changes.
     quiet: bool,
+    /// One per trace the records carry, with OTLP export on (`otel::record_spans`); ended once published.
+    spans: Vec<tracing::Span>,
 }
 
 /// Applies a batch in the partition's actor; an empty outcome when the actor is gone.

@@ -25,6 +25,18 @@ impl Processor {
         timestamps: Vec<i64>,
         events: u64,
     ) -> Result<(), PublishError> {
+        self.publish_traced(outcome, timestamps, events, Vec::new())
+            .await
+    }
+
+    /// [`Processor::publish`], ending `spans` (the batch's exported trace spans) once the outcome is published.
+    pub(super) async fn publish_traced(
+        &mut self,
+        outcome: actors::Outcome,
+        timestamps: Vec<i64>,
+        events: u64,
+        spans: Vec<tracing::Span>,
+    ) -> Result<(), PublishError> {
         if let Some(live) = &self.live {
             live.observe(&outcome);
         }
@@ -35,7 +47,15 @@ impl Processor {
             .filter(|c| c.churn_risk.is_some())
             .filter_map(|c| c.event_ms)
             .collect();
-        let done = tokio::task::spawn_local(self.publisher.start(outcome));
+        let publishing = self.publisher.start(outcome);
+        let done = if spans.is_empty() {
+            tokio::task::spawn_local(publishing)
+        } else {
+            tokio::task::spawn_local(async move {
+                publishing.await;
+                drop(spans);
+            })
+        };
         self.in_flight.push_back(super::InFlight {
             done,
             timestamps,

@@ -51,6 +51,19 @@ pub struct Publisher {
 /// The previous outcome's desk hand-off, for the next one to wait on.
 pub type DeskTurn = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
 
+/// The producer of the processor's outputs. `delivery_timeout` is `PROCESSOR_DELIVERY_TIMEOUT_MS`, not the
+/// ingress's webhook budget: a record whose acknowledgement is late is retried by librdkafka's idempotent producer,
+/// which the broker deduplicates, while one that times out is sent again by `resend` as a new record, which lands
+/// twice if the broker had taken the first (a slow broker, or this process starved of CPU while the answer waited
+/// in its socket).
+pub fn output_sink(brokers: &str, delivery_timeout: Duration) -> streams::SinkConfig {
+    streams::SinkConfig {
+        linger: Duration::from_millis(5),
+        delivery_timeout,
+        ..streams::SinkConfig::new(brokers.to_owned())
+    }
+}
+
 impl Publisher {
     async fn send(&self, r: &Record) -> Result<(), ProduceError> {
         self.sink.send(r.outgoing(&r.headers())).await.map(drop)
@@ -286,6 +299,7 @@ fn count_segment_entries(changes: &[actors::Change]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mock_broker::MockBroker;
     use actors::customer::{CustomerKey, PendingNudge, DEFAULT_VARIANT};
     use actors::nudges::{DeskStats, NudgeDeskConfig};
     use functions::Timestamp;
@@ -361,5 +375,72 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(desk.current(key).await, None, "the erasure came last");
+    }
+
+    fn publisher(sink: EventSink, topics: &Topics) -> Publisher {
+        Publisher {
+            sink,
+            topics: topics.clone(),
+            store: None,
+            cache: None,
+            nudges: None,
+            relay: None,
+            desk_turn: DeskTurn::default(),
+            gdpr: None,
+            rows_order: Default::default(),
+            nudge_rules: Default::default(),
+            ledger: None,
+        }
+    }
+
+    fn update(topics: &Topics, payload: &str) -> Outcome {
+        Outcome {
+            records: vec![Record {
+                topic: topics.rfm_updated.clone(),
+                key: "late.myshopify.com".into(),
+                payload: payload.as_bytes().to_vec(),
+                trace_id: "t".into(),
+                traceparent: None,
+            }],
+            ..Outcome::default()
+        }
+    }
+
+    /// A broker that answers later than the ingress's 3 s budget, for a while: each output is still on the topic
+    /// once. Sent again after its own timeout, a record the broker had already taken would be there twice under
+    /// one customer version (what `recovery::redis_cluster` caught on a busy machine).
+    #[actix_web::test]
+    async fn an_output_acknowledged_late_is_on_the_topic_once() {
+        let topics = Topics::default();
+        let broker = MockBroker::start(&topics, 1).unwrap();
+        let default = crate::configuration::Settings::from_lookup(|var| {
+            (var == "SHOPIFY_API_SECRET").then(|| "s".to_owned())
+        })
+        .unwrap()
+        .processor_delivery_timeout;
+        let sink = output_sink(&broker.bootstrap_servers(), default)
+            .build()
+            .unwrap();
+        let publisher = publisher(sink, &topics);
+        // Connected, with a producer id, before the broker slows down: only the record's own answer is late.
+        publisher.start(update(&topics, "{\"n\":1}")).await;
+        broker.delay_answers(Duration::from_secs(4));
+        let slow = tokio::task::spawn_local(publisher.start(update(&topics, "{\"n\":2}")));
+        // How long the broker stays slow: past a 3 s timeout, short of the default.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        broker.delay_answers(Duration::ZERO);
+        slow.await.unwrap();
+
+        let consumer = streams::tail::reader(&broker.bootstrap_servers(), "late-check").unwrap();
+        let mut copies = Vec::new();
+        streams::tail::read_to_end(
+            &consumer,
+            &topics.rfm_updated,
+            &[(0, 0)].into(),
+            Duration::from_secs(10),
+            |_, payload| copies.push(String::from_utf8_lossy(payload).into_owned()),
+        )
+        .unwrap();
+        assert_eq!(copies, ["{\"n\":1}", "{\"n\":2}"], "each output once");
     }
 }

@@ -134,6 +134,8 @@ families! {
         "Merchant pieces written in partition snapshots.";
     SNAPSHOT_BYTES = "processor_snapshot_bytes_total", Counter, Bytes,
         "Bytes written in partition snapshots.";
+    LEGACY_SNAPSHOT_KEYS_DELETED = "processor_legacy_snapshot_keys_deleted_total", Counter, Count,
+        "Redis snapshot keys of the pre-hash-tag layout deleted once their partition's tagged snapshot was written.";
     DEAD_LETTER_RETRIES = "processor_dead_letter_retries_total", Counter, Count,
         "Dead letters sent again after the broker did not acknowledge them.";
     PRODUCER_REPLACED = "kafka_producer_replaced_total", Counter, Count,

@@ -18,6 +18,7 @@ mod merchant_config;
 mod nudge_experiments;
 mod nudge_templates;
 mod nudges;
+mod otlp;
 mod processor;
 mod processor_faults;
 mod recovery;

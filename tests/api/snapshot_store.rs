@@ -1,12 +1,14 @@
 //! The Postgres snapshot store against a real database: rounds written in one transaction and read back as the
 //! snapshot they make up, incremental rounds refused when the store holds another round than the one they build
-//! on, pieces of merchants a manifest no longer lists deleted, and the owners' liveness mark.
+//! on, pieces of merchants a manifest no longer lists deleted, and the owners' liveness mark. And the Redis store
+//! against a real Redis: a snapshot under the pre-hash-tag key is restored from, then deleted once the tagged
+//! one is written.
 
 use std::time::Duration;
 
 use actors::{Configs, Incarnation, PartitionCore, SnapshotOffsets};
 use functions::Timestamp;
-use loyalnest_rfm::snapshots::{PgSnapshots, StoreError};
+use loyalnest_rfm::snapshots::{PgSnapshots, SnapshotStore, StoreError};
 use sqlx::PgPool;
 use streams::events::OrderCreated;
 use streams::{InputEvent, MerchantId, SCHEMA_VERSION};
@@ -128,4 +130,64 @@ async fn the_owners_mark_lasts_its_ttl() {
         !store.someone_alive().await.unwrap()
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_legacy_redis_key_is_restored_from_then_deleted_once_the_tagged_snapshot_is_written() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let group = unique("g-");
+    let store = SnapshotStore::redis(&url, &group, Duration::from_secs(5)).unwrap();
+    let mut redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let shop = MerchantId::parse("legacy-shop.myshopify.com").unwrap();
+    let (configs, now) = (Configs::default(), Timestamp::from_unix(NOW));
+    let mut core = PartitionCore::new(2);
+    core.apply(&[order(&shop, 1, 10)], now, &configs);
+    let old = core.encode_snapshot(&offsets(1));
+    let (legacy, tagged) = (
+        format!("rfm:snapshot:{group}:2"),
+        format!("rfm:snapshot:{{{group}}}:2"),
+    );
+    let _: () = redis::cmd("SET")
+        .arg(&legacy)
+        .arg(&old)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let loaded = store.load(2).await.unwrap().expect("the legacy snapshot");
+    assert_eq!(loaded.stored.into_bytes().unwrap(), old, "restored from it");
+    core.apply(&[order(&shop, 1, 11)], now, &configs);
+    let none = Incarnation::default();
+    store
+        .save(core.snapshot_round(&offsets(2), &none, true), None, "w1")
+        .await
+        .unwrap();
+
+    let exists = |key: String| {
+        let mut redis = redis.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!exists(legacy.clone()).await, "the legacy key is gone");
+    assert!(exists(tagged.clone()).await, "the tagged snapshot is there");
+    let loaded = store.load(2).await.unwrap().expect("the tagged snapshot");
+    assert_eq!(
+        loaded.stored.into_bytes().unwrap(),
+        core.encode_snapshot(&offsets(2)),
+        "the next load reads the new snapshot"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&tagged)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
 }

@@ -17,10 +17,20 @@ use crate::live::{shop, API_KEY};
 use loyalnest_rfm::shopify::hmac::sign;
 
 /// The real binary on `port`, killed when dropped.
-struct Binary(Child);
+pub(crate) struct Binary(Child);
 
 impl Binary {
     fn start(port: u16, prefix: &str, database: &str) -> Binary {
+        Binary::start_with(port, prefix, database, &[])
+    }
+
+    /// With `extra` variables added to the environment.
+    pub(crate) fn start_with(
+        port: u16,
+        prefix: &str,
+        database: &str,
+        extra: &[(&str, String)],
+    ) -> Binary {
         let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         std::fs::create_dir_all("artifacts").expect("artifacts");
         let log = std::fs::File::create("artifacts/telemetry-binary.log").expect("log");
@@ -38,6 +48,7 @@ impl Binary {
                 ("REDIS_URL", redis),
                 ("HTTP_ADDR", format!("127.0.0.1:{port}")),
             ])
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -53,7 +64,7 @@ impl Drop for Binary {
     }
 }
 
-async fn scrape(address: &str) -> String {
+pub(crate) async fn scrape(address: &str) -> String {
     match reqwest::get(format!("{address}/metrics")).await {
         Ok(answer) => answer.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -72,7 +83,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 /// The sum of every series of `family` whose labels contain `with` (all of them for "").
-fn sum(text: &str, family: &str, with: &str) -> f64 {
+pub(crate) fn sum(text: &str, family: &str, with: &str) -> f64 {
     samples(text)
         .into_iter()
         .filter(|(series, _)| {
@@ -168,7 +179,12 @@ fn assert_clean_and_complete(text: &str, when: &str, per_partition: bool) {
     }
 }
 
-async fn post_order(address: &str, shop: &MerchantId, order: u64, traceparent: Option<&str>) {
+pub(crate) async fn post_order(
+    address: &str,
+    shop: &MerchantId,
+    order: u64,
+    traceparent: Option<&str>,
+) {
     let created = chrono::Utc::now() - chrono::Duration::days(2);
     let body = json!({"id": order, "customer": {"id": order}, "created_at": created.to_rfc3339(),
         "total_price": "40.00", "currency": "USD", "financial_status": "paid", "test": false})
@@ -193,8 +209,8 @@ fn header<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
     record.headers.get(name).map(String::as_str)
 }
 
-const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+pub(crate) const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(crate) const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[actix_web::test]
 async fn metrics_are_described_linted_and_cover_the_dashboards_and_a_trace_crosses_kafka() {

@@ -141,9 +141,16 @@ pub(super) fn check_versions_unique(records: &[Record]) {
         *seen.entry(version_key(record)).or_default() += 1;
     }
     let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    // Every copy in full: byte-equal copies point at a record sent twice (a producer or publish retry), differing
+    // ones at two evaluations given one version (a restore that did not see what was published).
+    let copies: Vec<String> = records
+        .iter()
+        .filter(|r| seen.get(&version_key(r)).is_some_and(|n| *n > 1))
+        .map(|r| format!("{} {:?}", r.value, r.headers))
+        .collect();
     assert!(
         duplicated.is_empty(),
-        "customer versions published more than once: {duplicated:?}"
+        "customer versions published more than once: {duplicated:?}; copies: {copies:#?}"
     );
     assert!(!records.is_empty(), "the stream moves customers");
 }
