@@ -1,7 +1,10 @@
-//! The stand-in's HTTP side: `POST /admin/oauth/access_token` (token exchange) and
-//! `POST /admin/api/{version}/graphql.json`, which authenticates the access token, charges the shop's bucket, and
-//! dispatches by operation. Bulk operations (`bulkOperationRunQuery`, `currentBulkOperation`) belong to `bulk`
-//! (helper shopify-history), which shares the bucket; this branch answers them with a GraphQL error.
+//! The stand-in's HTTP side: `POST /admin/oauth/access_token` (token exchange),
+//! `POST /admin/api/{version}/graphql.json`, which authenticates the access token, charges the shop's bucket and
+//! dispatches by operation (metafields, definitions, a customer's metafields, bulk operations), and the bulk
+//! results at `GET /standin/bulk/{id}.jsonl` (unauthenticated, like the signed download URLs Shopify hands out).
+//!
+//! The shop of a GraphQL call is its token's. The endpoint is also served under `/shops/{shop}/…`, so
+//! `SHOPIFY_ADMIN_URL=http://127.0.0.1:P/shops/{shop}` works too; there the token must be the named shop's.
 
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
@@ -11,20 +14,33 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use super::{metafields, token_exchange, StandinOptions, StandinState};
+use super::{bulk, metafields, token_exchange, StandinOptions, StandinState};
 
 /// A running stand-in.
 pub struct Standin {
+    /// `http://127.0.0.1:port`: the `SHOPIFY_ADMIN_URL` that points the client at it.
     pub address: String,
     pub state: Arc<StandinState>,
     pub handle: ServerHandle,
+}
+
+impl Standin {
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
 }
 
 /// Starts the stand-in on `addr` (port 0 picks a free one). Call from within an actix or tokio runtime.
 pub fn start(options: StandinOptions, addr: &str) -> std::io::Result<Standin> {
     let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr()?.port();
+    let address = format!("http://127.0.0.1:{port}");
     let state = StandinState::new(options);
+    *state
+        .bulk
+        .public_base
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = address.clone();
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -35,6 +51,11 @@ pub fn start(options: StandinOptions, addr: &str) -> std::io::Result<Standin> {
                 web::post().to(token_exchange::access_token),
             )
             .route("/admin/api/{version}/graphql.json", web::post().to(graphql))
+            .route(
+                "/shops/{shop}/admin/api/{version}/graphql.json",
+                web::post().to(graphql),
+            )
+            .route("/standin/bulk/{file}", web::get().to(bulk_result))
     })
     .workers(2)
     .listen(listener)?
@@ -42,7 +63,7 @@ pub fn start(options: StandinOptions, addr: &str) -> std::io::Result<Standin> {
     let handle = server.handle();
     tokio::spawn(server);
     Ok(Standin {
-        address: format!("http://127.0.0.1:{port}"),
+        address,
         state,
         handle,
     })
@@ -58,7 +79,7 @@ enum Operation {
 }
 
 fn operation(query: &str) -> Operation {
-    if query.contains("bulkOperationRunQuery") || query.contains("currentBulkOperation") {
+    if bulk::is_bulk(query) {
         Operation::Bulk
     } else if query.contains("metafieldsSet(") {
         Operation::MetafieldsSet
@@ -91,7 +112,11 @@ async fn graphql(
         .get("X-Shopify-Access-Token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(shop) = state.shop_of_token(token) else {
+    let named = req.match_info().get("shop");
+    let shop = state
+        .shop_of_token(token)
+        .filter(|shop| named.is_none_or(|named| named == shop));
+    let Some(shop) = shop else {
         state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         return HttpResponse::Unauthorized().json(json!({
             "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
@@ -132,8 +157,7 @@ async fn graphql(
             state.with_shop(&shop, |s| metafields::definition_create(s, &variables))
         }
         Operation::Customer => state.with_shop(&shop, |s| metafields::customer(s, &variables)),
-        Operation::Bulk => json!({ "errors": [{
-            "message": "bulk operations are not served by this stand-in build (standin::bulk)" }] }),
+        Operation::Bulk => bulk::handle(&state.bulk, &shop, &request),
         Operation::Unknown => json!({ "errors": [{
             "message": "this operation is not part of the stand-in",
             "extensions": { "code": "undefinedField" } }] }),
@@ -142,4 +166,34 @@ async fn graphql(
         object.insert("extensions".into(), charged.extensions());
     }
     HttpResponse::Ok().json(answer)
+}
+
+async fn bulk_result(path: web::Path<String>, state: web::Data<StandinState>) -> HttpResponse {
+    let id = path
+        .strip_suffix(".jsonl")
+        .and_then(|id| id.parse::<u64>().ok());
+    let Some(bytes) = id.and_then(|id| state.bulk.result(id)) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let cut = *state
+        .bulk
+        .cut_after
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    match cut {
+        None => HttpResponse::Ok()
+            .content_type("application/jsonl")
+            .body(bytes),
+        Some(at) => {
+            // Sent as a stream that fails part-way: the connection drops before the body is complete.
+            let head = bytes.slice(..at.min(bytes.len()));
+            let broken = futures_util::stream::iter([
+                Ok::<_, std::io::Error>(head),
+                Err(std::io::Error::other("connection cut by the stand-in")),
+            ]);
+            HttpResponse::Ok()
+                .content_type("application/jsonl")
+                .streaming(broken)
+        }
+    }
 }
