@@ -6,6 +6,7 @@ mod crash;
 mod discount;
 mod flow;
 mod load;
+mod race;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
