@@ -161,16 +161,9 @@ async fn write_chunk(
         let batch: Vec<usize> = pending[..if one_by_one { 1 } else { pending.len() }].to_vec();
         let (resolved, stale) = match send(admin, shop, token, chunk, &guards, &batch).await? {
             SetResult::Written(digests) => {
-                let digest_of = |i: usize| {
-                    let id = chunk[i].0.update.customer_id;
-                    digests
-                        .iter()
-                        .find(|(c, _)| *c == id)
-                        .map(|(_, d)| d.clone())
-                };
                 result
                     .written
-                    .extend(batch.iter().map(|&i| (i, digest_of(i))));
+                    .extend(batch.iter().map(|&i| (i, digest_of(&digests, &chunk[i].0))));
                 (batch, Vec::new())
             }
             SetResult::Refused { refused, stale } => {
@@ -198,23 +191,60 @@ async fn write_chunk(
         };
         pending.retain(|i| !resolved.contains(i));
         for i in stale {
-            let latest = &chunk[i].0.update;
-            match read_version(admin, shop, token, latest.customer_id).await? {
-                // A newer (or the same) version is there: a newer write won.
-                Some((version, digest)) if version >= latest.version => {
-                    result.superseded.push((i, version, digest));
-                }
-                stored if tries[i] < MAX_STALE_TRIES => {
+            match after_stale(admin, shop, token, &chunk[i].0, tries[i]).await? {
+                Stale::Superseded(version, digest) => result.superseded.push((i, version, digest)),
+                Stale::Again(guard) => {
                     tries[i] += 1;
-                    guards[i] = stored.map(|(_, digest)| digest);
+                    guards[i] = guard;
                     pending.push(i);
                 }
-                _ => tracing::warn!(merchant = %shop, customer = latest.customer_id,
-                    "write-back contested by other writers; left to the newest of them"),
+                Stale::Contested => {}
             }
         }
     }
     Ok(result)
+}
+
+/// The new digest of `latest`'s version among a reply's.
+fn digest_of(digests: &[(u64, String)], latest: &Latest) -> Option<String> {
+    let id = latest.update.customer_id;
+    digests
+        .iter()
+        .find(|(c, _)| *c == id)
+        .map(|(_, d)| d.clone())
+}
+
+/// What to do about a customer's write Shopify refused with `STALE_OBJECT`.
+enum Stale {
+    /// Shopify holds this version, as new as ours or newer: a newer write won.
+    Superseded(u32, String),
+    /// Shopify holds an older version (the table was behind): send ours again, guarded by this digest.
+    Again(Option<String>),
+    /// Given up after [`MAX_STALE_TRIES`]: other writers keep getting in, and the newest of them lands.
+    Contested,
+}
+
+async fn after_stale(
+    admin: &PacedClient,
+    shop: &MerchantId,
+    token: &str,
+    latest: &Latest,
+    tries: u32,
+) -> Result<Stale, SyncError> {
+    let ours = &latest.update;
+    Ok(
+        match read_version(admin, shop, token, ours.customer_id).await? {
+            Some((version, digest)) if version >= ours.version => {
+                Stale::Superseded(version, digest)
+            }
+            stored if tries < MAX_STALE_TRIES => Stale::Again(stored.map(|(_, digest)| digest)),
+            _ => {
+                tracing::warn!(merchant = %shop, customer = ours.customer_id,
+                "write-back contested by other writers; left to the newest of them");
+                Stale::Contested
+            }
+        },
+    )
 }
 
 /// The customer's stored version and its digest, read back from Shopify.

@@ -121,26 +121,40 @@ fn validate(
             "Value is invalid for its type",
         ));
     }
-    if let Some(expected) = input.get("compareDigest") {
-        let current = shop
-            .customers
-            .get(&customer)
-            .and_then(|fields| fields.get(&(namespace.to_owned(), key.to_owned())))
-            .map(Stored::digest);
-        if current.as_deref() != expected.as_str() {
-            return Err(user_error(
-                index,
-                "compareDigest",
-                "STALE_OBJECT",
-                "The metafield has been modified since it was loaded.",
-            ));
-        }
-    }
+    check_digest(shop, customer, namespace, key, index, input)?;
     let stored = Stored {
         kind: kind.to_owned(),
         value: value.to_owned(),
     };
     Ok((customer, namespace.to_owned(), key.to_owned(), stored))
+}
+
+/// An input's `compareDigest`, if it carries one: the stored value's digest, or null for "does not exist yet".
+fn check_digest(
+    shop: &ShopMetafields,
+    customer: u64,
+    namespace: &str,
+    key: &str,
+    index: usize,
+    input: &Value,
+) -> Result<(), Value> {
+    let Some(expected) = input.get("compareDigest") else {
+        return Ok(());
+    };
+    let current = shop
+        .customers
+        .get(&customer)
+        .and_then(|fields| fields.get(&(namespace.to_owned(), key.to_owned())))
+        .map(Stored::digest);
+    if current.as_deref() == expected.as_str() {
+        return Ok(());
+    }
+    Err(user_error(
+        index,
+        "compareDigest",
+        "STALE_OBJECT",
+        "The metafield has been modified since it was loaded.",
+    ))
 }
 
 /// `metafieldsSet(metafields:)`: the whole `{"data": …}` or `{"errors": …}` body, without extensions.

@@ -102,21 +102,25 @@ fn cost(op: Operation) -> (f64, f64) {
     }
 }
 
-async fn graphql(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<StandinState>,
-) -> HttpResponse {
+/// The shop whose access token the call carries (and, under `/shops/{shop}/`, that shop's only).
+fn authenticate(req: &HttpRequest, state: &StandinState) -> Option<String> {
     let token = req
         .headers()
         .get("X-Shopify-Access-Token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let named = req.match_info().get("shop");
-    let shop = state
+    state
         .shop_of_token(token)
-        .filter(|shop| named.is_none_or(|named| named == shop));
-    let Some(shop) = shop else {
+        .filter(|shop| named.is_none_or(|named| named == shop))
+}
+
+async fn graphql(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<StandinState>,
+) -> HttpResponse {
+    let Some(shop) = authenticate(&req, &state) else {
         state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         return HttpResponse::Unauthorized().json(json!({
             "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
