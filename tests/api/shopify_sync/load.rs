@@ -101,6 +101,14 @@ async fn a_hundred_thousand_changes_are_all_written_never_over_the_bucket_and_th
             .state
             .metafield(shop.as_str(), customer, "loyalnest", "rfm_score");
         assert_eq!(score.as_deref(), Some("2.0"));
+        let version = standin
+            .state
+            .metafield(shop.as_str(), customer, "loyalnest", "rfm_version");
+        assert_eq!(
+            version,
+            Some((ROUNDS * PER_ROUND).to_string()),
+            "the compare-and-set guard holds the version written"
+        );
     }
     // Coalescing: far fewer customer writes than records.
     let writes: usize = (1..=CUSTOMERS)
