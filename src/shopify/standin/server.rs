@@ -71,7 +71,8 @@ pub fn start(options: StandinOptions, addr: &str) -> std::io::Result<Standin> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Operation {
-    Bulk,
+    BulkRun,
+    BulkStatus,
     MetafieldsSet,
     DefinitionCreate,
     Customer,
@@ -79,8 +80,10 @@ enum Operation {
 }
 
 fn operation(query: &str) -> Operation {
-    if bulk::is_bulk(query) {
-        Operation::Bulk
+    if query.contains("bulkOperationRunQuery") {
+        Operation::BulkRun
+    } else if bulk::is_bulk(query) {
+        Operation::BulkStatus
     } else if query.contains("metafieldsSet(") {
         Operation::MetafieldsSet
     } else if query.contains("metafieldDefinitionCreate(") {
@@ -93,10 +96,11 @@ fn operation(query: &str) -> Operation {
 }
 
 /// (requested, actual) points: mutations cost 10; a customer with a connection of 10 is requested at 1 + 2 + 10
-/// and charged for what it returned.
+/// and charged for what it returned; a bulk operation's status, one object, costs 1.
 fn cost(op: Operation) -> (f64, f64) {
     match op {
-        Operation::MetafieldsSet | Operation::DefinitionCreate | Operation::Bulk => (10.0, 10.0),
+        Operation::MetafieldsSet | Operation::DefinitionCreate | Operation::BulkRun => (10.0, 10.0),
+        Operation::BulkStatus => (1.0, 1.0),
         Operation::Customer => (13.0, 4.0),
         Operation::Unknown => (1.0, 1.0),
     }
@@ -161,7 +165,7 @@ async fn graphql(
             state.with_shop(&shop, |s| metafields::definition_create(s, &variables))
         }
         Operation::Customer => state.with_shop(&shop, |s| metafields::customer(s, &variables)),
-        Operation::Bulk => bulk::handle(&state.bulk, &shop, &request),
+        Operation::BulkRun | Operation::BulkStatus => bulk::handle(&state.bulk, &shop, &request),
         Operation::Unknown => json!({ "errors": [{
             "message": "this operation is not part of the stand-in",
             "extensions": { "code": "undefinedField" } }] }),
