@@ -26,9 +26,8 @@ use crate::directory::{inspect_all, Registry};
 use crate::mock_broker::MockBroker;
 use crate::routes::dashboard::Assets;
 use crate::shopify::hmac::sign;
-use crate::shopify::standin::bulk::BulkState;
 use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec, CUSTOMER_ID_BASE};
-use crate::shopify::standin::StandIn;
+use crate::shopify::standin::StandinOptions;
 use crate::startup::Engine;
 use crate::store::Store;
 
@@ -151,6 +150,9 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The access token the demo's shops hold at the stand-in, as if installed.
+const DEMO_TOKEN: &str = "demo-offline-token";
+
 /// Each demo shop's year of order history, generated, served by the Admin API stand-in and brought in by the
 /// backfill exactly as after an install, so every segment has members before the first live order.
 async fn history(
@@ -158,7 +160,13 @@ async fn history(
     args: &DemoArgs,
     stats: &crate::processor::ProcessorStats,
 ) -> anyhow::Result<()> {
-    let bulk = Arc::new(BulkState::new(1));
+    let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
+    let options = StandinOptions::new(&settings.shopify_api_key, &secret);
+    // Leaked like the broker: it serves until the process exits.
+    let standin = Box::leak(Box::new(crate::shopify::standin::start(
+        options,
+        "127.0.0.1:0",
+    )?));
     let now = Utc::now().timestamp();
     let shops: Vec<MerchantId> = (1..=args.shops.max(1))
         .map(|n| MerchantId::parse(&format!("demo-{n}.myshopify.com")))
@@ -170,12 +178,14 @@ async fn history(
             now,
             seed: n as u64 + 1,
         };
-        bulk.add_shop(shop.as_str(), GeneratedShop::generate(spec));
+        standin
+            .state
+            .bulk
+            .add_shop(shop.as_str(), GeneratedShop::generate(spec));
+        standin.state.register_token(shop.as_str(), DEMO_TOKEN);
     }
-    // Leaked like the broker: it serves until the process exits.
-    let standin = Box::leak(Box::new(StandIn::start("127.0.0.1:0".parse()?, bulk)?));
     let mut settings = settings.clone();
-    settings.shopify_admin.base_url = standin.admin_url();
+    settings.shopify_admin.base_url = standin.address.clone();
     settings.backfill_poll_interval = Duration::from_millis(100);
     let store = settings
         .database_url
@@ -186,7 +196,7 @@ async fn history(
     let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
     let mut produced = 0;
     for shop in &shops {
-        let progress = backfill.run(shop, "demo-offline-token", &|_| {}).await?;
+        let progress = backfill.run(shop, DEMO_TOKEN, &|_| {}).await?;
         println!(
             "Backfilled {shop} from the Shopify stand-in: {} orders, {} events",
             progress.lines_done, progress.events_produced

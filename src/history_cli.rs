@@ -1,6 +1,6 @@
 //! The history commands of the CLI (issue 19): `backfill` (a shop's Shopify order history into the input topics,
 //! with a progress bar), `import` (another loyalty app's points export) and `shopify-standin` (the local Admin API
-//! stand-in with a generated shop, for trying the backfill by hand).
+//! stand-in with generated shops, for trying the install, the write-back and the backfill by hand).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,9 +13,8 @@ use streams::{MerchantId, SinkConfig};
 use crate::backfill::{Backfill, Phase, Progress};
 use crate::configuration::Settings;
 use crate::imports::{ImportStore, Importer, Source, MAX_IMPORT_BYTES};
-use crate::shopify::standin::bulk::BulkState;
 use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec};
-use crate::shopify::standin::StandIn;
+use crate::shopify::standin::StandinOptions;
 use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -41,8 +40,11 @@ pub struct ImportArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StandinArgs {
-    #[arg(long, default_value = "127.0.0.1:8091")]
-    pub addr: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub addr: String,
+    /// The cost bucket's plan: standard, advanced or plus.
+    #[arg(long, default_value = "standard")]
+    pub plan: String,
     /// Shops to generate (each with the same counts, a different seed).
     #[arg(long, default_value = "demo-1.myshopify.com")]
     pub shop: Vec<String>,
@@ -50,6 +52,10 @@ pub struct StandinArgs {
     pub customers: u64,
     #[arg(long, default_value_t = 3_000)]
     pub orders: u64,
+    /// An access token registered for every generated shop (for `backfill --token`); installs get their own by
+    /// token exchange.
+    #[arg(long, default_value = "standin-token")]
+    pub token: String,
 }
 
 fn database(settings: &Settings) -> anyhow::Result<Option<Store>> {
@@ -161,8 +167,14 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn standin(args: &StandinArgs) -> anyhow::Result<()> {
-    let bulk = Arc::new(BulkState::new(2));
+pub async fn standin(settings: &Settings, args: &StandinArgs) -> anyhow::Result<()> {
+    let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
+    let options = StandinOptions {
+        plan: args.plan.parse().map_err(anyhow::Error::msg)?,
+        bulk_polls: 2,
+        ..StandinOptions::new(&settings.shopify_api_key, &secret)
+    };
+    let standin = crate::shopify::standin::start(options, &args.addr)?;
     for (n, shop) in args.shop.iter().enumerate() {
         let spec = ShopSpec {
             customers: args.customers,
@@ -170,12 +182,15 @@ pub async fn standin(args: &StandinArgs) -> anyhow::Result<()> {
             now: chrono::Utc::now().timestamp(),
             seed: n as u64 + 1,
         };
-        bulk.add_shop(shop, GeneratedShop::generate(spec));
+        standin
+            .state
+            .bulk
+            .add_shop(shop, GeneratedShop::generate(spec));
+        standin.state.register_token(shop, &args.token);
     }
-    let standin = StandIn::start(args.addr, bulk)?;
     println!(
-        "Shopify Admin stand-in: SHOPIFY_ADMIN_URL={}",
-        standin.admin_url()
+        "Shopify Admin stand-in: SHOPIFY_ADMIN_URL={} (access token of the generated shops: {})",
+        standin.address, args.token
     );
     crate::startup::shutdown_signal().await;
     standin.stop().await;

@@ -76,21 +76,15 @@ enum Command {
     /// Write-back throughput against an in-process Admin API stand-in (needs `DATABASE_URL`, `ENCRYPTION_KEYS`);
     /// prints one JSON report.
     BenchSync(loyalnest_rfm::bench::sync::SyncBenchArgs),
-    /// Run the local Admin API stand-in (token exchange, metafields, throttle) for by-hand use.
-    ShopifyStandin {
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        addr: String,
-        /// standard, advanced or plus.
-        #[arg(long, default_value = "standard")]
-        plan: String,
-    },
+    /// Run the local Shopify Admin API stand-in (token exchange, metafields, bulk operations over generated shops,
+    /// one cost bucket per shop) for by-hand use; `shopify-bulk-standin` is an older name of it.
+    #[command(alias = "shopify-bulk-standin")]
+    ShopifyStandin(loyalnest_rfm::history_cli::StandinArgs),
     /// Bring a shop's Shopify order history into the engine (a bulk operation over its orders), with a progress
     /// bar; continues an interrupted run.
     Backfill(loyalnest_rfm::history_cli::BackfillArgs),
     /// Import points balances from a Smile.io or LoyaltyLion customer export (CSV).
     Import(loyalnest_rfm::history_cli::ImportArgs),
-    /// Run the local Shopify Admin API stand-in of bulk operations over generated shops, for trying `backfill`.
-    ShopifyBulkStandin(loyalnest_rfm::history_cli::StandinArgs),
     /// The backfill benchmark: a generated shop's JSONL through the stand-in, the backfill and an in-process
     /// processor to final segments; prints one JSON report.
     BenchBackfill(loyalnest_rfm::bench::backfill::BackfillBenchArgs),
@@ -178,25 +172,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::ShopifyStandin { addr, plan } => {
+        Command::ShopifyStandin(args) => {
             let settings = Settings::from_env()?;
-            let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
-            let options = loyalnest_rfm::shopify::standin::StandinOptions {
-                plan: plan.parse().map_err(anyhow::Error::msg)?,
-                ..loyalnest_rfm::shopify::standin::StandinOptions::new(
-                    &settings.shopify_api_key,
-                    &secret,
-                )
-            };
-            let standin = loyalnest_rfm::shopify::standin::server::start(options, &addr)?;
-            tracing::info!(address = %standin.address, "Admin API stand-in listening");
-            startup::shutdown_signal().await;
-            standin.handle.stop(true).await;
-            Ok(())
+            loyalnest_rfm::history_cli::standin(&settings, &args).await
         }
         Command::Backfill(args) => loyalnest_rfm::history_cli::backfill(&args).await,
         Command::Import(args) => loyalnest_rfm::history_cli::import(&args).await,
-        Command::ShopifyBulkStandin(args) => loyalnest_rfm::history_cli::standin(&args).await,
         Command::BenchBackfill(args) => {
             let settings = Settings::from_lookup(|k| match k {
                 "SHOPIFY_API_SECRET" => {

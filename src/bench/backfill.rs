@@ -15,9 +15,11 @@ use streams::{MerchantId, SinkConfig, Topics};
 use crate::backfill::{Backfill, ProgressStore};
 use crate::configuration::Settings;
 use crate::directory::inspect_all;
-use crate::shopify::standin::bulk::BulkState;
 use crate::shopify::standin::shop_data::{GeneratedShop, ShopSpec};
-use crate::shopify::standin::StandIn;
+use crate::shopify::standin::StandinOptions;
+
+/// The shop's access token at the stand-in, registered as if installed.
+const TOKEN: &str = "bench-token";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackfillBenchArgs {
@@ -63,16 +65,21 @@ pub async fn run(
     )
     .await?;
     let shop = MerchantId::parse("bench-history.myshopify.com")?;
-    let bulk = Arc::new(BulkState::new(1));
+    let secret = String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned();
+    let options = StandinOptions::new(&settings.shopify_api_key, &secret);
+    let standin = crate::shopify::standin::start(options, "127.0.0.1:0")?;
     let spec = ShopSpec {
         customers: args.customers,
         orders: args.orders,
         now: chrono::Utc::now().timestamp(),
         seed: 19,
     };
-    bulk.add_shop(shop.as_str(), GeneratedShop::generate(spec));
-    let standin = StandIn::start("127.0.0.1:0".parse()?, bulk)?;
-    settings.shopify_admin.base_url = standin.admin_url();
+    standin
+        .state
+        .bulk
+        .add_shop(shop.as_str(), GeneratedShop::generate(spec));
+    standin.state.register_token(shop.as_str(), TOKEN);
+    settings.shopify_admin.base_url = standin.address.clone();
     settings.backfill_poll_interval = Duration::from_millis(50);
 
     let processor = crate::startup::build_processor(&settings, Arc::new(SystemClock)).await?;
@@ -86,7 +93,7 @@ pub async fn run(
     let mut backfill = Backfill::from_settings(&settings, sink, None);
     backfill.progress = ProgressStore::Memory(Arc::default());
     let started = Instant::now();
-    let progress = backfill.run(&shop, "bench-token", &|_| {}).await?;
+    let progress = backfill.run(&shop, TOKEN, &|_| {}).await?;
     let backfill_seconds = started.elapsed().as_secs_f64();
     super::wait_for(&stats, progress.events_produced, Duration::from_secs(600)).await?;
     let total_seconds = started.elapsed().as_secs_f64();

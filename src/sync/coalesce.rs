@@ -25,12 +25,15 @@ pub struct Latest {
 }
 
 impl Latest {
-    pub fn fields(&self) -> CustomerFields {
+    /// What to write, replacing the stored version whose `compareDigest` is `replaces` (`None`: no version stored).
+    pub fn fields(&self, replaces: Option<String>) -> CustomerFields {
         CustomerFields {
             customer_id: self.update.customer_id,
             segment: self.update.segment.to.clone(),
             score: self.update.score.score,
             stage: self.update.lifecycle_stage.clone(),
+            version: self.update.version,
+            replaces,
         }
     }
 }
@@ -107,7 +110,7 @@ pub(crate) mod tests {
         let a = &by_shop[&MerchantId::parse("a.myshopify.com").unwrap()];
         assert_eq!(a.len(), 2);
         assert_eq!(
-            (a[0].update.version, a[0].fields().segment.as_str()),
+            (a[0].update.version, a[0].fields(None).segment.as_str()),
             (5, "champions")
         );
         assert_eq!(a[0].source.offset, 1);

@@ -257,8 +257,9 @@ impl SyncWorker {
             )?;
         }
         if offsets.count() > 0 {
-            // A partition revoked meanwhile refuses the commit; its next owner replays the batch, and the
-            // versions table keeps the replay from writing anything older than what Shopify has.
+            // A partition revoked meanwhile refuses the commit; its next owner replays the batch. The versions
+            // table keeps the replay from sending what Shopify has, and `compareDigest` keeps a late write of the
+            // old owner from landing over the new owner's (writer).
             if let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync) {
                 tracing::warn!(error = %e, "offsets of a synced batch not committed; it will be replayed");
             }

@@ -3,7 +3,6 @@
 //! with the pure `functions` crate directly (not through the engine).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use functions::{evaluate, CustomerAggregate, Fact, Money, RfmConfig, Timestamp};
@@ -11,9 +10,8 @@ use loyalnest_rfm::backfill::{Backfill, Phase, ProgressStore};
 use loyalnest_rfm::pii::KeyRing;
 use loyalnest_rfm::shopify::admin::{AdminClient, AdminSettings};
 use loyalnest_rfm::shopify::normalize::{normalize, Envelope, Normalized, WebhookTopic};
-use loyalnest_rfm::shopify::standin::bulk::BulkState;
 use loyalnest_rfm::shopify::standin::shop_data::{GeneratedOrder, GeneratedShop, ShopSpec};
-use loyalnest_rfm::shopify::standin::StandIn;
+use loyalnest_rfm::shopify::standin::{Standin, StandinOptions};
 use serde_json::json;
 use streams::MerchantId;
 
@@ -79,9 +77,12 @@ async fn engine(h: &Harness, shop: &MerchantId) -> Outcome {
         .collect()
 }
 
+/// The shop's access token at the stand-in, registered as if the shop had installed the app.
+const TOKEN: &str = "offline-token";
+
 struct Setup {
     h: Harness,
-    standin: StandIn,
+    standin: Standin,
     shop: MerchantId,
     data: GeneratedShop,
 }
@@ -95,9 +96,13 @@ async fn setup(customers: u64, orders: u64) -> Setup {
         now: T0,
         seed: 42,
     });
-    let bulk = Arc::new(BulkState::new(2));
-    bulk.add_shop(shop.as_str(), data.clone());
-    let standin = StandIn::start("127.0.0.1:0".parse().unwrap(), bulk).unwrap();
+    let options = StandinOptions {
+        bulk_polls: 2,
+        ..StandinOptions::new("backfill-app", "backfill-secret")
+    };
+    let standin = loyalnest_rfm::shopify::standin::start(options, "127.0.0.1:0").unwrap();
+    standin.state.bulk.add_shop(shop.as_str(), data.clone());
+    standin.state.register_token(shop.as_str(), TOKEN);
     Setup {
         h,
         standin,
@@ -109,7 +114,7 @@ async fn setup(customers: u64, orders: u64) -> Setup {
 fn backfill(s: &Setup, batch_lines: usize) -> Backfill {
     Backfill {
         admin: AdminClient::new(AdminSettings {
-            base_url: s.standin.admin_url(),
+            base_url: s.standin.address.clone(),
             api_version: "2025-10".into(),
         }),
         sink: s.h.sink.clone(),
@@ -135,13 +140,19 @@ async fn a_backfilled_shop_equals_the_oracle_and_a_second_backfill_changes_nothi
     );
 
     let first = backfill(&s, 250)
-        .run(&s.shop, "offline-token", &|_| {})
+        .run(&s.shop, TOKEN, &|_| {})
         .await
         .expect("backfill runs");
     assert_eq!(
         (first.phase, first.lines_done, first.lines_failed),
         (Phase::Completed, 1_200, 0)
     );
+    let (peak, _) = s
+        .standin
+        .state
+        .peak_used(s.shop.as_str())
+        .expect("the bulk calls were charged to the shop's bucket");
+    assert!(peak >= 10.0, "at least the bulk query's cost: {peak}");
     s.h.wait_processed(first.events_produced).await;
     let after_first = engine(&s.h, &s.shop).await;
     assert_eq!(
@@ -150,7 +161,7 @@ async fn a_backfilled_shop_equals_the_oracle_and_a_second_backfill_changes_nothi
     );
 
     let second = backfill(&s, 250)
-        .run(&s.shop, "offline-token", &|_| {})
+        .run(&s.shop, TOKEN, &|_| {})
         .await
         .expect("second backfill runs");
     assert_eq!(
@@ -158,7 +169,7 @@ async fn a_backfilled_shop_equals_the_oracle_and_a_second_backfill_changes_nothi
         "the same events again"
     );
     assert_eq!(
-        s.standin.bulk.operations_started(),
+        s.standin.state.bulk.operations_started(),
         2,
         "a finished backfill is not continued but run anew"
     );
@@ -169,6 +180,16 @@ async fn a_backfilled_shop_equals_the_oracle_and_a_second_backfill_changes_nothi
         after_first,
         "the second backfill changed nothing"
     );
+
+    // The stand-in checks the access token of bulk calls like every other: an unknown one is refused.
+    let started = s.standin.state.bulk.operations_started();
+    let refused = backfill(&s, 250)
+        .run(&s.shop, "shpat_not-issued", &|_| {})
+        .await;
+    assert!(refused.is_err(), "an unknown token is refused");
+    let counters = &s.standin.state.counters;
+    assert!(s.standin.state.count(&counters.unauthorized) > 0);
+    assert_eq!(s.standin.state.bulk.operations_started(), started);
 }
 
 /// The webhook body Shopify would have sent for the order, through the ingress's own normalisation.
@@ -216,7 +237,7 @@ async fn an_order_that_arrived_by_webhook_and_by_backfill_counts_once() {
     let live = webhook_events(&s.shop, &refunded);
     s.h.produce(&live).await;
     let done = backfill(&s, 50)
-        .run(&s.shop, "offline-token", &|_| {})
+        .run(&s.shop, TOKEN, &|_| {})
         .await
         .expect("backfill runs");
     s.h.wait_processed(live.len() as u64 + done.events_produced)
@@ -236,10 +257,8 @@ async fn an_interrupted_backfill_continues_from_its_last_acknowledged_line() {
     // The download breaks off about a third of the way, as a dropped connection or a crash would end it.
     let mut jsonl = Vec::new();
     s.data.write_jsonl(&mut jsonl).unwrap();
-    *s.standin.bulk.cut_after.lock().unwrap() = Some(jsonl.len() / 3);
-    let broken = backfill(&s, 100)
-        .run(&s.shop, "offline-token", &|_| {})
-        .await;
+    *s.standin.state.bulk.cut_after.lock().unwrap() = Some(jsonl.len() / 3);
+    let broken = backfill(&s, 100).run(&s.shop, TOKEN, &|_| {}).await;
     assert!(broken.is_err(), "the cut download is an error: {broken:?}");
     let (phase, done): (String, i64) =
         sqlx::query_as("SELECT phase, lines_done FROM backfill_runs WHERE merchant_id = $1")
@@ -250,9 +269,9 @@ async fn an_interrupted_backfill_continues_from_its_last_acknowledged_line() {
     assert_eq!(phase, "downloading", "left resumable");
     assert!(done > 0 && done < 2_000, "stopped part-way, at line {done}");
 
-    *s.standin.bulk.cut_after.lock().unwrap() = None;
+    *s.standin.state.bulk.cut_after.lock().unwrap() = None;
     let resumed = backfill(&s, 100)
-        .run(&s.shop, "offline-token", &|_| {})
+        .run(&s.shop, TOKEN, &|_| {})
         .await
         .expect("the resumed run ends");
     assert_eq!(
@@ -260,7 +279,7 @@ async fn an_interrupted_backfill_continues_from_its_last_acknowledged_line() {
         (Phase::Completed, 2_000)
     );
     assert_eq!(
-        s.standin.bulk.operations_started(),
+        s.standin.state.bulk.operations_started(),
         1,
         "the same bulk operation was continued"
     );

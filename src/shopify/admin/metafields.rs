@@ -2,6 +2,13 @@
 //! [`MAX_METAFIELDS_PER_CALL`] inputs, atomic: when any input is refused nothing is written) and
 //! `metafieldDefinitionCreate` for the three definitions, admin-filterable so merchants can build Shopify customer
 //! segments on them (`loyalnest.rfm_segment = champions`), used in Shopify Email, discounts and Flow.
+//!
+//! Each customer's write also sets `loyalnest.rfm_version`, the state version it came from, guarded by
+//! `compareDigest` (compare-and-set, Shopify API 2024-07 and later): the write only lands if the version metafield
+//! still holds the value whose digest the writer last saw (or, with a null digest, does not exist yet); otherwise
+//! Shopify refuses the customer's inputs with `STALE_OBJECT` and writes nothing of the call. The version is in a
+//! value of its own because the three visible values can repeat across versions, and a digest of a repeated value
+//! could not tell an older state from a newer one.
 
 use serde_json::{json, Value};
 
@@ -11,13 +18,17 @@ pub const NAMESPACE: &str = "loyalnest";
 pub const SEGMENT_KEY: &str = "rfm_segment";
 pub const SCORE_KEY: &str = "rfm_score";
 pub const STAGE_KEY: &str = "rfm_stage";
-/// Metafields written per customer, so customers per call is `MAX_METAFIELDS_PER_CALL / FIELDS_PER_CUSTOMER` (8).
-pub const FIELDS_PER_CUSTOMER: usize = 3;
+/// The state version the other three came from; the compare-and-set guard of a customer's write.
+pub const VERSION_KEY: &str = "rfm_version";
+/// Metafields written per customer, so customers per call is `MAX_METAFIELDS_PER_CALL / FIELDS_PER_CUSTOMER` (6).
+pub const FIELDS_PER_CUSTOMER: usize = 4;
+/// Shopify's user error code for a `compareDigest` that no longer matches.
+pub const STALE_OBJECT: &str = "STALE_OBJECT";
 pub const CUSTOMERS_PER_CALL: usize = MAX_METAFIELDS_PER_CALL / FIELDS_PER_CUSTOMER;
 
 pub const METAFIELDS_SET: &str = "mutation LoyalNestRfmSet($metafields: [MetafieldsSetInput!]!) {
   metafieldsSet(metafields: $metafields) {
-    metafields { key namespace }
+    metafields { key namespace compareDigest owner { ... on Customer { id } } }
     userErrors { field message code elementIndex }
   }
 }";
@@ -34,7 +45,7 @@ pub const DEFINITION_CREATE: &str =
 pub const CUSTOMER_METAFIELDS: &str = "query LoyalNestCustomer($id: ID!) {
   customer(id: $id) {
     id
-    metafields(first: 10, namespace: \"loyalnest\") { nodes { namespace key type value } }
+    metafields(first: 10, namespace: \"loyalnest\") { nodes { namespace key type value compareDigest } }
   }
 }";
 
@@ -46,6 +57,9 @@ pub struct CustomerFields {
     /// One decimal, as the engine publishes it.
     pub score: f64,
     pub stage: String,
+    pub version: u32,
+    /// The `compareDigest` of the `rfm_version` value this write replaces; `None`: the metafield must not exist yet.
+    pub replaces: Option<String>,
 }
 
 pub fn customer_gid(customer_id: u64) -> String {
@@ -53,20 +67,23 @@ pub fn customer_gid(customer_id: u64) -> String {
 }
 
 /// The `metafields` variable for `customers` (at most [`CUSTOMERS_PER_CALL`] of them), in input order: customer
-/// `i`'s fields are inputs `3i..3i+3`.
+/// `i`'s fields are inputs `4i..4i+4`, the guarded version last.
 pub fn set_inputs(customers: &[CustomerFields]) -> Value {
     let inputs: Vec<Value> = customers
         .iter()
         .flat_map(|c| {
             let owner = customer_gid(c.customer_id);
-            [
-                (SEGMENT_KEY, "single_line_text_field", c.segment.clone()),
-                (SCORE_KEY, "number_decimal", format!("{:.1}", c.score)),
-                (STAGE_KEY, "single_line_text_field", c.stage.clone()),
-            ]
-            .map(|(key, kind, value)| {
+            let input = |key: &str, kind: &str, value: String| {
                 json!({ "ownerId": owner, "namespace": NAMESPACE, "key": key, "type": kind, "value": value })
-            })
+            };
+            let mut version = input(VERSION_KEY, "number_integer", c.version.to_string());
+            version["compareDigest"] = c.replaces.clone().map_or(Value::Null, Value::String);
+            [
+                input(SEGMENT_KEY, "single_line_text_field", c.segment.clone()),
+                input(SCORE_KEY, "number_decimal", format!("{:.1}", c.score)),
+                input(STAGE_KEY, "single_line_text_field", c.stage.clone()),
+                version,
+            ]
         })
         .collect();
     json!({ "metafields": inputs })
@@ -75,10 +92,15 @@ pub fn set_inputs(customers: &[CustomerFields]) -> Value {
 /// What Shopify said about a `metafieldsSet` call of `customers` customers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetResult {
-    /// Every input was written.
-    Written,
-    /// Nothing was written; these customers' inputs were refused, with Shopify's message (the others may go again).
-    Refused(Vec<(usize, String)>),
+    /// Every input was written; the new `compareDigest` of each customer's `rfm_version`, by customer id (a
+    /// customer Shopify's reply leaves out has none).
+    Written(Vec<(u64, String)>),
+    /// Nothing was written. `refused`: customers whose inputs Shopify refused, with its message; `stale`: customers
+    /// whose version changed since the digest was read (`STALE_OBJECT`). The others may go again.
+    Refused {
+        refused: Vec<(usize, String)>,
+        stale: Vec<usize>,
+    },
     /// Nothing was written and the refusal names no input: the caller isolates by sending customers alone.
     RefusedUnplaced(String),
 }
@@ -97,9 +119,9 @@ pub fn set_result(data: &Value, errors: &[Value], customers: usize) -> SetResult
         return SetResult::RefusedUnplaced("the reply has no metafieldsSet payload".into());
     }
     if user_errors.is_empty() {
-        return SetResult::Written;
+        return SetResult::Written(version_digests(data));
     }
-    let mut refused: Vec<(usize, String)> = Vec::new();
+    let (mut refused, mut stale): (Vec<(usize, String)>, Vec<usize>) = (Vec::new(), Vec::new());
     for error in user_errors {
         let Some(customer) = input_index(error).map(|i| i / FIELDS_PER_CUSTOMER) else {
             return SetResult::RefusedUnplaced(message_of(error));
@@ -107,11 +129,48 @@ pub fn set_result(data: &Value, errors: &[Value], customers: usize) -> SetResult
         if customer >= customers {
             return SetResult::RefusedUnplaced(message_of(error));
         }
-        if !refused.iter().any(|(c, _)| *c == customer) {
+        if error.get("code").and_then(Value::as_str) == Some(STALE_OBJECT) {
+            stale.push(customer);
+        } else if !refused.iter().any(|(c, _)| *c == customer) {
             refused.push((customer, message_of(error)));
         }
     }
-    SetResult::Refused(refused)
+    // A customer refused for good is not also retried as stale.
+    stale.retain(|c| !refused.iter().any(|(r, _)| r == c));
+    stale.dedup();
+    SetResult::Refused { refused, stale }
+}
+
+/// The `compareDigest` of each written `rfm_version`, by owner.
+fn version_digests(data: &Value) -> Vec<(u64, String)> {
+    let written = data
+        .pointer("/metafieldsSet/metafields")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    written
+        .iter()
+        .filter(|m| m.get("key").and_then(Value::as_str) == Some(VERSION_KEY))
+        .filter_map(|m| {
+            let owner = m.pointer("/owner/id")?.as_str()?;
+            let id = owner
+                .strip_prefix("gid://shopify/Customer/")?
+                .parse()
+                .ok()?;
+            Some((id, m.get("compareDigest")?.as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// From a [`CUSTOMER_METAFIELDS`] reply: the customer's stored version and its `compareDigest`; `None` when it
+/// has no version metafield (or the reply is not a customer's).
+pub fn stored_version(data: &Value) -> Option<(u32, String)> {
+    let nodes = data.pointer("/customer/metafields/nodes")?.as_array()?;
+    let node = nodes
+        .iter()
+        .find(|n| n.get("key").and_then(Value::as_str) == Some(VERSION_KEY))?;
+    let version = node.get("value")?.as_str()?.parse().ok()?;
+    Some((version, node.get("compareDigest")?.as_str()?.to_owned()))
 }
 
 /// The input a user error is about: `elementIndex`, else the index in `field` (`["metafields", "4", "value"]`).
@@ -193,20 +252,34 @@ mod tests {
             segment: "champions".into(),
             score: 4.06,
             stage: "active".into(),
+            version: 7,
+            replaces: (id % 2 == 1).then(|| "d6".to_owned()),
         }
     }
 
     #[test]
-    fn eight_customers_fill_one_call_of_at_most_twenty_five() {
+    fn six_customers_fill_one_call_of_at_most_twenty_five() {
         let customers: Vec<_> = (0..CUSTOMERS_PER_CALL as u64).map(ana).collect();
         let inputs = set_inputs(&customers);
         let inputs = inputs["metafields"].as_array().unwrap();
-        assert_eq!(CUSTOMERS_PER_CALL, 8);
+        assert_eq!(CUSTOMERS_PER_CALL, 6);
         assert_eq!(inputs.len(), 24);
         assert!(inputs.len() <= MAX_METAFIELDS_PER_CALL);
-        assert_eq!(inputs[4]["ownerId"], "gid://shopify/Customer/1");
-        assert_eq!(inputs[4]["value"], "4.1");
-        assert_eq!(inputs[4]["type"], "number_decimal");
+        assert_eq!(inputs[5]["ownerId"], "gid://shopify/Customer/1");
+        assert_eq!(inputs[5]["value"], "4.1");
+        assert_eq!(inputs[5]["type"], "number_decimal");
+        assert_eq!(
+            (&inputs[3]["key"], &inputs[3]["value"]),
+            (&json!("rfm_version"), &json!("7"))
+        );
+        assert_eq!(
+            inputs[3]["compareDigest"],
+            Value::Null,
+            "present and null: must not exist yet"
+        );
+        assert!(inputs[3].as_object().unwrap().contains_key("compareDigest"));
+        assert_eq!(inputs[7]["compareDigest"], "d6");
+        assert!(!inputs[4].as_object().unwrap().contains_key("compareDigest"));
     }
 
     #[test]
@@ -214,14 +287,25 @@ mod tests {
         let data = json!({"metafieldsSet": {"metafields": null, "userErrors": [
             {"field": ["metafields", "4", "value"], "message": "bad", "code": "INVALID_VALUE", "elementIndex": null},
             {"field": ["metafields", "5", "value"], "message": "bad", "code": "INVALID_VALUE"},
-            {"field": ["metafields"], "message": "x", "elementIndex": 6},
+            {"field": ["metafields"], "message": "x", "elementIndex": 8},
+            {"field": ["metafields", "3", "compareDigest"], "message": "stale", "code": "STALE_OBJECT", "elementIndex": 3},
+            {"field": ["metafields", "11", "compareDigest"], "message": "stale", "code": "STALE_OBJECT", "elementIndex": 11},
         ]}});
         assert_eq!(
             set_result(&data, &[], 3),
-            SetResult::Refused(vec![(1, "INVALID_VALUE: bad".into()), (2, "x".into())])
+            SetResult::Refused {
+                refused: vec![(1, "INVALID_VALUE: bad".into()), (2, "x".into())],
+                stale: vec![0],
+            }
         );
-        let ok = json!({"metafieldsSet": {"metafields": [], "userErrors": []}});
-        assert_eq!(set_result(&ok, &[], 3), SetResult::Written);
+        let ok = json!({"metafieldsSet": {"metafields": [
+            {"key": "rfm_segment", "namespace": "loyalnest", "compareDigest": "s", "owner": {"id": "gid://shopify/Customer/4"}},
+            {"key": "rfm_version", "namespace": "loyalnest", "compareDigest": "v", "owner": {"id": "gid://shopify/Customer/4"}},
+        ], "userErrors": []}});
+        assert_eq!(
+            set_result(&ok, &[], 1),
+            SetResult::Written(vec![(4, "v".into())])
+        );
         let vague = json!({"metafieldsSet": {"userErrors": [{"field": null, "message": "no"}]}});
         assert!(matches!(
             set_result(&vague, &[], 3),

@@ -3,6 +3,11 @@
 //! each refusal names its input by `elementIndex`), `metafieldDefinitionCreate` (`TAKEN` when the definition
 //! exists), and the read-back `customer(id:) { metafields }`. Every accepted write of a customer is also kept in
 //! order, so a test can check that no older state was written after a newer one.
+//!
+//! `compareDigest`, as Shopify documents it: an input that carries one is only written if the stored value's
+//! digest equals it, one that carries it as null only if the metafield does not exist; otherwise the call fails
+//! with a `STALE_OBJECT` user error on that input. The digest is a SHA-256 of the stored value (Shopify's is
+//! opaque; the client only ever compares what it was given).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,6 +18,14 @@ use serde_json::{json, Value};
 pub struct Stored {
     pub kind: String,
     pub value: String,
+}
+
+impl Stored {
+    /// The value's `compareDigest`.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.value.as_bytes()))
+    }
 }
 
 /// A shop's metafields and definitions.
@@ -108,11 +121,40 @@ fn validate(
             "Value is invalid for its type",
         ));
     }
+    check_digest(shop, customer, namespace, key, index, input)?;
     let stored = Stored {
         kind: kind.to_owned(),
         value: value.to_owned(),
     };
     Ok((customer, namespace.to_owned(), key.to_owned(), stored))
+}
+
+/// An input's `compareDigest`, if it carries one: the stored value's digest, or null for "does not exist yet".
+fn check_digest(
+    shop: &ShopMetafields,
+    customer: u64,
+    namespace: &str,
+    key: &str,
+    index: usize,
+    input: &Value,
+) -> Result<(), Value> {
+    let Some(expected) = input.get("compareDigest") else {
+        return Ok(());
+    };
+    let current = shop
+        .customers
+        .get(&customer)
+        .and_then(|fields| fields.get(&(namespace.to_owned(), key.to_owned())))
+        .map(Stored::digest);
+    if current.as_deref() == expected.as_str() {
+        return Ok(());
+    }
+    Err(user_error(
+        index,
+        "compareDigest",
+        "STALE_OBJECT",
+        "The metafield has been modified since it was loaded.",
+    ))
 }
 
 /// `metafieldsSet(metafields:)`: the whole `{"data": …}` or `{"errors": …}` body, without extensions.
@@ -146,7 +188,10 @@ pub fn metafields_set(
     let mut written = Vec::new();
     let mut calls: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
     for (customer, namespace, key, stored) in valid {
-        written.push(json!({ "namespace": namespace, "key": key }));
+        written.push(
+            json!({ "namespace": namespace, "key": key, "compareDigest": stored.digest(),
+                             "owner": { "id": format!("gid://shopify/Customer/{customer}") } }),
+        );
         calls
             .entry(customer)
             .or_default()
@@ -222,7 +267,8 @@ pub fn customer(shop: &ShopMetafields, variables: &Value) -> Value {
         .into_iter()
         .flatten()
         .map(|((namespace, key), stored)| {
-            json!({ "namespace": namespace, "key": key, "type": stored.kind, "value": stored.value })
+            json!({ "namespace": namespace, "key": key, "type": stored.kind, "value": stored.value,
+                    "compareDigest": stored.digest() })
         })
         .collect();
     json!({ "data": { "customer": { "id": gid, "metafields": { "nodes": nodes } } } })
@@ -231,15 +277,56 @@ pub fn customer(shop: &ShopMetafields, variables: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shopify::admin::metafields::{set_inputs, set_result, CustomerFields, SetResult};
+    use crate::shopify::admin::metafields::{
+        set_inputs, set_result, stored_version, CustomerFields, SetResult,
+    };
 
     fn fields(id: u64, segment: &str) -> CustomerFields {
+        versioned(id, segment, 1, None)
+    }
+
+    fn versioned(id: u64, segment: &str, version: u32, replaces: Option<&str>) -> CustomerFields {
         CustomerFields {
             customer_id: id,
             segment: segment.into(),
             score: 3.0,
             stage: "active".into(),
+            version,
+            replaces: replaces.map(str::to_owned),
         }
+    }
+
+    /// Writes one customer's version; what `set_result` makes of the reply.
+    fn write(shop: &mut ShopMetafields, version: u32, replaces: Option<&str>) -> SetResult {
+        let inputs = set_inputs(&[versioned(5, "loyal", version, replaces)]);
+        let reply = metafields_set(shop, &HashSet::new(), &inputs);
+        set_result(&reply["data"], &[], 1)
+    }
+
+    #[test]
+    fn compare_digest_lets_only_the_writer_that_saw_the_stored_version_through() {
+        let mut shop = ShopMetafields::default();
+        let SetResult::Written(first) = write(&mut shop, 1, None) else {
+            panic!("a null digest writes a metafield that does not exist yet")
+        };
+        let d1 = first[0].1.clone();
+        let stale = SetResult::Refused {
+            refused: vec![],
+            stale: vec![0],
+        };
+        assert_eq!(write(&mut shop, 2, None), stale, "it exists now");
+        let SetResult::Written(second) = write(&mut shop, 3, Some(&d1)) else {
+            panic!("the digest of the stored value writes")
+        };
+        assert_ne!(second[0].1, d1);
+        // The race: a writer that read version 1 sends version 2 after version 3 landed.
+        assert_eq!(write(&mut shop, 2, Some(&d1)), stale);
+        let read = customer(&shop, &json!({"id": "gid://shopify/Customer/5"}));
+        assert_eq!(
+            stored_version(&read["data"]),
+            Some((3, second[0].1.clone()))
+        );
+        assert_eq!(shop.history[&5].len(), 2, "the refused calls wrote nothing");
     }
 
     #[test]
@@ -250,18 +337,24 @@ mod tests {
         let reply = metafields_set(&mut shop, &refused, &inputs);
         assert_eq!(
             set_result(&reply["data"], &[], 2),
-            SetResult::Refused(vec![(1, "INVALID: Owner does not exist.".into())])
+            SetResult::Refused {
+                refused: vec![(1, "INVALID: Owner does not exist.".into())],
+                stale: vec![],
+            }
         );
         assert!(shop.customers.is_empty(), "atomic");
         let ok = metafields_set(&mut shop, &refused, &set_inputs(&[fields(1, "champions")]));
-        assert_eq!(set_result(&ok["data"], &[], 1), SetResult::Written);
+        assert!(matches!(
+            set_result(&ok["data"], &[], 1),
+            SetResult::Written(digests) if digests.len() == 1
+        ));
         let read = customer(&shop, &json!({"id": "gid://shopify/Customer/1"}));
         assert_eq!(
             read["data"]["customer"]["metafields"]["nodes"]
                 .as_array()
                 .unwrap()
                 .len(),
-            3
+            4
         );
         assert_eq!(shop.history[&1].len(), 1);
     }
@@ -269,7 +362,7 @@ mod tests {
     #[test]
     fn more_than_twenty_five_inputs_are_an_error() {
         let mut shop = ShopMetafields::default();
-        let many: Vec<_> = (0..9).map(|i| fields(i, "x")).collect();
+        let many: Vec<_> = (0..7).map(|i| fields(i, "x")).collect();
         let reply = metafields_set(&mut shop, &HashSet::new(), &set_inputs(&many));
         assert_eq!(
             reply["errors"][0]["extensions"]["code"],

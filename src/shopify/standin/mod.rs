@@ -1,15 +1,17 @@
 //! A local stand-in of Shopify's Admin API, for tests, benchmarks and the embedded demo (Shopify cannot be reached
-//! from where they run). It answers what our client sends with Shopify's documented shapes: token exchange, the
-//! GraphQL endpoint with `metafieldsSet`, `metafieldDefinitionCreate` and a customer's metafields, every reply with
-//! its cost extension, and a per-shop leaky bucket that refuses (`THROTTLED`) what it cannot cover. Options inject
-//! faults (every Nth call a 502, customers whose writes are refused) so retries and dead-letters are exercised.
+//! from where they run). One server, one state: it answers what our client sends with Shopify's documented shapes
+//! (token exchange; the GraphQL endpoint with `metafieldsSet` and its `compareDigest` check,
+//! `metafieldDefinitionCreate`, a customer's metafields, and the bulk operations over a generated shop's orders with
+//! their JSONL results), every GraphQL reply with its cost extension, every call of a shop charged to the shop's one
+//! leaky bucket, which refuses (`THROTTLED`) what it cannot cover. Options inject faults (every Nth call a 502,
+//! customers whose writes are refused) so retries and dead-letters are exercised.
 //!
-//! The shop of a GraphQL call is the one its access token was issued to, so one stand-in serves every shop at one
-//! address (`SHOPIFY_ADMIN_URL=http://127.0.0.1:PORT`). Where the stand-in and Shopify's documentation differ, the
-//! stand-in is wrong.
+//! Every GraphQL call must carry an access token the stand-in knows: one it issued by token exchange, or one the
+//! test, demo or benchmark registered for a shop (`register_token`). The shop of a call is the one its token
+//! belongs to, so one stand-in serves every shop at one address (`SHOPIFY_ADMIN_URL=http://127.0.0.1:PORT`). Where
+//! the stand-in and Shopify's documentation differ, the stand-in is wrong.
 
 pub mod bulk;
-pub mod bulk_server;
 pub mod metafields;
 pub mod server;
 pub mod shop_data;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::shopify::admin::throttle::ThrottlePlan;
 
-pub use bulk_server::StandIn;
+pub use server::{start, Standin};
 
 /// How the stand-in behaves.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct StandinOptions {
     pub fail_every: u64,
     /// Customers whose metafield writes are refused with a user error, for good.
     pub refuse_customers: HashSet<u64>,
+    /// Status queries of a running bulk operation before it completes.
+    pub bulk_polls: u32,
 }
 
 impl StandinOptions {
@@ -45,6 +49,7 @@ impl StandinOptions {
             client_secret: client_secret.to_owned(),
             fail_every: 0,
             refuse_customers: HashSet::new(),
+            bulk_polls: 1,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct StandinState {
     tokens: Mutex<HashMap<String, String>>,
     buckets: Mutex<HashMap<String, throttle::Bucket>>,
     shops: Mutex<HashMap<String, metafields::ShopMetafields>>,
+    /// Generated shops' orders and the bulk operations over them.
+    pub bulk: bulk::BulkState,
     pub counters: Counters,
 }
 
@@ -75,6 +82,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StandinState {
     pub fn new(options: StandinOptions) -> Arc<Self> {
         Arc::new(StandinState {
+            bulk: bulk::BulkState::new(options.bulk_polls),
             options,
             tokens: Mutex::default(),
             buckets: Mutex::default(),
@@ -88,6 +96,12 @@ impl StandinState {
         let token = format!("shpat_{}", uuid::Uuid::new_v4().simple());
         lock(&self.tokens).insert(token.clone(), shop.to_owned());
         token
+    }
+
+    /// Makes `token` an access token of `shop`, as if the shop had installed the app and the caller held the
+    /// offline token it got: for tests, the demo and benchmarks that do not go through token exchange.
+    pub fn register_token(&self, shop: &str, token: &str) {
+        lock(&self.tokens).insert(token.to_owned(), shop.to_owned());
     }
 
     pub fn shop_of_token(&self, token: &str) -> Option<String> {

@@ -80,6 +80,10 @@ async fn a_killed_sync_worker_loses_no_write_and_writes_nothing_stale() {
             versions.windows(2).all(|w| w[0] <= w[1]),
             "customer {customer} went back: {versions:?}"
         );
+        let version = standin
+            .state
+            .metafield(shop.as_str(), customer, "loyalnest", "rfm_version");
+        assert_eq!(version, Some((ROUNDS * PER_ROUND).to_string()));
     }
     let counters = &standin.state.counters;
     assert!(

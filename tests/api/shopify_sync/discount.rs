@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use loyalnest_rfm::shopify::standin::server::Standin;
+use loyalnest_rfm::shopify::standin::Standin;
 use serde_json::json;
 use streams::MerchantId;
 

@@ -117,6 +117,11 @@ async fn a_segment_change_reaches_the_customers_metafield_until_the_app_is_unins
         field(&nodes, "rfm_stage"),
         latest.value["lifecycle_stage"].as_str()
     );
+    assert_eq!(
+        field(&nodes, "rfm_version"),
+        Some(latest.value["version"].to_string().as_str()),
+        "the version metafield guards the write"
+    );
     let score = latest.value["score"]["score"].as_f64().expect("score");
     assert_eq!(
         field(&nodes, "rfm_score"),

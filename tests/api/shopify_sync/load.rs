@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use loyalnest_rfm::shopify::admin::metafields::CUSTOMERS_PER_CALL;
 use loyalnest_rfm::shopify::admin::throttle::ThrottlePlan;
 
 use super::{
@@ -82,8 +83,8 @@ async fn a_hundred_thousand_changes_are_all_written_never_over_the_bucket_and_th
         "peak use {peak} within the bucket of {maximum}"
     );
     assert!(
-        calls >= CUSTOMERS / 8,
-        "at most 8 customers per call: {calls} calls"
+        calls >= CUSTOMERS / CUSTOMERS_PER_CALL as u64,
+        "at most {CUSTOMERS_PER_CALL} customers per call: {calls} calls"
     );
     for customer in 1..=CUSTOMERS {
         let versions = written_versions(&standin, &shop, customer);
@@ -100,6 +101,14 @@ async fn a_hundred_thousand_changes_are_all_written_never_over_the_bucket_and_th
             .state
             .metafield(shop.as_str(), customer, "loyalnest", "rfm_score");
         assert_eq!(score.as_deref(), Some("2.0"));
+        let version = standin
+            .state
+            .metafield(shop.as_str(), customer, "loyalnest", "rfm_version");
+        assert_eq!(
+            version,
+            Some((ROUNDS * PER_ROUND).to_string()),
+            "the compare-and-set guard holds the version written"
+        );
     }
     // Coalescing: far fewer customer writes than records.
     let writes: usize = (1..=CUSTOMERS)

@@ -6,12 +6,13 @@ mod crash;
 mod discount;
 mod flow;
 mod load;
+mod race;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use loyalnest_rfm::shopify::standin::server::{self, Standin};
 use loyalnest_rfm::shopify::standin::StandinOptions;
+use loyalnest_rfm::shopify::standin::{self as server, Standin};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
