@@ -97,6 +97,8 @@ pub struct Settings {
     pub backfill_poll_interval: Duration,
     /// JSONL lines per acknowledged batch and progress checkpoint of a backfill (`BACKFILL_BATCH_LINES`).
     pub backfill_batch_lines: usize,
+    /// How long an instance's claim on a shop's backfill holds without renewal (`BACKFILL_LEASE_MS`).
+    pub backfill_lease: Duration,
 }
 
 /// `SHUTDOWN_GRACE_SECS` and `SHUTDOWN_DELAY_MS` (the stop sequence is described in `runtime`).
@@ -286,6 +288,9 @@ impl Settings {
                 parse_or::<u64>(&get, "BACKFILL_POLL_MS", "2000")?.max(10),
             ),
             backfill_batch_lines: parse_or::<usize>(&get, "BACKFILL_BATCH_LINES", "2000")?.max(1),
+            backfill_lease: Duration::from_millis(
+                parse_or::<u64>(&get, "BACKFILL_LEASE_MS", "30000")?.max(300),
+            ),
         })
     }
 
@@ -467,8 +472,12 @@ mod tests {
     fn shopify_admin_and_backfill_settings() {
         let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
         assert_eq!(
-            (s.backfill_poll_interval, s.backfill_batch_lines),
-            (Duration::from_secs(2), 2000)
+            (
+                s.backfill_poll_interval,
+                s.backfill_batch_lines,
+                s.backfill_lease
+            ),
+            (Duration::from_secs(2), 2000, Duration::from_secs(30))
         );
         let s = settings(&[
             ("SHOPIFY_API_SECRET", "s"),

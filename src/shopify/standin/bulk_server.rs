@@ -95,7 +95,8 @@ async fn graphql(
     )
 }
 
-async fn result(path: web::Path<String>, state: web::Data<BulkState>) -> HttpResponse {
+/// A bulk operation's JSONL result (also served by `server` when it carries bulk shops).
+pub(super) async fn result(path: web::Path<String>, state: web::Data<BulkState>) -> HttpResponse {
     let id = path
         .strip_suffix(".jsonl")
         .and_then(|id| id.parse::<u64>().ok());

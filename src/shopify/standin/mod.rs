@@ -35,6 +35,9 @@ pub struct StandinOptions {
     pub fail_every: u64,
     /// Customers whose metafield writes are refused with a user error, for good.
     pub refuse_customers: HashSet<u64>,
+    /// Generated shops whose bulk operations this stand-in also serves (charged to the same bucket), so one
+    /// address answers an install and the backfill it starts.
+    pub bulk: Option<std::sync::Arc<bulk::BulkState>>,
 }
 
 impl StandinOptions {
@@ -45,6 +48,7 @@ impl StandinOptions {
             client_secret: client_secret.to_owned(),
             fail_every: 0,
             refuse_customers: HashSet::new(),
+            bulk: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The stand-in's HTTP side: `POST /admin/oauth/access_token` (token exchange) and
 //! `POST /admin/api/{version}/graphql.json`, which authenticates the access token, charges the shop's bucket, and
-//! dispatches by operation. Bulk operations (`bulkOperationRunQuery`, `currentBulkOperation`) belong to `bulk`
-//! (helper shopify-history), which shares the bucket; this branch answers them with a GraphQL error.
+//! dispatches by operation. Bulk operations (`bulkOperationRunQuery`, `currentBulkOperation`, `node` of a
+//! `BulkOperation`) are answered by `bulk` when the options carry generated shops (`StandinOptions::bulk`, their
+//! results at `GET /standin/bulk/{id}.jsonl`), charged to the same bucket; otherwise with a GraphQL error.
 
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
@@ -24,11 +25,22 @@ pub struct Standin {
 pub fn start(options: StandinOptions, addr: &str) -> std::io::Result<Standin> {
     let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr()?.port();
+    let bulk = options.bulk.clone();
+    if let Some(bulk) = &bulk {
+        *bulk.public_base.lock().unwrap_or_else(|p| p.into_inner()) =
+            format!("http://127.0.0.1:{port}");
+    }
     let state = StandinState::new(options);
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
+        let app = match &bulk {
+            Some(bulk) => App::new().app_data(web::Data::from(bulk.clone())).route(
+                "/standin/bulk/{file}",
+                web::get().to(super::bulk_server::result),
+            ),
+            None => App::new(),
+        };
+        app.app_data(data.clone())
             .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
             .route(
                 "/admin/oauth/access_token",
@@ -58,7 +70,7 @@ enum Operation {
 }
 
 fn operation(query: &str) -> Operation {
-    if query.contains("bulkOperationRunQuery") || query.contains("currentBulkOperation") {
+    if super::bulk::is_bulk(query) {
         Operation::Bulk
     } else if query.contains("metafieldsSet(") {
         Operation::MetafieldsSet
@@ -132,8 +144,11 @@ async fn graphql(
             state.with_shop(&shop, |s| metafields::definition_create(s, &variables))
         }
         Operation::Customer => state.with_shop(&shop, |s| metafields::customer(s, &variables)),
-        Operation::Bulk => json!({ "errors": [{
-            "message": "bulk operations are not served by this stand-in build (standin::bulk)" }] }),
+        Operation::Bulk => match &state.options.bulk {
+            Some(bulk) => super::bulk::handle(bulk, &shop, &request),
+            None => json!({ "errors": [{
+                "message": "bulk operations are served by `shopify-bulk-standin`, not this stand-in" }] }),
+        },
         Operation::Unknown => json!({ "errors": [{
             "message": "this operation is not part of the stand-in",
             "extensions": { "code": "undefinedField" } }] }),
