@@ -183,7 +183,8 @@ impl Backfills {
         let stopped = self.stopped();
         tokio::select! {
             outcome = self.backfill.run(&shop, &token, &|_| {}) => match outcome {
-                Ok(p) => tracing::info!(merchant = %shop, lines = p.lines_done, "backfill finished"),
+                // `Backfill::run` logged the outcome.
+                Ok(_) => {}
                 // Left resumable unless Shopify failed it: the next scan (any instance) tries again.
                 Err(e) => tracing::warn!(merchant = %shop, error = %e, "backfill did not finish"),
             },
