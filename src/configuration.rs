@@ -119,6 +119,8 @@ pub struct SyncSettings {
     pub batch_max: usize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
+    /// The group's session (`SYNC_SESSION_TIMEOUT_MS`): how soon a killed worker's partitions move.
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +277,9 @@ impl Settings {
                 group_id: get("SYNC_GROUP_ID").unwrap_or_else(|| format!("{kafka_group_id}-sync")),
                 batch_max: parse_or::<usize>(&get, "SYNC_BATCH_MAX", "5000")?.max(1),
                 linger: Duration::from_millis(parse_or(&get, "SYNC_LINGER_MS", "200")?),
+                session_timeout: Duration::from_millis(
+                    parse_or::<u64>(&get, "SYNC_SESSION_TIMEOUT_MS", "10000")?.max(1_000),
+                ),
             },
             shutdown: ShutdownSettings {
                 grace: Duration::from_secs(parse_or(&get, "SHUTDOWN_GRACE_SECS", "25")?),
@@ -399,11 +404,13 @@ mod tests {
             (s.sync.group_id.as_str(), s.sync.batch_max),
             ("loyalnest-rfm-sync", 5000)
         );
+        assert_eq!(s.sync.session_timeout, Duration::from_secs(10));
         let plus = settings(&[
             base[0],
             ("SHOPIFY_THROTTLE_PLAN", "plus"),
             ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9"),
             ("SYNC_LINGER_MS", "50"),
+            ("SYNC_SESSION_TIMEOUT_MS", "6000"),
             ("KAFKA_GROUP_ID", "blue"),
         ])
         .unwrap();
@@ -413,6 +420,7 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert_eq!(plus.sync.linger, Duration::from_millis(50));
+        assert_eq!(plus.sync.session_timeout, Duration::from_secs(6));
         assert_eq!(plus.sync.group_id, "blue-sync");
         let odd = settings(&[base[0], ("SHOPIFY_THROTTLE_PLAN", "gold")]).unwrap_err();
         assert_eq!(odd.var, "SHOPIFY_THROTTLE_PLAN");

@@ -493,6 +493,7 @@ pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker
     let topic = &settings.topics.rfm_updated;
     Ok(SyncWorker {
         consumer: crate::sync::consumer(&settings.kafka_brokers, &settings.sync, topic)?,
+        brokers: settings.kafka_brokers.clone(),
         pool: store.pool().clone(),
         keys: settings.keys.clone(),
         admin: admin_client(settings),

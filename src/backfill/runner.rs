@@ -64,12 +64,13 @@ impl Backfills {
         if !self.running.insert(shop.clone()) {
             return Ok(Start::Running);
         }
+        let claimed_at = Instant::now();
         let claimed = match &self.leases {
             Some(leases) => leases.claim_for_start(shop).await,
             None => Ok(true),
         };
         match claimed {
-            Ok(true) if self.spawn(shop.clone(), token) => Ok(Start::Started),
+            Ok(true) if self.spawn(shop.clone(), token, claimed_at) => Ok(Start::Started),
             Ok(true) => {
                 self.let_go(shop).await;
                 Ok(Start::Stopping)
@@ -141,6 +142,7 @@ impl Backfills {
             if !self.running.insert(shop.clone()) {
                 continue;
             }
+            let claimed_at = Instant::now();
             if !leases.claim_unfinished(&shop).await? {
                 // Another instance was quicker.
                 self.running.remove(&shop);
@@ -150,7 +152,7 @@ impl Backfills {
             match crate::shopify::access::offline_token(&leases.pool, keys, &shop).await {
                 Ok(Some(token)) => {
                     tracing::info!(merchant = %shop, "continuing an unfinished backfill");
-                    if !self.spawn(shop.clone(), token) {
+                    if !self.spawn(shop.clone(), token, claimed_at) {
                         self.let_go(&shop).await;
                     }
                 }
@@ -167,7 +169,7 @@ impl Backfills {
     }
 
     /// Runs the backfill as an owned task; false when the instance is stopping (the caller lets the shop go).
-    fn spawn(self: &Arc<Self>, shop: MerchantId, token: String) -> bool {
+    fn spawn(self: &Arc<Self>, shop: MerchantId, token: String, claimed_at: Instant) -> bool {
         let this = self.clone();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Under the lock `shutdown` takes the set with, so no task is spawned into a set nobody joins.
@@ -175,11 +177,11 @@ impl Backfills {
             return false;
         }
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(this.drive(shop, token));
+        tasks.spawn(this.drive(shop, token, claimed_at));
         true
     }
 
-    async fn drive(self: Arc<Self>, shop: MerchantId, token: String) {
+    async fn drive(self: Arc<Self>, shop: MerchantId, token: String, claimed_at: Instant) {
         let stopped = self.stopped();
         tokio::select! {
             outcome = self.backfill.run(&shop, &token, &|_| {}) => match outcome {
@@ -188,7 +190,7 @@ impl Backfills {
                 // Left resumable unless Shopify failed it: the next scan (any instance) tries again.
                 Err(e) => tracing::warn!(merchant = %shop, error = %e, "backfill did not finish"),
             },
-            () = self.hold(&shop) => {
+            () = self.hold(&shop, claimed_at) => {
                 tracing::warn!(merchant = %shop, "backfill lease lost; another instance continues it");
             }
             () = stopped => tracing::info!(merchant = %shop, "backfill paused by the stop"),
@@ -196,24 +198,34 @@ impl Backfills {
         self.let_go(&shop).await;
     }
 
-    /// Renews the shop's lease every third of it; resolves when it is lost.
-    async fn hold(&self, shop: &MerchantId) {
+    /// Renews the shop's lease every third of it; resolves when it is lost or may be.
+    ///
+    /// The holder's own deadline is counted from when its last successful claim or renewal was *sent*, which is
+    /// no later than the `now()` Postgres stamped the lease with: the holder therefore stops before any other
+    /// instance can claim the shop, however slow Postgres answers (a renewal that has not come back by then counts
+    /// as failed).
+    async fn hold(&self, shop: &MerchantId, claimed_at: Instant) {
         let Some(leases) = &self.leases else {
             return std::future::pending().await;
         };
-        let mut renewed = Instant::now();
+        let mut valid_until = claimed_at + leases.ttl;
+        let mut next = claimed_at + leases.ttl / 3;
         loop {
-            tokio::time::sleep(leases.ttl / 3).await;
-            match leases.renew(shop).await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return,
-                // Past a whole lease without renewal another instance may have taken over: stop working.
-                Err(e) if renewed.elapsed() >= leases.ttl => {
-                    tracing::warn!(merchant = %shop, error = %e, "backfill lease not renewed in time");
-                    return;
+            tokio::time::sleep_until(next.into()).await;
+            let sent = Instant::now();
+            match tokio::time::timeout_at(valid_until.into(), leases.renew(shop)).await {
+                Ok(Ok(true)) => {
+                    valid_until = sent + leases.ttl;
+                    next = sent + leases.ttl / 3;
                 }
-                Err(e) => {
-                    tracing::warn!(merchant = %shop, error = %e, "backfill lease renewal failed")
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) if Instant::now() < valid_until => {
+                    tracing::warn!(merchant = %shop, error = %e, "backfill lease renewal failed; retrying");
+                    next = Instant::now() + leases.ttl / 10;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(merchant = %shop, "backfill lease not renewed in time");
+                    return;
                 }
             }
         }

@@ -56,7 +56,8 @@ fn instance(s: &Setup) -> Binary {
     let mut binary = Binary::new("ingress", &s.h.prefix, &s.h.db_url, &s.standin.address);
     binary.env.extend([
         ("BACKFILL_BATCH_LINES", BATCH.to_string()),
-        ("BACKFILL_LEASE_MS", "2000".to_owned()),
+        // Short enough for a quick take-over, long enough for renewals on a loaded Postgres.
+        ("BACKFILL_LEASE_MS", "8000".to_owned()),
         ("BACKFILL_POLL_MS", "50".to_owned()),
     ]);
     binary
