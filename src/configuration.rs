@@ -102,6 +102,8 @@ pub struct Settings {
     pub backfill_poll_interval: Duration,
     /// JSONL lines per acknowledged batch and progress checkpoint of a backfill (`BACKFILL_BATCH_LINES`).
     pub backfill_batch_lines: usize,
+    /// How long an instance's claim on a shop's backfill holds without renewal (`BACKFILL_LEASE_MS`).
+    pub backfill_lease: Duration,
 }
 
 /// `SHUTDOWN_GRACE_SECS` and `SHUTDOWN_DELAY_MS` (the stop sequence is described in `runtime`).
@@ -122,6 +124,8 @@ pub struct SyncSettings {
     pub batch_max: usize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
+    /// The group's session (`SYNC_SESSION_TIMEOUT_MS`): how soon a killed worker's partitions move.
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +288,9 @@ impl Settings {
                 group_id: get("SYNC_GROUP_ID").unwrap_or_else(|| format!("{kafka_group_id}-sync")),
                 batch_max: parse_or::<usize>(&get, "SYNC_BATCH_MAX", "5000")?.max(1),
                 linger: Duration::from_millis(parse_or(&get, "SYNC_LINGER_MS", "200")?),
+                session_timeout: Duration::from_millis(
+                    parse_or::<u64>(&get, "SYNC_SESSION_TIMEOUT_MS", "10000")?.max(1_000),
+                ),
             },
             shutdown: ShutdownSettings {
                 grace: Duration::from_secs(parse_or(&get, "SHUTDOWN_GRACE_SECS", "25")?),
@@ -297,6 +304,9 @@ impl Settings {
                 parse_or::<u64>(&get, "BACKFILL_POLL_MS", "2000")?.max(10),
             ),
             backfill_batch_lines: parse_or::<usize>(&get, "BACKFILL_BATCH_LINES", "2000")?.max(1),
+            backfill_lease: Duration::from_millis(
+                parse_or::<u64>(&get, "BACKFILL_LEASE_MS", "30000")?.max(300),
+            ),
         })
     }
 
@@ -405,11 +415,13 @@ mod tests {
             (s.sync.group_id.as_str(), s.sync.batch_max),
             ("loyalnest-rfm-sync", 5000)
         );
+        assert_eq!(s.sync.session_timeout, Duration::from_secs(10));
         let plus = settings(&[
             base[0],
             ("SHOPIFY_THROTTLE_PLAN", "plus"),
             ("SHOPIFY_ADMIN_URL", "http://127.0.0.1:9"),
             ("SYNC_LINGER_MS", "50"),
+            ("SYNC_SESSION_TIMEOUT_MS", "6000"),
             ("KAFKA_GROUP_ID", "blue"),
         ])
         .unwrap();
@@ -419,6 +431,7 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert_eq!(plus.sync.linger, Duration::from_millis(50));
+        assert_eq!(plus.sync.session_timeout, Duration::from_secs(6));
         assert_eq!(plus.sync.group_id, "blue-sync");
         let odd = settings(&[base[0], ("SHOPIFY_THROTTLE_PLAN", "gold")]).unwrap_err();
         assert_eq!(odd.var, "SHOPIFY_THROTTLE_PLAN");
@@ -478,8 +491,12 @@ mod tests {
     fn shopify_admin_and_backfill_settings() {
         let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
         assert_eq!(
-            (s.backfill_poll_interval, s.backfill_batch_lines),
-            (Duration::from_secs(2), 2000)
+            (
+                s.backfill_poll_interval,
+                s.backfill_batch_lines,
+                s.backfill_lease
+            ),
+            (Duration::from_secs(2), 2000, Duration::from_secs(30))
         );
         let s = settings(&[
             ("SHOPIFY_API_SECRET", "s"),

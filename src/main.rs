@@ -292,6 +292,7 @@ async fn run_all(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Read
                 tracing::error!(error = %e, "the Shopify write-back worker stopped");
             }
         }
+        engine.backfills.shutdown().await;
         engine.server.stop(true).await;
         outcome?.context("processor failed")
     };
@@ -339,10 +340,13 @@ async fn run_processor(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work
 fn run_ingress(settings: &Settings, stop: &Stop) -> anyhow::Result<(Work, Readiness)> {
     let app = Application::build(settings).context("starting the HTTP server")?;
     tracing::info!(port = app.port(), brokers = %settings.kafka_brokers, "ingress listening");
-    let (readiness, server) = (app.readiness(), app.handle());
+    let (readiness, server, backfills) = (app.readiness(), app.handle(), app.backfills());
     let stopping = stop.stopping();
     tokio::spawn(async move {
         stopping.await;
+        // Backfills pause at their last acknowledged batch and give their leases up for the next instance; the
+        // server (and so `work`) ends only after they were joined.
+        backfills.shutdown().await;
         server.stop(true).await;
     });
     let work = async move { app.run_until_stopped().await.context("HTTP server failed") };

@@ -58,6 +58,7 @@ pub struct Application {
     port: u16,
     server: Server,
     readiness: Readiness,
+    backfills: Arc<crate::backfill::Backfills>,
 }
 
 impl Application {
@@ -129,13 +130,18 @@ impl Application {
             ingress.sink.clone(),
             store.as_ref(),
         ));
+        let leases = store.as_ref().map(|s| {
+            crate::backfill::lease::Leases::new(s.pool().clone(), settings.backfill_lease)
+        });
+        let backfills = crate::backfill::Backfills::new(history.backfill.clone(), leases);
+        backfills.resume_unfinished();
         let install = web::Data::new(crate::routes::shop_install::InstallState {
             admin: admin_client(settings),
             pool: store.as_ref().map(|s| s.pool().clone()),
             keys: settings.keys.clone(),
             client_id: settings.shopify_api_key.clone(),
             client_secret: String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned(),
-            backfill: Some(history.backfill.clone()),
+            backfill: Some(backfills.clone()),
         });
         let reads = web::Data::new(api::ReadState {
             verifier: Verifier {
@@ -230,6 +236,7 @@ impl Application {
             port,
             server,
             readiness,
+            backfills,
         })
     }
 
@@ -240,6 +247,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The history backfills this instance runs; a stop must `shutdown` them (they are joined, not abandoned).
+    pub fn backfills(&self) -> Arc<crate::backfill::Backfills> {
+        self.backfills.clone()
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -483,6 +495,7 @@ pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker
     let topic = &settings.topics.rfm_updated;
     Ok(SyncWorker {
         consumer: crate::sync::consumer(&settings.kafka_brokers, &settings.sync, topic)?,
+        brokers: settings.kafka_brokers.clone(),
         pool: store.pool().clone(),
         keys: settings.keys.clone(),
         admin: admin_client(settings),
@@ -502,6 +515,8 @@ pub struct Engine {
     pub server: ServerHandle,
     /// What `/ready` checks: the ingress's conditions and the processor's.
     pub readiness: Readiness,
+    /// The history backfills this instance runs (see `Application::backfills`).
+    pub backfills: Arc<crate::backfill::Backfills>,
     /// Resolves when the processor stops; an error means it needs a restart.
     pub processor: tokio::task::JoinHandle<Result<(), crate::processor::publish::PublishError>>,
 }
@@ -527,7 +542,7 @@ impl Engine {
             readiness: readiness.clone(),
         };
         let app = Application::build_with(settings, shared)?;
-        let (port, server) = (app.port(), app.handle());
+        let (port, server, backfills) = (app.port(), app.handle(), app.backfills());
         actix_web::rt::spawn(app.run_until_stopped());
         let processor = actix_web::rt::spawn(processor.run(shutdown));
         Ok(Engine {
@@ -537,6 +552,7 @@ impl Engine {
             nudges,
             server,
             readiness,
+            backfills,
             processor,
         })
     }

@@ -4,11 +4,14 @@
 //! `Backfill::run` starts the bulk query (or continues the shop's unfinished one), waits for Shopify to finish it
 //! (polling `node(id:)`, woken early by the `bulk_operations/finish` webhook), then streams the result through
 //! `download`. Progress is kept per shop (`progress`), in Postgres when there is one, so a crashed backfill
-//! continues from its last acknowledged line; `start_backfill` runs one in the background after an install.
+//! continues from its last acknowledged line; `runner` runs them as the instance's own tasks (after an install,
+//! and the unfinished ones of any instance, one instance per shop at a time).
 
 pub mod download;
+pub mod lease;
 pub mod lines;
 pub mod progress;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,6 +29,7 @@ use crate::shopify::admin::{AdminClient, AdminError};
 use crate::store::Store;
 use lines::Sealer;
 pub use progress::{Phase, Progress, ProgressStore};
+pub use runner::{Backfills, Start};
 
 /// Counter of records a backfill produced, by `kind` (order, cancellation, refund) and lines it skipped or could
 /// not use (skipped, failed). HELP: Records produced from Shopify order history by backfills.
@@ -295,20 +299,4 @@ impl Backfill {
             }
         }
     }
-}
-
-/// Backfills `shop` in the background, as the install path does once it holds the shop's offline token.
-/// The task logs its outcome; the progress is at `GET /api/v1/backfill/status`.
-pub fn start_backfill(
-    backfill: Arc<Backfill>,
-    shop: MerchantId,
-    token: String,
-) -> tokio::task::JoinHandle<Result<Progress, BackfillError>> {
-    tokio::spawn(async move {
-        let outcome = backfill.run(&shop, &token, &|_| {}).await;
-        if let Err(e) = &outcome {
-            tracing::warn!(merchant = %shop, error = %e, "backfill after install did not finish");
-        }
-        outcome
-    })
 }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::api::{authenticate, ReadState};
-use crate::backfill::Phase;
+use crate::backfill::{Phase, Start};
 use crate::pii::KeyRing;
 use crate::shopify::access::{self, AccessError};
 use crate::shopify::admin::paced::PacedClient;
@@ -21,8 +21,8 @@ pub struct InstallState {
     /// The app's client id and secret, which the token exchange presents.
     pub client_id: String,
     pub client_secret: String,
-    /// The history backfill an install starts (issue 19); `None` where the instance has no producer for it.
-    pub backfill: Option<std::sync::Arc<crate::backfill::Backfill>>,
+    /// The instance's backfills, which an install adds to (issue 19); `None` where there is no producer for it.
+    pub backfill: Option<std::sync::Arc<crate::backfill::Backfills>>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -77,37 +77,28 @@ async fn install(
     }
 }
 
-/// Starts the shop's history backfill unless one finished or is under way: the embedded app calls install each
-/// time it opens, and a finished backfill would only be repeated (harmlessly, since its ids are Shopify's, but at
-/// the cost of a bulk operation). Answers what happened, for the response.
+/// Starts the shop's history backfill unless one finished or is under way (here or on another instance): the
+/// embedded app calls install each time it opens, and a finished backfill would only be repeated (harmlessly,
+/// since its ids are Shopify's, but at the cost of a bulk operation). Answers what happened, for the response.
 async fn start_history(state: &InstallState, shop: &MerchantId, token: &str) -> &'static str {
-    let Some(backfill) = &state.backfill else {
+    let Some(backfills) = &state.backfill else {
         return "not_configured";
     };
-    match backfill.progress.load(shop).await {
-        Ok(Some(p)) if p.phase == Phase::Completed => "completed",
-        // `insert` is the check: two install calls at once start one backfill.
-        Ok(_) if !IN_FLIGHT.insert(shop.clone()) => "running",
-        Ok(_) => {
-            let task =
-                crate::backfill::start_backfill(backfill.clone(), shop.clone(), token.to_owned());
-            let shop = shop.clone();
-            tokio::spawn(async move {
-                let _ = task.await;
-                IN_FLIGHT.remove(&shop);
-            });
-            "started"
-        }
+    let started = match backfills.backfill.progress.load(shop).await {
+        Ok(Some(p)) if p.phase == Phase::Completed => return "completed",
+        Ok(_) => backfills.start(shop, token.to_owned()).await,
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(Start::Started) => "started",
+        Ok(Start::Running) => "running",
+        Ok(Start::Stopping) => "stopping",
         Err(e) => {
             tracing::warn!(merchant = %shop, error = %e, "backfill progress unreadable; not started");
             "unavailable"
         }
     }
 }
-
-/// Shops whose backfill this instance is running, so a second install call does not start another.
-static IN_FLIGHT: std::sync::LazyLock<dashmap::DashSet<MerchantId>> =
-    std::sync::LazyLock::new(dashmap::DashSet::new);
 
 fn unavailable(message: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().json(json!({ "error": "unavailable", "message": message }))

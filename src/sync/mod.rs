@@ -48,6 +48,8 @@ pub enum SyncError {
 
 pub struct SyncWorker {
     pub consumer: StreamConsumer,
+    /// Where `consumer` connects, for the fresh consumer a rejoin creates.
+    pub brokers: String,
     pub pool: PgPool,
     pub keys: KeyRing,
     pub admin: PacedClient,
@@ -56,24 +58,25 @@ pub struct SyncWorker {
     pub settings: SyncSettings,
 }
 
-/// How soon the group moves a killed worker's partitions.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Builds the consumer: manual commits, from the earliest record when the group has no offsets yet.
+/// Builds the consumer: manual commits, from the earliest record when the group has no offsets yet; the session
+/// (`SYNC_SESSION_TIMEOUT_MS`) is how soon the group moves a killed worker's partitions.
 pub fn consumer(
     brokers: &str,
     settings: &SyncSettings,
     topic: &str,
 ) -> Result<StreamConsumer, SyncError> {
+    let session = settings.session_timeout;
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session.as_millis().to_string())
+        // librdkafka's 3 s default, but at least three heartbeats per session, so a short one is accepted.
         .set(
-            "session.timeout.ms",
-            SESSION_TIMEOUT.as_millis().to_string(),
+            "heartbeat.interval.ms",
+            (session.as_millis() / 3).clamp(1, 3_000).to_string(),
         );
     // Managed-Kafka settings (`KAFKA_CONFIG_*`) apply to this client like to every other.
     let consumer: StreamConsumer = streams::client_props::apply(&mut config).create()?;
@@ -81,49 +84,73 @@ pub fn consumer(
     Ok(consumer)
 }
 
+/// What ended a wait for records.
+enum Woken {
+    Stop,
+    Unassigned,
+    Batch(Vec<Source>),
+}
+
 impl SyncWorker {
     /// Runs until `shutdown` resolves; a batch in progress is finished and committed first.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SyncError> {
         tokio::pin!(shutdown);
-        // Polled beside every wait for records; it loops for ever, so its arm never completes.
-        let watchdog = self.watch_assignment();
-        tokio::pin!(watchdog);
         loop {
-            let batch = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = &mut watchdog => return Ok(()),
-                batch = self.collect() => batch?,
+            let woken = tokio::select! {
+                _ = &mut shutdown => Woken::Stop,
+                () = self.unassigned_too_long() => Woken::Unassigned,
+                batch = self.collect() => Woken::Batch(batch?),
             };
-            self.process(batch).await?;
+            match woken {
+                Woken::Stop => return Ok(()),
+                Woken::Unassigned => self.rejoin().await?,
+                Woken::Batch(batch) => self.process(batch).await?,
+            }
         }
     }
 
+    /// Resolves once this member has held no partition for two session timeouts.
+    ///
     /// Tansu 0.6 can end a rebalance with the only live member holding nothing (a restarted member that joined
-    /// while the killed one's session still ran; docs/RECOVERY.md, item 9). A member that has held no partition for
-    /// two session timeouts leaves and rejoins. An idle member of a group with more members than partitions rejoins
-    /// too, which costs the group a rebalance every such period: run at most as many sync instances as partitions.
-    async fn watch_assignment(&self) {
+    /// while the killed one's session still ran; docs/RECOVERY.md, item 9), and a member that then leaves and
+    /// rejoins with the same client (unsubscribe, subscribe) can stay unassigned for good on a loaded broker
+    /// (the crash test hit it beside the whole suite). An idle member of a group with more members than
+    /// partitions rejoins too, which costs the group a rebalance every such period: run at most as many sync
+    /// instances as partitions.
+    async fn unassigned_too_long(&self) {
+        let limit = 2 * self.settings.session_timeout;
         let mut idle_since = Instant::now();
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let owned = self.consumer.assignment().map_or(0, |a| a.count());
-            if owned > 0 {
+            tokio::time::sleep((limit / 10).max(Duration::from_millis(100))).await;
+            if self.consumer.assignment().map_or(0, |a| a.count()) > 0 {
                 idle_since = Instant::now();
-            } else if idle_since.elapsed() >= 2 * SESSION_TIMEOUT {
-                tracing::warn!(
-                    "no partition of rfm.updated for two session timeouts; rejoining the group"
-                );
-                metrics::counter!(streams::metric_names::SYNC_GROUP_REJOINS).increment(1);
-                self.consumer.unsubscribe();
-                if let Err(e) = self.consumer.subscribe(&[self.topics.rfm_updated.as_str()]) {
-                    tracing::warn!(error = %e, "could not rejoin the group");
-                }
-                idle_since = Instant::now();
+            } else if idle_since.elapsed() >= limit {
+                return;
             }
         }
+    }
+
+    /// Leaves the group and joins it again as a new member with a new client: nothing of the old member's
+    /// state (member id, generation, a join the broker never completes) carries over.
+    async fn rejoin(&mut self) -> Result<(), SyncError> {
+        tracing::warn!(
+            group = %self.settings.group_id,
+            "no partition of rfm.updated for two session timeouts; rejoining the group with a new consumer"
+        );
+        metrics::counter!(streams::metric_names::SYNC_GROUP_REJOINS).increment(1);
+        let fresh = consumer(&self.brokers, &self.settings, &self.topics.rfm_updated)?;
+        let old = std::mem::replace(&mut self.consumer, fresh);
+        // Closing leaves the group (a blocking call in librdkafka); it holds nothing to commit.
+        if tokio::task::spawn_blocking(move || drop(old))
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the previous consumer failed");
+        }
+        Ok(())
     }
 
     /// Waits for a first record, then takes what arrives within the linger, up to the batch size.

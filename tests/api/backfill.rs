@@ -19,11 +19,11 @@ use crate::harness::{start_processor, Harness, T0};
 use crate::helpers::{brokers, eventually, record_count, unique};
 
 /// Each customer's segment key and (orders, net minor units), as the oracle or the engine sees them.
-type Outcome = BTreeMap<u64, (String, u32, i64)>;
+pub(crate) type Outcome = BTreeMap<u64, (String, u32, i64)>;
 
 /// The oracle: the generated orders as facts, each customer's aggregate built and evaluated at the processor's
 /// clock with the configuration of a merchant that saved none.
-fn oracle(orders: &[GeneratedOrder]) -> Outcome {
+pub(crate) fn oracle(orders: &[GeneratedOrder]) -> Outcome {
     let mut aggregates: HashMap<u64, CustomerAggregate> = HashMap::new();
     for o in orders {
         let aggregate = aggregates.entry(o.customer_id).or_default();
@@ -55,7 +55,7 @@ fn oracle(orders: &[GeneratedOrder]) -> Outcome {
 }
 
 /// What the live processor holds for `shop`.
-async fn engine(h: &Harness, shop: &MerchantId) -> Outcome {
+pub(crate) async fn engine(h: &Harness, shop: &MerchantId) -> Outcome {
     let shop = shop.clone();
     let read = move |core: &actors::PartitionCore| {
         let mut out = Vec::new();

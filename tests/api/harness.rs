@@ -22,6 +22,8 @@ use crate::helpers::{brokers, eventually, fresh_database, unique};
 pub(crate) const T0: i64 = 1_780_000_000;
 
 pub(crate) struct Harness {
+    /// `KAFKA_TOPIC_PREFIX` of `topics`, for a binary started on them.
+    pub(crate) prefix: String,
     pub(crate) topics: Topics,
     pub(crate) sink: EventSink,
     pub(crate) db: PgPool,
@@ -41,7 +43,7 @@ pub(crate) async fn start_processor(partitions: i32) -> Harness {
     let env: HashMap<&str, String> = HashMap::from([
         ("SHOPIFY_API_SECRET", "s".to_owned()),
         ("KAFKA_BROKERS", brokers()),
-        ("KAFKA_TOPIC_PREFIX", prefix),
+        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
         ("KAFKA_GROUP_ID", unique("g-")),
         ("DATABASE_URL", db_url.clone()),
     ]);
@@ -63,6 +65,7 @@ pub(crate) async fn start_processor(partitions: i32) -> Harness {
         let _ = stopped.await;
     }));
     Harness {
+        prefix,
         topics: settings.topics.clone(),
         sink: SinkConfig::new(settings.kafka_brokers.clone())
             .build()

@@ -2,6 +2,7 @@
 //! One test binary, as in zero2prod: the app starts in-process on port 0 with fresh topics per test.
 
 mod backfill;
+mod backfill_resume;
 mod browser;
 mod crypto_shred;
 mod dashboard;

@@ -55,6 +55,14 @@ pub struct BulkState {
     pub cut_after: Mutex<Option<usize>>,
 }
 
+impl std::fmt::Debug for BulkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkState")
+            .field("operations_started", &self.operations_started())
+            .finish_non_exhaustive()
+    }
+}
+
 impl BulkState {
     pub fn new(polls_to_complete: u32) -> Self {
         BulkState {

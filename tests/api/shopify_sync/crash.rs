@@ -18,8 +18,6 @@ const PER_ROUND: u32 = 5;
 const REFUSED: u64 = 17;
 
 #[actix_web::test]
-#[ignore = "flaky beside the whole suite: on a loaded Tansu the restarted worker's group sometimes never assigns \
-            its partition (passes alone; run with --ignored); issue 19 keeps it open"]
 async fn a_killed_sync_worker_loses_no_write_and_writes_nothing_stale() {
     let standin = standin(|o| {
         o.fail_every = 11;

@@ -73,7 +73,11 @@ impl Binary {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_loyalnest-rfm"))
+        // `LOYALNEST_RFM_BIN` runs a copy of the binary: a target directory shared by several worktrees may
+        // have rebuilt the one cargo names from another checkout by the time the test runs.
+        let program = std::env::var("LOYALNEST_RFM_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_loyalnest-rfm").to_owned());
+        let child = Command::new(program)
             .args(["serve", "--role", self.role])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(log.try_clone().expect("log")))
@@ -89,6 +93,19 @@ impl Binary {
             child.kill().expect("kill");
             child.wait().expect("reap");
         }
+    }
+
+    /// SIGTERM, as an orchestrator stops an instance; returns whether the process exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        child.wait().expect("reap").success()
     }
 
     /// Waits for `/health` to answer.
