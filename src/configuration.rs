@@ -222,7 +222,7 @@ impl Settings {
             processor_delivery_timeout: Duration::from_millis(parse_or(
                 &get,
                 "PROCESSOR_DELIVERY_TIMEOUT_MS",
-                "30000",
+                "20000",
             )?),
             dedupe_ttl: Duration::from_secs(parse_or(&get, "WEBHOOK_DEDUPE_TTL_SECS", "172800")?),
             gdpr_export_retention: Duration::from_secs(

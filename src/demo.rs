@@ -151,7 +151,10 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
 }
 
 /// The access token the demo's shops hold at the stand-in, as if installed.
-const DEMO_TOKEN: &str = "demo-offline-token";
+/// The offline token the demo's stand-in holds for `shop`: one per shop, as Shopify issues them.
+fn demo_token(shop: &MerchantId) -> String {
+    format!("demo-offline-token-{shop}")
+}
 
 /// Each demo shop's year of order history, generated, served by the Admin API stand-in and brought in by the
 /// backfill exactly as after an install, so every segment has members before the first live order.
@@ -182,7 +185,10 @@ async fn history(
             .state
             .bulk
             .add_shop(shop.as_str(), GeneratedShop::generate(spec));
-        standin.state.register_token(shop.as_str(), DEMO_TOKEN);
+        standin
+            .state
+            .register_token(shop.as_str(), &demo_token(shop))
+            .map_err(anyhow::Error::msg)?;
     }
     let mut settings = settings.clone();
     settings.shopify_admin.base_url = standin.address.clone();
@@ -196,7 +202,7 @@ async fn history(
     let backfill = Backfill::from_settings(&settings, sink, store.as_ref());
     let mut produced = 0;
     for shop in &shops {
-        let progress = backfill.run(shop, DEMO_TOKEN, &|_| {}).await?;
+        let progress = backfill.run(shop, &demo_token(shop), &|_| {}).await?;
         println!(
             "Backfilled {shop} from the Shopify stand-in: {} orders, {} events",
             progress.lines_done, progress.events_produced

@@ -68,7 +68,12 @@ pub struct Owners(dashmap::DashMap<MerchantId, i32>);
 impl Owners {
     /// Runs `read` in the actor that holds `merchant`: the remembered one first, then every actor (remembering
     /// the one that answered). `None` when no actor of this instance answers.
-    pub async fn inspect<R, F>(&self, registry: &Registry, merchant: &MerchantId, read: F) -> Option<R>
+    pub async fn inspect<R, F>(
+        &self,
+        registry: &Registry,
+        merchant: &MerchantId,
+        read: F,
+    ) -> Option<R>
     where
         R: Send + 'static,
         F: Fn(&PartitionCore) -> Option<R> + Clone + Send + 'static,

@@ -186,11 +186,20 @@ pub async fn standin(settings: &Settings, args: &StandinArgs) -> anyhow::Result<
             .state
             .bulk
             .add_shop(shop, GeneratedShop::generate(spec));
-        standin.state.register_token(shop, &args.token);
+        // One token per shop, as Shopify issues them: `--token` itself when there is one shop.
+        let token = match args.shop.len() {
+            1 => args.token.clone(),
+            _ => format!("{}-{}", args.token, n + 1),
+        };
+        standin
+            .state
+            .register_token(shop, &token)
+            .map_err(anyhow::Error::msg)?;
+        println!("access token of {shop}: {token}");
     }
     println!(
-        "Shopify Admin stand-in: SHOPIFY_ADMIN_URL={} (access token of the generated shops: {})",
-        standin.address, args.token
+        "Shopify Admin stand-in: SHOPIFY_ADMIN_URL={}",
+        standin.address
     );
     crate::startup::shutdown_signal().await;
     standin.stop().await;

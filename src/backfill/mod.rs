@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use backoff::backoff::Backoff;
 use serde_json::{json, Value};
 use streams::sink::{EventSink, ProduceError};
 use streams::{MerchantId, Topics};
@@ -25,7 +26,7 @@ use tokio::sync::Notify;
 use crate::configuration::Settings;
 use crate::pii::KeyRing;
 use crate::shop_keys::ShopKeys;
-use crate::shopify::admin::{AdminClient, AdminError};
+use crate::shopify::admin::{AdminClient, AdminError, GraphqlReply};
 use crate::store::Store;
 use lines::Sealer;
 pub use progress::{Phase, Progress, ProgressStore};
@@ -41,6 +42,9 @@ pub const ORDERS_QUERY: &str =
     "{ orders { edges { node { id createdAt processedAt cancelledAt test \
 displayFinancialStatus totalPriceSet { shopMoney { amount currencyCode } } customer { id email } \
 refunds { id createdAt totalRefundedSet { shopMoney { amount currencyCode } } } } } } }";
+
+/// How long one Admin API call of a backfill keeps being tried while its failure is transient.
+const RETRY_FOR: Duration = Duration::from_secs(300);
 
 const RUN_MUTATION: &str =
     "mutation backfillOrders($query: String!) { bulkOperationRunQuery(query: $query) { \
@@ -231,19 +235,56 @@ impl Backfill {
         Ok(())
     }
 
+    /// One Admin API call, made again with capped exponential backoff while `retry` says the failure may pass
+    /// (`THROTTLED` while a write-back drains the shop's bucket, a 5xx, a dropped connection), for at most
+    /// [`RETRY_FOR`]; anything else, or a failure that outlasts it, ends the backfill (it resumes later).
+    async fn admin_call(
+        &self,
+        shop: &MerchantId,
+        token: &str,
+        query: &str,
+        variables: &Value,
+        retry: impl Fn(&AdminError) -> bool,
+    ) -> Result<GraphqlReply, BackfillError> {
+        let mut pause = backoff::ExponentialBackoff {
+            current_interval: Duration::from_millis(200),
+            initial_interval: Duration::from_millis(200),
+            max_interval: Duration::from_secs(10),
+            max_elapsed_time: Some(RETRY_FOR),
+            ..backoff::ExponentialBackoff::default()
+        };
+        loop {
+            let answer = self
+                .admin
+                .graphql(shop.as_str(), token, query, variables.clone())
+                .await;
+            match answer {
+                Ok(reply) => return Ok(reply),
+                Err(e) if retry(&e) => match pause.next_backoff() {
+                    Some(wait) => {
+                        tracing::info!(merchant = %shop, error = %e, wait_ms = wait.as_millis() as u64,
+                            "Admin API call of the backfill will be tried again");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     async fn start_operation(
         &self,
         shop: &MerchantId,
         token: &str,
     ) -> Result<String, BackfillError> {
+        // Only a throttled start is tried again: Shopify ran nothing then, whereas after a lost answer the
+        // operation may be running, and a second start would be refused as one already in progress.
+        let variables = json!({ "query": ORDERS_QUERY });
         let reply = self
-            .admin
-            .graphql(
-                shop.as_str(),
-                token,
-                RUN_MUTATION,
-                json!({ "query": ORDERS_QUERY }),
-            )
+            .admin_call(shop, token, RUN_MUTATION, &variables, |e| {
+                matches!(e, AdminError::Throttled { .. })
+            })
             .await?;
         let result = &reply.data["bulkOperationRunQuery"];
         let refusals: Vec<String> = result["userErrors"]
@@ -271,9 +312,15 @@ impl Backfill {
         let woken = waiter(shop);
         let deadline = tokio::time::Instant::now() + self.max_wait;
         loop {
+            let variables = json!({ "id": id });
             let reply = self
-                .admin
-                .graphql(shop.as_str(), token, POLL_QUERY, json!({ "id": id }))
+                .admin_call(
+                    shop,
+                    token,
+                    POLL_QUERY,
+                    &variables,
+                    AdminError::is_transient,
+                )
                 .await?;
             let op = operation(&reply.data["node"]);
             match op.status.as_str() {

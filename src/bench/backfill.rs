@@ -78,7 +78,10 @@ pub async fn run(
         .state
         .bulk
         .add_shop(shop.as_str(), GeneratedShop::generate(spec));
-    standin.state.register_token(shop.as_str(), TOKEN);
+    standin
+        .state
+        .register_token(shop.as_str(), TOKEN)
+        .map_err(anyhow::Error::msg)?;
     settings.shopify_admin.base_url = standin.address.clone();
     settings.backfill_poll_interval = Duration::from_millis(50);
 

@@ -222,7 +222,9 @@ impl ReadModel {
         let cached = self.rankings.cached(merchant);
         let m = merchant.clone();
         let found = self
-            .live(merchant, move |core| probe(core, &m, cached.as_deref(), (offset, limit, now)))
+            .live(merchant, move |core| {
+                probe(core, &m, cached.as_deref(), (offset, limit, now))
+            })
             .await?;
         let (partition, seen) = match found {
             Probe::Page(page) => return Some(page),
@@ -361,17 +363,27 @@ mod tests {
         apply(&first, vec![order(SHOP, 1, 1_000, now)], now).await;
         let model = ReadModel::new(Some(registry.clone()), None);
         let shop = MerchantId::parse(SHOP).unwrap();
-        let customers = |counts: Vec<super::super::SegmentCount>| counts.iter().map(|c| c.count).sum::<u64>();
+        let customers =
+            |counts: Vec<super::super::SegmentCount>| counts.iter().map(|c| c.count).sum::<u64>();
 
         let (source, counts) = model.segments(&shop).await.unwrap();
         assert_eq!((source, customers(counts)), (Source::Live, 1));
         // The remembered actor loses the partition; the merchant's state is now the other actor's.
         registry.remove(&1);
-        apply(&second, vec![order(SHOP, 1, 1_000, now), order(SHOP, 2, 2_000, now)], now).await;
+        apply(
+            &second,
+            vec![order(SHOP, 1, 1_000, now), order(SHOP, 2, 2_000, now)],
+            now,
+        )
+        .await;
         let (source, counts) = model.segments(&shop).await.unwrap();
         assert_eq!((source, customers(counts)), (Source::Live, 2));
         let nowhere = MerchantId::parse("nowhere.myshopify.com").unwrap();
         let (_, counts) = model.segments(&nowhere).await.unwrap();
-        assert_eq!(customers(counts), 0, "a merchant no actor holds has no live counts");
+        assert_eq!(
+            customers(counts),
+            0,
+            "a merchant no actor holds has no live counts"
+        );
     }
 }

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use serde_json::json;
 use sqlx::PgPool;
 use streams::MerchantId;
 
@@ -24,8 +23,8 @@ use super::coalesce::Latest;
 use super::versions::{self, Known};
 use super::SyncError;
 use crate::shopify::admin::metafields::{
-    customer_gid, set_inputs, set_result, stored_version, SetResult, CUSTOMERS_PER_CALL,
-    CUSTOMER_METAFIELDS, METAFIELDS_SET,
+    set_inputs, set_result, stored_version, version_variables, SetResult, CUSTOMERS_PER_CALL,
+    METAFIELDS_SET, VERSION_METAFIELD,
 };
 use crate::shopify::admin::paced::PacedClient;
 use crate::shopify::WRITES_TOTAL;
@@ -198,7 +197,14 @@ async fn write_chunk(
                     guards[i] = guard;
                     pending.push(i);
                 }
-                Stale::Contested => {}
+                // Not left to chance: Shopify still holds an older version than ours (or one we cannot read),
+                // so the write is refused and dead-lettered like any other, where an operator sees it.
+                Stale::Contested => result.refused.push((
+                    i,
+                    "write-back contested: the stored version stayed older than ours after repeated \
+                     compare-and-set retries"
+                        .to_owned(),
+                )),
             }
         }
     }
@@ -220,7 +226,7 @@ enum Stale {
     Superseded(u32, String),
     /// Shopify holds an older version (the table was behind): send ours again, guarded by this digest.
     Again(Option<String>),
-    /// Given up after [`MAX_STALE_TRIES`]: other writers keep getting in, and the newest of them lands.
+    /// Given up after [`MAX_STALE_TRIES`] with Shopify still holding an older (or unreadable) version.
     Contested,
 }
 
@@ -240,7 +246,7 @@ async fn after_stale(
             stored if tries < MAX_STALE_TRIES => Stale::Again(stored.map(|(_, digest)| digest)),
             _ => {
                 tracing::warn!(merchant = %shop, customer = ours.customer_id,
-                "write-back contested by other writers; left to the newest of them");
+                "write-back contested: refused after repeated compare-and-set retries");
                 Stale::Contested
             }
         },
@@ -254,9 +260,9 @@ async fn read_version(
     token: &str,
     customer: u64,
 ) -> Result<Option<(u32, String)>, SyncError> {
-    let variables = json!({ "id": customer_gid(customer) });
+    let variables = version_variables(customer);
     let reply = admin
-        .call(shop.as_str(), token, CUSTOMER_METAFIELDS, &variables)
+        .call(shop.as_str(), token, VERSION_METAFIELD, &variables)
         .await?;
     Ok(stored_version(&reply.data))
 }

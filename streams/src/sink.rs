@@ -19,6 +19,10 @@ pub use rdkafka::producer::DeliveryFuture;
 /// the retry is a duplicate the consumer absorbs).
 pub const EXPIRY_SLACK: Duration = Duration::from_millis(1_000);
 
+/// The longest a produce request waits for its answer before librdkafka tries it again (within the delivery
+/// timeout, which bounds the record as a whole).
+const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
 /// Settings for [`EventSink`]; `build()` turns them into a connected producer.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -57,9 +61,16 @@ impl SinkConfig {
                 "message.timeout.ms",
                 self.delivery_timeout.as_millis().max(1).to_string(),
             )
+            // A request lost on a half-open connection must time out well before its records do, so the
+            // idempotent producer retries it inside the delivery window instead of the caller resending a
+            // duplicate once the window is over.
             .set(
                 "request.timeout.ms",
-                self.delivery_timeout.as_millis().max(1).to_string(),
+                self.delivery_timeout
+                    .min(REQUEST_TIMEOUT_MAX)
+                    .as_millis()
+                    .max(1)
+                    .to_string(),
             )
             .set("socket.keepalive.enable", "true");
         for (key, value) in &self.extra {

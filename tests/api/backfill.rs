@@ -88,6 +88,11 @@ struct Setup {
 }
 
 async fn setup(customers: u64, orders: u64) -> Setup {
+    setup_failing(customers, orders, 0).await
+}
+
+/// `fail_every`: every Nth GraphQL call the stand-in answers 502 (0: none).
+async fn setup_failing(customers: u64, orders: u64, fail_every: u64) -> Setup {
     let h = start_processor(2).await;
     let shop = MerchantId::parse(&format!("{}.myshopify.com", unique("hist"))).unwrap();
     let data = GeneratedShop::generate(ShopSpec {
@@ -98,11 +103,15 @@ async fn setup(customers: u64, orders: u64) -> Setup {
     });
     let options = StandinOptions {
         bulk_polls: 2,
+        fail_every,
         ..StandinOptions::new("backfill-app", "backfill-secret")
     };
     let standin = loyalnest_rfm::shopify::standin::start(options, "127.0.0.1:0").unwrap();
     standin.state.bulk.add_shop(shop.as_str(), data.clone());
-    standin.state.register_token(shop.as_str(), TOKEN);
+    standin
+        .state
+        .register_token(shop.as_str(), TOKEN)
+        .expect("a token of its own");
     Setup {
         h,
         standin,
@@ -249,6 +258,21 @@ async fn an_order_that_arrived_by_webhook_and_by_backfill_counts_once() {
         "the order and its refund once"
     );
     assert_eq!(state, expected);
+}
+
+#[actix_web::test]
+async fn a_backfill_rides_out_status_queries_that_fail_on_the_way() {
+    // Every second call a 502: the start (call 1) passes, the status queries after it fail every other time.
+    let s = setup_failing(40, 120, 2).await;
+    let done = backfill(&s, 50)
+        .run(&s.shop, TOKEN, &|_| {})
+        .await
+        .expect("the failed status queries are tried again");
+    assert_eq!(done.phase, Phase::Completed);
+    let failed = s.standin.state.count(&s.standin.state.counters.failed);
+    assert!(failed >= 1, "the stand-in failed {failed} calls");
+    s.h.wait_processed(done.events_produced).await;
+    assert_eq!(engine(&s.h, &s.shop).await, oracle(&s.data.orders));
 }
 
 #[actix_web::test]

@@ -24,6 +24,8 @@ pub const VERSION_KEY: &str = "rfm_version";
 pub const FIELDS_PER_CUSTOMER: usize = 4;
 /// Shopify's user error code for a `compareDigest` that no longer matches.
 pub const STALE_OBJECT: &str = "STALE_OBJECT";
+/// The user error for a `compareDigest` Shopify cannot use.
+pub const INVALID_COMPARE_DIGEST: &str = "INVALID_COMPARE_DIGEST";
 pub const CUSTOMERS_PER_CALL: usize = MAX_METAFIELDS_PER_CALL / FIELDS_PER_CUSTOMER;
 
 pub const METAFIELDS_SET: &str = "mutation LoyalNestRfmSet($metafields: [MetafieldsSetInput!]!) {
@@ -40,6 +42,21 @@ pub const DEFINITION_CREATE: &str =
     userErrors { field message code }
   }
 }";
+
+/// Read-back of one customer's version metafield, named exactly: a listing of the namespace could miss it once
+/// someone else adds keys there.
+pub const VERSION_METAFIELD: &str =
+    "query LoyalNestVersion($id: ID!, $namespace: String!, $key: String!) {
+  customer(id: $id) {
+    id
+    metafield(namespace: $namespace, key: $key) { namespace key type value compareDigest }
+  }
+}";
+
+/// The variables of [`VERSION_METAFIELD`] for one customer.
+pub fn version_variables(customer: u64) -> Value {
+    serde_json::json!({ "id": customer_gid(customer), "namespace": NAMESPACE, "key": VERSION_KEY })
+}
 
 /// Read-back of a customer's metafields in our namespace (tests and by-hand checks).
 pub const CUSTOMER_METAFIELDS: &str = "query LoyalNestCustomer($id: ID!) {
@@ -129,7 +146,10 @@ pub fn set_result(data: &Value, errors: &[Value], customers: usize) -> SetResult
         if customer >= customers {
             return SetResult::RefusedUnplaced(message_of(error));
         }
-        if error.get("code").and_then(Value::as_str) == Some(STALE_OBJECT) {
+        // A digest Shopify cannot use (the version metafield deleted meanwhile, say) is handled as a stale one:
+        // read the stored version back and guard again, rather than refuse the customer for good.
+        let code = error.get("code").and_then(Value::as_str);
+        if code == Some(STALE_OBJECT) || code == Some(INVALID_COMPARE_DIGEST) {
             stale.push(customer);
         } else if !refused.iter().any(|(c, _)| *c == customer) {
             refused.push((customer, message_of(error)));
@@ -165,10 +185,14 @@ fn version_digests(data: &Value) -> Vec<(u64, String)> {
 /// From a [`CUSTOMER_METAFIELDS`] reply: the customer's stored version and its `compareDigest`; `None` when it
 /// has no version metafield (or the reply is not a customer's).
 pub fn stored_version(data: &Value) -> Option<(u32, String)> {
-    let nodes = data.pointer("/customer/metafields/nodes")?.as_array()?;
-    let node = nodes
-        .iter()
-        .find(|n| n.get("key").and_then(Value::as_str) == Some(VERSION_KEY))?;
+    let node = match data.pointer("/customer/metafield") {
+        Some(single) if !single.is_null() => single,
+        _ => data
+            .pointer("/customer/metafields/nodes")?
+            .as_array()?
+            .iter()
+            .find(|n| n.get("key").and_then(Value::as_str) == Some(VERSION_KEY))?,
+    };
     let version = node.get("value")?.as_str()?.parse().ok()?;
     Some((version, node.get("compareDigest")?.as_str()?.to_owned()))
 }

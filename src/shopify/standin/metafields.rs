@@ -255,23 +255,32 @@ pub fn definition_create(shop: &mut ShopMetafields, variables: &Value) -> Value 
     )
 }
 
-/// `customer(id:) { id metafields(namespace:) { nodes { namespace key type value } } }`.
+/// `customer(id:) { id metafields(namespace:) { nodes { … } } }`, and `metafield(namespace:, key:)` when the
+/// variables name one.
 pub fn customer(shop: &ShopMetafields, variables: &Value) -> Value {
     let gid = variables.get("id").and_then(Value::as_str).unwrap_or("");
     let Some(id) = customer_id_of(gid) else {
         return json!({ "data": { "customer": null } });
     };
-    let nodes: Vec<Value> = shop
-        .customers
-        .get(&id)
+    let node = |namespace: &str, key: &str, stored: &Stored| {
+        json!({ "namespace": namespace, "key": key, "type": stored.kind, "value": stored.value,
+                "compareDigest": stored.digest() })
+    };
+    let fields = shop.customers.get(&id);
+    let nodes: Vec<Value> = fields
         .into_iter()
         .flatten()
-        .map(|((namespace, key), stored)| {
-            json!({ "namespace": namespace, "key": key, "type": stored.kind, "value": stored.value,
-                    "compareDigest": stored.digest() })
-        })
+        .map(|((namespace, key), stored)| node(namespace, key, stored))
         .collect();
-    json!({ "data": { "customer": { "id": gid, "metafields": { "nodes": nodes } } } })
+    // `metafield(namespace: $namespace, key: $key)`: the one the variables name, or null.
+    let text = |name: &str| variables.get(name).and_then(Value::as_str);
+    let single = match (text("namespace"), text("key")) {
+        (Some(namespace), Some(key)) => fields
+            .and_then(|f| f.get(&(namespace.to_owned(), key.to_owned())))
+            .map(|stored| node(namespace, key, stored)),
+        _ => None,
+    };
+    json!({ "data": { "customer": { "id": gid, "metafields": { "nodes": nodes }, "metafield": single } } })
 }
 
 #[cfg(test)]

@@ -100,8 +100,17 @@ impl StandinState {
 
     /// Makes `token` an access token of `shop`, as if the shop had installed the app and the caller held the
     /// offline token it got: for tests, the demo and benchmarks that do not go through token exchange.
-    pub fn register_token(&self, shop: &str, token: &str) {
-        lock(&self.tokens).insert(token.to_owned(), shop.to_owned());
+    /// A token names one shop, as at Shopify: registering one token for a second shop is refused, since the
+    /// first shop's calls would silently act on the second.
+    pub fn register_token(&self, shop: &str, token: &str) -> Result<(), String> {
+        let mut tokens = lock(&self.tokens);
+        match tokens.get(token) {
+            Some(owner) if owner != shop => Err(format!("that token already belongs to {owner}")),
+            _ => {
+                tokens.insert(token.to_owned(), shop.to_owned());
+                Ok(())
+            }
+        }
     }
 
     pub fn shop_of_token(&self, token: &str) -> Option<String> {

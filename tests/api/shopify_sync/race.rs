@@ -36,7 +36,10 @@ fn latest(shop: &MerchantId, version: u32) -> Latest {
 async fn an_older_version_sent_after_a_newer_one_never_overwrites_it() {
     let standin = standin(|_| {});
     let shop = shop();
-    standin.state.register_token(shop.as_str(), TOKEN);
+    standin
+        .state
+        .register_token(shop.as_str(), TOKEN)
+        .expect("a token of its own");
     let store = Store::connect_lazy(&fresh_database().await).expect("postgres");
     store.migrate().await.expect("migrations");
     let pool = store.pool();
