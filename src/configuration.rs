@@ -289,7 +289,7 @@ impl Settings {
                 batch_max: parse_or::<usize>(&get, "SYNC_BATCH_MAX", "5000")?.max(1),
                 linger: Duration::from_millis(parse_or(&get, "SYNC_LINGER_MS", "200")?),
                 session_timeout: Duration::from_millis(
-                    parse_or::<u64>(&get, "SYNC_SESSION_TIMEOUT_MS", "10000")?.max(1_000),
+                    parse_or::<u64>(&get, "SYNC_SESSION_TIMEOUT_MS", "10000")?.max(6_000),
                 ),
             },
             shutdown: ShutdownSettings {

@@ -164,7 +164,10 @@ impl Backfill {
                 tracing::info!(merchant = %shop, lines_done = p.lines_done, "continuing the unfinished backfill");
                 p
             }
-            _ => Progress::started(self.start_operation(shop, token).await?),
+            _ => match self.start_operation(shop, token).await {
+                Ok(id) => Progress::started(id),
+                Err(e) => return Err(self.start_failed(shop, e).await),
+            },
         };
         self.progress.save(shop, &progress).await?;
         report(&progress);
@@ -181,6 +184,27 @@ impl Backfill {
             self.progress.save(shop, &progress).await?;
         }
         outcome.map(|()| progress)
+    }
+
+    /// A start that will not succeed by trying again (refused, or the token refused) ends the run as failed, so
+    /// the instances that resume unfinished runs stop claiming it; a transient failure leaves it to them.
+    async fn start_failed(&self, shop: &MerchantId, e: BackfillError) -> BackfillError {
+        let lasting = match &e {
+            BackfillError::Refused(_) => true,
+            BackfillError::Admin(admin) => !admin.is_transient(),
+            _ => false,
+        };
+        if lasting {
+            let mut progress = Progress::started(String::new());
+            progress.bulk_operation_id = None;
+            progress.phase = Phase::Failed;
+            progress.error = Some(e.to_string());
+            progress.finished_at = Some(chrono::Utc::now());
+            if let Err(save) = self.progress.save(shop, &progress).await {
+                tracing::warn!(merchant = %shop, error = %save, "could not record the failed start");
+            }
+        }
+        e
     }
 
     async fn finish(

@@ -143,10 +143,18 @@ impl Backfills {
                 continue;
             }
             let claimed_at = Instant::now();
-            if !leases.claim_unfinished(&shop).await? {
+            match leases.claim_unfinished(&shop).await {
+                Ok(true) => {}
                 // Another instance was quicker.
-                self.running.remove(&shop);
-                continue;
+                Ok(false) => {
+                    self.running.remove(&shop);
+                    continue;
+                }
+                // Not marked as running here, or no later scan (and no install) would ever try the shop again.
+                Err(e) => {
+                    self.running.remove(&shop);
+                    return Err(e);
+                }
             }
             let keys = &self.backfill.keys;
             match crate::shopify::access::offline_token(&leases.pool, keys, &shop).await {
@@ -208,14 +216,17 @@ impl Backfills {
         let Some(leases) = &self.leases else {
             return std::future::pending().await;
         };
-        let mut valid_until = claimed_at + leases.ttl;
+        // A fifth of the lease is kept in hand: a timer that fires late, or work that does not yield for a moment,
+        // must still end before Postgres's `lease_until` lets another instance claim the shop.
+        let margin = leases.ttl / 5;
+        let mut valid_until = claimed_at + leases.ttl - margin;
         let mut next = claimed_at + leases.ttl / 3;
         loop {
             tokio::time::sleep_until(next.into()).await;
             let sent = Instant::now();
             match tokio::time::timeout_at(valid_until.into(), leases.renew(shop)).await {
                 Ok(Ok(true)) => {
-                    valid_until = sent + leases.ttl;
+                    valid_until = sent + leases.ttl - margin;
                     next = sent + leases.ttl / 3;
                 }
                 Ok(Ok(false)) => return,

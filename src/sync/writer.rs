@@ -94,8 +94,8 @@ pub async fn write_known(
 pub const CALLS_IN_FLIGHT: usize = 8;
 
 /// How often one customer's write may meet `STALE_OBJECT` with its stored version still older than ours before
-/// it is given up as contested: each such refusal means another write landed in between, so this is only reached
-/// when writers keep racing for the customer, and then the newer of them still lands.
+/// it is given up as contested and dead-lettered: each such refusal means another write landed in between (or the
+/// stored version cannot be read), so an operator should look at that customer.
 const MAX_STALE_TRIES: u32 = 5;
 
 struct ChunkDone {

@@ -61,18 +61,22 @@ impl SinkConfig {
                 "message.timeout.ms",
                 self.delivery_timeout.as_millis().max(1).to_string(),
             )
-            // A request lost on a half-open connection must time out well before its records do, so the
-            // idempotent producer retries it inside the delivery window instead of the caller resending a
-            // duplicate once the window is over.
             .set(
                 "request.timeout.ms",
-                self.delivery_timeout
-                    .min(REQUEST_TIMEOUT_MAX)
-                    .as_millis()
-                    .max(1)
-                    .to_string(),
+                self.delivery_timeout.as_millis().max(1).to_string(),
             )
             .set("socket.keepalive.enable", "true");
+        // The client's own limit on a request: with a long delivery window (the processor's), one lost on a
+        // half-open connection must time out well before its records do, so the idempotent producer retries it
+        // inside the window instead of the caller resending a duplicate once the window is over
+        // (`request.timeout.ms` is only what the broker is asked to wait for the replicas). A short window (the
+        // ingress's) already bounds its produce requests.
+        if self.delivery_timeout > REQUEST_TIMEOUT_MAX {
+            config.set(
+                "socket.timeout.ms",
+                REQUEST_TIMEOUT_MAX.as_millis().to_string(),
+            );
+        }
         for (key, value) in &self.extra {
             config.set(key, value);
         }
