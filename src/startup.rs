@@ -18,7 +18,7 @@ use crate::configuration::Settings;
 use crate::dedupe::DedupeConfig;
 use crate::directory::Registry;
 use crate::live::fanout::subscribe_forever;
-use crate::live::{Channels, FrameSink, LiveConfig, LiveFeed};
+use crate::live::Channels;
 use crate::nudges::templates::TemplateStore;
 use crate::processor::ProcessorStats;
 use crate::read_model::ReadModel;
@@ -28,15 +28,12 @@ use crate::routes::{
 };
 use crate::runtime::checks;
 use crate::runtime::readiness::Readiness;
-use crate::score_cache::ScoreCache;
 use crate::shop_keys::ShopKeys;
-use crate::shopify::admin::paced::PacedClient;
-use crate::shopify::admin::throttle::CostThrottle;
-use crate::shopify::admin::AdminClient;
-use crate::snapshots::{PgSnapshots, SnapshotBackend, SnapshotStore};
 use crate::store::Store;
-use crate::sync::SyncWorker;
 use crate::telemetry;
+
+mod workers;
+pub use workers::{admin_client, build_live_processor, build_processor, build_sync_worker};
 
 /// What the HTTP side shares with a processor in the same process, if there is one.
 #[derive(Clone, Default)]
@@ -84,146 +81,14 @@ impl Application {
         let ingress = web::Data::new(ingress_state(settings, limits.clone())?);
         let readiness = shared.readiness.clone();
         add_ingress_checks(settings, &readiness, &ingress)?;
-        let store = settings
-            .database_url
-            .as_deref()
-            .map(|url| Store::connect_with(url, &settings.postgres))
-            .transpose()?;
-        let ledger = shared.ledger.clone().or_else(|| {
-            crate::experiments::ledger::ledger(store.as_ref(), false, settings.nudge_rules)
-        });
-        let experiments = web::Data::new(nudge_experiments::ExperimentState::new(
-            ledger.clone(),
-            shared.plans,
-            settings.nudge_rules,
-        ));
-        let templates = web::Data::new(TemplateStore::new(store.clone()));
-        let previews = web::Data::new(crate::preview::service(
-            settings,
-            shared.registry.clone(),
-            store.clone(),
-        )?);
-        let relay = store.clone().map(|store| {
-            Arc::new(crate::merchant_config::ConfigRelay::new(
-                store,
-                ingress.sink.clone(),
-                settings.topics.rfm_config.clone(),
-            ))
-        });
-        if let Some(relay) = &relay {
-            tokio::spawn(relay.clone().run(settings.config_relay_interval));
-        }
-        let rfm_configs = web::Data::new(crate::merchant_config::ConfigService {
-            store: store.clone(),
-            relay,
-        });
-        let exports = web::Data::new(settings.exports.build());
-        let widgets = web::Data::new(crate::widget::WidgetState::new(
-            settings,
-            shared.nudges.clone(),
-            store.clone(),
-            ledger,
-            templates.get_ref().clone(),
-        ));
-        let history = web::Data::new(crate::routes::history::HistoryState::new(
-            settings,
-            ingress.sink.clone(),
-            store.as_ref(),
-        ));
-        let leases = store.as_ref().map(|s| {
-            crate::backfill::lease::Leases::new(s.pool().clone(), settings.backfill_lease)
-        });
-        let backfills = crate::backfill::Backfills::new(history.backfill.clone(), leases);
-        backfills.resume_unfinished();
-        let install = web::Data::new(crate::routes::shop_install::InstallState {
-            admin: admin_client(settings),
-            pool: store.as_ref().map(|s| s.pool().clone()),
-            keys: settings.keys.clone(),
-            client_id: settings.shopify_api_key.clone(),
-            client_secret: String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned(),
-            backfill: Some(backfills.clone()),
-        });
-        let reads = web::Data::new(api::ReadState {
-            verifier: Verifier {
-                api_key: settings.shopify_api_key.clone(),
-                secrets: settings.webhook_secrets.clone(),
-            },
-            gdpr: store
-                .clone()
-                .map(|store| crate::gdpr::Gdpr::new(store, settings)),
-            model: ReadModel::new(shared.registry, store),
-            channels: shared.channels,
-            redis: settings
-                .redis_enabled
-                .then(|| RedisLink::new(&settings.redis_url, settings.redis_timeout))
-                .transpose()?,
-            redis_timeout: settings.redis_timeout,
-            limits,
-        });
+        let (data, backfills) = app_data(settings, shared, ingress, &readiness, limits)?;
         // actix counts connections per worker; the setting is for the whole instance.
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let per_worker = settings.limits.max_connections.div_ceil(workers).max(1);
-        let assets = web::Data::new(dashboard::Assets::default());
-        let ready = web::Data::new(readiness.clone());
-        let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
-        telemetry::describe_metrics(&settings.topics);
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(ingress.clone())
-                .app_data(reads.clone())
-                .app_data(experiments.clone())
-                .app_data(assets.clone())
-                .app_data(ready.clone())
-                .app_data(prometheus.clone())
-                .app_data(widgets.clone())
-                .configure(widget::routes)
-                .app_data(templates.clone())
-                .configure(nudge_templates::configure)
-                .app_data(rfm_configs.clone())
-                .configure(crate::routes::rfm_config::configure)
-                .app_data(install.clone())
-                .configure(crate::routes::shop_install::configure)
-                .app_data(previews.clone())
-                .configure(crate::routes::rfm_preview::configure)
-                .app_data(exports.clone())
-                .configure(crate::routes::rfm_lists::configure)
-                .configure(crate::routes::rfm_movements::configure)
-                .configure(crate::routes::settings_page::configure)
-                .app_data(history.clone())
-                .configure(crate::routes::history::configure)
-                .route("/webhooks/shopify", web::post().to(webhooks::receive))
-                .route("/api/v1/rfm/segments", web::get().to(api::segments))
-                .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))
-                .route(
-                    "/api/v1/rfm/customers/{id}/history",
-                    web::get().to(api::history),
-                )
-                .route("/api/v1/rfm/churn-risk", web::get().to(api::churn_risk))
-                .route("/api/v1/rfm/stream", web::get().to(stream::stream))
-                .route(
-                    "/api/v1/rfm/nudges/ab-test",
-                    web::post().to(nudge_experiments::save_experiment),
-                )
-                .route(
-                    "/api/v1/rfm/nudges/ab-test",
-                    web::get().to(nudge_experiments::experiment_results),
-                )
-                .route("/api/v1/gdpr/requests", web::get().to(gdpr::list))
-                .route("/api/v1/gdpr/requests/{id}", web::get().to(gdpr::one))
-                .route("/dashboard", web::get().to(dashboard::page))
-                .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
-                .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
-                .route(
-                    "/dashboard/abtest.js",
-                    web::get().to(dashboard::results_script),
-                )
-                .route(
-                    "/dashboard/vendor/chart.umd.js",
-                    web::get().to(dashboard::chart_js),
-                )
-                .route("/health", web::get().to(health::health))
-                .route("/ready", web::get().to(health::ready))
-                .route("/metrics", web::get().to(health::metrics))
+                .configure(|cfg| data.register(cfg))
+                .configure(routes)
         })
         .workers(workers)
         .max_connections(per_worker)
@@ -265,6 +130,219 @@ impl Application {
 
 /// The ingress is ready when its producer reaches a broker and, when Redis is used, Redis answers (webhook
 /// dedupe needs it).
+/// Builds what the handlers share: stores, services, and the install backfills this instance owns (resumed
+/// here when it has a database).
+fn app_data(
+    settings: &Settings,
+    shared: Shared,
+    ingress: web::Data<webhooks::IngressState>,
+    readiness: &Readiness,
+    limits: Arc<crate::limits::Limits>,
+) -> anyhow::Result<(AppData, Arc<crate::backfill::Backfills>)> {
+    let store = settings
+        .database_url
+        .as_deref()
+        .map(|url| Store::connect_with(url, &settings.postgres))
+        .transpose()?;
+    let ledger = shared.ledger.clone().or_else(|| {
+        crate::experiments::ledger::ledger(store.as_ref(), false, settings.nudge_rules)
+    });
+    let experiments = web::Data::new(nudge_experiments::ExperimentState::new(
+        ledger.clone(),
+        shared.plans,
+        settings.nudge_rules,
+    ));
+    let templates = web::Data::new(TemplateStore::new(store.clone()));
+    let previews = web::Data::new(crate::preview::service(
+        settings,
+        shared.registry.clone(),
+        store.clone(),
+    )?);
+    let rfm_configs = web::Data::new(config_service(settings, store.clone(), &ingress));
+    let exports = web::Data::new(settings.exports.build());
+    let widgets = web::Data::new(crate::widget::WidgetState::new(
+        settings,
+        shared.nudges.clone(),
+        store.clone(),
+        ledger,
+        templates.get_ref().clone(),
+    ));
+    let history = web::Data::new(crate::routes::history::HistoryState::new(
+        settings,
+        ingress.sink.clone(),
+        store.as_ref(),
+    ));
+    let leases = store
+        .as_ref()
+        .map(|s| crate::backfill::lease::Leases::new(s.pool().clone(), settings.backfill_lease));
+    let backfills = crate::backfill::Backfills::new(history.backfill.clone(), leases);
+    backfills.resume_unfinished();
+    let install = web::Data::new(crate::routes::shop_install::InstallState {
+        admin: admin_client(settings),
+        pool: store.as_ref().map(|s| s.pool().clone()),
+        keys: settings.keys.clone(),
+        client_id: settings.shopify_api_key.clone(),
+        client_secret: String::from_utf8_lossy(settings.webhook_secrets.current()).into_owned(),
+        backfill: Some(backfills.clone()),
+    });
+    let registry = shared.registry.clone();
+    let reads = web::Data::new(read_state(
+        settings,
+        registry,
+        shared.channels,
+        store,
+        limits,
+    )?);
+    let assets = web::Data::new(dashboard::Assets::default());
+    let ready = web::Data::new(readiness.clone());
+    let prometheus = web::Data::new(Arc::new(telemetry::prometheus()));
+    telemetry::describe_metrics(&settings.topics);
+    let data = AppData {
+        ingress,
+        reads,
+        experiments,
+        assets,
+        ready,
+        prometheus,
+        widgets,
+        templates,
+        rfm_configs,
+        install,
+        previews,
+        exports,
+        history,
+    };
+    Ok((data, backfills))
+}
+
+/// Saved configurations, and the relay that sends what a save could not (its task runs until the process ends).
+fn config_service(
+    settings: &Settings,
+    store: Option<Store>,
+    ingress: &webhooks::IngressState,
+) -> crate::merchant_config::ConfigService {
+    let relay = store.clone().map(|store| {
+        Arc::new(crate::merchant_config::ConfigRelay::new(
+            store,
+            ingress.sink.clone(),
+            settings.topics.rfm_config.clone(),
+        ))
+    });
+    if let Some(relay) = &relay {
+        tokio::spawn(relay.clone().run(settings.config_relay_interval));
+    }
+    crate::merchant_config::ConfigService { store, relay }
+}
+
+/// What the read API needs: the token verifier, live state or Postgres, dashboards' channels, limits.
+fn read_state(
+    settings: &Settings,
+    registry: Option<Registry>,
+    channels: Arc<Channels>,
+    store: Option<Store>,
+    limits: Arc<crate::limits::Limits>,
+) -> anyhow::Result<api::ReadState> {
+    Ok(api::ReadState {
+        verifier: Verifier {
+            api_key: settings.shopify_api_key.clone(),
+            secrets: settings.webhook_secrets.clone(),
+        },
+        gdpr: store
+            .clone()
+            .map(|store| crate::gdpr::Gdpr::new(store, settings)),
+        model: ReadModel::new(registry, store),
+        channels,
+        redis: settings
+            .redis_enabled
+            .then(|| RedisLink::new(&settings.redis_url, settings.redis_timeout))
+            .transpose()?,
+        redis_timeout: settings.redis_timeout,
+        limits,
+    })
+}
+
+/// What every worker's app shares, by type (a handler asks for its own `web::Data<T>`).
+#[derive(Clone)]
+struct AppData {
+    ingress: web::Data<webhooks::IngressState>,
+    reads: web::Data<api::ReadState>,
+    experiments: web::Data<nudge_experiments::ExperimentState>,
+    assets: web::Data<dashboard::Assets>,
+    ready: web::Data<Readiness>,
+    prometheus: web::Data<Arc<metrics_exporter_prometheus::PrometheusHandle>>,
+    widgets: web::Data<crate::widget::WidgetState>,
+    templates: web::Data<TemplateStore>,
+    rfm_configs: web::Data<crate::merchant_config::ConfigService>,
+    install: web::Data<crate::routes::shop_install::InstallState>,
+    previews: web::Data<crate::preview::PreviewService>,
+    exports: web::Data<crate::customer_list::ExportGate>,
+    history: web::Data<crate::routes::history::HistoryState>,
+}
+
+impl AppData {
+    fn register(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.ingress.clone())
+            .app_data(self.reads.clone())
+            .app_data(self.experiments.clone())
+            .app_data(self.assets.clone())
+            .app_data(self.ready.clone())
+            .app_data(self.prometheus.clone())
+            .app_data(self.widgets.clone())
+            .app_data(self.templates.clone())
+            .app_data(self.rfm_configs.clone())
+            .app_data(self.install.clone())
+            .app_data(self.previews.clone())
+            .app_data(self.exports.clone())
+            .app_data(self.history.clone());
+    }
+}
+
+/// Every route the HTTP side serves.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(widget::routes)
+        .configure(nudge_templates::configure)
+        .configure(crate::routes::rfm_config::configure)
+        .configure(crate::routes::shop_install::configure)
+        .configure(crate::routes::rfm_preview::configure)
+        .configure(crate::routes::rfm_lists::configure)
+        .configure(crate::routes::rfm_movements::configure)
+        .configure(crate::routes::settings_page::configure)
+        .configure(crate::routes::history::configure)
+        .route("/webhooks/shopify", web::post().to(webhooks::receive))
+        .route("/api/v1/rfm/segments", web::get().to(api::segments))
+        .route("/api/v1/rfm/customers/{id}", web::get().to(api::customer))
+        .route(
+            "/api/v1/rfm/customers/{id}/history",
+            web::get().to(api::history),
+        )
+        .route("/api/v1/rfm/churn-risk", web::get().to(api::churn_risk))
+        .route("/api/v1/rfm/stream", web::get().to(stream::stream))
+        .route(
+            "/api/v1/rfm/nudges/ab-test",
+            web::post().to(nudge_experiments::save_experiment),
+        )
+        .route(
+            "/api/v1/rfm/nudges/ab-test",
+            web::get().to(nudge_experiments::experiment_results),
+        )
+        .route("/api/v1/gdpr/requests", web::get().to(gdpr::list))
+        .route("/api/v1/gdpr/requests/{id}", web::get().to(gdpr::one))
+        .route("/dashboard", web::get().to(dashboard::page))
+        .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
+        .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
+        .route(
+            "/dashboard/abtest.js",
+            web::get().to(dashboard::results_script),
+        )
+        .route(
+            "/dashboard/vendor/chart.umd.js",
+            web::get().to(dashboard::chart_js),
+        )
+        .route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(health::metrics));
+}
+
 fn add_ingress_checks(
     settings: &Settings,
     readiness: &Readiness,
@@ -330,178 +408,6 @@ fn ingress_state(
             .as_deref()
             .map(|url| Store::connect_with(url, &settings.postgres).map(|s| s.pool().clone()))
             .transpose()?,
-    })
-}
-
-/// Builds the stream processor from settings: Postgres (when `DATABASE_URL` is set, migrated first), the output
-/// producer, and the consumer group member.
-pub async fn build_processor(
-    settings: &Settings,
-    clock: std::sync::Arc<dyn actors::Clock>,
-) -> anyhow::Result<crate::processor::Processor> {
-    use crate::processor::{publish::Publisher, ProcessorConfig, SnapshotSettings};
-    // The recorder first, so the families described here land in the exporter `/metrics` renders.
-    drop(crate::telemetry::prometheus());
-    crate::telemetry::describe_metrics(&settings.topics);
-    let store = match &settings.database_url {
-        Some(url) => {
-            let store = Store::connect_with(url, &settings.postgres)?
-                .with_attribution(settings.nudge_rules.attribution);
-            store.migrate().await?;
-            Some(store)
-        }
-        None => {
-            tracing::warn!(
-                "DATABASE_URL is not set: deltas and history are not written to Postgres"
-            );
-            None
-        }
-    };
-    let sink = crate::processor::publish::output_sink(
-        &settings.kafka_brokers,
-        settings.processor_delivery_timeout,
-    )
-    .build()?;
-    let cache = settings
-        .redis_enabled
-        .then(|| ScoreCache::new(&settings.redis_url, settings.redis_timeout))
-        .transpose()?;
-    let nudges = crate::widget::desk_config(settings).build(clock.clone());
-    // Nudges and erasures go to every instance's desk, so a widget on any instance gets its customer's nudges.
-    let relay = settings
-        .redis_enabled
-        .then(|| crate::widget::relay::NudgeRelay::start(settings, nudges.clone()))
-        .transpose()?;
-    let gdpr = store
-        .clone()
-        .map(|store| crate::gdpr::Gdpr::new(store, settings));
-    // In memory only for the demo (`WIDGET_DEMO`) without Postgres: a real deployment without Postgres keeps no
-    // experiments rather than ones each instance would see differently.
-    let ledger = crate::experiments::ledger::ledger(
-        store.as_ref(),
-        settings.widget_demo,
-        settings.nudge_rules,
-    );
-    let publisher = Publisher {
-        sink,
-        topics: settings.topics.clone(),
-        gdpr,
-        rows_order: Default::default(),
-        store,
-        cache,
-        nudges: Some(nudges),
-        relay,
-        desk_turn: Default::default(),
-        nudge_rules: settings.nudge_rules,
-        ledger,
-    };
-    let experiments = publisher.store.clone();
-    // In memory (the demo), snapshots serve a partition that comes back to this process, and offsets are never
-    // committed, so a restart replays from the start.
-    let store = snapshot_store(settings, publisher.store.as_ref())?;
-    let processor = ProcessorConfig {
-        snapshots: Some(SnapshotSettings {
-            store,
-            every: settings.snapshot_interval,
-        }),
-        ..ProcessorConfig::new(
-            &settings.kafka_brokers,
-            &settings.kafka_group_id,
-            settings.topics.clone(),
-        )
-    }
-    .with_session_timeout(settings.kafka_session_timeout)
-    .with_group_instance_id(settings.kafka_group_instance_id.clone())
-    .with_max_poll_interval(settings.kafka_max_poll_interval)
-    .with_kafka_debug(settings.kafka_debug.clone())
-    .build(publisher, clock)?;
-    // Nudges fired before the experiments are known would be outside them, so they are loaded before the start.
-    if let Some(store) = experiments {
-        crate::experiments::plans::sync(&store, &processor.plans()).await?;
-        let every = settings.nudge_rules.plan_refresh;
-        crate::experiments::plans::spawn_refresh(store, &processor.plans(), every);
-    }
-    Ok(processor)
-}
-
-/// The processor with its live feed attached, as every role that consumes runs it (`all` and `processor`): frames
-/// go through Redis when it is enabled, so dashboards served by any instance (an `ingress` one included) see the
-/// merchants this one owns. Returns the channels local dashboards subscribe to.
-pub async fn build_live_processor(
-    settings: &Settings,
-    clock: Arc<dyn actors::Clock>,
-) -> anyhow::Result<(crate::processor::Processor, Arc<Channels>)> {
-    let mut processor = build_processor(settings, clock).await?;
-    let channels = Arc::new(Channels::default());
-    let sink = if settings.redis_enabled {
-        let client = RedisTarget::open(&settings.redis_url)?;
-        tokio::spawn(subscribe_forever(client, channels.clone()));
-        FrameSink::redis(
-            &settings.redis_url,
-            channels.clone(),
-            settings.redis_timeout,
-        )?
-    } else {
-        FrameSink::local(channels.clone())
-    };
-    let live = LiveConfig {
-        min_interval: settings.live_frame_interval,
-        ..LiveConfig::default()
-    };
-    let feed = LiveFeed::new(sink, live);
-    processor.attach_live(feed.clone());
-    tokio::spawn(feed.run(std::future::pending()));
-    Ok((processor, channels))
-}
-
-/// The store `SNAPSHOT_STORE` names, or Postgres when there is a database, Redis when Redis is enabled, memory
-/// otherwise.
-fn snapshot_store(settings: &Settings, database: Option<&Store>) -> anyhow::Result<SnapshotStore> {
-    let backend = settings.snapshot_store.unwrap_or(match database {
-        Some(_) => SnapshotBackend::Postgres,
-        None if settings.redis_enabled => SnapshotBackend::Redis,
-        None => SnapshotBackend::Memory,
-    });
-    let group = &settings.kafka_group_id;
-    Ok(match (backend, database) {
-        (SnapshotBackend::Postgres, Some(db)) => {
-            SnapshotStore::Postgres(PgSnapshots::new(db.pool().clone(), group))
-        }
-        (SnapshotBackend::Postgres, None) => {
-            anyhow::bail!("SNAPSHOT_STORE=postgres needs DATABASE_URL")
-        }
-        (SnapshotBackend::Redis, _) => SnapshotStore::redis(
-            &settings.redis_url,
-            group,
-            std::time::Duration::from_secs(10),
-        )?,
-        (SnapshotBackend::Memory, _) => SnapshotStore::memory(),
-    })
-}
-
-/// The Admin API client every role shares: pinned version, paced by the plan's bucket until Shopify reports one.
-pub fn admin_client(settings: &Settings) -> PacedClient {
-    let throttle = Arc::new(CostThrottle::new(settings.shopify_throttle_plan));
-    PacedClient::new(AdminClient::new(settings.shopify_admin.clone()), throttle)
-}
-
-/// The write-back worker (`--role sync`): Postgres (migrated), the sealed tokens' keys, its consumer group.
-pub async fn build_sync_worker(settings: &Settings) -> anyhow::Result<SyncWorker> {
-    let url = settings.database_url.as_deref().ok_or_else(|| {
-        anyhow::anyhow!("the sync role needs DATABASE_URL (tokens and written versions)")
-    })?;
-    let store = Store::connect_with(url, &settings.postgres)?;
-    store.migrate().await?;
-    let topic = &settings.topics.rfm_updated;
-    Ok(SyncWorker {
-        consumer: crate::sync::consumer(&settings.kafka_brokers, &settings.sync, topic)?,
-        brokers: settings.kafka_brokers.clone(),
-        pool: store.pool().clone(),
-        keys: settings.keys.clone(),
-        admin: admin_client(settings),
-        sink: SinkConfig::new(settings.kafka_brokers.clone()).build()?,
-        topics: settings.topics.clone(),
-        settings: settings.sync.clone(),
     })
 }
 

@@ -13,7 +13,7 @@ use streams::Topics;
 
 use crate::helpers::{brokers, eventually, free_port, fresh_database, unique};
 use crate::live::shop;
-use crate::telemetry::{post_order, scrape, sum, Binary, CALLER, TRACE_ID};
+use crate::telemetry::{post_order, until_live, Binary, CALLER, TRACE_ID};
 
 /// One exported span, its ids in hex.
 #[derive(Debug, Clone)]
@@ -90,17 +90,7 @@ async fn the_processor_exports_a_span_in_the_webhooks_trace() {
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
     ];
     let _binary = Binary::start_with(port, &prefix, &database, &extra);
-    // Live, not restoring: a restore publishes what it replayed from the state, outside any record's trace.
-    eventually(
-        "the instance owns its partition, restored",
-        Duration::from_secs(90),
-        async || {
-            let text = scrape(&address).await;
-            sum(&text, "rfm_partitions_owned", "") >= 1.0
-                && sum(&text, "rfm_restore_duration_seconds_count", "") >= 1.0
-        },
-    )
-    .await;
+    until_live(&address).await;
 
     post_order(&address, &shop(), 1, Some(CALLER)).await;
 

@@ -64,6 +64,21 @@ impl Drop for Binary {
     }
 }
 
+/// Waits until the instance owns a partition and has restored it. Live, not only owned: records applied by a
+/// restore's quiet replay are published by its last chunk, from the state, outside their input record's trace.
+pub(crate) async fn until_live(address: &str) {
+    eventually(
+        "the instance owns its partition, restored",
+        Duration::from_secs(90),
+        async || {
+            let text = scrape(address).await;
+            sum(&text, "rfm_partitions_owned", "") >= 1.0
+                && sum(&text, "rfm_restore_duration_seconds_count", "") >= 1.0
+        },
+    )
+    .await;
+}
+
 pub(crate) async fn scrape(address: &str) -> String {
     match reqwest::get(format!("{address}/metrics")).await {
         Ok(answer) => answer.text().await.unwrap_or_default(),
@@ -223,18 +238,7 @@ async fn metrics_are_described_linted_and_cover_the_dashboards_and_a_trace_cross
     let port = free_port();
     let address = format!("http://127.0.0.1:{port}");
     let _binary = Binary::start(port, &prefix, &database);
-    // Live, not only owned: records applied by a restore's quiet replay are published by its last chunk, from the
-    // state, without their input record's trace context.
-    eventually(
-        "the instance owns its partition, restored",
-        Duration::from_secs(90),
-        async || {
-            let text = scrape(&address).await;
-            sum(&text, "rfm_partitions_owned", "") >= 1.0
-                && sum(&text, "rfm_restore_duration_seconds_count", "") >= 1.0
-        },
-    )
-    .await;
+    until_live(&address).await;
     // Before any event: every family is there, described, and lint-clean.
     assert_clean_and_complete(&scrape(&address).await, "before traffic", false);
 
