@@ -195,11 +195,7 @@ impl Backfill {
             _ => false,
         };
         if lasting {
-            let mut progress = Progress::started(String::new());
-            progress.bulk_operation_id = None;
-            progress.phase = Phase::Failed;
-            progress.error = Some(e.to_string());
-            progress.finished_at = Some(chrono::Utc::now());
+            let progress = Progress::failed_to_start(e.to_string());
             if let Err(save) = self.progress.save(shop, &progress).await {
                 tracing::warn!(merchant = %shop, error = %save, "could not record the failed start");
             }

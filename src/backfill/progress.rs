@@ -81,6 +81,18 @@ impl Progress {
         }
     }
 
+    /// A run that ended before Shopify started its bulk operation (the start was refused for good).
+    pub fn failed_to_start(error: String) -> Progress {
+        let now = Utc::now();
+        Progress {
+            bulk_operation_id: None,
+            phase: Phase::Failed,
+            error: Some(error),
+            finished_at: Some(now),
+            ..Progress::started(String::new())
+        }
+    }
+
     /// Share of the result read, when Shopify said how many objects it holds.
     pub fn percent(&self) -> Option<f64> {
         self.object_count
