@@ -138,6 +138,12 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&value)?);
     let lost = value["kafka_check"]["missing"].as_u64().unwrap_or(0);
+    if value["kafka_check"]["timed_out"] == true {
+        bail!(
+            "the read-back of {} timed out with {lost} accepted webhooks not seen yet",
+            options.topic
+        );
+    }
     if lost > 0 {
         bail!("{lost} webhooks answered 200 are not on {}", options.topic);
     }
