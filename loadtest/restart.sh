@@ -3,7 +3,7 @@
 # it owns is restored and live, with CUSTOMERS customers resident — once after a graceful stop, once after kill -9.
 #
 # Needs the broker on 127.0.0.1:9092 (freshly started: Tansu slows down as it fills), Redis on 127.0.0.1:6379 and a
-# release build. DATABASE_URL is not used. Usage: [SESSION_MS=6000] bash loadtest/restart.sh [CUSTOMERS] [EVENTS]
+# release build. DATABASE_URL is not used. Usage: [SESSION_MS=6000] [MERCHANTS=200] bash loadtest/restart.sh [CUSTOMERS] [EVENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers=${1:-1000000}
@@ -15,11 +15,16 @@ log=$(mktemp -d)
 export KAFKA_SESSION_TIMEOUT_MS=${SESSION_MS:-6000}
 
 # The bench consumes the stream in a fresh group and leaves its snapshots behind; its prefix names the group.
-"$bin" bench --customers "$customers" --events "$events" --merchants 200 --partitions "$partitions" |
+"$bin" bench --customers "$customers" --events "$events" --merchants "${MERCHANTS:-200}" --partitions "$partitions" |
   tee "$log/bench.json"
 prefix=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["topic_prefix"])' <"$log/bench.json")
 
-# Starts the processor of that group, prints the seconds from start until its partitions are all restored.
+# A failure part-way must not leave a processor behind.
+pid=""
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true' EXIT
+
+# Starts the processor of that group, prints the seconds from start until its partitions are all restored and its
+# resident set then (what an instance holding these customers costs, without the bench's producer).
 restart() {
   local out="$log/$1.log" started
   started=$(date +%s.%N)
@@ -27,16 +32,22 @@ restart() {
     SNAPSHOT_INTERVAL_MS=2000 HTTP_ADDR=127.0.0.1:18090 LOG_FORMAT=json \
     "$bin" serve --role processor >"$out" 2>&1 &
   pid=$!
+  local restored=""
   for _ in $(seq 1 1200); do
-    if [ "$(grep -c '"restore finished"' "$out")" -ge "$partitions" ]; then break; fi
+    if [ "$(grep -c '"restore finished"' "$out")" -ge "$partitions" ]; then restored=yes; break; fi
     sleep 0.1
   done
-  local done_at
+  local done_at rss
   done_at=$(date +%s.%N)
-  printf '%s: %.1f s from start to all partitions restored (%s)\n' "$1" "$(echo "$done_at - $started" | bc)" "$out"
+  [ -n "$restored" ] || { echo "$1: not restored within 120 s (see $out)" >&2; exit 1; }
+  rss=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$pid/status")
+  printf '%s: %.1f s from start to all partitions restored, resident set %s bytes (%s)\n' "$1" \
+    "$(echo "$done_at - $started" | bc)" "$rss" "$out"
 }
 
 restart after-graceful-stop
+# RESTARTS=graceful: only the first figure, which is all loadtest/cost-curve.sh needs (it runs several sizes).
+if [ "${RESTARTS:-all}" = graceful ]; then kill -TERM "$pid"; wait "$pid" || true; exit 0; fi
 sleep 5 # at least one snapshot round of the restored state
 kill -TERM "$pid"; wait "$pid" || true
 restart after-graceful-stop-again

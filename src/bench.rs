@@ -18,6 +18,7 @@ use crate::directory::{inspect_all, Registry};
 use crate::processor::ProcessorStats;
 
 pub mod backfill;
+mod live;
 mod reads;
 pub mod sync;
 
@@ -43,6 +44,10 @@ pub struct BenchArgs {
     /// on this machine, the ceiling for the throughput figure.
     #[arg(long)]
     pub read_only: bool,
+    /// Start the processor on the empty topics first and produce while its partitions are live, so every changing
+    /// event is published (with `--rate 0`: the live pipeline's sustained rate; docs/PERFORMANCE.md).
+    #[arg(long)]
+    pub live: bool,
     /// Latency under reads (with `--rate`): first load one more merchant with this many customers, all at risk,
     /// then read its churn-risk list `--readers` times at once, again and again, while the paced stream runs.
     #[arg(long, default_value_t = 0)]
@@ -84,6 +89,9 @@ pub struct BenchReport {
     /// The big merchant's reads, with `--big-merchant`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reads: Option<reads::ReadReport>,
+    /// What a `--live` run published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<live::LiveReport>,
 }
 
 fn rss_bytes() -> u64 {
@@ -117,14 +125,18 @@ fn synthetic(i: u64, args: &BenchArgs, merchants: &[MerchantId]) -> InputEvent {
     })
 }
 
-/// Runs the benchmark against the broker in `settings`; Postgres is used only when `DATABASE_URL` is set.
-pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+/// The run's settings with fresh topics (a random prefix, created with `args.partitions` each) and a fresh group;
+/// with `KAFKA_BROKERS=mock`, librdkafka's in-process cluster (kept alive by the returned handle) instead, to tell
+/// the broker's share of a figure from ours.
+async fn fresh_topics(
+    settings: &Settings,
+    args: &BenchArgs,
+) -> anyhow::Result<(Settings, String, Option<crate::mock_broker::MockBroker>)> {
     let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut settings = settings.clone();
     settings.topics = Topics::with_prefix(&prefix);
     settings.kafka_group_id = format!("{prefix}group");
-    // `KAFKA_BROKERS=mock`: librdkafka's in-process cluster, to tell the broker's share of a figure from ours.
-    let _mock = match crate::mock_broker::is_mock(&settings.kafka_brokers) {
+    let mock = match crate::mock_broker::is_mock(&settings.kafka_brokers) {
         true => {
             let mock = crate::mock_broker::MockBroker::start(&settings.topics, args.partitions)?;
             settings.kafka_brokers = mock.bootstrap_servers();
@@ -141,36 +153,48 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
             None
         }
     };
+    Ok((settings, prefix, mock))
+}
+
+/// The producer as a job for a thread of its own (with its own runtime); it returns the seconds it took.
+fn producer_job(
+    settings: &Settings,
+    args: &BenchArgs,
+    merchants: &[MerchantId],
+) -> impl FnOnce() -> anyhow::Result<f64> + Send + 'static {
+    let (settings, args, merchants) = (settings.clone(), args.clone(), merchants.to_vec());
+    move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let started = Instant::now();
+        runtime.block_on(produce(&settings, &args, &merchants))?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+/// Runs the benchmark against the broker in `settings`; Postgres is used only when `DATABASE_URL` is set.
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let (settings, prefix, _mock) = fresh_topics(settings, args).await?;
     let mut rss_before = rss_bytes();
 
     let merchants: Vec<MerchantId> = (0..args.merchants)
         .map(|m| MerchantId::parse(&format!("bench-{m}.myshopify.com")))
         .collect::<Result<_, _>>()?;
     // Throughput: the whole stream is on the broker first and the processor catches up from it, so the figure is
-    // the processor's, not the producer's. Latency (`--rate`): the producer runs paced, on its own thread, while the
-    // processor consumes.
-    let producer = {
-        let (settings, args, merchants) = (settings.clone(), args.clone(), merchants.clone());
-        move || -> anyhow::Result<f64> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let started = Instant::now();
-            runtime.block_on(produce(&settings, &args, &merchants))?;
-            Ok(started.elapsed().as_secs_f64())
-        }
-    };
-    let mut producer = Some(producer);
+    // the processor's, not the producer's. Latency (`--rate`) and `--live`: the producer runs on its own thread while
+    // the processor consumes (`--live` starts it only once the partitions are live).
+    let mut producer = Some(producer_job(&settings, args, &merchants));
     let mut produce_seconds = 0.0;
-    if let Some(producer) = producer.take_if(|_| args.rate == 0) {
+    if let Some(producer) = producer.take_if(|_| args.rate == 0 && !args.live) {
         produce_seconds = tokio::task::spawn_blocking(producer).await??;
         // What the producer allocated and freed stays in the allocator's arenas; it is not the processor's.
         rss_before = rss_bytes();
     }
     if args.read_only {
         anyhow::ensure!(
-            args.rate == 0,
-            "--read-only reads a stream produced at full speed"
+            args.rate == 0 && !args.live,
+            "--read-only reads a stream produced at full speed before it (not with --rate or --live)"
         );
         return read_only(&settings, args, prefix, produce_seconds).await;
     }
@@ -184,18 +208,21 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     let task = actix_web::rt::spawn(processor.run(async {
         let _ = stopped.await;
     }));
-    let started = Instant::now();
+    let mut started = Instant::now();
+    if args.live {
+        live::until_live(&stats, Duration::from_secs(60)).await?;
+        started = Instant::now();
+    }
     // The big merchant is applied before the measured stream starts, and its events are not measured.
     let load = reads::ReadLoad::prepare(&settings, args, &stats, &registry).await?;
-    stats.sample_latency.store(args.rate > 0, Ordering::SeqCst);
+    stats
+        .sample_latency
+        .store(args.rate > 0 || args.live, Ordering::SeqCst);
     let paced = producer.take().map(std::thread::spawn);
     let steady_from = tokio::task::spawn_local(samples_once_caught_up(stats.clone()));
-    wait_for(
-        &stats,
-        args.events + args.big_merchant,
-        Duration::from_secs(600),
-    )
-    .await?;
+    // Ten minutes, or longer for a stream that would need more at 20,000 events/s (10 M customers: 30 M events).
+    let limit = Duration::from_secs(600.max(args.events / 20_000));
+    wait_for(&stats, args.events + args.big_merchant, limit).await?;
     let reads = reads::ReadLoad::finish(load).await;
     let process_seconds = started.elapsed().as_secs_f64();
     if let Some(thread) = paced {
@@ -213,6 +240,10 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
     };
     let _ = stop.send(());
     let _ = task.await;
+    let live = match args.live {
+        true => Some(live::published(&settings, args.events).await?),
+        false => None,
+    };
     Ok(BenchReport {
         topic_prefix: prefix,
         events: args.events,
@@ -230,6 +261,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<BenchR
         state_bytes_per_customer: state_bytes as f64 / customers.max(1) as f64,
         timer_bytes_per_customer: timer_bytes as f64 / customers.max(1) as f64,
         reads,
+        live,
     })
 }
 
@@ -284,6 +316,7 @@ async fn read_only(
         state_bytes_per_customer: 0.0,
         timer_bytes_per_customer: 0.0,
         reads: None,
+        live: None,
     })
 }
 
