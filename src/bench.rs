@@ -413,10 +413,8 @@ pub(crate) async fn wait_for(
 
 /// The number of latency samples when the processor first reports every partition caught up.
 async fn samples_once_caught_up(stats: Arc<ProcessorStats>) -> usize {
-    let mut ticker = tokio::time::interval(Duration::from_millis(10));
-    while !stats.caught_up.load(Ordering::SeqCst) {
-        ticker.tick().await;
-    }
+    // Unbounded, as before: `wait_for` bounds the run, and it too waits for every partition caught up.
+    let _ = live::until_live(&stats, Duration::MAX).await;
     stats.latency_samples()
 }
 
