@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ReplayDlq { group } => {
             let settings = Settings::from_env()?;
-            streams::client_props::install(settings.kafka_client_props.clone())?;
+            install_client_props(&settings)?;
             let sink = streams::SinkConfig::new(settings.kafka_brokers.clone()).build()?;
             let idle = std::time::Duration::from_secs(3);
             let report = streams::replay::replay_dlq(
@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::BenchSync(args) => {
             let settings = Settings::from_env()?;
+            install_client_props(&settings)?;
             let report = loyalnest_rfm::bench::sync::run(&settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -185,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 _ => std::env::var(k).ok(),
             })?;
+            install_client_props(&settings)?;
             let report = loyalnest_rfm::bench::backfill::run(&settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -196,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 _ => std::env::var(k).ok(),
             })?;
+            install_client_props(&settings)?;
             let report = loyalnest_rfm::bench::run(&settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -211,11 +214,17 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the `KAFKA_CONFIG_*` pass-through properties for every client this process creates; the benchmarks
+/// take them too, so a figure measured with a broker-specific setting is the service's with that setting.
+fn install_client_props(settings: &Settings) -> anyhow::Result<()> {
+    streams::client_props::install(settings.kafka_client_props.clone())
+        .context("KAFKA_CONFIG_* (librdkafka properties)")
+}
+
 async fn serve(role: Role) -> anyhow::Result<()> {
     let mut settings =
         Settings::from_env().context("reading configuration from the environment")?;
-    streams::client_props::install(settings.kafka_client_props.clone())
-        .context("KAFKA_CONFIG_* (librdkafka properties)")?;
+    install_client_props(&settings)?;
     // Kept alive until `serve` returns: the mock broker stops when dropped.
     let _mock = if mock_broker::is_mock(&settings.kafka_brokers) {
         let broker = mock_broker::MockBroker::start(&settings.topics, settings.kafka_partitions)?;

@@ -6,7 +6,7 @@
 //! a key, for sockets that connect later) and every instance's subscriber fills its own slots; without Redis, or
 //! while Redis is unreachable, frames go straight into this process's slots.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub struct Channels {
     slots: DashMap<MerchantId, SlotEntry>,
     bound: LiveBound,
     last_sweep_ms: AtomicI64,
+    /// Slots left by the last sweep (see `LiveBound::overfull`).
+    left_by_sweep: AtomicUsize,
 }
 
 struct SlotEntry {
@@ -118,6 +120,7 @@ impl Channels {
             slots: DashMap::new(),
             bound,
             last_sweep_ms: AtomicI64::new(0),
+            left_by_sweep: AtomicUsize::new(0),
         }
     }
 
@@ -183,7 +186,8 @@ impl Channels {
 
     fn sweep_if_due(&self, now_ms: i64) {
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        if now_ms - last < SWEEP_EVERY_MS && !self.bound.overfull(self.slots.len()) {
+        let left = self.left_by_sweep.load(Ordering::Relaxed);
+        if now_ms - last < SWEEP_EVERY_MS && !self.bound.overfull(self.slots.len(), left) {
             return;
         }
         // One sweeper at a time; the others carry on delivering.
@@ -214,6 +218,8 @@ impl Channels {
                 removed += 1;
             }
         }
+        self.left_by_sweep
+            .store(self.slots.len(), Ordering::Relaxed);
         if removed > 0 {
             metrics::counter!(streams::metric_names::DASHBOARD_SLOTS_DROPPED).increment(removed);
             tracing::debug!(

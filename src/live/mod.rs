@@ -11,7 +11,7 @@ mod bounds;
 pub mod fanout;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,8 @@ pub struct LiveFeed {
     sink: FrameSink,
     config: LiveConfig,
     last_sweep_ms: AtomicI64,
+    /// Boards left by the last sweep (see `LiveBound::overfull`).
+    left_by_sweep: AtomicUsize,
 }
 
 impl LiveFeed {
@@ -72,6 +74,7 @@ impl LiveFeed {
             sink,
             config,
             last_sweep_ms: AtomicI64::new(0),
+            left_by_sweep: AtomicUsize::new(0),
         })
     }
 
@@ -143,7 +146,8 @@ impl LiveFeed {
             })
             .collect();
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        if now_ms - last >= SWEEP_EVERY_MS || self.config.boards.overfull(boards.len()) {
+        let left = self.left_by_sweep.load(Ordering::Relaxed);
+        if now_ms - last >= SWEEP_EVERY_MS || self.config.boards.overfull(boards.len(), left) {
             self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
             self.sweep(&mut boards, now_ms);
         }
@@ -162,6 +166,7 @@ impl LiveFeed {
         for merchant in &dropped {
             boards.remove(merchant);
         }
+        self.left_by_sweep.store(boards.len(), Ordering::Relaxed);
         if !dropped.is_empty() {
             metrics::counter!(streams::metric_names::DASHBOARD_BOARDS_DROPPED)
                 .increment(dropped.len() as u64);

@@ -41,25 +41,23 @@ impl Processor {
             live.observe(&outcome);
         }
         let dead_letters = outcome.rejected.len() as u64;
-        let churn_timestamps = outcome
+        let churn_timestamps: Vec<i64> = outcome
             .changes
             .iter()
             .filter(|c| c.churn_risk.is_some())
             .filter_map(|c| c.event_ms)
             .collect();
         let publishing = self.publisher.start(outcome);
-        let done = if spans.is_empty() {
-            tokio::task::spawn_local(publishing)
-        } else {
-            tokio::task::spawn_local(async move {
-                publishing.await;
-                drop(spans);
-            })
-        };
+        // Timed inside the task, when its outputs are acknowledged and its rows written, not when the loop next
+        // retires it: that waits for the next batch or tick and would add up to their interval to every figure.
+        let stats = self.stats.clone();
+        let done = tokio::task::spawn_local(async move {
+            publishing.await;
+            stats.record_latencies(&timestamps, &churn_timestamps);
+            drop(spans);
+        });
         self.in_flight.push_back(super::InFlight {
             done,
-            timestamps,
-            churn_timestamps,
             events,
             dead_letters,
             tick: None,
@@ -120,8 +118,6 @@ impl Processor {
     ) -> Result<(), PublishError> {
         use std::sync::atomic::Ordering::SeqCst;
         result.map_err(|e| PublishError::Task(e.to_string()))?;
-        self.stats
-            .record_latencies(&batch.timestamps, &batch.churn_timestamps);
         self.stats.events.fetch_add(batch.events, SeqCst);
         self.stats
             .dead_lettered

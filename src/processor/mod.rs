@@ -129,7 +129,7 @@ impl ProcessorConfig {
             },
             topics,
             batch_max: 5_000,
-            batch_linger: Duration::from_millis(5),
+            batch_linger: Duration::ZERO,
             tick_every: Duration::from_millis(250),
             snapshots: None,
             // Half the cores: a big rebalance leaves the rest to the partitions that are live.
@@ -200,9 +200,6 @@ impl ProcessorConfig {
 /// A batch being published. Its offsets are covered by the next snapshot taken after `done` completes.
 struct InFlight {
     done: tokio::task::JoinHandle<()>,
-    timestamps: Vec<i64>,
-    /// Event times of the batch's changes that published a `churn_risk.detected`.
-    churn_timestamps: Vec<i64>,
     events: u64,
     /// Records of the batch that went to the dead-letter topic (counted once acknowledged).
     dead_letters: u64,

@@ -56,9 +56,13 @@ pub type DeskTurn = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
 /// which the broker deduplicates, while one that times out is sent again by `resend` as a new record, which lands
 /// twice if the broker had taken the first (a slow broker, or this process starved of CPU while the answer waited
 /// in its socket).
-pub fn output_sink(brokers: &str, delivery_timeout: Duration) -> streams::SinkConfig {
+pub fn output_sink(
+    brokers: &str,
+    delivery_timeout: Duration,
+    linger: Duration,
+) -> streams::SinkConfig {
     streams::SinkConfig {
-        linger: Duration::from_millis(5),
+        linger,
         delivery_timeout,
         ..streams::SinkConfig::new(brokers.to_owned())
     }
@@ -413,14 +417,17 @@ mod tests {
     async fn an_output_acknowledged_late_is_on_the_topic_once() {
         let topics = Topics::default();
         let broker = MockBroker::start(&topics, 1).unwrap();
-        let default = crate::configuration::Settings::from_lookup(|var| {
+        let defaults = crate::configuration::Settings::from_lookup(|var| {
             (var == "SHOPIFY_API_SECRET").then(|| "s".to_owned())
         })
-        .unwrap()
-        .processor_delivery_timeout;
-        let sink = output_sink(&broker.bootstrap_servers(), default)
-            .build()
-            .unwrap();
+        .unwrap();
+        let sink = output_sink(
+            &broker.bootstrap_servers(),
+            defaults.processor_delivery_timeout,
+            defaults.processor_output_linger,
+        )
+        .build()
+        .unwrap();
         let publisher = publisher(sink, &topics);
         // Connected, with a producer id, before the broker slows down: only the record's own answer is late.
         publisher.start(update(&topics, "{\"n\":1}")).await;

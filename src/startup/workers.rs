@@ -45,6 +45,7 @@ pub async fn build_processor(
     let sink = crate::processor::publish::output_sink(
         &settings.kafka_brokers,
         settings.processor_delivery_timeout,
+        settings.processor_output_linger,
     )
     .build()?;
     let cache = settings
@@ -89,6 +90,7 @@ pub async fn build_processor(
             store,
             every: settings.snapshot_interval,
         }),
+        batch_linger: settings.processor_batch_linger,
         ..ProcessorConfig::new(
             &settings.kafka_brokers,
             &settings.kafka_group_id,

@@ -7,7 +7,12 @@
 //! bounded rate from several loopback source addresses (one address has too few ephemeral ports for 50,000), then
 //! signed `orders/create` webhooks at a fixed rate for the first shoppers, one each, and a report. It targets
 //! loopback only and stops by itself: every phase has a count and a deadline.
+//!
+//! With `--dashboards` it measures webhook accepted → merchant dashboard frame instead (see `dashboards`): the
+//! sockets are merchants' dashboards over `--shops` shops, and the orders, for fresh customers of those shops, are
+//! independent of the sockets.
 
+mod dashboards;
 mod orders;
 mod proxy;
 mod report;
@@ -59,6 +64,15 @@ pub struct Options {
     /// a duplicate, which moves nobody and fires no nudge.
     #[arg(long, default_value_t = 0)]
     pub first_customer: u64,
+    /// Hold merchants' dashboard sockets and time webhook accepted → dashboard frame, not → widget nudge.
+    #[arg(long)]
+    pub dashboards: bool,
+    /// With `--dashboards`: the shops the sockets and orders are spread over (round-robin).
+    #[arg(long, default_value_t = 1_000)]
+    pub shops: u64,
+    /// With `--dashboards`: the app's API key, the audience of the session tokens.
+    #[arg(long, env = "SHOPIFY_API_KEY", default_value = "loyalnest-dev")]
+    pub api_key: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
         bail!("widget-load only targets loopback, not {host}");
     }
-    if options.orders > options.sockets {
+    if !options.dashboards && options.orders > options.sockets {
         bail!("--orders must not exceed --sockets");
     }
     let started = Instant::now();
@@ -85,23 +99,19 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.in_flight)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let customers: Vec<u64> =
-        (options.first_customer..options.first_customer + options.sockets).collect();
-    let tokens = proxy::fetch_tokens(&http, &options, &customers).await?;
-    eprintln!(
-        "tokens: {} in {:.1} s",
-        tokens.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let hub = Arc::new(sockets::Hub::new(&customers));
-    let opened = sockets::open_all(&options, &tokens, &hub).await;
+    let (customers, shops, frames, opened, hub) = if options.dashboards {
+        open_dashboards(&options).await?
+    } else {
+        open_widgets(&http, &options, started).await?
+    };
     eprintln!(
         "sockets: {} open, {} failed ({:.1} s)",
         opened.open,
         opened.failed,
         started.elapsed().as_secs_f64()
     );
-    let sent = orders::send(&http, &options, &customers[..options.orders as usize], &hub).await;
+    let orders = &customers[..options.orders as usize];
+    let sent = orders::send(&http, &options, orders, &shops, &hub).await;
     let deadline = Instant::now() + Duration::from_secs(options.drain_secs);
     hub.wait_for(&sent.accepted, deadline).await;
     let report = report::Report::build(
@@ -109,10 +119,61 @@ async fn main() -> anyhow::Result<()> {
         &opened,
         &sent,
         &hub,
+        frames.as_deref(),
         started.elapsed(),
         options.server_pid,
     );
     println!("{}", serde_json::to_string_pretty(&report.json())?);
     hub.close_all();
     Ok(())
+}
+
+/// What the socket phase leaves for the orders and the report: the customers (order `n` for `customers[n]`), the
+/// shops orders go to, the dashboards' frames (with `--dashboards`), how the opening went and the hub.
+type Ready = (
+    Vec<u64>,
+    Vec<String>,
+    Option<Arc<dashboards::Frames>>,
+    sockets::Opened,
+    Arc<sockets::Hub>,
+);
+
+/// One widget socket per shopper of `--shop`, each with a token from the App Proxy.
+async fn open_widgets(
+    http: &reqwest::Client,
+    options: &Options,
+    started: Instant,
+) -> anyhow::Result<Ready> {
+    let customers: Vec<u64> =
+        (options.first_customer..options.first_customer + options.sockets).collect();
+    let tokens = proxy::fetch_tokens(http, options, &customers).await?;
+    eprintln!(
+        "tokens: {} in {:.1} s",
+        tokens.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let hub = Arc::new(sockets::Hub::new(&customers));
+    let planned = sockets::widget_sockets(&tokens, &hub);
+    let opened = sockets::open_all(options, "/api/v1/widget/stream", planned, &hub).await;
+    Ok((customers, vec![options.shop.clone()], None, opened, hub))
+}
+
+/// `--sockets` dashboard sockets over `--shops` shops; the orders are for fresh customers of those shops.
+async fn open_dashboards(options: &Options) -> anyhow::Result<Ready> {
+    if options.sockets.div_ceil(options.shops.max(1)) > 50 {
+        eprintln!("note: more than 50 sockets per shop are refused unless DASHBOARD_SOCKETS_PER_SHOP is raised");
+    }
+    let customers: Vec<u64> =
+        (options.first_customer..options.first_customer + options.orders).collect();
+    let hub = Arc::new(sockets::Hub::new(&customers));
+    let frames = dashboards::Frames::new();
+    let planned = dashboards::plan(options, &hub, &frames)?;
+    let opened = sockets::open_all(options, dashboards::PATH, planned, &hub).await;
+    Ok((
+        customers,
+        dashboards::shops(options),
+        Some(frames),
+        opened,
+        hub,
+    ))
 }

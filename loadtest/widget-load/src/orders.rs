@@ -45,11 +45,13 @@ fn sign(secret: &str, body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Sends one order per customer at `order_rate` per second, stamping each slot's send and acceptance times.
+/// Sends one order per customer at `order_rate` per second, stamping each slot's send and acceptance times. The
+/// `n`th order goes to `shops[n % shops.len()]`.
 pub async fn send(
     http: &reqwest::Client,
     options: &Options,
     customers: &[u64],
+    shops: &[String],
     hub: &Arc<Hub>,
 ) -> Sent {
     let started = std::time::Instant::now();
@@ -60,7 +62,7 @@ pub async fn send(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let paced = stream::unfold(
-        (ticks, customers.iter().copied()),
+        (ticks, customers.iter().copied().enumerate()),
         |(mut ticks, mut rest)| async move {
             let customer = rest.next()?;
             ticks.tick().await;
@@ -68,7 +70,10 @@ pub async fn send(
         },
     );
     let outcomes: Vec<Result<usize, String>> = paced
-        .map(|customer| {
+        .map(|(n, customer)| {
+            let shop = shops
+                .get(n % shops.len().max(1))
+                .map_or(options.shop.as_str(), String::as_str);
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let body = body(&template, customer, &now);
             let request = http
@@ -76,7 +81,7 @@ pub async fn send(
                 .header("Content-Type", "application/json")
                 .header("X-Shopify-Topic", "orders/create")
                 .header("X-Shopify-Hmac-Sha256", sign(&options.secret, &body))
-                .header("X-Shopify-Shop-Domain", options.shop.as_str())
+                .header("X-Shopify-Shop-Domain", shop)
                 .header(
                     "X-Shopify-Webhook-Id",
                     format!("widget-load-{customer}-{now}"),

@@ -1,12 +1,15 @@
 //! The run's figures: sockets held, webhook → nudge latency percentiles (from acceptance and from sending), nudges
 //! that never came, and the generator's own CPU time beside the wall time, so a run can tell whether the
-//! generator was the bottleneck. With `--server-pid`, the server's resident and peak memory too.
+//! generator was the bottleneck. With `--server-pid`, the server's resident and peak memory too. With
+//! `--dashboards`, `first_seen` is when each order first showed on some dashboard, and `frames` has every socket's
+//! samples (see `dashboards`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::dashboards::Frames;
 use crate::orders::Sent;
 use crate::sockets::{Hub, Opened};
 use crate::Options;
@@ -61,6 +64,7 @@ impl Report {
         opened: &Opened,
         sent: &Sent,
         hub: &Hub,
+        frames: Option<&Frames>,
         wall: Duration,
         server_pid: Option<u32>,
     ) -> Report {
@@ -68,7 +72,7 @@ impl Report {
         let mut from_sent = Vec::with_capacity(sent.accepted.len());
         let mut before_answer = 0u64;
         for &slot in &sent.accepted {
-            let nudged = hub.nudged_at[slot].load(Ordering::Acquire);
+            let nudged = hub.arrived_at[slot].load(Ordering::Acquire);
             if nudged == 0 {
                 continue;
             }
@@ -82,13 +86,21 @@ impl Report {
             from_sent.push(nudged.saturating_sub(sent_at) as f64 / 1e6);
         }
         let received = from_sent.len();
-        let value = json!({
+        let arrivals = json!({
+            "received": received,
+            "missing": sent.accepted.len() - received,
+            "before_http_answer": before_answer,
+            "from_accepted": summary(from_accepted),
+            "from_sent": summary(from_sent),
+        });
+        let mut value = json!({
             "sockets": {
                 "asked": options.sockets,
                 "open": opened.open,
                 "failed": opened.failed,
                 "first_error": opened.first_error,
                 "open_seconds": (opened.seconds * 10.0).round() / 10.0,
+                "ended_early": hub.ended_early.load(Ordering::Relaxed),
             },
             "orders": {
                 "asked": options.orders,
@@ -98,19 +110,19 @@ impl Report {
                 "first_error": sent.first_error,
                 "send_seconds": (sent.seconds * 100.0).round() / 100.0,
             },
-            "nudges": {
-                "received": received,
-                "missing": sent.accepted.len() - received,
-                "before_http_answer": before_answer,
-                "from_accepted": summary(from_accepted),
-                "from_sent": summary(from_sent),
-            },
             "generator": {
                 "wall_seconds": (wall.as_secs_f64() * 10.0).round() / 10.0,
                 "cpu_seconds": own_cpu_seconds(),
             },
             "server_memory": server_pid.and_then(memory_mib),
         });
+        match frames {
+            Some(frames) => {
+                value["first_seen"] = arrivals;
+                value["frames"] = frames.json();
+            }
+            None => value["nudges"] = arrivals,
+        }
         Report { value }
     }
 

@@ -1,6 +1,7 @@
-//! The shoppers' sockets: opened at a bounded rate from several loopback source addresses, each held by a task that
-//! only reads. A socket's first nudge after its shopper's order was sent is stamped into the hub, which the report
-//! reads; every task is owned by one `JoinSet` and aborted at the end.
+//! The sockets under test (shoppers' widgets or merchants' dashboards): opened at a bounded rate from several
+//! loopback source addresses, each held by a task that only reads and hands every text frame to its socket's own
+//! reader. The first arrival of each order's result (a nudge, or a delta on some dashboard) is stamped into the hub,
+//! which the report reads; every task is owned by one `JoinSet` and aborted at the end.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,9 +34,11 @@ pub struct Hub {
     first: u64,
     pub sent_at: Vec<AtomicU64>,
     pub accepted_at: Vec<AtomicU64>,
-    pub nudged_at: Vec<AtomicU64>,
+    pub arrived_at: Vec<AtomicU64>,
     arrived: Notify,
     tasks: Mutex<JoinSet<()>>,
+    /// Sockets that ended before the run did (closed by the server, or broken): their results cannot arrive.
+    pub ended_early: AtomicU64,
 }
 
 /// How the opening went.
@@ -54,9 +57,10 @@ impl Hub {
             first: customers.first().copied().unwrap_or(0),
             sent_at: slots(),
             accepted_at: slots(),
-            nudged_at: slots(),
+            arrived_at: slots(),
             arrived: Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
+            ended_early: AtomicU64::new(0),
         }
     }
 
@@ -68,13 +72,20 @@ impl Hub {
         (customer - self.first) as usize
     }
 
-    fn on_nudge(&self, slot: usize) {
+    /// The slot of `customer` when it is one of this run's.
+    pub fn slot_of(&self, customer: u64) -> Option<usize> {
+        let slot = customer.checked_sub(self.first)? as usize;
+        (slot < self.sent_at.len()).then_some(slot)
+    }
+
+    /// Stamps the first arrival of `slot`'s result (once its order was sent).
+    pub fn arrived(&self, slot: usize) {
         let sent = self.sent_at[slot].load(Ordering::Acquire);
         if sent == 0 {
             return;
         }
         let now = self.now();
-        if self.nudged_at[slot]
+        if self.arrived_at[slot]
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
@@ -88,7 +99,7 @@ impl Hub {
             let notified = self.arrived.notified();
             let missing = accepted
                 .iter()
-                .filter(|s| self.nudged_at[**s].load(Ordering::Acquire) == 0)
+                .filter(|s| self.arrived_at[**s].load(Ordering::Acquire) == 0)
                 .count();
             if missing == 0 {
                 return;
@@ -107,11 +118,47 @@ impl Hub {
     }
 }
 
-/// Opens one socket per token at `connect_rate` per second. Each socket's task connects, reports how that went,
-/// then holds the socket until the end, so early sockets are read (and their pings answered) while later ones open.
-pub async fn open_all(options: &Options, tokens: &HashMap<u64, String>, hub: &Arc<Hub>) -> Opened {
+/// What reads one socket's text frames.
+pub type Reader = Box<dyn FnMut(&str) + Send>;
+
+/// One socket to open: the bearer token it presents and its reader.
+pub struct Planned {
+    pub token: String,
+    pub reader: Reader,
+}
+
+/// The widget sockets: one per shopper, in customer order, each stamping its shopper's first nudge.
+pub fn widget_sockets(tokens: &HashMap<u64, String>, hub: &Arc<Hub>) -> Vec<Planned> {
+    let mut ordered: Vec<(&u64, &String)> = tokens.iter().collect();
+    ordered.sort();
+    ordered
+        .into_iter()
+        .map(|(customer, token)| {
+            let (hub, slot) = (hub.clone(), hub.slot(*customer));
+            let reader: Reader = Box::new(move |text: &str| {
+                if text.contains("\"nudge_id\"") {
+                    hub.arrived(slot);
+                }
+            });
+            Planned {
+                token: token.clone(),
+                reader,
+            }
+        })
+        .collect()
+}
+
+/// Opens the planned sockets on `path` at `connect_rate` per second. Each socket's task connects, reports how that
+/// went, then holds the socket until the end, so early sockets are read (and their pings answered) while later ones
+/// open.
+pub async fn open_all(
+    options: &Options,
+    path: &str,
+    planned: Vec<Planned>,
+    hub: &Arc<Hub>,
+) -> Opened {
     let started = Instant::now();
-    let url = options.base_url.replacen("http", "ws", 1) + "/api/v1/widget/stream";
+    let url = options.base_url.replacen("http", "ws", 1) + path;
     let server: SocketAddr = tokio::net::lookup_host(url_authority(&options.base_url))
         .await
         .ok()
@@ -122,10 +169,8 @@ pub async fn open_all(options: &Options, tokens: &HashMap<u64, String>, hub: &Ar
         1.0 / options.connect_rate.max(1) as f64,
     ));
     let (report, mut outcomes) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
-    let mut ordered: Vec<(&u64, &String)> = tokens.iter().collect();
-    ordered.sort();
-    let total = ordered.len();
-    for (n, (customer, token)) in ordered.into_iter().enumerate() {
+    let total = planned.len();
+    for (n, Planned { token, reader }) in planned.into_iter().enumerate() {
         pace.tick().await;
         let permit = gate.clone().acquire_owned().await.expect("never closed");
         let source = IpAddr::V4(Ipv4Addr::new(
@@ -134,9 +179,7 @@ pub async fn open_all(options: &Options, tokens: &HashMap<u64, String>, hub: &Ar
             0,
             1 + (n as u8 % options.source_ips.max(1)),
         ));
-        let (url, token, reader, report) =
-            (url.clone(), token.clone(), hub.clone(), report.clone());
-        let slot = hub.slot(*customer);
+        let (url, report, hub_of_task) = (url.clone(), report.clone(), hub.clone());
         hub.tasks.lock().expect("not poisoned").spawn(async move {
             let connected =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&url, server, source, &token))
@@ -148,7 +191,8 @@ pub async fn open_all(options: &Options, tokens: &HashMap<u64, String>, hub: &Ar
             match connected {
                 Ok(ws) => {
                     let _ = report.send(Ok(()));
-                    hold(ws, reader, slot).await;
+                    hold(ws, reader).await;
+                    hub_of_task.ended_early.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     let _ = report.send(Err(e.to_string()));
@@ -200,12 +244,10 @@ async fn connect(
 }
 
 /// Reads until the server closes; pings are answered by tungstenite as part of reading.
-async fn hold(mut ws: Socket, hub: Arc<Hub>, slot: usize) {
+async fn hold(mut ws: Socket, mut reader: Reader) {
     while let Some(Ok(message)) = ws.next().await {
         if let Message::Text(text) = message {
-            if text.contains("\"nudge_id\"") {
-                hub.on_nudge(slot);
-            }
+            reader(text.as_str());
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Merchants' dashboard sockets (`--dashboards`): `--sockets` sockets on `GET /api/v1/rfm/stream`, spread round-robin
+//! over `--shops` shops, each presenting a session token signed as Shopify's App Bridge signs them (HS256 under the
+//! app secret, `dest` the shop, `aud` the app's API key). Every frame lists the deltas new since the merchant's
+//! previous frame (`fresh`, newest first); for each such delta of one of this run's orders, the socket records the
+//! time since that order's webhook was accepted (and since it was sent). So one order seen by ten sockets of its
+//! shop gives ten samples, as ten merchants' screens would.
+//!
+//! The k6 script (`loadtest/dashboard.js`) measures the same thing from the broker timestamp, but k6 could not read
+//! 10,000 sockets while posting 5,000 webhooks/s on this machine; this reader parses only the fields it needs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::sockets::{Hub, Planned, Reader};
+use crate::Options;
+
+/// The path of the dashboard socket.
+pub const PATH: &str = "/api/v1/rfm/stream";
+/// How long the generated session tokens live; a run is far shorter.
+const TOKEN_LIFETIME_S: i64 = 3_600;
+
+/// The shop of dashboard `index` (and of order `index`): `dashboard-load-<n>.myshopify.com`, n from 1.
+pub fn shop(index: usize, shops: usize) -> String {
+    format!("dashboard-load-{}.myshopify.com", index % shops.max(1) + 1)
+}
+
+/// Every shop of the run, so order `i` goes to `shops[i % len]`, the shop of dashboard `i`.
+pub fn shops(options: &Options) -> Vec<String> {
+    let n = options.shops.max(1) as usize;
+    (0..n).map(|i| shop(i, n)).collect()
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: String,
+    dest: String,
+    aud: &'a str,
+    sub: &'a str,
+    exp: i64,
+    nbf: i64,
+    iat: i64,
+    jti: String,
+    sid: &'a str,
+}
+
+/// A session token for `shop`, as the embedded admin would send it.
+pub fn token(secret: &str, api_key: &str, shop: &str, now_unix: i64) -> anyhow::Result<String> {
+    let claims = Claims {
+        iss: format!("https://{shop}/admin"),
+        dest: format!("https://{shop}"),
+        aud: api_key,
+        sub: "dashboard-load",
+        exp: now_unix + TOKEN_LIFETIME_S,
+        nbf: now_unix - 5,
+        iat: now_unix,
+        jti: format!("{shop}-{now_unix}"),
+        sid: "dashboard-load",
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &key,
+    )?)
+}
+
+/// What the dashboards saw: latency samples in microseconds, frames and deltas counted.
+pub struct Frames {
+    from_accepted: Mutex<Histogram<u64>>,
+    from_sent: Mutex<Histogram<u64>>,
+    frames: AtomicU64,
+    samples: AtomicU64,
+    before_answer: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+/// The part of a frame the reader needs; serde skips the rest.
+#[derive(Deserialize)]
+struct FrameView {
+    seq: u64,
+    #[serde(default)]
+    fresh: usize,
+    deltas: Vec<DeltaView>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView {
+    customer_id: u64,
+}
+
+impl Frames {
+    pub fn new() -> Arc<Frames> {
+        // Up to an hour in microseconds, three significant digits.
+        let histogram =
+            || Mutex::new(Histogram::new_with_max(3_600_000_000, 3).expect("valid bounds"));
+        Arc::new(Frames {
+            from_accepted: histogram(),
+            from_sent: histogram(),
+            frames: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            before_answer: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+        })
+    }
+
+    /// Records one frame as read by one socket whose previous frame had `last_seq`. A frame sent again (the socket
+    /// re-sends the latest frame when the nudge results move) carries the same `seq` and is skipped, so no delta is
+    /// counted twice by one socket. A lower `seq` is a new publisher (a restarted instance starts its boards at 1,
+    /// and a socket's first frame may be an older process's, kept in Redis), so it counts.
+    fn on_frame(&self, hub: &Hub, text: &str, last_seq: &mut u64) {
+        let now = hub.now();
+        let Ok(frame) = serde_json::from_str::<FrameView>(text) else {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if frame.seq == *last_seq {
+            return;
+        }
+        *last_seq = frame.seq;
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        for delta in frame.deltas.iter().take(frame.fresh) {
+            let Some(slot) = hub.slot_of(delta.customer_id) else {
+                continue;
+            };
+            let sent = hub.sent_at[slot].load(Ordering::Acquire);
+            if sent == 0 {
+                continue;
+            }
+            let accepted = hub.accepted_at[slot].load(Ordering::Acquire);
+            // The frame can beat the HTTP answer to this process; such a sample counts as zero from acceptance.
+            if accepted == 0 || now < accepted {
+                self.before_answer.fetch_add(1, Ordering::Relaxed);
+            }
+            let micros = |since: u64| now.saturating_sub(since) / 1_000;
+            record(&self.from_accepted, micros(accepted.max(sent)));
+            record(&self.from_sent, micros(sent));
+            self.samples.fetch_add(1, Ordering::Relaxed);
+            hub.arrived(slot);
+        }
+    }
+
+    /// The report's `frames` section.
+    pub fn json(&self) -> Value {
+        json!({
+            "frames_read": self.frames.load(Ordering::Relaxed),
+            "samples": self.samples.load(Ordering::Relaxed),
+            "before_http_answer": self.before_answer.load(Ordering::Relaxed),
+            "unreadable": self.unreadable.load(Ordering::Relaxed),
+            "from_accepted": summary(&self.from_accepted),
+            "from_sent": summary(&self.from_sent),
+        })
+    }
+}
+
+fn record(histogram: &Mutex<Histogram<u64>>, micros: u64) {
+    let mut histogram = histogram.lock().unwrap_or_else(|p| p.into_inner());
+    histogram.saturating_record(micros);
+}
+
+fn summary(histogram: &Mutex<Histogram<u64>>) -> Value {
+    let histogram = histogram.lock().unwrap_or_else(|p| p.into_inner());
+    if histogram.is_empty() {
+        return json!({ "count": 0 });
+    }
+    let ms = |micros: u64| (micros as f64 / 10.0).round() / 100.0;
+    json!({
+        "count": histogram.len(),
+        "p50_ms": ms(histogram.value_at_quantile(0.50)),
+        "p90_ms": ms(histogram.value_at_quantile(0.90)),
+        "p99_ms": ms(histogram.value_at_quantile(0.99)),
+        "max_ms": ms(histogram.max()),
+    })
+}
+
+/// The dashboard sockets: socket `i` watches `shop(i)` with a fresh token and reads into `frames`.
+pub fn plan(
+    options: &Options,
+    hub: &Arc<Hub>,
+    frames: &Arc<Frames>,
+) -> anyhow::Result<Vec<Planned>> {
+    let now = chrono::Utc::now().timestamp();
+    let shops = options.shops.max(1) as usize;
+    let tokens: Vec<String> = (0..shops)
+        .map(|i| token(&options.secret, &options.api_key, &shop(i, shops), now))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((0..options.sockets as usize)
+        .map(|i| {
+            let (hub, frames) = (hub.clone(), frames.clone());
+            let mut last_seq = 0;
+            let reader: Reader =
+                Box::new(move |text: &str| frames.on_frame(&hub, text, &mut last_seq));
+            Planned {
+                token: tokens[i % shops].clone(),
+                reader,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: u64, fresh: usize, customers: &[u64]) -> String {
+        let deltas: Vec<Value> = customers
+            .iter()
+            .map(|c| json!({ "customer_id": c, "to": "new" }))
+            .collect();
+        json!({ "merchant": "m", "seq": seq, "fresh": fresh, "deltas": deltas, "segments": [] })
+            .to_string()
+    }
+
+    #[test]
+    fn only_fresh_deltas_of_sent_orders_are_counted_once_per_socket() {
+        let hub = Hub::new(&[100, 101, 102]);
+        let frames = Frames::new();
+        for slot in 0..2 {
+            hub.sent_at[slot].store(1, Ordering::Release);
+            hub.accepted_at[slot].store(2, Ordering::Release);
+        }
+        let mut last_seq = 0;
+        // 101 is fresh, 100 is an older delta, 102 was never sent, 7 is not this run's.
+        frames.on_frame(&hub, &frame(1, 3, &[101, 102, 7, 100]), &mut last_seq);
+        // The same frame again (results moved) is skipped.
+        frames.on_frame(&hub, &frame(1, 3, &[101, 102, 7, 100]), &mut last_seq);
+        frames.on_frame(&hub, "not json", &mut last_seq);
+        assert_eq!(frames.samples.load(Ordering::Relaxed), 1);
+        assert_eq!(frames.frames.load(Ordering::Relaxed), 1);
+        assert_eq!(frames.unreadable.load(Ordering::Relaxed), 1);
+        assert_ne!(hub.arrived_at[1].load(Ordering::Acquire), 0);
+        assert_eq!(hub.arrived_at[0].load(Ordering::Acquire), 0);
+        frames.on_frame(&hub, &frame(2, 1, &[100, 101]), &mut last_seq);
+        assert_eq!(frames.samples.load(Ordering::Relaxed), 2);
+        assert_ne!(hub.arrived_at[0].load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_token_names_its_shop_for_the_service() {
+        let token = token(
+            "s3cret",
+            "key",
+            "dashboard-load-1.myshopify.com",
+            1_700_000_000,
+        )
+        .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&["key"]);
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(
+            data.claims["dest"],
+            "https://dashboard-load-1.myshopify.com"
+        );
+        assert_eq!(
+            data.claims["iss"],
+            "https://dashboard-load-1.myshopify.com/admin"
+        );
+    }
+}
