@@ -172,3 +172,24 @@ fn names_the_bad_variable() {
     .unwrap_err();
     assert_eq!(e.var, "WEBHOOK_MAX_BODY_BYTES");
 }
+
+#[test]
+fn processor_lingers_default_to_latency_and_can_be_raised() {
+    let s = settings(&[("SHOPIFY_API_SECRET", "s")]).unwrap();
+    assert_eq!(s.processor_batch_linger, Duration::ZERO);
+    assert_eq!(s.processor_output_linger, Duration::from_millis(1));
+    let s = settings(&[
+        ("SHOPIFY_API_SECRET", "s"),
+        ("PROCESSOR_BATCH_LINGER_MS", "5"),
+        ("PROCESSOR_OUTPUT_LINGER_MS", "20"),
+    ])
+    .unwrap();
+    assert_eq!(s.processor_batch_linger, Duration::from_millis(5));
+    assert_eq!(s.processor_output_linger, Duration::from_millis(20));
+    let e = settings(&[
+        ("SHOPIFY_API_SECRET", "s"),
+        ("PROCESSOR_BATCH_LINGER_MS", "-1"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "PROCESSOR_BATCH_LINGER_MS");
+}

@@ -1,7 +1,8 @@
 //! The stream processor: a Kafka consumer group feeding partition actors, publishing what changed, and storing
 //! offsets only after that (DESIGN.md §6).
 //!
-//! One loop owns the consumer. It collects a short batch (a few milliseconds or a few thousand records) and hands
+//! One loop owns the consumer. It collects a batch (what has arrived, up to a few thousand records; a linger can be
+//! set) and hands
 //! each partition's share to that partition's actor, which decodes, applies and encodes the outputs (its mailbox is
 //! small, so this is where backpressure starts). The outcome's records are enqueued in order and published in the
 //! background; up to `MAX_IN_FLIGHT` batches may be publishing, and their offsets are stored strictly in batch order

@@ -73,13 +73,14 @@ fn target(url: &str) -> anyhow::Result<(std::net::SocketAddr, String, String)> {
         .context("only http:// URLs (loopback)")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
-        bail!("ingress-load only targets loopback, not {host}");
-    }
     let addr = authority
         .to_socket_addrs()?
         .next()
         .context("no address for the URL")?;
+    // Checked on the address it will connect to, so a name that merely starts with `127.` is refused too.
+    if !addr.ip().is_loopback() {
+        bail!("ingress-load only targets loopback, not {host}");
+    }
     let path = if path.is_empty() { "/" } else { path };
     Ok((addr, authority.to_owned(), path.to_owned()))
 }

@@ -1,13 +1,16 @@
 //! Merchants' dashboard sockets (`--dashboards`): `--sockets` sockets on `GET /api/v1/rfm/stream`, spread round-robin
 //! over `--shops` shops, each presenting a session token signed as Shopify's App Bridge signs them (HS256 under the
-//! app secret, `dest` the shop, `aud` the app's API key). Every frame lists the deltas new since the merchant's
-//! previous frame (`fresh`, newest first); for each such delta of one of this run's orders, the socket records the
-//! time since that order's webhook was accepted (and since it was sent). So one order seen by ten sockets of its
-//! shop gives ten samples, as ten merchants' screens would.
+//! app secret, `dest` the shop, `aud` the app's API key). Every frame lists the merchant's latest deltas; the first
+//! time a socket sees a delta of one of this run's orders, it records the time since that order's webhook was
+//! accepted (and since it was sent). So one order seen by ten sockets of its shop gives ten samples, as ten
+//! merchants' screens would. Each socket remembers what it recorded rather than trusting the frame's `fresh` count:
+//! the server skips a slow socket to the newest frame, and a delta first listed in a skipped frame is still seen (late,
+//! and counted late) in the next one.
 //!
 //! The k6 script (`loadtest/dashboard.js`) measures the same thing from the broker timestamp, but k6 could not read
 //! 10,000 sockets while posting 5,000 webhooks/s on this machine; this reader parses only the fields it needs.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -81,9 +84,6 @@ pub struct Frames {
 /// The part of a frame the reader needs; serde skips the rest.
 #[derive(Deserialize)]
 struct FrameView {
-    seq: u64,
-    #[serde(default)]
-    fresh: usize,
     deltas: Vec<DeltaView>,
 }
 
@@ -107,36 +107,33 @@ impl Frames {
         })
     }
 
-    /// Records one frame as read by one socket whose previous frame had `last_seq`. A frame sent again (the socket
-    /// re-sends the latest frame when the nudge results move) carries the same `seq` and is skipped, so no delta is
-    /// counted twice by one socket. A lower `seq` is a new publisher (a restarted instance starts its boards at 1,
-    /// and a socket's first frame may be an older process's, kept in Redis), so it counts.
-    fn on_frame(&self, hub: &Hub, text: &str, last_seq: &mut u64) {
+    /// Records one frame as read by one socket, which has already recorded the orders in `seen` (a frame sent
+    /// again, when the nudge results move, adds nothing).
+    fn on_frame(&self, hub: &Hub, text: &str, seen: &mut HashSet<usize>) {
         let now = hub.now();
         let Ok(frame) = serde_json::from_str::<FrameView>(text) else {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if frame.seq == *last_seq {
-            return;
-        }
-        *last_seq = frame.seq;
         self.frames.fetch_add(1, Ordering::Relaxed);
-        for delta in frame.deltas.iter().take(frame.fresh) {
+        for delta in &frame.deltas {
             let Some(slot) = hub.slot_of(delta.customer_id) else {
                 continue;
             };
             let sent = hub.sent_at[slot].load(Ordering::Acquire);
-            if sent == 0 {
+            if sent == 0 || !seen.insert(slot) {
                 continue;
             }
             let accepted = hub.accepted_at[slot].load(Ordering::Acquire);
-            // The frame can beat the HTTP answer to this process; such a sample counts as zero from acceptance.
-            if accepted == 0 || now < accepted {
-                self.before_answer.fetch_add(1, Ordering::Relaxed);
-            }
             let micros = |since: u64| now.saturating_sub(since) / 1_000;
-            record(&self.from_accepted, micros(accepted.max(sent)));
+            // The frame can beat the HTTP answer to this process; such a sample counts as zero from acceptance.
+            let from_accepted = if accepted == 0 || now < accepted {
+                self.before_answer.fetch_add(1, Ordering::Relaxed);
+                0
+            } else {
+                micros(accepted)
+            };
+            record(&self.from_accepted, from_accepted);
             record(&self.from_sent, micros(sent));
             self.samples.fetch_add(1, Ordering::Relaxed);
             hub.arrived(slot);
@@ -190,9 +187,8 @@ pub fn plan(
     Ok((0..options.sockets as usize)
         .map(|i| {
             let (hub, frames) = (hub.clone(), frames.clone());
-            let mut last_seq = 0;
-            let reader: Reader =
-                Box::new(move |text: &str| frames.on_frame(&hub, text, &mut last_seq));
+            let mut seen = HashSet::new();
+            let reader: Reader = Box::new(move |text: &str| frames.on_frame(&hub, text, &mut seen));
             Planned {
                 token: tokens[i % shops].clone(),
                 reader,
@@ -205,37 +201,50 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    fn frame(seq: u64, fresh: usize, customers: &[u64]) -> String {
+    fn frame(customers: &[u64]) -> String {
         let deltas: Vec<Value> = customers
             .iter()
             .map(|c| json!({ "customer_id": c, "to": "new" }))
             .collect();
-        json!({ "merchant": "m", "seq": seq, "fresh": fresh, "deltas": deltas, "segments": [] })
+        json!({ "merchant": "m", "seq": 1, "fresh": 1, "deltas": deltas, "segments": [] })
             .to_string()
     }
 
     #[test]
-    fn only_fresh_deltas_of_sent_orders_are_counted_once_per_socket() {
+    fn each_sent_order_is_counted_once_per_socket_whichever_frame_shows_it() {
         let hub = Hub::new(&[100, 101, 102]);
         let frames = Frames::new();
         for slot in 0..2 {
             hub.sent_at[slot].store(1, Ordering::Release);
             hub.accepted_at[slot].store(2, Ordering::Release);
         }
-        let mut last_seq = 0;
-        // 101 is fresh, 100 is an older delta, 102 was never sent, 7 is not this run's.
-        frames.on_frame(&hub, &frame(1, 3, &[101, 102, 7, 100]), &mut last_seq);
-        // The same frame again (results moved) is skipped.
-        frames.on_frame(&hub, &frame(1, 3, &[101, 102, 7, 100]), &mut last_seq);
-        frames.on_frame(&hub, "not json", &mut last_seq);
+        let mut seen = HashSet::new();
+        // 102 was never sent, 7 is not this run's.
+        frames.on_frame(&hub, &frame(&[101, 102, 7]), &mut seen);
+        // The same frame again (results moved) adds nothing; 100 first shows in a later frame.
+        frames.on_frame(&hub, &frame(&[101, 102, 7]), &mut seen);
+        frames.on_frame(&hub, "not json", &mut seen);
         assert_eq!(frames.samples.load(Ordering::Relaxed), 1);
-        assert_eq!(frames.frames.load(Ordering::Relaxed), 1);
+        assert_eq!(frames.frames.load(Ordering::Relaxed), 2);
         assert_eq!(frames.unreadable.load(Ordering::Relaxed), 1);
         assert_ne!(hub.arrived_at[1].load(Ordering::Acquire), 0);
         assert_eq!(hub.arrived_at[0].load(Ordering::Acquire), 0);
-        frames.on_frame(&hub, &frame(2, 1, &[100, 101]), &mut last_seq);
+        frames.on_frame(&hub, &frame(&[100, 101]), &mut seen);
         assert_eq!(frames.samples.load(Ordering::Relaxed), 2);
         assert_ne!(hub.arrived_at[0].load(Ordering::Acquire), 0);
+        // Another socket of the same shop counts the order again: one sample per screen.
+        frames.on_frame(&hub, &frame(&[101]), &mut HashSet::new());
+        assert_eq!(frames.samples.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_frame_before_the_http_answer_counts_as_zero_from_acceptance() {
+        let hub = Hub::new(&[100]);
+        let frames = Frames::new();
+        hub.sent_at[0].store(1, Ordering::Release);
+        frames.on_frame(&hub, &frame(&[100]), &mut HashSet::new());
+        assert_eq!(frames.before_answer.load(Ordering::Relaxed), 1);
+        assert_eq!(frames.from_accepted.lock().unwrap().max(), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! independent of the sockets.
 
 mod dashboards;
+mod loopback;
 mod orders;
 mod proxy;
 mod report;
@@ -21,7 +22,7 @@ mod sockets;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 
 /// Options; the defaults are a small smoke run.
@@ -83,16 +84,13 @@ async fn main() -> anyhow::Result<()> {
         // A fresh block of a million ids per second of the clock, far below Shopify's 2^53.
         options.first_customer = (now.as_secs() % 1_000_000_000) * 1_000_000 + 1;
     }
-    let host = reqwest::Url::parse(&options.base_url)
-        .context("base url")?
-        .host_str()
-        .unwrap_or_default()
-        .to_owned();
-    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
-        bail!("widget-load only targets loopback, not {host}");
-    }
+    loopback::require_loopback(&options.base_url, "widget-load")?;
     if !options.dashboards && options.orders > options.sockets {
         bail!("--orders must not exceed --sockets");
+    }
+    // Every shop that gets orders needs a socket, or its orders can only be reported missing.
+    if options.dashboards && options.shops > options.sockets {
+        bail!("--shops must not exceed --sockets with --dashboards");
     }
     let started = Instant::now();
     let http = reqwest::Client::builder()

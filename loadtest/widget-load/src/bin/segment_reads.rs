@@ -10,10 +10,12 @@
 //! The instance limits API requests per shop (`API_RATE_PER_SHOP`); a burst of 5,000 for one shop needs that off
 //! (`API_RATE_PER_SHOP=0`) or every read past the burst allowance is a 429, which is counted and reported.
 
+#[path = "../loopback.rs"]
+mod loopback;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use base64::Engine;
 use clap::Parser;
 use futures_util::{stream, StreamExt};
@@ -175,14 +177,7 @@ async fn webhooks(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    let host = reqwest::Url::parse(&options.base_url)
-        .context("base url")?
-        .host_str()
-        .unwrap_or_default()
-        .to_owned();
-    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
-        bail!("segment-reads only targets loopback, not {host}");
-    }
+    loopback::require_loopback(&options.base_url, "segment-reads")?;
     let wall = Instant::now();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.readers + 256)
