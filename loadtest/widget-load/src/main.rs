@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("--orders must not exceed --sockets");
     }
     // Every shop that gets orders needs a socket, or its orders can only be reported missing.
-    if options.dashboards && options.shops > options.sockets {
+    if options.dashboards && options.shops.max(1) > options.sockets {
         bail!("--shops must not exceed --sockets with --dashboards");
     }
     let started = Instant::now();
