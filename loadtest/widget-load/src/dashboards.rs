@@ -26,15 +26,12 @@ pub const PATH: &str = "/api/v1/rfm/stream";
 /// How long the generated session tokens live; a run is far shorter.
 const TOKEN_LIFETIME_S: i64 = 3_600;
 
-/// The shop of dashboard `index` (and of order `index`): `dashboard-load-<n>.myshopify.com`, n from 1.
-pub fn shop(index: usize, shops: usize) -> String {
-    format!("dashboard-load-{}.myshopify.com", index % shops.max(1) + 1)
-}
-
-/// Every shop of the run, so order `i` goes to `shops[i % len]`, the shop of dashboard `i`.
+/// Every shop of the run, `dashboard-load-<n>.myshopify.com` with n from 1: order `i` and dashboard `i` both go to
+/// `shops[i % len]`.
 pub fn shops(options: &Options) -> Vec<String> {
-    let n = options.shops.max(1) as usize;
-    (0..n).map(|i| shop(i, n)).collect()
+    (1..=options.shops.max(1))
+        .map(|n| format!("dashboard-load-{n}.myshopify.com"))
+        .collect()
 }
 
 #[derive(serde::Serialize)]
@@ -173,24 +170,26 @@ fn summary(histogram: &Mutex<Histogram<u64>>) -> Value {
     })
 }
 
-/// The dashboard sockets: socket `i` watches `shop(i)` with a fresh token and reads into `frames`.
+/// The dashboard sockets: socket `i` watches `shops[i % len]` with a fresh token and reads into `frames`.
 pub fn plan(
     options: &Options,
+    shops: &[String],
     hub: &Arc<Hub>,
     frames: &Arc<Frames>,
 ) -> anyhow::Result<Vec<Planned>> {
     let now = chrono::Utc::now().timestamp();
-    let shops = options.shops.max(1) as usize;
-    let tokens: Vec<String> = (0..shops)
-        .map(|i| token(&options.secret, &options.api_key, &shop(i, shops), now))
+    let tokens: Vec<String> = shops
+        .iter()
+        .map(|shop| token(&options.secret, &options.api_key, shop, now))
         .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(!tokens.is_empty(), "no shop to open dashboards for");
     Ok((0..options.sockets as usize)
         .map(|i| {
             let (hub, frames) = (hub.clone(), frames.clone());
             let mut seen = HashSet::new();
             let reader: Reader = Box::new(move |text: &str| frames.on_frame(&hub, text, &mut seen));
             Planned {
-                token: tokens[i % shops].clone(),
+                token: tokens[i % tokens.len()].clone(),
                 reader,
             }
         })

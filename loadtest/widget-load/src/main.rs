@@ -97,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.in_flight)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let (customers, shops, frames, opened, hub) = if options.dashboards {
+    let Ready {
+        customers,
+        shops,
+        frames,
+        opened,
+        hub,
+    } = if options.dashboards {
         open_dashboards(&options).await?
     } else {
         open_widgets(&http, &options, started).await?
@@ -126,15 +132,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the socket phase leaves for the orders and the report: the customers (order `n` for `customers[n]`), the
-/// shops orders go to, the dashboards' frames (with `--dashboards`), how the opening went and the hub.
-type Ready = (
-    Vec<u64>,
-    Vec<String>,
-    Option<Arc<dashboards::Frames>>,
-    sockets::Opened,
-    Arc<sockets::Hub>,
-);
+/// What the socket phase leaves for the orders and the report.
+struct Ready {
+    /// Order `n` is for `customers[n]`.
+    customers: Vec<u64>,
+    /// Order `n` goes to `shops[n % len]`.
+    shops: Vec<String>,
+    /// What the dashboards saw (with `--dashboards`).
+    frames: Option<Arc<dashboards::Frames>>,
+    opened: sockets::Opened,
+    hub: Arc<sockets::Hub>,
+}
 
 /// One widget socket per shopper of `--shop`, each with a token from the App Proxy.
 async fn open_widgets(
@@ -153,7 +161,13 @@ async fn open_widgets(
     let hub = Arc::new(sockets::Hub::new(&customers));
     let planned = sockets::widget_sockets(&tokens, &hub);
     let opened = sockets::open_all(options, "/api/v1/widget/stream", planned, &hub).await;
-    Ok((customers, vec![options.shop.clone()], None, opened, hub))
+    Ok(Ready {
+        customers,
+        shops: vec![options.shop.clone()],
+        frames: None,
+        opened,
+        hub,
+    })
 }
 
 /// `--sockets` dashboard sockets over `--shops` shops; the orders are for fresh customers of those shops.
@@ -165,13 +179,14 @@ async fn open_dashboards(options: &Options) -> anyhow::Result<Ready> {
         (options.first_customer..options.first_customer + options.orders).collect();
     let hub = Arc::new(sockets::Hub::new(&customers));
     let frames = dashboards::Frames::new();
-    let planned = dashboards::plan(options, &hub, &frames)?;
+    let shops = dashboards::shops(options);
+    let planned = dashboards::plan(options, &shops, &hub, &frames)?;
     let opened = sockets::open_all(options, dashboards::PATH, planned, &hub).await;
-    Ok((
+    Ok(Ready {
         customers,
-        dashboards::shops(options),
-        Some(frames),
+        shops,
+        frames: Some(frames),
         opened,
         hub,
-    ))
+    })
 }
