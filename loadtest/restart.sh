@@ -24,7 +24,8 @@ pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true' EXIT
 
 # Starts the processor of that group, prints the seconds from start until its partitions are all restored and its
-# resident set then (what an instance holding these customers costs, without the bench's producer).
+# resident set then and SETTLE_SECS (15) later (what an instance holding these customers costs, without the bench's
+# producer).
 restart() {
   local out="$log/$1.log" started
   started=$(date +%s.%N)
@@ -43,6 +44,10 @@ restart() {
   rss=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$pid/status")
   printf '%s: %.1f s from start to all partitions restored, resident set %s bytes (%s)\n' "$1" \
     "$(echo "$done_at - $started" | bc)" "$rss" "$out"
+  # And once settled: snapshot rounds have run and the allocators have returned what the restore freed.
+  sleep "${SETTLE_SECS:-15}"
+  rss=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$pid/status")
+  printf '%s, %s s later: resident set %s bytes\n' "$1" "${SETTLE_SECS:-15}" "$rss"
 }
 
 restart after-graceful-stop

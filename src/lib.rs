@@ -16,6 +16,7 @@ pub mod history_cli;
 pub mod imports;
 pub mod limits;
 pub mod live;
+pub mod memory;
 pub mod merchant_config;
 pub mod mock_broker;
 pub mod nudges;

@@ -102,11 +102,22 @@ enum Role {
     All,
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts any thread (see `memory`).
+    let lean = loyalnest_rfm::memory::keep_lean();
+    actix_web::rt::System::new().block_on(run(lean))
+}
+
+async fn run(lean: loyalnest_rfm::memory::Applied) -> anyhow::Result<()> {
     let wipe = std::env::var("ZERO_FREED_MEMORY").map_or(true, |v| v.trim() != "false");
     ALLOCATOR.set_enabled(wipe);
     telemetry::init_tracing();
+    tracing::debug!(
+        huge_pages_off = lean.huge_pages_off,
+        one_arena = lean.one_arena,
+        fixed_thresholds = lean.fixed_thresholds,
+        "memory settings"
+    );
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { role } => {

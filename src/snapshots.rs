@@ -67,6 +67,15 @@ pub enum Stored {
     },
 }
 
+/// The last bytes of a whole snapshot: its checksum over everything before (`actors` wire format), so equal tails
+/// mean, to 64 bits, equal snapshots.
+pub type Tail = [u8; 8];
+
+/// The tail of `whole`, when it is long enough to have one.
+pub fn tail_of(whole: &[u8]) -> Option<Tail> {
+    whole.get(whole.len().checked_sub(8)?..)?.try_into().ok()
+}
+
 impl Stored {
     /// The whole snapshot `PartitionCore::decode_snapshot` reads. Pieces that are missing or are not the ones the
     /// manifest names make it an error, like any other damage.
@@ -95,6 +104,8 @@ pub struct Saved {
     pub pieces: usize,
     /// The round's stamp, from a store that keeps rounds apart.
     pub stamp: Option<Stamp>,
+    /// The whole snapshot's checksum, from a store that keeps it whole.
+    pub tail: Option<Tail>,
 }
 
 #[derive(Clone)]
@@ -171,6 +182,40 @@ impl SnapshotStore {
                 map.insert(partition, whole);
                 Ok(saved)
             }
+        }
+    }
+
+    /// Whether the store still holds, where this process writes it, the whole snapshot of `partition` whose checksum
+    /// is `tail`, so an unchanged round may be skipped (`processor::recovery::rounds`). Redis may have been
+    /// restarted from an older dump, flushed, made to evict, or written by a zombie owner since; a legacy key not
+    /// yet deleted must be deleted by a write. Postgres is never asked: its unchanged rounds write a manifest
+    /// only, and its stamps settle who wrote last. An error answers no: writing again is the safe side.
+    pub async fn still_has(&self, partition: i32, tail: Tail) -> bool {
+        match self {
+            SnapshotStore::Postgres(_) => false,
+            SnapshotStore::Redis {
+                link,
+                prefix,
+                legacy_prefix,
+                legacy_gone,
+            } => {
+                let key = format!("{prefix}:{partition}");
+                let held = link
+                    .query::<Vec<u8>>(redis::cmd("GETRANGE").arg(key).arg(-8).arg(-1))
+                    .await;
+                if !held.is_ok_and(|held| held == tail) {
+                    return false;
+                }
+                let legacy = format!("{legacy_prefix}:{partition}");
+                legacy_gone.contains(&partition)
+                    || link
+                        .query::<bool>(redis::cmd("EXISTS").arg(legacy))
+                        .await
+                        .is_ok_and(|exists| !exists)
+            }
+            SnapshotStore::Memory(map) => map
+                .get(&partition)
+                .is_some_and(|whole| tail_of(&whole) == Some(tail)),
         }
     }
 
@@ -273,6 +318,7 @@ async fn whole_of(round: SnapshotRound) -> Result<(Vec<u8>, Saved), StoreError> 
         bytes: whole.len(),
         pieces,
         stamp: None,
+        tail: tail_of(&whole),
     };
     Ok((whole, saved))
 }

@@ -34,6 +34,6 @@ pub use partition::{
     RawRecord, Reconfigure, Tick,
 };
 pub use snapshot::{
-    assemble, Incarnation, RecordStamp, Restain, SnapshotError, SnapshotOffsets, SnapshotRound,
-    SnapshotSummary, TakeSnapshotRound,
+    assemble, Incarnation, RecordStamp, Restain, RoundAnswer, SnapshotError, SnapshotOffsets,
+    SnapshotRound, SnapshotSummary, TakeSnapshotRound,
 };

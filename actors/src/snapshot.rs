@@ -66,7 +66,7 @@ mod pieces;
 mod wire;
 
 pub use front::{Incarnation, RecordStamp};
-pub use pieces::{assemble, Restain, SnapshotRound, TakeSnapshotRound};
+pub use pieces::{assemble, Restain, RoundAnswer, SnapshotRound, TakeSnapshotRound};
 
 #[cfg(test)]
 mod tests;

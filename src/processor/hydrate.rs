@@ -233,9 +233,10 @@ impl Processor {
             offsets,
             incarnation,
             stamp,
+            held,
         } = restored;
         let position = Position::restored(&offsets, &watermarks)
-            .bound_to(incarnation, Lineage::restored(stamp));
+            .bound_to(incarnation, Lineage::restored(stamp, held));
         let customers: usize = core.merchants().map(|m| m.len()).sum();
         let (configs, topics) = (self.configs.clone(), self.publisher.topics.clone());
         let (sink, plans) = (self.publisher.sink.clone(), self.plans.clone());

@@ -145,12 +145,12 @@ impl Processor {
             tracing::warn!(partitions = ?revoked, "assignment lost; fenced: no hand-over snapshot, no commit");
             self.source.release_lost();
         } else {
-            let written = self.snapshot_now(&handed).await;
-            let snapshotted = written.iter().filter(|(_, _, r)| r.is_ok()).count();
+            let (written, unchanged) = self.snapshot_now(&handed).await;
+            let snapshotted = written.iter().filter(|(_, _, r)| r.is_ok()).count() + unchanged;
             self.store_written(written);
             metrics::counter!(streams::metric_names::HANDOVER_SNAPSHOTS)
                 .increment(snapshotted as u64);
-            tracing::info!(partitions = ?revoked, snapshotted, "handing partitions over");
+            tracing::info!(partitions = ?revoked, snapshotted, unchanged, "handing partitions over");
             let releasing = Instant::now();
             self.source.release();
             tracing::info!(partitions = ?revoked, elapsed_ms = releasing.elapsed().as_millis() as u64, "partitions released");

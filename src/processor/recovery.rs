@@ -20,7 +20,7 @@ use streams::source::REWIND;
 
 mod rounds;
 
-pub(super) use rounds::{Lineage, Written};
+pub(super) use rounds::{Held, Lineage, Written};
 
 /// Where one owned partition stands.
 #[derive(Debug, Default)]

@@ -93,6 +93,7 @@ impl PgSnapshots {
             bytes,
             pieces,
             stamp: Some(stamp),
+            tail: None,
         })
     }
 

@@ -69,7 +69,7 @@ families! {
     SNAPSHOT_AGE = "rfm_snapshot_age_seconds", Gauge, Seconds,
         "Seconds since an owned partition's last durable snapshot (or since it was assigned, before the first).";
     SNAPSHOTS = "rfm_snapshots_total", Counter, Count,
-        "Partition snapshots attempted, by outcome (written, failed).";
+        "Partition snapshot rounds, by outcome (written, failed, unchanged: skipped because the store holds that state).";
     RESTORE_DURATION = "rfm_restore_duration_seconds", Histogram, Seconds,
         "Assigned partition to restored and live: snapshot load plus catch-up replay.";
     RESTORE_FAILURES = "rfm_restore_failures_total", Counter, Count,
@@ -109,7 +109,7 @@ families! {
     FENCED_HANDOVERS = "processor_fenced_handovers_total", Counter, Count,
         "Hand-overs not snapshotted because the assignment was lost.";
     HANDOVER_SNAPSHOTS = "processor_handover_snapshots_total", Counter, Count,
-        "Partitions snapshotted as they were handed to another instance.";
+        "Partitions snapshotted as they were handed to another instance (or found already held by the store).";
     GROUP_REJOINS = "processor_group_rejoins_total", Counter, Count,
         "Times this instance left and re-joined the consumer group after owning nothing for a session.";
     OUTPUT_QUEUE_FULL = "processor_output_queue_full_total", Counter, Count,
@@ -210,7 +210,7 @@ pub mod labels {
     ];
     pub const BACKFILL_KINDS: [&str; 5] = ["order", "cancellation", "refund", "skipped", "failed"];
     pub const CACHES: [&str; 4] = ["score", "preview", "templates", "plans"];
-    pub const SNAPSHOT_OUTCOMES: [&str; 2] = ["written", "failed"];
+    pub const SNAPSHOT_OUTCOMES: [&str; 3] = ["written", "failed", "unchanged"];
     pub const SOCKET_KINDS: [&str; 2] = ["dashboard", "widget"];
     pub const NUDGE_OUTCOMES: [&str; 3] = ["shown", "capped", "held_out"];
     pub const NUDGE_ACTIONS: [&str; 3] = ["view", "click", "dismiss"];

@@ -171,14 +171,27 @@ pub fn assemble<'p>(
     Ok(out)
 }
 
-/// Asks the actor for its next snapshot round (`PartitionCore::snapshot_round`); `None` while a re-score's moves
-/// are still being published (the state holds versions not yet out; the round after them covers them).
+/// Asks the actor for its next snapshot round (`PartitionCore::snapshot_round`).
 #[derive(Message)]
-#[rtype(result = "Option<SnapshotRound>")]
+#[rtype(result = "RoundAnswer")]
 pub struct TakeSnapshotRound {
     pub offsets: SnapshotOffsets,
     pub incarnation: Incarnation,
     pub full: bool,
+    /// The store is known to hold a round of exactly these offsets and incarnation: answer
+    /// [`RoundAnswer::Unchanged`] when no merchant changed since the last round, as that round would be the same bytes.
+    pub unless_unchanged: bool,
+}
+
+/// The actor's answer to [`TakeSnapshotRound`].
+#[derive(Debug)]
+pub enum RoundAnswer {
+    Taken(SnapshotRound),
+    /// A re-score's moves are still being published (the state holds versions not yet out); the round after them
+    /// covers them.
+    Busy,
+    /// Nothing changed since the round the store holds; nothing was encoded.
+    Unchanged,
 }
 
 impl Handler<TakeSnapshotRound> for PartitionActor {
@@ -186,12 +199,15 @@ impl Handler<TakeSnapshotRound> for PartitionActor {
 
     fn handle(&mut self, msg: TakeSnapshotRound, _: &mut Self::Context) -> Self::Result {
         if self.core.has_pending_moves() {
-            return MessageResult(None);
+            return MessageResult(RoundAnswer::Busy);
+        }
+        if msg.unless_unchanged && self.core.changed_merchants() == 0 {
+            return MessageResult(RoundAnswer::Unchanged);
         }
         let round = self
             .core
             .snapshot_round(&msg.offsets, &msg.incarnation, msg.full);
-        MessageResult(Some(round))
+        MessageResult(RoundAnswer::Taken(round))
     }
 }
 

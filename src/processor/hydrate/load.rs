@@ -5,7 +5,8 @@
 use actors::{Incarnation, PartitionCore, SnapshotOffsets, SnapshotSummary};
 
 use super::Hydration;
-use crate::snapshots::Stamp;
+use crate::processor::recovery::Held;
+use crate::snapshots::{tail_of, Stamp, Stored};
 
 /// A decoded snapshot (or an empty partition), with what it says about where it came from.
 pub(super) struct Restored {
@@ -14,6 +15,9 @@ pub(super) struct Restored {
     pub(super) incarnation: Incarnation,
     /// The store's round this state is, when the store keeps rounds apart.
     pub(super) stamp: Option<Stamp>,
+    /// From a store that keeps snapshots whole: the position the snapshot itself says it covers, as read (the
+    /// hydration may fill in the cluster id later), and its checksum. What the store holds until the state changes.
+    pub(super) held: Option<Held>,
 }
 
 impl Restored {
@@ -23,6 +27,7 @@ impl Restored {
             offsets: SnapshotOffsets::default(),
             incarnation: Incarnation::default(),
             stamp: None,
+            held: None,
         }
     }
 }
@@ -44,6 +49,7 @@ impl Hydration {
             }
         };
         let stored = loaded.stored;
+        let whole = matches!(stored, Stored::Whole(_));
         let bytes = match tokio::task::spawn_blocking(move || stored.into_bytes()).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => return Some(refused(partition, &e)),
@@ -69,13 +75,22 @@ impl Hydration {
             );
             return None;
         }
+        let tail = whole.then(|| tail_of(&bytes)).flatten();
         let (configs, now) = (self.configs.clone(), self.now);
         let decoded = tokio::task::spawn_blocking(move || {
-            PartitionCore::decode_snapshot(partition, &bytes, &configs, now)
+            let decoded = PartitionCore::decode_snapshot(partition, &bytes, &configs, now);
+            // The snapshot's bytes and the decoder's scratch: tens of megabytes a partition, freed at once.
+            drop(bytes);
+            streams::zeroing::release_freed();
+            decoded
         })
         .await;
         match (decoded, summary) {
             (Ok(Ok((core, offsets))), Ok(summary)) => Some(Restored {
+                held: tail.map(|tail| Held {
+                    front: (offsets.clone(), summary.incarnation.clone()),
+                    tail,
+                }),
                 core,
                 offsets,
                 incarnation: summary.incarnation,

@@ -16,7 +16,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use streams::{MerchantId, Topics};
 
-use super::{free_port, metric, Instance};
+use super::{free_port, snapshot_rounds, Instance};
 use crate::helpers::{
     brokers, eventually, fresh_database, post_webhook, unique, ENCRYPTION_KEYS, PII_INDEX_KEY,
     SECRET,
@@ -169,7 +169,7 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
 
     // The processor must own the partition before the events, or they are only replayed quietly.
     eventually("the partition assigned and snapshotted", WAIT, async || {
-        metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await > 0.0
+        snapshot_rounds(&address).await > 0.0
     })
     .await;
     post_webhook(
@@ -239,9 +239,9 @@ async fn after_a_redaction_no_dump_and_no_process_memory_holds_the_customer() {
     })
     .await;
     // Two snapshot rounds after it, so the stored snapshot is one taken after the erasure.
-    let rounds = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
+    let rounds = snapshot_rounds(&address).await;
     eventually("two snapshot rounds after the erasure", WAIT, async || {
-        metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await >= rounds + 2.0
+        snapshot_rounds(&address).await >= rounds + 2.0
     })
     .await;
 

@@ -95,13 +95,14 @@ async fn redis_down_and_back_and_lost_snapshots_lose_nothing() {
     counter_passes(&address, "rfm_snapshots_total{outcome=\"failed\"}", 0.0).await;
     counter_passes(&address, "processor_changes_total", changes).await;
 
-    // Redis is back, empty: snapshots resume.
+    // Redis is back, empty: snapshots resume, every partition's once at least (none was written during the
+    // outage, so none may be skipped as unchanged however idle it is).
     redis = PrivateRedis::start(port).await;
     let snapshots = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
     counter_passes(
         &address,
         "rfm_snapshots_total{outcome=\"written\"}",
-        snapshots + 3.0,
+        snapshots + 2.0,
     )
     .await;
 

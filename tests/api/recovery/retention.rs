@@ -53,11 +53,11 @@ async fn state_outlives_the_input_topics_retention_and_a_flushed_redis() {
     )
     .await;
     // Two rounds of every partition after the stream is in: its snapshot covers the whole stream.
-    let rounds = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
+    let rounds = snapshot_rounds(&address).await;
     eventually(
         "snapshot rounds after the stream",
         Duration::from_secs(60),
-        async || metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await >= rounds + 6.0,
+        async || snapshot_rounds(&address).await >= rounds + 6.0,
     )
     .await;
     instance.stop();

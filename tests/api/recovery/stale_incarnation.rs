@@ -31,11 +31,11 @@ async fn a_snapshot_of_replaced_topics_is_refused_and_the_new_log_is_counted_exa
         async || mismatches(&addresses, &old.merchants, &old.truth, now).await,
     )
     .await;
-    let rounds = metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await;
+    let rounds = snapshot_rounds(&address).await;
     eventually(
         "snapshot rounds after the old stream",
         Duration::from_secs(60),
-        async || metric(&address, "rfm_snapshots_total{outcome=\"written\"}").await >= rounds + 6.0,
+        async || snapshot_rounds(&address).await >= rounds + 6.0,
     )
     .await;
     instance.stop();
