@@ -85,14 +85,15 @@ mod glibc {
 mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn glibc_takes_the_thresholds() {
-        // mallopt refuses a value it cannot use (a threshold over its 32 MiB ceiling) with 0, so a `true` here
-        // means glibc took the parameter rather than that the call went nowhere.
-        assert!(super::glibc::set(
-            super::glibc::MMAP_THRESHOLD,
-            super::MMAP_THRESHOLD
-        ));
-        assert!(!super::glibc::set(super::glibc::MMAP_THRESHOLD, i32::MAX));
+    fn glibc_takes_the_settings() {
+        // mallopt answers 1 when it took a parameter, 0 when not: `set` must read that the right way round.
+        for (param, value) in [
+            (super::glibc::ARENA_MAX, 1),
+            (super::glibc::MMAP_THRESHOLD, super::MMAP_THRESHOLD),
+            (super::glibc::TRIM_THRESHOLD, super::MMAP_THRESHOLD),
+        ] {
+            assert!(super::glibc::set(param, value), "mallopt({param}, {value})");
+        }
     }
 
     #[cfg(target_os = "linux")]
