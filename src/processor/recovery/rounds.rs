@@ -28,7 +28,8 @@ pub(in crate::processor) struct Lineage {
     /// The whole snapshot the store was last known to hold of this state (written here, or restored from). While
     /// the partition's position is still its front, no merchant changed and the store still holds those bytes,
     /// the next round would write the same bytes again, so it is skipped: an idle instance neither re-encodes nor
-    /// re-sends its partitions every few seconds (docs/DECISIONS.md, "Unchanged snapshot rounds").
+    /// re-sends its partitions every few seconds (docs/DECISIONS.md, "Unchanged snapshot rounds and memory
+    /// settings").
     holds: Option<Held>,
 }
 
