@@ -11,7 +11,7 @@ pub(crate) struct PieceMark {
 
 /// Per merchant slot, the mark of the piece last encoded for a round; none when the merchant changed since, or was
 /// never encoded. Those are the merchants the next round encodes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct PieceLedger(Vec<Option<PieceMark>>);
 
 impl PieceLedger {

@@ -48,8 +48,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use functions::{
-    evaluate, next_change, AggregateParts, CustomerAggregate, CustomerState, Evaluation,
-    LifecycleStage, Money, OrderRecord, RfmConfig, Timestamp,
+    AggregateParts, CustomerAggregate, CustomerState, Evaluation, LifecycleStage, Money,
+    OrderRecord, RfmConfig,
 };
 use streams::MerchantId;
 
@@ -61,6 +61,7 @@ use front::{piece_mark, write_front, Front, PieceMark};
 use wire::{checksum, put_len, put_signed, put_varint, Gaps, Reader, FORMAT_VERSION};
 
 mod config;
+mod decode;
 mod front;
 mod pieces;
 mod wire;
@@ -160,83 +161,6 @@ impl PartitionCore {
         pieces.iter().for_each(|piece| out.extend_from_slice(piece));
         wire::seal(&mut out);
         out
-    }
-
-    /// Rebuilds a partition from [`PartitionCore::encode_snapshot`]'s bytes. Configurations are taken from
-    /// `configs` or the default, as for a merchant seen the first time; every customer gets a timer for its next
-    /// boundary after `now`, or at `now` when a boundary passed while nobody owned the partition, so the first
-    /// tick publishes the move the live run would have published.
-    pub fn decode_snapshot(
-        partition: i32,
-        bytes: &[u8],
-        configs: &Configs,
-        now: Timestamp,
-    ) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
-        let (version, content) = wire::open(bytes)?;
-        let Front {
-            version,
-            partition: found,
-            offsets,
-            merchants,
-            mut rest,
-            ..
-        } = Front::read(version, content)?;
-        if found != partition {
-            return Err(SnapshotError::WrongPartition {
-                expected: partition,
-                found,
-            });
-        }
-        let mut core = PartitionCore::new(partition);
-        let mut scratch = Scratch {
-            version,
-            version_1: version == 1,
-            ..Scratch::default()
-        };
-        for entry in merchants {
-            let config = starting_config(version, &entry, configs)?;
-            let mut merchant = MerchantState::new(entry.id.clone(), config);
-            merchant.exponent = entry.exponent;
-            let slot = core.merchants.len();
-            match entry.piece {
-                Some(mark) => {
-                    read_piece(&mut rest, mark, &mut merchant, &mut scratch)?;
-                    // What the store holds of this merchant is this piece: the next round need not send it. A
-                    // piece of an older layout is sent again, so a manifest never lists pieces of two layouts.
-                    if version >= CONFIG_IN_PIECE {
-                        core.pieces.set(slot, mark);
-                    }
-                }
-                None => read_merchant(&mut rest, &mut merchant, &mut scratch)?,
-            }
-            if config_fingerprint(&merchant.config) != entry.fingerprint {
-                return Err(Corrupt(
-                    "a merchant's configuration does not match its fingerprint",
-                ));
-            }
-            core.slots.insert(entry.id, slot as u32);
-            core.merchants.push(merchant);
-        }
-        if !rest.0.is_empty() {
-            return Err(Corrupt("bytes after the last merchant"));
-        }
-        schedule_all(&mut core, now);
-        Ok((core, offsets))
-    }
-}
-
-fn schedule_all(core: &mut PartitionCore, now: Timestamp) {
-    for (slot, merchant) in core.merchants.iter().enumerate() {
-        for (customer, _, state) in merchant.customers.iter() {
-            let due = if evaluate(&state.aggregate, &merchant.config, now) != state.published {
-                Some(now)
-            } else {
-                next_change(&state.aggregate, &merchant.config, now)
-            };
-            if let Some(at) = due {
-                core.timers.schedule(at, slot as u32, customer);
-            }
-        }
     }
 }
 
@@ -356,6 +280,16 @@ struct Scratch {
     orders: Vec<OrderRecord>,
     refund_ids: Vec<u64>,
     points_event_keys: Vec<u64>,
+}
+
+impl Scratch {
+    fn for_version(version: u16) -> Scratch {
+        Scratch {
+            version,
+            version_1: version == 1,
+            ..Scratch::default()
+        }
+    }
 }
 
 /// A format-4 piece: exactly `mark.len` bytes, with `mark`'s checksum, holding one merchant and nothing more.

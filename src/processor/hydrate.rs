@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use actors::{Configs, PartitionActor, PublishedVersion};
+use actors::{Configs, Incarnation, PartitionActor, PublishedVersion};
 
+use super::incarnation::Verdict;
 use super::lifecycle::{Event, Phase};
 use super::publish::PublishError;
 use super::recovery::{Lineage, Position};
@@ -47,6 +48,10 @@ pub(super) struct Hydrated {
     /// Low and high watermark of every input topic when the snapshot was loaded.
     watermarks: HashMap<String, (i64, i64)>,
     elapsed: Duration,
+    /// Asking the broker for the watermarks and reading the snapshot's records back (the incarnation check).
+    broker: Duration,
+    /// Waiting for a restore permit before any of it.
+    queued: Duration,
 }
 
 /// Everything a hydration needs, owned, so it can run as its own task.
@@ -59,53 +64,79 @@ struct Hydration {
     source: Arc<Source>,
     inputs: Vec<String>,
     brokers: String,
+    /// Threads the decode may spread the snapshot's merchants over.
+    decode_threads: usize,
 }
 
 impl Hydration {
     /// `None` when the snapshot store or the broker cannot answer now; the loop tries again on a later tick.
-    async fn run(self) -> Option<Hydrated> {
+    async fn run(self, queued: Duration) -> Option<Hydrated> {
         let started = Instant::now();
-        let mut restored = self.load().await?;
-        let watermarks = self.watermarks().await?;
-        let partition = self.partition;
-        let (brokers, source) = (self.brokers.clone(), self.source.clone());
-        let (incarnation, marks) = (restored.incarnation.clone(), watermarks.clone());
-        let checked = tokio::task::spawn_blocking(move || {
-            let cluster = source.cluster_id();
-            super::incarnation::verify(&brokers, partition, cluster, &incarnation, &marks)
-        })
-        .await;
-        let verdict = match checked {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(e)) => {
-                tracing::warn!(partition, error = %e, "restore postponed: the snapshot's records could not be read back");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "restore postponed: incarnation task failed");
-                return None;
-            }
-        };
+        let fetched = self.fetch().await?;
+        let incarnation = fetched.incarnation().clone();
+        // What the broker says does not depend on the decoded state: asked while the decode runs, which at millions
+        // of customers a partition takes a second or more.
+        let (decoded, asked) = tokio::join!(
+            self.decode(fetched, self.decode_threads),
+            self.ask_broker(incarnation)
+        );
+        let (mut restored, (watermarks, verdict, broker)) = (decoded?, asked?);
         let ahead = super::recovery::ahead_of_log(&restored.offsets, &watermarks).map(
             |(topic, next, high)| {
                 format!("its position {next} in {topic} is past the log's end {high}")
             },
         );
-        if let Some(reason) = ahead.or(verdict.refused) {
+        // A snapshot the decode refused already is not refused twice.
+        let refused = verdict.refused.filter(|_| !restored.is_empty());
+        if let Some(reason) = ahead.or(refused) {
             tracing::warn!(
-                partition,
+                partition = self.partition,
                 reason,
                 "snapshot refused; replaying the partition from the start"
             );
             metrics::counter!(streams::metric_names::SNAPSHOTS_REFUSED).increment(1);
-            restored = Restored::empty(partition);
+            restored = Restored {
+                timing: restored.timing,
+                ..Restored::empty(self.partition)
+            };
         }
         restored.incarnation.cluster_id = verdict.cluster.or(restored.incarnation.cluster_id);
         Some(Hydrated {
             restored,
             watermarks,
             elapsed: started.elapsed(),
+            broker,
+            queued,
         })
+    }
+
+    /// The input topics' watermarks and the broker's verdict on `incarnation`, and how long asking took; `None`
+    /// when the broker cannot answer now.
+    async fn ask_broker(
+        &self,
+        incarnation: Incarnation,
+    ) -> Option<(HashMap<String, (i64, i64)>, Verdict, Duration)> {
+        let asking = Instant::now();
+        let watermarks = self.watermarks().await?;
+        let partition = self.partition;
+        let (brokers, source) = (self.brokers.clone(), self.source.clone());
+        let marks = watermarks.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let cluster = source.cluster_id();
+            super::incarnation::verify(&brokers, partition, cluster, &incarnation, &marks)
+        })
+        .await;
+        match checked {
+            Ok(Ok(verdict)) => Some((watermarks, verdict, asking.elapsed())),
+            Ok(Err(e)) => {
+                tracing::warn!(partition, error = %e, "restore postponed: the snapshot's records could not be read back");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "restore postponed: incarnation task failed");
+                None
+            }
+        }
     }
 
     /// Low and high watermarks of every input topic of the partition, or `None` when the broker cannot say now.
@@ -155,13 +186,21 @@ impl Processor {
                 .map(|t| t.to_string())
                 .collect(),
             brokers: self.brokers.clone(),
+            // With no partition live (a start, or an instance that owned nothing), a restore may take every core
+            // its permit stands for; beside live partitions one, as `restore_concurrency` intends.
+            decode_threads: if self.partitions.is_empty() {
+                self.decode_spread
+            } else {
+                1
+            },
         };
         let (permits, steps) = (self.restore_permits.clone(), self.steps.0.clone());
+        let asked = Instant::now();
         tokio::task::spawn_local(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let restored = job.run().await.map(Box::new);
+            let restored = job.run(asked.elapsed()).await.map(Box::new);
             let _ = steps.send(Step::Hydrated {
                 partition,
                 generation: attempt,
@@ -227,6 +266,8 @@ impl Processor {
             restored,
             watermarks,
             elapsed,
+            broker,
+            queued,
         } = hydrated;
         let Restored {
             core,
@@ -234,6 +275,7 @@ impl Processor {
             incarnation,
             stamp,
             held,
+            timing,
         } = restored;
         let position = Position::restored(&offsets, &watermarks)
             .bound_to(incarnation, Lineage::restored(stamp, held));
@@ -256,6 +298,12 @@ impl Processor {
             partition,
             customers,
             elapsed_ms = elapsed.as_millis() as u64,
+            queued_ms = queued.as_millis() as u64,
+            read_ms = timing.read.as_millis() as u64,
+            decode_ms = timing.decode.as_millis() as u64,
+            decode_threads = timing.threads,
+            broker_ms = broker.as_millis() as u64,
+            snapshot_bytes = timing.bytes,
             "partition restored from snapshot"
         );
     }

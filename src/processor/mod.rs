@@ -181,6 +181,7 @@ impl ProcessorConfig {
             chunks: futures_util::stream::FuturesUnordered::new(),
             prefetched: Vec::new(),
             restore_permits: Arc::new(tokio::sync::Semaphore::new(self.restore_concurrency.max(1))),
+            decode_spread: (threads / self.restore_concurrency.max(1)).max(1),
             steps: tokio::sync::mpsc::unbounded_channel(),
             paused: false,
             config_wait: HashMap::new(),
@@ -237,6 +238,8 @@ pub struct Processor {
     /// The next chunk of each restore that is publishing its net changes (see `hydrate`).
     chunks: futures_util::stream::FuturesUnordered<restore::ChunkRequest>,
     restore_permits: Arc<tokio::sync::Semaphore>,
+    /// Cores per restore permit: the threads a decode may use while no partition is live.
+    decode_spread: usize,
     /// Background work reporting back to the loop (see `hydrate`).
     steps: (
         tokio::sync::mpsc::UnboundedSender<hydrate::Step>,

@@ -1,7 +1,7 @@
 //! The snapshot codec from the inside: state that events cannot produce, and damaged contents behind a valid frame
 //! (a checksum collision or an encoder bug), which must be refused without a panic.
 
-use functions::Fact;
+use functions::{Fact, Timestamp};
 use proptest::prelude::*;
 
 use super::wire::put_str;
@@ -11,10 +11,19 @@ const T0: i64 = 1_780_000_000;
 
 /// Built from facts rather than events, as a restore builds it.
 fn sample() -> PartitionCore {
+    let mut core = PartitionCore::new(7);
+    let m = sample_merchant("fuzz.myshopify.com", 12);
+    core.slots.insert(m.id.clone(), 0);
+    core.merchants.push(m);
+    core
+}
+
+/// A merchant of `customers` customers with orders, refunds, points, orphan refunds and tombstones.
+fn sample_merchant(shop: &str, customers: u64) -> MerchantState {
     let config = RfmConfig::default();
-    let id = MerchantId::parse("fuzz.myshopify.com").unwrap();
-    let mut m = MerchantState::new(id.clone(), config.clone());
-    for c in 1..=12u64 {
+    let id = MerchantId::parse(shop).unwrap();
+    let mut m = MerchantState::new(id, config.clone());
+    for c in 1..=customers {
         let mut state = CustomerState::new(&config);
         for o in 0..c % 4 {
             let fact = Fact::OrderPlaced {
@@ -48,10 +57,25 @@ fn sample() -> PartitionCore {
     m.tombstones.insert(5_000, T0 - 10);
     m.tombstones.insert(70, T0);
     m.shop_erased_at = Some(T0 - 86_400);
+    m
+}
+
+/// Merchants of several sizes, so pieces decoded on several threads finish out of order.
+fn several() -> PartitionCore {
     let mut core = PartitionCore::new(7);
-    core.slots.insert(id, 0);
-    core.merchants.push(m);
+    for (slot, customers) in [12, 300, 1, 40, 7].into_iter().enumerate() {
+        let m = sample_merchant(&format!("shop-{slot}.myshopify.com"), customers);
+        core.slots.insert(m.id.clone(), slot as u32);
+        core.merchants.push(m);
+    }
     core
+}
+
+fn decode_on(
+    bytes: &[u8],
+    threads: usize,
+) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+    PartitionCore::decode_snapshot_on(7, bytes, &Configs::default(), Timestamp(T0), threads)
 }
 
 fn offsets() -> SnapshotOffsets {
@@ -348,13 +372,44 @@ fn a_configuration_that_does_not_match_its_fingerprint_is_refused() {
     );
 }
 
+#[test]
+fn pieces_decoded_on_several_threads_give_the_same_partition() {
+    let bytes = several().encode_snapshot(&offsets());
+    let (mut one, _) = decode_on(&bytes, 1).unwrap();
+    for threads in [2, 3, 8] {
+        let (mut many, restored_offsets) = decode_on(&bytes, threads).unwrap();
+        assert_eq!(restored_offsets, offsets());
+        assert_eq!(many.encode_snapshot(&offsets()), bytes);
+        assert_eq!(many.slots, one.slots);
+        assert_eq!(many.pieces, one.pieces);
+        assert_eq!(many.timers.len(), one.timers.len());
+        let later = Timestamp(T0).plus_days(4_000);
+        assert_eq!(many.timers.pop_due(later), one.timers.pop_due(later));
+        // Popping emptied one's queue: decode it again for the next thread count.
+        one = decode_on(&bytes, 1).unwrap().0;
+    }
+}
+
+#[test]
+fn a_damaged_piece_is_the_same_error_on_several_threads() {
+    let bytes = several().encode_snapshot(&offsets());
+    let mut content = bytes[..bytes.len() - wire::TRAILER].to_vec();
+    // Inside the last pieces (the front and the first, small pieces come before).
+    let at = content.len() - 40;
+    content[at] ^= 0x5a;
+    let damaged = reseal(content);
+    let one = decode_on(&damaged, 1).err();
+    assert!(one.is_some());
+    assert_eq!(decode_on(&damaged, 4).err(), one);
+}
+
 proptest! {
     #[test]
     fn damaged_contents_in_a_valid_frame_never_panic(
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in any::<Option<prop::sample::Index>>(),
     ) {
-        let bytes = sample().encode_snapshot(&offsets());
+        let bytes = several().encode_snapshot(&offsets());
         let mut content = bytes[..bytes.len() - wire::TRAILER].to_vec();
         for (at, value) in edits {
             let i = wire::HEADER + at.index(content.len() - wire::HEADER);
@@ -363,7 +418,8 @@ proptest! {
         if let Some(cut) = cut {
             content.truncate(wire::HEADER + cut.index(content.len() - wire::HEADER));
         }
-        let _ = decode(&reseal(content));
+        let damaged = reseal(content);
+        prop_assert_eq!(decode_on(&damaged, 3).err(), decode(&damaged).err());
     }
 
     #[test]

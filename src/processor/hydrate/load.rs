@@ -2,11 +2,13 @@
 //! configurations loaded, decoded on a blocking thread. A snapshot that cannot be assembled or decoded is refused
 //! (the partition replays from the start); a store that cannot answer postpones the hydration.
 
+use std::time::{Duration, Instant};
+
 use actors::{Incarnation, PartitionCore, SnapshotOffsets, SnapshotSummary};
 
 use super::Hydration;
 use crate::processor::recovery::Held;
-use crate::snapshots::{tail_of, Stamp, Stored};
+use crate::snapshots::{tail_of, Stamp, Stored, Tail};
 
 /// A decoded snapshot (or an empty partition), with what it says about where it came from.
 pub(super) struct Restored {
@@ -18,6 +20,20 @@ pub(super) struct Restored {
     /// From a store that keeps snapshots whole: the position the snapshot itself says it covers, as read (the
     /// hydration may fill in the cluster id later), and its checksum. What the store holds until the state changes.
     pub(super) held: Option<Held>,
+    pub(super) timing: LoadTiming,
+}
+
+/// Where a load's time went, for the restore's log line: an SRE sizing restarts needs to know whether the store,
+/// the decode or the broker is the bound.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LoadTiming {
+    /// Reading the snapshot from the store and assembling it.
+    pub(super) read: Duration,
+    /// Decoding it into the partition's state, timers included.
+    pub(super) decode: Duration,
+    /// Threads the decode was given.
+    pub(super) threads: usize,
+    pub(super) bytes: usize,
 }
 
 impl Restored {
@@ -28,21 +44,60 @@ impl Restored {
             incarnation: Incarnation::default(),
             stamp: None,
             held: None,
+            timing: LoadTiming::default(),
+        }
+    }
+
+    /// No state and no position: nothing restored, so nothing to refuse.
+    pub(super) fn is_empty(&self) -> bool {
+        self.core.merchants().next().is_none() && self.offsets == SnapshotOffsets::default()
+    }
+}
+
+/// A snapshot read, checked and its configurations loaded, still to decode.
+pub(super) struct Fetched {
+    bytes: Vec<u8>,
+    summary: SnapshotSummary,
+    stamp: Option<Stamp>,
+    /// The checksum of a whole snapshot (see [`Restored::held`]).
+    tail: Option<Tail>,
+    timing: LoadTiming,
+}
+
+impl Fetched {
+    pub(super) fn incarnation(&self) -> &Incarnation {
+        &self.summary.incarnation
+    }
+}
+
+/// How far a load got without decoding.
+pub(super) enum Fetch {
+    /// No snapshot, or one refused unread: the partition replays from the start.
+    Done(Restored),
+    Decode(Box<Fetched>),
+}
+
+impl Fetch {
+    pub(super) fn incarnation(&self) -> &Incarnation {
+        match self {
+            Fetch::Done(restored) => &restored.incarnation,
+            Fetch::Decode(fetched) => fetched.incarnation(),
         }
     }
 }
 
 impl Hydration {
-    /// The decoded snapshot, an empty partition when there is none or it cannot be trusted, or `None` when the
-    /// store cannot be read now.
-    pub(super) async fn load(&self) -> Option<Restored> {
+    /// The snapshot as read, ready to decode; an empty partition when there is none or it cannot be trusted; or
+    /// `None` when the store cannot be read now.
+    pub(super) async fn fetch(&self) -> Option<Fetch> {
         let partition = self.partition;
         let Some(snapshots) = &self.snapshots else {
-            return Some(Restored::empty(partition));
+            return Some(Fetch::Done(Restored::empty(partition)));
         };
+        let started = Instant::now();
         let loaded = match snapshots.load(partition).await {
             Ok(Some(loaded)) => loaded,
-            Ok(None) => return Some(Restored::empty(partition)),
+            Ok(None) => return Some(Fetch::Done(Restored::empty(partition))),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: snapshot store unavailable");
                 return None;
@@ -52,18 +107,20 @@ impl Hydration {
         let whole = matches!(stored, Stored::Whole(_));
         let bytes = match tokio::task::spawn_blocking(move || stored.into_bytes()).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Some(refused(partition, &e)),
+            Ok(Err(e)) => return Some(Fetch::Done(refused(partition, &e))),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: assembly task failed");
                 return None;
             }
         };
-        let summary = SnapshotSummary::read(&bytes);
-        let merchants = summary.as_ref().map(|s| s.merchants.clone());
+        let summary = match SnapshotSummary::read(&bytes) {
+            Ok(summary) => summary,
+            Err(e) => return Some(Fetch::Done(refused(partition, &e))),
+        };
         let unavailable = super::super::load_configs_of(
             &self.configs,
             self.store.as_ref(),
-            merchants.unwrap_or_default(),
+            summary.merchants.clone(),
         )
         .await;
         if !unavailable.is_empty() {
@@ -75,18 +132,47 @@ impl Hydration {
             );
             return None;
         }
-        let tail = whole.then(|| tail_of(&bytes)).flatten();
-        let (configs, now) = (self.configs.clone(), self.now);
+        Some(Fetch::Decode(Box::new(Fetched {
+            tail: whole.then(|| tail_of(&bytes)).flatten(),
+            timing: LoadTiming {
+                read: started.elapsed(),
+                bytes: bytes.len(),
+                ..LoadTiming::default()
+            },
+            bytes,
+            summary,
+            stamp: loaded.stamp,
+        })))
+    }
+
+    /// Decodes a fetched snapshot on a blocking thread (and `threads - 1` helpers); `None` when the task failed.
+    pub(super) async fn decode(&self, fetch: Fetch, threads: usize) -> Option<Restored> {
+        let fetched = match fetch {
+            Fetch::Done(restored) => return Some(restored),
+            Fetch::Decode(fetched) => fetched,
+        };
+        let Fetched {
+            bytes,
+            summary,
+            stamp,
+            tail,
+            mut timing,
+        } = *fetched;
+        let (partition, configs, now) = (self.partition, self.configs.clone(), self.now);
+        let decoding = Instant::now();
         let decoded = tokio::task::spawn_blocking(move || {
-            let decoded = PartitionCore::decode_snapshot(partition, &bytes, &configs, now);
+            let decoded =
+                PartitionCore::decode_snapshot_on(partition, &bytes, &configs, now, threads);
             // The snapshot's bytes and the decoder's scratch: tens of megabytes a partition, freed at once.
             drop(bytes);
             streams::zeroing::release_freed();
             decoded
         })
         .await;
-        match (decoded, summary) {
-            (Ok(Ok((core, offsets))), Ok(summary)) => Some(Restored {
+        timing.decode = decoding.elapsed();
+        timing.threads = threads;
+        match decoded {
+            Ok(Ok((core, offsets))) => Some(Restored {
                 held: tail.map(|tail| Held {
                     front: (offsets.clone(), summary.incarnation.clone()),
                     tail,
@@ -94,10 +180,14 @@ impl Hydration {
                 core,
                 offsets,
                 incarnation: summary.incarnation,
-                stamp: loaded.stamp,
+                stamp,
+                timing,
             }),
-            (Ok(Err(e)), _) | (Ok(Ok(_)), Err(e)) => Some(refused(partition, &e)),
-            (Err(e), _) => {
+            Ok(Err(e)) => Some(Restored {
+                timing,
+                ..refused(partition, &e)
+            }),
+            Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: decode task failed");
                 None
             }
