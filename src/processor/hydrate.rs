@@ -54,6 +54,15 @@ pub(super) struct Hydrated {
     queued: Duration,
 }
 
+/// What the broker says for a hydration: the input watermarks, its cluster id, its verdict on the snapshot's
+/// incarnation (or why it could not be read back), and how long asking took.
+type BrokerAnswer = (
+    HashMap<String, (i64, i64)>,
+    Option<String>,
+    Result<Verdict, String>,
+    Duration,
+);
+
 /// Everything a hydration needs, owned, so it can run as its own task.
 struct Hydration {
     partition: i32,
@@ -80,14 +89,23 @@ impl Hydration {
             self.decode(fetched, self.decode_threads),
             self.ask_broker(incarnation)
         );
-        let (mut restored, (watermarks, verdict, broker)) = (decoded?, asked?);
+        let (mut restored, (watermarks, cluster, checked, broker)) = (decoded?, asked?);
+        let verdict = match checked {
+            Ok(verdict) => verdict,
+            // The decode refused the snapshot already: what the broker would say of it no longer matters.
+            Err(_) if restored.refused => Verdict::default(),
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "restore postponed: the snapshot's records could not be read back");
+                return None;
+            }
+        };
         let ahead = super::recovery::ahead_of_log(&restored.offsets, &watermarks).map(
             |(topic, next, high)| {
                 format!("its position {next} in {topic} is past the log's end {high}")
             },
         );
-        // A snapshot the decode refused already is not refused twice.
-        let refused = verdict.refused.filter(|_| !restored.is_empty());
+        // A snapshot the decode refused already is not refused (and counted) twice.
+        let refused = verdict.refused.filter(|_| !restored.refused);
         if let Some(reason) = ahead.or(refused) {
             tracing::warn!(
                 partition = self.partition,
@@ -97,10 +115,11 @@ impl Hydration {
             metrics::counter!(streams::metric_names::SNAPSHOTS_REFUSED).increment(1);
             restored = Restored {
                 timing: restored.timing,
+                refused: true,
                 ..Restored::empty(self.partition)
             };
         }
-        restored.incarnation.cluster_id = verdict.cluster.or(restored.incarnation.cluster_id);
+        restored.incarnation.cluster_id = cluster.or(restored.incarnation.cluster_id);
         Some(Hydrated {
             restored,
             watermarks,
@@ -110,28 +129,29 @@ impl Hydration {
         })
     }
 
-    /// The input topics' watermarks and the broker's verdict on `incarnation`, and how long asking took; `None`
-    /// when the broker cannot answer now.
-    async fn ask_broker(
-        &self,
-        incarnation: Incarnation,
-    ) -> Option<(HashMap<String, (i64, i64)>, Verdict, Duration)> {
+    /// The input topics' watermarks, the broker's cluster id and its verdict on `incarnation`, and how long asking
+    /// took; `None` when the watermarks cannot be had now (a restore needs them whatever the snapshot).
+    async fn ask_broker(&self, incarnation: Incarnation) -> Option<BrokerAnswer> {
         let asking = Instant::now();
         let watermarks = self.watermarks().await?;
         let partition = self.partition;
         let (brokers, source) = (self.brokers.clone(), self.source.clone());
         let marks = watermarks.clone();
-        let checked = tokio::task::spawn_blocking(move || {
+        let asked = tokio::task::spawn_blocking(move || {
             let cluster = source.cluster_id();
-            super::incarnation::verify(&brokers, partition, cluster, &incarnation, &marks)
+            let checked = super::incarnation::verify(
+                &brokers,
+                partition,
+                cluster.clone(),
+                &incarnation,
+                &marks,
+            )
+            .map_err(|e| e.to_string());
+            (cluster, checked)
         })
         .await;
-        match checked {
-            Ok(Ok(verdict)) => Some((watermarks, verdict, asking.elapsed())),
-            Ok(Err(e)) => {
-                tracing::warn!(partition, error = %e, "restore postponed: the snapshot's records could not be read back");
-                None
-            }
+        match asked {
+            Ok((cluster, checked)) => Some((watermarks, cluster, checked, asking.elapsed())),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: incarnation task failed");
                 None
@@ -186,8 +206,10 @@ impl Processor {
                 .map(|t| t.to_string())
                 .collect(),
             brokers: self.brokers.clone(),
-            // With no partition live (a start, or an instance that owned nothing), a restore may take every core
-            // its permit stands for; beside live partitions one, as `restore_concurrency` intends.
+            // Decided at assignment: when this instance had nothing live (a start, or an instance that owned
+            // nothing), every restore of the assignment may take all the cores its permit stands for, even after
+            // the first of them are live (they are catching up too, and the restart ends with the last one);
+            // beside partitions that were already live, one, as `restore_concurrency` intends.
             decode_threads: if self.partitions.is_empty() {
                 self.decode_spread
             } else {
@@ -276,6 +298,7 @@ impl Processor {
             stamp,
             held,
             timing,
+            ..
         } = restored;
         let position = Position::restored(&offsets, &watermarks)
             .bound_to(incarnation, Lineage::restored(stamp, held));

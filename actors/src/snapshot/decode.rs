@@ -5,6 +5,7 @@
 //! same partition: merchants keep the snapshot's order (their slots), the first damaged piece in that order is the
 //! error, and the timer queue is built once from every customer's next boundary.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use functions::{evaluate, next_change, Timestamp};
@@ -51,22 +52,48 @@ impl PartitionCore {
         now: Timestamp,
         threads: usize,
     ) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
-        let (version, content) = super::wire::open(bytes)?;
-        let front = Front::read(version, content)?;
-        if front.partition != partition {
-            return Err(SnapshotError::WrongPartition {
-                expected: partition,
-                found: front.partition,
-            });
-        }
-        let Front {
-            version,
-            offsets,
-            merchants,
-            mut rest,
-            ..
-        } = front;
-        let core = if merchants.iter().all(|entry| entry.piece.is_some()) {
+        decode(partition, bytes, configs, now, Some(threads))
+    }
+}
+
+/// The decoder as one reader walking the bytes, merchant after merchant (how every snapshot was decoded before
+/// pieces were spread over threads): what the tests hold the spread decode to.
+#[cfg(test)]
+pub(super) fn decode_in_one_pass(
+    partition: i32,
+    bytes: &[u8],
+    configs: &Configs,
+    now: Timestamp,
+) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+    decode(partition, bytes, configs, now, None)
+}
+
+/// Spreads the pieces over `threads` when given and every merchant has a piece; else one pass.
+fn decode(
+    partition: i32,
+    bytes: &[u8],
+    configs: &Configs,
+    now: Timestamp,
+    threads: Option<usize>,
+) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+    let (version, content) = super::wire::open(bytes)?;
+    let front = Front::read(version, content)?;
+    if front.partition != partition {
+        return Err(SnapshotError::WrongPartition {
+            expected: partition,
+            found: front.partition,
+        });
+    }
+    let Front {
+        version,
+        offsets,
+        merchants,
+        mut rest,
+        ..
+    } = front;
+    let spread = threads.filter(|_| merchants.iter().all(|entry| entry.piece.is_some()));
+    let core = match spread {
+        Some(threads) => {
             // As one reader would: the first bad merchant in slot order is the error, whether its piece does
             // not decode or the front's lengths run out before it.
             let (jobs, cut) = split(version, merchants, configs, &mut rest);
@@ -78,15 +105,16 @@ impl PartitionCore {
                 return Err(Corrupt("bytes after the last merchant"));
             }
             assemble(partition, version, decoded)
-        } else {
+        }
+        None => {
             let core = decode_inline(partition, version, merchants, configs, &mut rest, now)?;
             if !rest.0.is_empty() {
                 return Err(Corrupt("bytes after the last merchant"));
             }
             core
-        };
-        Ok((core, offsets))
-    }
+        }
+    };
+    Ok((core, offsets))
 }
 
 /// Each merchant's piece as its own slice, with the merchant it will fill, up to the first merchant whose piece
@@ -128,7 +156,8 @@ fn job<'a>(
     })
 }
 
-/// Decodes every job, the largest first so the threads finish close together; results in slot order.
+/// Decodes every job, the largest first so the threads finish close together; results in slot order. Once a
+/// piece fails, pieces after it in slot order are skipped: the error is the first bad one's either way.
 fn decode_all(
     mut jobs: Vec<Job<'_>>,
     threads: usize,
@@ -138,19 +167,31 @@ fn decode_all(
     let count = jobs.len();
     jobs.sort_by_key(|job| std::cmp::Reverse(job.mark.len));
     let queue = Mutex::new(jobs.into_iter());
+    let failed = AtomicUsize::new(usize::MAX);
     let work = || {
         let mut scratch = Scratch::for_version(version);
         let mut done = Vec::new();
         // The lock is held only to take the next job; a poisoned lock means another worker panicked, which the
         // scope below turns into a panic here anyway.
         while let Some(job) = queue.lock().ok().and_then(|mut jobs| jobs.next()) {
-            done.push((job.slot, decode_one(job, now, &mut scratch)));
+            if job.slot > failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let slot = job.slot;
+            let decoded = decode_one(job, now, &mut scratch);
+            if decoded.is_err() {
+                failed.fetch_min(slot, Ordering::Relaxed);
+            }
+            done.push((slot, decoded));
         }
         done
     };
     let threads = threads.clamp(1, count.max(1));
     let mut results: Vec<(usize, Result<Decoded, SnapshotError>)> = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        // A thread the system will not give is work this one does itself.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
         let mut all = work();
         for helper in helpers {
             // A panic in decoding is a bug, not bad input: every length and value is checked before use.
@@ -159,7 +200,11 @@ fn decode_all(
         all
     });
     results.sort_unstable_by_key(|(slot, _)| *slot);
-    results.into_iter().map(|(_, decoded)| decoded).collect()
+    let mut decoded = Vec::with_capacity(count);
+    for (_, result) in results {
+        decoded.push(result?);
+    }
+    Ok(decoded)
 }
 
 fn decode_one(

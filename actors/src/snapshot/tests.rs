@@ -372,11 +372,15 @@ fn a_configuration_that_does_not_match_its_fingerprint_is_refused() {
     );
 }
 
+fn one_pass(bytes: &[u8]) -> Result<(PartitionCore, SnapshotOffsets), SnapshotError> {
+    decode::decode_in_one_pass(7, bytes, &Configs::default(), Timestamp(T0))
+}
+
 #[test]
-fn pieces_decoded_on_several_threads_give_the_same_partition() {
+fn pieces_decoded_on_several_threads_give_the_partition_one_pass_gives() {
     let bytes = several().encode_snapshot(&offsets());
-    let (mut one, _) = decode_on(&bytes, 1).unwrap();
-    for threads in [2, 3, 8] {
+    for threads in [1, 2, 3, 8] {
+        let (mut one, _) = one_pass(&bytes).unwrap();
         let (mut many, restored_offsets) = decode_on(&bytes, threads).unwrap();
         assert_eq!(restored_offsets, offsets());
         assert_eq!(many.encode_snapshot(&offsets()), bytes);
@@ -385,22 +389,41 @@ fn pieces_decoded_on_several_threads_give_the_same_partition() {
         assert_eq!(many.timers.len(), one.timers.len());
         let later = Timestamp(T0).plus_days(4_000);
         assert_eq!(many.timers.pop_due(later), one.timers.pop_due(later));
-        // Popping emptied one's queue: decode it again for the next thread count.
-        one = decode_on(&bytes, 1).unwrap().0;
     }
 }
 
+/// Two bad merchants: slot 0 names another configuration than its piece holds, slot 1's piece is damaged. Slot 1
+/// is the largest and decodes first on several threads; the error is still slot 0's, as one pass finds it.
 #[test]
-fn a_damaged_piece_is_the_same_error_on_several_threads() {
-    let bytes = several().encode_snapshot(&offsets());
+fn the_first_bad_merchant_in_slot_order_is_the_error_on_any_thread_count() {
+    let core = several();
+    let bytes = core.encode_snapshot(&offsets());
     let mut content = bytes[..bytes.len() - wire::TRAILER].to_vec();
-    // Inside the last pieces (the front and the first, small pieces come before).
-    let at = content.len() - 40;
-    content[at] ^= 0x5a;
+    let fingerprint = config_fingerprint(&core.merchants[0].config).to_le_bytes();
+    let at = content
+        .windows(8)
+        .position(|w| w == fingerprint)
+        .expect("slot 0's entry in the front");
+    content[at] ^= 1;
+    let pieces: Vec<usize> = core
+        .merchants
+        .iter()
+        .map(|m| pieces::encode_piece(m).len())
+        .collect();
+    let front = content.len() - pieces.iter().sum::<usize>();
+    content[front + pieces[0] + pieces[1] / 2] ^= 0x5a;
     let damaged = reseal(content);
-    let one = decode_on(&damaged, 1).err();
-    assert!(one.is_some());
-    assert_eq!(decode_on(&damaged, 4).err(), one);
+    let expected = Some(Corrupt(
+        "a merchant's configuration does not match its fingerprint",
+    ));
+    assert_eq!(one_pass(&damaged).err(), expected);
+    for threads in [1, 2, 5] {
+        assert_eq!(
+            decode_on(&damaged, threads).err(),
+            expected,
+            "{threads} threads"
+        );
+    }
 }
 
 proptest! {
@@ -419,7 +442,11 @@ proptest! {
             content.truncate(wire::HEADER + cut.index(content.len() - wire::HEADER));
         }
         let damaged = reseal(content);
-        prop_assert_eq!(decode_on(&damaged, 3).err(), decode(&damaged).err());
+        let (many, one) = (decode_on(&damaged, 3), one_pass(&damaged));
+        prop_assert_eq!(many.as_ref().err(), one.as_ref().err());
+        if let (Ok((many, _)), Ok((one, _))) = (many, one) {
+            prop_assert_eq!(many.encode_snapshot(&offsets()), one.encode_snapshot(&offsets()));
+        }
     }
 
     #[test]

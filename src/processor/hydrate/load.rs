@@ -21,6 +21,8 @@ pub(super) struct Restored {
     /// hydration may fill in the cluster id later), and its checksum. What the store holds until the state changes.
     pub(super) held: Option<Held>,
     pub(super) timing: LoadTiming,
+    /// A snapshot was found and refused: the partition replays from the start, and nothing is left to check.
+    pub(super) refused: bool,
 }
 
 /// Where a load's time went, for the restore's log line: an SRE sizing restarts needs to know whether the store,
@@ -45,12 +47,8 @@ impl Restored {
             stamp: None,
             held: None,
             timing: LoadTiming::default(),
+            refused: false,
         }
-    }
-
-    /// No state and no position: nothing restored, so nothing to refuse.
-    pub(super) fn is_empty(&self) -> bool {
-        self.core.merchants().next().is_none() && self.offsets == SnapshotOffsets::default()
     }
 }
 
@@ -73,7 +71,7 @@ impl Fetched {
 /// How far a load got without decoding.
 pub(super) enum Fetch {
     /// No snapshot, or one refused unread: the partition replays from the start.
-    Done(Restored),
+    Done(Box<Restored>),
     Decode(Box<Fetched>),
 }
 
@@ -92,12 +90,12 @@ impl Hydration {
     pub(super) async fn fetch(&self) -> Option<Fetch> {
         let partition = self.partition;
         let Some(snapshots) = &self.snapshots else {
-            return Some(Fetch::Done(Restored::empty(partition)));
+            return Some(Fetch::Done(Box::new(Restored::empty(partition))));
         };
         let started = Instant::now();
         let loaded = match snapshots.load(partition).await {
             Ok(Some(loaded)) => loaded,
-            Ok(None) => return Some(Fetch::Done(Restored::empty(partition))),
+            Ok(None) => return Some(Fetch::Done(Box::new(Restored::empty(partition)))),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: snapshot store unavailable");
                 return None;
@@ -107,7 +105,7 @@ impl Hydration {
         let whole = matches!(stored, Stored::Whole(_));
         let bytes = match tokio::task::spawn_blocking(move || stored.into_bytes()).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Some(Fetch::Done(refused(partition, &e))),
+            Ok(Err(e)) => return Some(Fetch::Done(Box::new(refused(partition, &e)))),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "restore postponed: assembly task failed");
                 return None;
@@ -115,7 +113,7 @@ impl Hydration {
         };
         let summary = match SnapshotSummary::read(&bytes) {
             Ok(summary) => summary,
-            Err(e) => return Some(Fetch::Done(refused(partition, &e))),
+            Err(e) => return Some(Fetch::Done(Box::new(refused(partition, &e)))),
         };
         let unavailable = super::super::load_configs_of(
             &self.configs,
@@ -148,7 +146,7 @@ impl Hydration {
     /// Decodes a fetched snapshot on a blocking thread (and `threads - 1` helpers); `None` when the task failed.
     pub(super) async fn decode(&self, fetch: Fetch, threads: usize) -> Option<Restored> {
         let fetched = match fetch {
-            Fetch::Done(restored) => return Some(restored),
+            Fetch::Done(restored) => return Some(*restored),
             Fetch::Decode(fetched) => fetched,
         };
         let Fetched {
@@ -182,6 +180,7 @@ impl Hydration {
                 incarnation: summary.incarnation,
                 stamp,
                 timing,
+                refused: false,
             }),
             Ok(Err(e)) => Some(Restored {
                 timing,
@@ -199,5 +198,8 @@ impl Hydration {
 fn refused(partition: i32, error: &actors::SnapshotError) -> Restored {
     tracing::warn!(partition, error = %error, "snapshot refused; replaying the partition from the start");
     metrics::counter!(streams::metric_names::SNAPSHOTS_REFUSED).increment(1);
-    Restored::empty(partition)
+    Restored {
+        refused: true,
+        ..Restored::empty(partition)
+    }
 }
