@@ -3,7 +3,7 @@
 //! that moved gets its `rfm.updated` record and delta row, and a processor replaying the topics from the start
 //! (fresh group, fresh database) ends with the same segments.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loyalnest_rfm::configuration::Settings;
 use loyalnest_rfm::startup::Application;
@@ -12,27 +12,39 @@ use streams::MerchantId;
 
 use super::oracle::{post_customers, segment, Customer};
 use super::{get_config, put_config, tiers};
-use crate::helpers::{eventually, read_all_records, unique};
+use crate::helpers::{read_all_records, unique};
 use crate::live::{shop, spawn_engine_with, token, LiveApp};
 
 const CUSTOMERS: u64 = 24;
 
-async fn live_segment(app: &LiveApp, shop: &MerchantId, id: u64) -> Option<(String, String)> {
+/// The customer's segment and where it was read from, or what the API answered instead.
+async fn live_segment(
+    app: &LiveApp,
+    shop: &MerchantId,
+    id: u64,
+) -> Result<(String, String), String> {
     let response = app
         .client
         .get(format!("{}/api/v1/rfm/customers/{id}", app.address))
         .bearer_auth(token(shop))
         .send()
         .await
-        .ok()?;
-    let body: Value = response.json().await.ok()?;
-    Some((
-        body["segment"].as_str()?.to_owned(),
-        body["source"].as_str()?.to_owned(),
-    ))
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{status}: {e}"))?;
+    match (body["segment"].as_str(), body["source"].as_str()) {
+        (Some(segment), Some(source)) => Ok((segment.to_owned(), source.to_owned())),
+        _ => Err(format!("{status}: {body}")),
+    }
 }
 
-/// Waits until every customer's segment on `app` is the oracle's under `config`, read from `source`.
+/// Waits until every customer's segment on `app` is the oracle's under `config`, read from `source`. A round is a
+/// read per customer every 20 ms, which the per-shop API limit (50/s, burst 100) would start refusing once a slow
+/// machine keeps it polling for a few seconds; the instances these tests poll run with the limit off (it has its
+/// own tests, `limits`). A timeout names the first customer that differed and what was read.
 pub(super) async fn wait_for_oracle(
     app: &LiveApp,
     shop: &MerchantId,
@@ -40,20 +52,26 @@ pub(super) async fn wait_for_oracle(
     config: &Value,
     source: &str,
 ) {
-    eventually(
-        &format!("every customer in the oracle's segment ({source})"),
-        Duration::from_secs(60),
-        async || {
-            for c in customers {
-                let expected = (segment(config, c), source.to_owned());
-                if live_segment(app, shop, c.id).await != Some(expected) {
-                    return false;
-                }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut differs = None;
+        for c in customers {
+            let expected = (segment(config, c), source.to_owned());
+            let read = live_segment(app, shop, c.id).await;
+            if read.as_ref() != Ok(&expected) {
+                differs = Some(format!(
+                    "customer {c:?}: expected {expected:?}, read {read:?}"
+                ));
+                break;
             }
-            true
-        },
-    )
-    .await;
+        }
+        let Some(differs) = differs else { return };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every customer in the oracle's segment ({source}); last: {differs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The owner measures the shop from its live state: AOV over every order posted.
@@ -108,7 +126,8 @@ async fn check_moves_published(settings: &Settings, shop: &MerchantId, moved: &[
 
 #[actix_web::test]
 async fn a_config_saved_elsewhere_is_applied_by_the_owner_and_replayed_alike() {
-    let owner = spawn_engine_with(&[]).await;
+    // `wait_for_oracle` reads every customer each round (see there).
+    let owner = spawn_engine_with(&[("API_RATE_PER_SHOP", "0".to_owned())]).await;
     // The instance the merchant saves through: HTTP only, same database and topics, no partitions.
     let settings = owner.settings.clone();
     let http = Application::build(&settings).expect("app starts");
