@@ -170,7 +170,7 @@ impl SnapshotStore {
                 legacy_gone,
             } => {
                 let (whole, saved) = whole_of(round).await?;
-                let key = format!("{prefix}:{partition}");
+                let key = partition_key(prefix, partition);
                 link.query::<()>(redis::cmd("SET").arg(key).arg(whole))
                     .await
                     .map_err(StoreError::Unavailable)?;
@@ -199,14 +199,14 @@ impl SnapshotStore {
                 legacy_prefix,
                 legacy_gone,
             } => {
-                let key = format!("{prefix}:{partition}");
+                let key = partition_key(prefix, partition);
                 let held = link
                     .query::<Vec<u8>>(redis::cmd("GETRANGE").arg(key).arg(-8).arg(-1))
                     .await;
                 if !held.is_ok_and(|held| held == tail) {
                     return false;
                 }
-                let legacy = format!("{legacy_prefix}:{partition}");
+                let legacy = partition_key(legacy_prefix, partition);
                 legacy_gone.contains(&partition)
                     || link
                         .query::<bool>(redis::cmd("EXISTS").arg(legacy))
@@ -262,7 +262,7 @@ impl SnapshotStore {
                 legacy_gone.remove(&partition);
                 let get = |prefix: &str| {
                     redis::cmd("GET")
-                        .arg(format!("{prefix}:{partition}"))
+                        .arg(partition_key(prefix, partition))
                         .to_owned()
                 };
                 let (tagged, legacy) = (get(prefix), get(legacy_prefix));
@@ -284,6 +284,11 @@ impl SnapshotStore {
     }
 }
 
+/// The key of `partition`'s whole snapshot under `prefix` (the hash-tagged one or the legacy one).
+fn partition_key(prefix: &str, partition: i32) -> String {
+    format!("{prefix}:{partition}")
+}
+
 /// Deletes `partition`'s snapshot under the key it had before keys were hash-tagged, once a tagged one is written:
 /// the load would otherwise keep falling back to it whenever the tagged key is missing (a flushed or rebuilt Redis),
 /// restoring a snapshot from before the upgrade, and the key would hold its megabytes forever. Best effort, once
@@ -292,7 +297,7 @@ async fn forget_legacy(link: &RedisLink, legacy_prefix: &str, partition: i32, go
     if gone.contains(&partition) {
         return;
     }
-    let key = format!("{legacy_prefix}:{partition}");
+    let key = partition_key(legacy_prefix, partition);
     match link.query::<i64>(redis::cmd("DEL").arg(&key)).await {
         Ok(deleted) => {
             gone.insert(partition);

@@ -92,7 +92,7 @@ fn decode(
         ..
     } = front;
     let spread = threads.filter(|_| merchants.iter().all(|entry| entry.piece.is_some()));
-    let core = match spread {
+    let decoded = match spread {
         Some(threads) => {
             // As one reader would: the first bad merchant in slot order is the error, whether its piece does
             // not decode or the front's lengths run out before it.
@@ -101,20 +101,14 @@ fn decode(
             if let Some(error) = cut {
                 return Err(error);
             }
-            if !rest.0.is_empty() {
-                return Err(Corrupt("bytes after the last merchant"));
-            }
-            assemble(partition, version, decoded)
+            decoded
         }
-        None => {
-            let core = decode_inline(partition, version, merchants, configs, &mut rest, now)?;
-            if !rest.0.is_empty() {
-                return Err(Corrupt("bytes after the last merchant"));
-            }
-            core
-        }
+        None => decode_inline(version, merchants, configs, &mut rest, now)?,
     };
-    Ok((core, offsets))
+    if !rest.0.is_empty() {
+        return Err(Corrupt("bytes after the last merchant"));
+    }
+    Ok((assemble(partition, version, decoded), offsets))
 }
 
 /// Each merchant's piece as its own slice, with the merchant it will fill, up to the first merchant whose piece
@@ -143,10 +137,8 @@ fn job<'a>(
     rest: &mut Reader<'a>,
 ) -> Result<Job<'a>, SnapshotError> {
     let mark = entry.piece.ok_or(Corrupt("a merchant without a piece"))?;
-    let config = starting_config(version, &entry, configs)?;
+    let merchant = unfilled(version, &entry, configs)?;
     let bytes = rest.take(mark.len)?;
-    let mut merchant = MerchantState::new(entry.id, config);
-    merchant.exponent = entry.exponent;
     Ok(Job {
         slot,
         merchant,
@@ -220,13 +212,35 @@ fn decode_one(
         ..
     } = job;
     read_piece(&mut Reader(bytes), mark, &mut merchant, scratch)?;
+    filled(merchant, fingerprint, Some(mark), now)
+}
+
+/// A merchant as its entry in the front starts it, before its customers are read.
+fn unfilled(
+    version: u16,
+    entry: &MerchantEntry,
+    configs: &Configs,
+) -> Result<MerchantState, SnapshotError> {
+    let config = starting_config(version, entry, configs)?;
+    let mut merchant = MerchantState::new(entry.id.clone(), config);
+    merchant.exponent = entry.exponent;
+    Ok(merchant)
+}
+
+/// A merchant whose customers are read: checked against its entry's fingerprint, with its timers.
+fn filled(
+    merchant: MerchantState,
+    fingerprint: u64,
+    mark: Option<PieceMark>,
+    now: Timestamp,
+) -> Result<Decoded, SnapshotError> {
     if config_fingerprint(&merchant.config) != fingerprint {
         return Err(Corrupt(
             "a merchant's configuration does not match its fingerprint",
         ));
     }
     let timers = timers_of(&merchant, now).collect();
-    Ok((merchant, Some(mark), timers))
+    Ok((merchant, mark, timers))
 }
 
 /// The partition from its decoded merchants, in slot order.
@@ -252,32 +266,23 @@ fn assemble(partition: i32, version: u16, decoded: Vec<Decoded>) -> PartitionCor
 
 /// Before format 4 a merchant's customers follow the front with no length: only one reader can walk them.
 fn decode_inline(
-    partition: i32,
     version: u16,
     entries: Vec<MerchantEntry>,
     configs: &Configs,
     rest: &mut Reader<'_>,
     now: Timestamp,
-) -> Result<PartitionCore, SnapshotError> {
+) -> Result<Vec<Decoded>, SnapshotError> {
     let mut scratch = Scratch::for_version(version);
     let mut decoded = Vec::with_capacity(entries.len());
     for entry in entries {
-        let config = starting_config(version, &entry, configs)?;
-        let mut merchant = MerchantState::new(entry.id, config);
-        merchant.exponent = entry.exponent;
+        let mut merchant = unfilled(version, &entry, configs)?;
         match entry.piece {
             Some(mark) => read_piece(rest, mark, &mut merchant, &mut scratch)?,
             None => read_merchant(rest, &mut merchant, &mut scratch)?,
         }
-        if config_fingerprint(&merchant.config) != entry.fingerprint {
-            return Err(Corrupt(
-                "a merchant's configuration does not match its fingerprint",
-            ));
-        }
-        let timers = timers_of(&merchant, now).collect();
-        decoded.push((merchant, entry.piece, timers));
+        decoded.push(filled(merchant, entry.fingerprint, entry.piece, now)?);
     }
-    Ok(assemble(partition, version, decoded))
+    Ok(decoded)
 }
 
 /// Each customer's next boundary after `now`, or `now` when its published evaluation is already out of date.

@@ -8,13 +8,8 @@ impl Scenario {
     /// Every customer served at `addresses` equal to the oracle, then every customer's last published segment.
     pub(super) async fn check_state_and_outputs(&self, addresses: &[String]) {
         let now = chrono::Utc::now().timestamp();
-        until_agreed(
-            "every customer equal to the oracle",
-            Duration::from_secs(180),
-            100,
-            async || mismatches(addresses, &self.merchants, &self.truth, now).await,
-        )
-        .await;
+        self.until_consumed("every customer equal to the oracle", addresses, now)
+            .await;
         // Restores publish their net changes after the state is complete: wait for the outputs to agree too.
         until_agreed(
             "every last published segment equal to the oracle",
@@ -25,6 +20,16 @@ impl Scenario {
                 last_segment_mismatches(&records, &self.truth, now)
             },
         )
+        .await;
+    }
+}
+
+impl Scenario {
+    /// Waits until every customer served at `addresses` equals the oracle at `now`: the stream is consumed.
+    pub(super) async fn until_consumed(&self, what: &str, addresses: &[String], now: i64) {
+        until_agreed(what, Duration::from_secs(180), 100, async || {
+            mismatches(addresses, &self.merchants, &self.truth, now).await
+        })
         .await;
     }
 }

@@ -33,9 +33,7 @@ use crate::helpers::{
 };
 use crate::live::{token, API_KEY};
 use crate::processor::{script, CustomerTruth};
-use checks::{
-    check_delta_rows, check_versions_unique, mismatches, missing_delta_rows, until_agreed,
-};
+use checks::{check_delta_rows, check_versions_unique, missing_delta_rows, until_agreed};
 
 const SNAPSHOT_MS: u64 = 600;
 

@@ -24,13 +24,8 @@ async fn a_snapshot_of_replaced_topics_is_refused_and_the_new_log_is_counted_exa
     wait_for_snapshots_after_restore(&address).await;
     old.produce(&old.events).await;
     let now = chrono::Utc::now().timestamp();
-    until_agreed(
-        "the old stream consumed",
-        Duration::from_secs(180),
-        100,
-        async || mismatches(&addresses, &old.merchants, &old.truth, now).await,
-    )
-    .await;
+    old.until_consumed("the old stream consumed", &addresses, now)
+        .await;
     let rounds = snapshot_rounds(&address).await;
     eventually(
         "snapshot rounds after the old stream",
